@@ -1,0 +1,32 @@
+/* handoff.h - hands work from other threads (nats.c's callbacks, the thread
+ * pool) to the libuv loop thread: a bounded FIFO plus a uv_async_t.
+ *
+ * Bounded: when the queue is full, cm_handoff_post() blocks the calling
+ * (non-loop) thread until the loop has made room. That back-pressure reaches
+ * nats.c's delivery thread and from there the server, instead of growing
+ * memory. Never post from the loop thread while the queue may be full: use a
+ * direct call there. */
+#ifndef CM_HANDOFF_H
+#define CM_HANDOFF_H
+
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct cm_handoff_s cm_handoff_t;
+
+/* Runs on the loop thread. `cancelled` is 1 when the item is being dropped
+ * because the handoff is closing: release `arg` and do nothing else. */
+typedef void (*cm_handoff_fn)(void *arg, int cancelled);
+
+int cm_handoff_create(cm_handoff_t **out, uv_loop_t *loop, size_t cap)
+    __attribute__((warn_unused_result));
+/* Any thread. 0, or -ESHUTDOWN after cm_handoff_close (fn is then NOT called:
+ * the caller still owns arg). */
+int cm_handoff_post(cm_handoff_t *h, cm_handoff_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+/* Loop thread. Runs the queued items with cancelled=1, closes the async
+ * handle; memory is freed in its close callback. NULL-safe. */
+void cm_handoff_close(cm_handoff_t *h);
+size_t cm_handoff_depth(cm_handoff_t *h);
+
+#endif

@@ -1,0 +1,58 @@
+/* natsconn.h - one NATS connection driven by the libuv loop (nats.c libuv
+ * adapter), reconnecting forever, with every callback delivered on the loop
+ * thread through a handoff queue.
+ *
+ * nats.c runs message and connection callbacks on its own threads even with
+ * the libuv adapter: this module moves them to the loop. Publishing from the
+ * loop thread is fine (buffered, non-blocking); blocking calls
+ * (natsConnection_Request, Flush) are never made here. */
+#ifndef CM_NATSCONN_H
+#define CM_NATSCONN_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "cm/config.h"
+
+typedef struct cm_nats_s cm_nats_t;
+
+typedef enum {
+  CM_NATS_CONNECTED = 1,    /* first connect or reconnect */
+  CM_NATS_DISCONNECTED = 2, /* lost; nats.c is reconnecting */
+  CM_NATS_CLOSED = 3,       /* after cm_nats_drain/close finished: final */
+} cm_nats_event_t;
+
+/* Loop thread. Takes ownership of msg (natsMsg_Destroy it). */
+typedef void (*cm_nats_msg_fn)(void *ud, natsMsg *msg);
+typedef void (*cm_nats_event_fn)(void *ud, cm_nats_event_t ev);
+
+/* Starts connecting (in the background; retries forever if the server is not
+ * up yet). `name` is the client name shown by the server. Errors in the
+ * options (unreadable credentials, bad TLS files) fail here with a message
+ * in err. */
+int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
+                   const char *name, cm_nats_event_fn fn, void *ud, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* queue may be NULL. pending_limit_bytes 0 = nats.c default. */
+int cm_nats_subscribe(cm_nats_t *n, const char *subject, const char *queue, cm_nats_msg_fn fn,
+                      void *ud, natsSubscription **out) __attribute__((warn_unused_result));
+int cm_nats_publish(cm_nats_t *n, const char *subject, const char *reply, const void *data,
+                    size_t len) __attribute__((warn_unused_result));
+bool cm_nats_connected(const cm_nats_t *n);
+/* A fresh inbox subject, unique to this connection. Caller frees. */
+char *cm_nats_new_inbox(cm_nats_t *n);
+natsConnection *cm_nats_conn(cm_nats_t *n);
+/* Messages dropped by nats.c as slow consumer, all subscriptions. */
+uint64_t cm_nats_dropped(cm_nats_t *n);
+
+/* Starts draining (unsubscribe, deliver what is pending, flush, close).
+ * CM_NATS_CLOSED is delivered when done or after timeout_ms. */
+void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms);
+/* Loop thread, after CM_NATS_CLOSED (or to abort): destroys the connection
+ * and closes the loop handles. NULL-safe. */
+void cm_nats_destroy(cm_nats_t *n);
+
+#endif

@@ -1,0 +1,136 @@
+/* ledger.h - the fetcher's durable record of a job: which chunks exist and in
+ * which state, in one SQLite file (WAL).
+ *
+ * Chunk states:  pending -> leased -> done
+ *                leased -> pending   (nak, lease expiry, holder gone, handback)
+ *                leased -> dead      (after max_deliver leases)
+ *                dead -> pending     (replay)
+ * A chunk index below `next_index` exists in the ledger; indexes at or above
+ * it have not been read from the source yet.
+ *
+ * The ledger keeps every non-done chunk it knows of in memory (bounded by the
+ * in-flight window plus retries) and writes changes behind: each call below
+ * changes memory and queues a row change; cm_ledger_flush() writes all queued
+ * changes in ONE transaction. Losing unflushed changes in a crash is safe:
+ * a lease or an ack that was not written only causes a redelivery, and the
+ * saver deduplicates.
+ *
+ * Fencing: every call about a chunk carries its attempt number. A nak or a
+ * release for an attempt that is not the current lease is ignored; an ack of
+ * any attempt marks the chunk done (the data is saved).
+ *
+ * Single-threaded: call from the loop thread only. */
+#ifndef CM_LEDGER_H
+#define CM_LEDGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cm/buf.h"
+
+#define CM_LEDGER_SCHEMA_VERSION 1
+
+typedef struct cm_ledger_s cm_ledger_t;
+
+typedef enum {
+  CM_CHUNK_PENDING = 0,
+  CM_CHUNK_LEASED = 1,
+  CM_CHUNK_DONE = 2,
+  CM_CHUNK_DEAD = 3,
+} cm_chunk_state_t;
+
+typedef struct cm_job_info_s {
+  char name[128];
+  char source[512];       /* cm_source_describe() */
+  uint32_t chunk_size;
+  uint64_t next_index;    /* chunks created so far */
+  bool source_done;       /* the source is exhausted: total = next_index */
+  int64_t source_pos;     /* byte offset to resume a sequential source */
+  uint64_t source_line;   /* source records consumed before source_pos */
+  uint64_t done_chunks;
+  uint64_t dead_chunks;
+  uint64_t records_done;  /* sum of records acked */
+  uint64_t redeliveries;  /* leases with attempt > 1 */
+  double created_at;      /* unix seconds */
+} cm_job_info_t;
+
+/* Opens or creates the ledger file (schema created/migrated; a file with a
+ * newer schema version is refused: "ledger PATH has schema version 3, this
+ * fetcher supports up to 1"). */
+int cm_ledger_open(cm_ledger_t **out, const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void cm_ledger_close(cm_ledger_t *l); /* flushes; NULL-safe */
+
+/* Opens job `name`, creating it with (source, chunk_size) if new. An existing
+ * job whose source description or chunk size differ is refused with a clear
+ * error. Recovery: chunks left `leased` by a previous run become pending
+ * (due at once). Loads non-done chunks into memory. Fills *info. */
+int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uint32_t chunk_size,
+                       cm_job_info_t *info, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Current counters of the open job. */
+void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info);
+
+/* Records a new chunk read from the source: index must equal next_index.
+ * payload (the chunk's records, may be NULL for regenerable sources) is
+ * stored; pos/line/source_done update the job's resume point in the same
+ * transaction as the chunk row. The chunk starts pending with attempt 0. */
+int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
+                        int64_t pos, uint64_t line, bool source_done)
+    __attribute__((warn_unused_result));
+/* Marks the source exhausted without a new chunk (empty tail). */
+int cm_ledger_set_source_done(cm_ledger_t *l) __attribute__((warn_unused_result));
+
+/* The lowest-index pending chunk whose retry time has come (now_ms), or 0 if
+ * none: returns 1 and fills *index. */
+int cm_ledger_next_due(cm_ledger_t *l, int64_t now_ms, uint64_t *index);
+/* Time (ms) at which the earliest pending-but-not-due chunk becomes due, or
+ * -1 when there is none. */
+int64_t cm_ledger_next_due_at(const cm_ledger_t *l);
+
+/* Leases a pending chunk to `holder` until deadline_ms: attempt = previous
+ * attempt + 1, written to *attempt. -EINVAL if the chunk is not pending. */
+int cm_ledger_lease(cm_ledger_t *l, uint64_t index, const char *holder, int64_t deadline_ms,
+                    uint32_t *attempt) __attribute__((warn_unused_result));
+/* Extends the current lease (progress). Ignored (returns 0) when fenced. */
+int cm_ledger_extend(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t deadline_ms);
+
+/* Ack: returns 1 if the chunk became done now, 0 if it was already done or is
+ * unknown. `records` is stored and added to records_done. */
+int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t records);
+/* Returns a leased chunk to pending, due at not_before_ms, remembering
+ * reason. Returns 1 if done, 0 if fenced (attempt is not the current lease or
+ * the chunk is not leased). If the chunk has reached max_deliver leases it
+ * becomes dead instead and 2 is returned. */
+int cm_ledger_release(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t not_before_ms,
+                      const char *reason, uint32_t max_deliver);
+/* Calls fn for each leased chunk whose deadline is <= now_ms (the caller then
+ * releases it). Returns the number found. */
+typedef void (*cm_ledger_lease_fn)(void *ud, uint64_t index, uint32_t attempt,
+                                   const char *holder);
+int cm_ledger_each_expired(cm_ledger_t *l, int64_t now_ms, cm_ledger_lease_fn fn, void *ud);
+/* Calls fn for each chunk leased to `holder`. */
+int cm_ledger_each_held(cm_ledger_t *l, const char *holder, cm_ledger_lease_fn fn, void *ud);
+/* Puts every dead chunk of the job back to pending (attempt count kept so
+ * the next lease is attempt+1, but the max_deliver budget starts again).
+ * Returns how many. */
+int cm_ledger_replay_dead(cm_ledger_t *l) __attribute__((warn_unused_result));
+
+/* Stored payload of chunk `index` (sequential sources): appended to out.
+ * -ENOENT if none. */
+int cm_ledger_payload(cm_ledger_t *l, uint64_t index, cm_buf_t *out)
+    __attribute__((warn_unused_result));
+/* State and attempt of a chunk (tests, /status). -ENOENT if unknown. */
+int cm_ledger_chunk_state(cm_ledger_t *l, uint64_t index, cm_chunk_state_t *state,
+                          uint32_t *attempt);
+
+size_t cm_ledger_leased_count(const cm_ledger_t *l);
+size_t cm_ledger_pending_count(const cm_ledger_t *l); /* pending in memory */
+/* true when the source is done and every created chunk is done or dead. */
+bool cm_ledger_job_complete(const cm_ledger_t *l);
+
+/* Writes every queued change in one transaction. */
+int cm_ledger_flush(cm_ledger_t *l) __attribute__((warn_unused_result));
+size_t cm_ledger_unflushed(const cm_ledger_t *l);
+
+#endif

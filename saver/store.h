@@ -1,0 +1,55 @@
+/* store.h - the saver's results database (SQLite, WAL).
+ *
+ *   records(job, chunk, idx, body)      PRIMARY KEY(job, chunk, idx), WITHOUT
+ *                                        ROWID: inserts append in key order
+ *   chunks(job, chunk, records, dead, attempt, saved_at)
+ *                                        the "chunk saved" marker
+ *   dead_letters(job, chunk, idx, reason, record)
+ *
+ * A chunk's records, its dead letters and its marker commit together. A
+ * chunk whose marker exists is a duplicate: nothing is written, and it is
+ * reported as saved so the caller acknowledges it again.
+ *
+ * Not thread-safe: one thread at a time (the saver commits on a thread-pool
+ * thread, one batch at a time). */
+#ifndef CM_STORE_H
+#define CM_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cm/chunk.h"
+
+#define CM_STORE_SCHEMA_VERSION 1
+
+typedef struct cm_store_s cm_store_t;
+
+typedef enum { CM_SYNC_NORMAL = 1, CM_SYNC_FULL = 2 } cm_store_sync_t;
+
+/* Opens or creates the database (schema created/migrated in one transaction;
+ * a newer schema version is refused with a clear error). */
+int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char *err,
+                  size_t errlen) __attribute__((warn_unused_result));
+void cm_store_close(cm_store_t *s); /* NULL-safe */
+
+typedef struct cm_store_item_s {
+  /* in */
+  const char *json; /* a mapped chunk in wire form; borrowed */
+  size_t len;
+  /* out */
+  int status;       /* 0 saved now, 1 duplicate (already saved), <0 error */
+  cm_chunk_hdr_t hdr;
+  uint32_t records; /* records stored (for a duplicate: as stored before) */
+  uint32_t dead;    /* dead letters stored */
+  char err[160];
+} cm_store_item_t;
+
+/* Saves n chunks in ONE transaction (group commit). An item that is invalid
+ * (bad JSON, bad header) gets status <0 and err, and does not affect the
+ * others (savepoint per item). Returns 0 when the transaction committed, or
+ * a negative code when it did not (then no item is saved: every status is
+ * set <0). */
+int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: being written this session; fails until then */
+int main(void) { return 1; }
