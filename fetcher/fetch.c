@@ -1,1 +1,851 @@
-/* placeholder: being written this session */
+/* fetch.c - the fetcher's dispatcher.
+ *
+ * Inputs (all on the loop thread, from NATS via the handoff):
+ *   P.credit     a mapper can take N more chunks     -> pump()
+ *   P.ack        a saver committed a chunk           -> ledger done, pump()
+ *   P.nak        a mapper failed / handed back       -> pending (backoff), pump()
+ *   P.heartbeat  members are alive                   -> member table
+ *   timers       lease expiry, member expiry, ledger flush, progress
+ * Output: one chunk per credit on P.chunk.<mapper-id>, within the global
+ * window --max-inflight.
+ *
+ * Durability is the ledger's: a chunk is dispatched only after its lease is
+ * recorded (write-behind, flushed every FLUSH_MS in one transaction); a lost
+ * unflushed lease or ack only causes a redelivery, which the saver
+ * deduplicates. */
+#include "fetch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm/chunk.h"
+#include "cm/log.h"
+
+#define FETCH_MAX_MEMBERS 1024
+#define FETCH_MAX_VERSIONS 16
+#define FETCH_LAT_SLOTS 65536
+#define FETCH_FLUSH_MS 50
+#define FETCH_TICK_MS 100
+#define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
+
+typedef struct member_s {
+  bool active;
+  char id[128];
+  char subject[256];
+  int version; /* index into versions[] */
+  uint32_t free;
+  uint64_t received;
+  uint64_t sent;
+  int64_t last_seen_ms;
+  int64_t joined_ms;
+  int64_t first_dispatch_ms; /* -1 until it got work */
+  bool draining;
+  uint64_t acked;
+} member_t;
+
+typedef struct version_s {
+  char name[64];
+  uint64_t acked, naks, expired, dispatched;
+} version_t;
+
+typedef struct lat_s {
+  uint64_t index;
+  int64_t t_ms;
+  int version;
+  bool used;
+} lat_t;
+
+struct cm_fetch_s {
+  cm_daemon_t *d;
+  cm_fetch_cfg_t cfg;
+  cm_ledger_t *ledger;
+  cm_source_t *src;
+  bool random_access;
+  int64_t total_chunks; /* -1 unknown */
+  char job[CM_JOB_MAX];
+
+  member_t members[FETCH_MAX_MEMBERS];
+  int nmembers;
+  version_t versions[FETCH_MAX_VERSIONS];
+  int nversions;
+  lat_t lat[FETCH_LAT_SLOTS];
+
+  uv_timer_t tick, flush, progress, due;
+  char chunk_prefix[256];
+  char dead_subject[256];
+  cm_buf_t buf;
+  cm_buf_t bad;
+
+  int64_t start_ms;
+  double start_wall;
+  uint64_t records_at_start;
+  uint64_t last_progress_records;
+  int64_t last_progress_ms;
+  bool complete;
+  bool reported;
+  bool stopping;
+  bool fatal;
+  uint64_t dead_this_run;
+
+  cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
+      *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced;
+  cm_histogram_t *m_latency;
+  cm_gauge_t *m_complete;
+};
+
+static int64_t now_ms(cm_fetch_t *f) { return cm_daemon_now_ms(f->d); }
+
+/* ---- versions and members ---- */
+
+static int version_slot(cm_fetch_t *f, const char *name) {
+  for (int i = 0; i < f->nversions; i++)
+    if (strcmp(f->versions[i].name, name) == 0) return i;
+  if (f->nversions == FETCH_MAX_VERSIONS) return FETCH_MAX_VERSIONS - 1;
+  snprintf(f->versions[f->nversions].name, sizeof(f->versions[0].name), "%s", name);
+  return f->nversions++;
+}
+
+static member_t *member_find(cm_fetch_t *f, const char *id) {
+  for (int i = 0; i < f->nmembers; i++)
+    if (f->members[i].active && strcmp(f->members[i].id, id) == 0) return &f->members[i];
+  return NULL;
+}
+
+static member_t *member_add(cm_fetch_t *f, const char *id) {
+  member_t *m = NULL;
+  for (int i = 0; i < f->nmembers; i++)
+    if (!f->members[i].active) {
+      m = &f->members[i];
+      break;
+    }
+  if (m == NULL) {
+    if (f->nmembers == FETCH_MAX_MEMBERS) return NULL;
+    m = &f->members[f->nmembers++];
+  }
+  memset(m, 0, sizeof(*m));
+  m->active = true;
+  snprintf(m->id, sizeof(m->id), "%s", id);
+  m->joined_ms = now_ms(f);
+  m->first_dispatch_ms = -1;
+  return m;
+}
+
+static int64_t member_available(const member_t *m) {
+  /* Chunks sent that the mapper had not seen when it reported `free` are
+   * still on their way: subtract them, so a stale credit never overfills. */
+  int64_t in_transit = (int64_t)m->sent - (int64_t)m->received;
+  if (in_transit < 0) in_transit = 0;
+  if (m->draining) return 0;
+  return (int64_t)m->free - in_transit;
+}
+
+static int active_members(const cm_fetch_t *f) {
+  int n = 0;
+  for (int i = 0; i < f->nmembers; i++) n += f->members[i].active;
+  return n;
+}
+
+/* ---- helpers ---- */
+
+static int64_t backoff_ms(uint32_t attempt) {
+  /* Exponential from 250 ms, capped at 30 s, with +-50% jitter so a burst of
+   * failures does not come back as a burst. */
+  double base = 250.0 * pow(2.0, attempt > 0 ? (double)(attempt - 1) : 0.0);
+  if (base > 30000.0) base = 30000.0;
+  return (int64_t)(base * (0.5 + (double)rand() / ((double)RAND_MAX + 1.0)));
+}
+
+static void lat_put(cm_fetch_t *f, uint64_t index, int64_t t, int version) {
+  lat_t *l = &f->lat[index % FETCH_LAT_SLOTS];
+  l->index = index;
+  l->t_ms = t;
+  l->version = version;
+  l->used = true;
+}
+
+static lat_t *lat_get(cm_fetch_t *f, uint64_t index) {
+  lat_t *l = &f->lat[index % FETCH_LAT_SLOTS];
+  return (l->used && l->index == index) ? l : NULL;
+}
+
+static void fetch_publish_dead(cm_fetch_t *f, uint64_t index, uint32_t attempt, const char *reason) {
+  cm_buf_t b;
+  cm_buf_init(&b, 4096);
+  int rc = cm_buf_puts(&b, "{\"job\":");
+  rc |= cm_buf_append_json_str(&b, f->job, strlen(f->job));
+  rc |= cm_buf_printf(&b, ",\"index\":%" PRIu64 ",\"attempts\":%u,\"reason\":", index, attempt);
+  rc |= cm_buf_append_json_str(&b, reason, strlen(reason));
+  rc |= cm_buf_puts(&b, "}");
+  if (rc == 0) (void)cm_nats_publish(cm_daemon_nats(f->d), f->dead_subject, NULL, b.data, b.len);
+  cm_buf_free(&b);
+  cm_counter_inc(f->m_dead);
+  f->dead_this_run++;
+  cm_log_error("chunk %" PRIu64 " is dead after %u deliveries: %s", index, attempt, reason);
+}
+
+/* Returns a lease to pending (or dead). */
+static void fetch_release(cm_fetch_t *f, uint64_t index, uint32_t attempt, int64_t not_before,
+                          const char *reason) {
+  int rc = cm_ledger_release(f->ledger, index, attempt, not_before, reason,
+                             (uint32_t)f->cfg.max_deliver);
+  if (rc == 0) cm_counter_inc(f->m_fenced);
+  if (rc == 2) fetch_publish_dead(f, index, attempt, reason);
+}
+
+/* ---- completion and progress ---- */
+
+static void fetch_check_complete(cm_fetch_t *f) {
+  cm_job_info_t info;
+  double secs;
+  uint64_t run_records;
+  int code;
+  if (f->complete || !cm_ledger_job_complete(f->ledger)) return;
+  f->complete = true;
+  cm_gauge_set(f->m_complete, 1);
+  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at completion");
+  cm_ledger_info(f->ledger, &info);
+  secs = cm_wall_time() - f->start_wall;
+  run_records = info.records_done - f->records_at_start;
+  printf("job \"%s\" complete%s: %" PRIu64 " records in %" PRIu64 " chunks, %" PRIu64
+         " dead chunks, %" PRIu64 " redeliveries, %.2f s, %.0f records/s\n",
+         f->job, info.dead_chunks > 0 ? " with dead chunks" : "", info.records_done,
+         info.done_chunks, info.dead_chunks, info.redeliveries, secs,
+         secs > 0 ? (double)run_records / secs : 0.0);
+  printf("{\"summary\":{\"job\":\"%s\",\"records\":%" PRIu64 ",\"chunks\":%" PRIu64
+         ",\"dead_chunks\":%" PRIu64 ",\"redeliveries\":%" PRIu64
+         ",\"seconds\":%.3f,\"records_per_s\":%.1f,\"records_this_run\":%" PRIu64 "}}\n",
+         f->job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries, secs,
+         secs > 0 ? (double)run_records / secs : 0.0, run_records);
+  fflush(stdout);
+  cm_log_info("job %s complete: %" PRIu64 " records, %" PRIu64 " chunks, %" PRIu64
+              " dead, %" PRIu64 " redeliveries, %.2f s",
+              f->job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries,
+              secs);
+  if (f->cfg.once) {
+    code = (info.dead_chunks > 0 && !f->cfg.allow_dead) ? 3 : 0;
+    f->stopping = true;
+    cm_daemon_exit(f->d, code);
+  }
+}
+
+static void fetch_progress(uv_timer_t *t) {
+  cm_fetch_t *f = t->data;
+  cm_job_info_t info;
+  int64_t now = now_ms(f);
+  double dt = (double)(now - f->last_progress_ms) / 1000.0;
+  double rate;
+  if (f->complete) return;
+  cm_ledger_info(f->ledger, &info);
+  rate = dt > 0 ? (double)(info.records_done - f->last_progress_records) / dt : 0;
+  f->last_progress_records = info.records_done;
+  f->last_progress_ms = now;
+  if (f->total_chunks >= 0)
+    printf("progress: %" PRIu64 "/%" PRId64 " chunks (%.1f%%), %" PRIu64
+           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
+           info.done_chunks, f->total_chunks,
+           f->total_chunks > 0 ? 100.0 * (double)info.done_chunks / (double)f->total_chunks : 0.0,
+           info.records_done, rate, cm_ledger_leased_count(f->ledger), active_members(f),
+           info.redeliveries);
+  else
+    printf("progress: %" PRIu64 " chunks done (source %s), %" PRIu64
+           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
+           info.done_chunks, info.source_done ? "read" : "reading", info.records_done, rate,
+           cm_ledger_leased_count(f->ledger), active_members(f), info.redeliveries);
+  fflush(stdout);
+}
+
+/* ---- dispatch ---- */
+
+static void fetch_fatal(cm_fetch_t *f, const char *what) {
+  if (f->fatal) return;
+  f->fatal = true;
+  f->stopping = true;
+  cm_log_error("%s", what);
+  fprintf(stderr, "fetcher: %s\n", what);
+  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed");
+  cm_daemon_exit(f->d, 1);
+}
+
+/* Next chunk to send: a due retry first (lowest index), else a new chunk
+ * from the source. Returns 1 with *index, 0 when there is nothing to send. */
+static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
+  cm_job_info_t info;
+  if (cm_ledger_next_due(f->ledger, now, index) == 1) return 1;
+  cm_ledger_info(f->ledger, &info);
+  if (info.source_done) return 0;
+  if (f->random_access) {
+    uint64_t idx = info.next_index;
+    bool last = f->total_chunks >= 0 && (int64_t)idx + 1 >= f->total_chunks;
+    if (f->total_chunks == 0) {
+      if (cm_ledger_set_source_done(f->ledger) != 0) fetch_fatal(f, "ledger write failed");
+      return 0;
+    }
+    if (cm_ledger_add_chunk(f->ledger, idx, NULL, 0, 0, 0, last) != 0) {
+      fetch_fatal(f, "ledger: cannot add chunk");
+      return 0;
+    }
+    *index = idx;
+    return 1;
+  } else {
+    uint32_t nrec = 0, nbad = 0;
+    int64_t pos = 0;
+    char err[256] = "";
+    int rc;
+    cm_buf_reset(&f->buf);
+    cm_buf_reset(&f->bad);
+    if (cm_buf_puts(&f->buf, "[") != 0) return 0;
+    rc = cm_source_next(f->src, &f->buf, &nrec, &f->bad, &nbad, &pos, err, sizeof(err));
+    if (rc == 1) {
+      if (cm_ledger_set_source_done(f->ledger) != 0) fetch_fatal(f, "ledger write failed");
+      cm_log_info("source read to the end: %" PRIu64 " chunks", info.next_index);
+      return 0;
+    }
+    if (rc < 0) {
+      char msg[400];
+      snprintf(msg, sizeof(msg), "source error: %s", err);
+      fetch_fatal(f, msg);
+      return 0;
+    }
+    if (cm_buf_puts(&f->buf, "]") != 0 ||
+        (nbad > 0 && (cm_buf_puts(&f->buf, ",\"dead\":[") != 0 ||
+                      cm_buf_append(&f->buf, f->bad.data, f->bad.len) != 0 ||
+                      cm_buf_puts(&f->buf, "]") != 0))) {
+      fetch_fatal(f, "chunk too large");
+      return 0;
+    }
+    if (nbad > 0)
+      cm_log_warn("chunk %" PRIu64 ": %u source records are not valid JSON (kept as dead letters)",
+                  info.next_index, nbad);
+    if (cm_ledger_add_chunk(f->ledger, info.next_index, f->buf.data, f->buf.len, pos,
+                            info.source_line + nrec + nbad, false) != 0) {
+      fetch_fatal(f, "ledger: cannot store chunk");
+      return 0;
+    }
+    *index = info.next_index;
+    return 1;
+  }
+}
+
+/* Builds the wire chunk for (index, attempt) into f->buf. */
+static int fetch_build(cm_fetch_t *f, uint64_t index, uint32_t attempt) {
+  cm_chunk_hdr_t h;
+  int rc;
+  memset(&h, 0, sizeof(h));
+  snprintf(h.job, sizeof(h.job), "%s", f->job);
+  h.index = index;
+  h.attempt = attempt;
+  cm_buf_reset(&f->buf);
+  if ((rc = cm_chunk_begin(&f->buf, &h)) != 0) return rc;
+  if (f->random_access) {
+    uint32_t nrec = 0;
+    if ((rc = cm_source_chunk(f->src, index, &f->buf, &nrec)) != 0) return rc;
+    return cm_chunk_end(&f->buf, NULL, 0);
+  }
+  /* Stored payload is `[records]` or `[records],"dead":[...]`: it continues
+   * the `"data":[` that cm_chunk_begin wrote. */
+  {
+    size_t mark = f->buf.len;
+    if ((rc = cm_ledger_payload(f->ledger, index, &f->buf)) != 0) return rc;
+    if (f->buf.len == mark || f->buf.data[mark] != '[') return -EINVAL;
+    memmove(f->buf.data + mark, f->buf.data + mark + 1, f->buf.len - mark - 1);
+    f->buf.len--;
+    return cm_buf_puts(&f->buf, "}");
+  }
+}
+
+static member_t *fetch_pick(cm_fetch_t *f) {
+  member_t *best = NULL;
+  int64_t best_av = 0;
+  for (int i = 0; i < f->nmembers; i++) {
+    member_t *m = &f->members[i];
+    int64_t av;
+    if (!m->active) continue;
+    av = member_available(m);
+    if (av > best_av) {
+      best = m;
+      best_av = av;
+    }
+  }
+  return best;
+}
+
+static void fetch_arm_due(cm_fetch_t *f, int64_t now);
+
+static void fetch_pump(cm_fetch_t *f) {
+  int64_t now;
+  if (f->stopping || f->complete || !cm_nats_connected(cm_daemon_nats(f->d))) return;
+  now = now_ms(f);
+  while ((int64_t)cm_ledger_leased_count(f->ledger) < f->cfg.max_inflight) {
+    member_t *m = fetch_pick(f);
+    uint64_t index;
+    uint32_t attempt = 0;
+    int rc;
+    if (m == NULL) break;
+    if (fetch_next_chunk(f, now, &index) != 1) break;
+    if (cm_ledger_lease(f->ledger, index, m->id, now + f->cfg.ack_wait_ms, &attempt) != 0) {
+      fetch_fatal(f, "ledger: cannot lease a pending chunk");
+      return;
+    }
+    rc = fetch_build(f, index, attempt);
+    if (rc == 0)
+      rc = cm_nats_publish(cm_daemon_nats(f->d), m->subject, NULL, f->buf.data, f->buf.len);
+    if (rc != 0) {
+      /* Not sent: back to pending at once (it did not reach anyone). */
+      cm_log_warn("could not send chunk %" PRIu64 " to %s (%d): will retry", index, m->id, rc);
+      fetch_release(f, index, attempt, now + 100, "dispatch failed");
+      break;
+    }
+    m->sent++;
+    if (m->first_dispatch_ms < 0) {
+      m->first_dispatch_ms = now;
+      cm_log_info("mapper %s got its first chunk %.3f s after joining", m->id,
+                  (double)(now - m->joined_ms) / 1000.0);
+    }
+    f->versions[m->version].dispatched++;
+    lat_put(f, index, now, m->version);
+    cm_counter_inc(f->m_dispatched);
+    if (attempt > 1) cm_counter_inc(f->m_redelivered);
+  }
+  fetch_arm_due(f, now);
+}
+
+static void fetch_due_cb(uv_timer_t *t) { fetch_pump(t->data); }
+
+static void fetch_arm_due(cm_fetch_t *f, int64_t now) {
+  /* Wake up when the next backed-off chunk becomes due. */
+  int64_t at = cm_ledger_next_due_at(f->ledger);
+  if (at < 0) return;
+  (void)uv_timer_start(&f->due, fetch_due_cb, (uint64_t)(at > now ? at - now : 0), 0);
+}
+
+/* ---- NATS handlers ---- */
+
+static void fetch_on_credit(void *ud, natsMsg *msg) {
+  cm_fetch_t *f = ud;
+  Chunkmill__Credit *c = chunkmill__credit__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                                   (const uint8_t *)natsMsg_GetData(msg));
+  member_t *m;
+  if (c == NULL || c->mapper_id == NULL || c->mapper_id[0] == '\0' || c->subject == NULL ||
+      c->subject[0] == '\0') {
+    cm_log_warn("ignoring an invalid Credit message");
+    goto out;
+  }
+  m = member_find(f, c->mapper_id);
+  if (m == NULL) {
+    if (c->draining) goto out;
+    m = member_add(f, c->mapper_id);
+    if (m == NULL) {
+      cm_log_error("member table full: ignoring mapper %s", c->mapper_id);
+      goto out;
+    }
+    m->version = version_slot(f, c->version != NULL && c->version[0] ? c->version : "unknown");
+    cm_log_info("mapper %s (version %s) joined with %u free slots", m->id,
+                f->versions[m->version].name, c->free);
+  }
+  snprintf(m->subject, sizeof(m->subject), "%s", c->subject);
+  m->free = c->free;
+  /* received only grows; an older credit overtaken by a newer one must not
+   * move it back. */
+  if (c->received >= m->received) m->received = c->received;
+  m->draining = c->draining;
+  m->last_seen_ms = now_ms(f);
+  fetch_pump(f);
+out:
+  chunkmill__credit__free_unpacked(c, NULL);
+  natsMsg_Destroy(msg);
+}
+
+static void fetch_on_ack(void *ud, natsMsg *msg) {
+  cm_fetch_t *f = ud;
+  Chunkmill__Ack *a = chunkmill__ack__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                             (const uint8_t *)natsMsg_GetData(msg));
+  if (a == NULL) {
+    cm_log_warn("ignoring an invalid Ack message");
+    goto out;
+  }
+  if (a->job == NULL || strcmp(a->job, f->job) != 0) goto out;
+  if (cm_ledger_ack(f->ledger, a->index, a->attempt, a->records) == 1) {
+    lat_t *l = lat_get(f, a->index);
+    cm_counter_inc(f->m_acked);
+    cm_counter_add(f->m_records, a->records);
+    if (l != NULL) {
+      cm_histogram_observe(f->m_latency, (double)(now_ms(f) - l->t_ms) / 1000.0);
+      f->versions[l->version].acked++;
+      l->used = false;
+    }
+    fetch_check_complete(f);
+    fetch_pump(f);
+  } else {
+    cm_counter_inc(f->m_dup_acks);
+  }
+out:
+  chunkmill__ack__free_unpacked(a, NULL);
+  natsMsg_Destroy(msg);
+}
+
+static void fetch_on_nak(void *ud, natsMsg *msg) {
+  cm_fetch_t *f = ud;
+  Chunkmill__Nak *n = chunkmill__nak__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                             (const uint8_t *)natsMsg_GetData(msg));
+  int64_t now;
+  if (n == NULL) {
+    cm_log_warn("ignoring an invalid Nak message");
+    goto out;
+  }
+  if (n->job == NULL || strcmp(n->job, f->job) != 0) goto out;
+  now = now_ms(f);
+  if (n->handback) {
+    cm_counter_inc(f->m_handbacks);
+    /* A hand-back is not a failure: due at once, but it still used up a
+     * delivery (the ledger counts leases). */
+    fetch_release(f, n->index, n->attempt, now, n->reason ? n->reason : "handed back");
+  } else {
+    lat_t *l = lat_get(f, n->index);
+    int64_t wait = n->retry_after_ms > 0 ? (int64_t)n->retry_after_ms : backoff_ms(n->attempt);
+    cm_counter_inc(f->m_naks);
+    if (l != NULL) f->versions[l->version].naks++;
+    cm_log_warn("chunk %" PRIu64 " attempt %u failed on %s: %s", n->index, n->attempt,
+                n->mapper_id ? n->mapper_id : "?", n->reason ? n->reason : "");
+    fetch_release(f, n->index, n->attempt, now + wait, n->reason ? n->reason : "nak");
+  }
+  fetch_check_complete(f);
+  fetch_pump(f);
+out:
+  chunkmill__nak__free_unpacked(n, NULL);
+  natsMsg_Destroy(msg);
+}
+
+static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
+  cm_fetch_t *f = ud;
+  Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                                         (const uint8_t *)natsMsg_GetData(msg));
+  if (hb != NULL && hb->role != NULL && strcmp(hb->role, "mapper") == 0 && hb->id != NULL) {
+    member_t *m = member_find(f, hb->id);
+    int64_t now = now_ms(f);
+    if (m != NULL) {
+      m->last_seen_ms = now;
+      /* Leases the mapper reports as in hand are alive: keep them. */
+      for (size_t i = 0; i < hb->n_inflight; i++) {
+        Chunkmill__Lease *l = hb->inflight[i];
+        if (l->job != NULL && strcmp(l->job, f->job) == 0)
+          (void)cm_ledger_extend(f->ledger, l->index, l->attempt, now + f->cfg.ack_wait_ms);
+      }
+    }
+  }
+  chunkmill__heartbeat__free_unpacked(hb, NULL);
+  natsMsg_Destroy(msg);
+}
+
+/* ---- timers ---- */
+
+typedef struct {
+  cm_fetch_t *f;
+  int64_t now;
+  const char *reason;
+  bool at_once;
+} release_ctx_t;
+
+static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
+  release_ctx_t *c = ud;
+  lat_t *l = lat_get(c->f, index);
+  if (l != NULL) c->f->versions[l->version].expired++;
+  fetch_release(c->f, index, attempt, c->at_once ? c->now : c->now + backoff_ms(attempt),
+                c->reason);
+}
+
+static void fetch_tick(uv_timer_t *t) {
+  cm_fetch_t *f = t->data;
+  int64_t now = now_ms(f);
+  int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
+  release_ctx_t c = {f, now, "lease expired (ack wait)", false};
+  int n;
+  if (f->stopping) return;
+  /* The member table only ages while we can hear the members: an outage
+   * of our own connection must not look like every mapper dying. */
+  if (cm_nats_connected(cm_daemon_nats(f->d))) {
+    for (int i = 0; i < f->nmembers; i++) {
+      member_t *m = &f->members[i];
+      if (!m->active || now - m->last_seen_ms <= 3 * hb) continue;
+      release_ctx_t g = {f, now, "mapper stopped sending heartbeats", true};
+      int held = cm_ledger_each_held(f->ledger, m->id, release_one, &g);
+      cm_counter_inc(f->m_departed);
+      cm_log_warn("mapper %s missed 3 heartbeats: gone; %d chunks it held are pending again",
+                  m->id, held);
+      m->active = false;
+    }
+    n = cm_ledger_each_expired(f->ledger, now, release_one, &c);
+    if (n > 0) {
+      cm_counter_add(f->m_expired, (uint64_t)n);
+      cm_log_warn("%d leases expired after --ack-wait; re-dispatching", n);
+    }
+  }
+  fetch_check_complete(f);
+  fetch_pump(f);
+}
+
+static void fetch_flush(uv_timer_t *t) {
+  cm_fetch_t *f = t->data;
+  if (cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0)
+    cm_log_error("ledger flush failed; will retry");
+}
+
+/* ---- status, metrics ---- */
+
+static double g_backlog(void *ud) {
+  cm_fetch_t *f = ud;
+  cm_job_info_t info;
+  double unread;
+  cm_ledger_info(f->ledger, &info);
+  if (info.source_done)
+    unread = 0;
+  else if (f->total_chunks >= 0)
+    unread = (double)(f->total_chunks - (int64_t)info.next_index);
+  else
+    unread = 1; /* unknown size: at least one more */
+  return unread + (double)cm_ledger_pending_count(f->ledger);
+}
+
+static double g_oldest(void *ud) {
+  cm_fetch_t *f = ud;
+  /* Approximation: chunks never dispatched have waited since this run
+   * started; 0 when nothing is waiting. */
+  if (f->complete || g_backlog(ud) <= 0) return 0;
+  return (double)(now_ms(f) - f->start_ms) / 1000.0;
+}
+
+static double g_inflight(void *ud) { return (double)cm_ledger_leased_count(((cm_fetch_t *)ud)->ledger); }
+static double g_members(void *ud) { return (double)active_members(ud); }
+static double g_done(void *ud) {
+  cm_job_info_t info;
+  cm_ledger_info(((cm_fetch_t *)ud)->ledger, &info);
+  return (double)info.done_chunks;
+}
+static double g_total(void *ud) {
+  cm_fetch_t *f = ud;
+  cm_job_info_t info;
+  cm_ledger_info(f->ledger, &info);
+  if (info.source_done) return (double)info.next_index;
+  return f->total_chunks >= 0 ? (double)f->total_chunks : NAN;
+}
+static double g_records_done(void *ud) {
+  cm_job_info_t info;
+  cm_ledger_info(((cm_fetch_t *)ud)->ledger, &info);
+  return (double)info.records_done;
+}
+
+int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
+  cm_job_info_t info;
+  int64_t now = now_ms(f);
+  int rc;
+  bool first = true;
+  char total[32] = "null";
+  cm_ledger_info(f->ledger, &info);
+  rc = cm_buf_puts(out, ",\"job\":{\"name\":");
+  rc |= cm_buf_append_json_str(out, f->job, strlen(f->job));
+  rc |= cm_buf_puts(out, ",\"source\":");
+  rc |= cm_buf_append_json_str(out, info.source, strlen(info.source));
+  if (info.source_done)
+    snprintf(total, sizeof(total), "%" PRIu64, info.next_index);
+  else if (f->total_chunks >= 0)
+    snprintf(total, sizeof(total), "%" PRId64, f->total_chunks);
+  rc |= cm_buf_printf(out,
+                      ",\"chunk_size\":%u,\"chunks_created\":%" PRIu64 ",\"total_chunks\":%s"
+                      ",\"done_chunks\":%" PRIu64 ",\"dead_chunks\":%" PRIu64
+                      ",\"records_done\":%" PRIu64 ",\"redeliveries\":%" PRIu64
+                      ",\"inflight\":%zu,\"pending\":%zu,\"backlog\":%.0f,\"complete\":%s}",
+                      info.chunk_size, info.next_index, total, info.done_chunks,
+                      info.dead_chunks, info.records_done, info.redeliveries,
+                      cm_ledger_leased_count(f->ledger), cm_ledger_pending_count(f->ledger),
+                      g_backlog(f), f->complete ? "true" : "false");
+  rc |= cm_buf_puts(out, ",\"members\":[");
+  for (int i = 0; i < f->nmembers; i++) {
+    member_t *m = &f->members[i];
+    if (!m->active) continue;
+    rc |= cm_buf_puts(out, first ? "{\"id\":" : ",{\"id\":");
+    first = false;
+    rc |= cm_buf_append_json_str(out, m->id, strlen(m->id));
+    rc |= cm_buf_puts(out, ",\"role\":\"mapper\",\"version\":");
+    rc |= cm_buf_append_json_str(out, f->versions[m->version].name,
+                                 strlen(f->versions[m->version].name));
+    rc |= cm_buf_printf(out,
+                        ",\"free\":%u,\"sent\":%" PRIu64 ",\"received\":%" PRIu64
+                        ",\"draining\":%s,\"last_seen_ms_ago\":%" PRId64 "}",
+                        m->free, m->sent, m->received, m->draining ? "true" : "false",
+                        now - m->last_seen_ms);
+  }
+  rc |= cm_buf_puts(out, "],\"versions\":{");
+  for (int i = 0; i < f->nversions; i++) {
+    version_t *v = &f->versions[i];
+    uint64_t errors = v->naks + v->expired;
+    uint64_t outcomes = v->acked + errors;
+    if (i > 0) rc |= cm_buf_puts(out, ",");
+    rc |= cm_buf_append_json_str(out, v->name, strlen(v->name));
+    rc |= cm_buf_printf(out,
+                        ":{\"dispatched\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"naks\":%" PRIu64
+                        ",\"expired\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"error_ratio\":%.4f}",
+                        v->dispatched, v->acked, v->naks, v->expired, errors,
+                        outcomes > 0 ? (double)errors / (double)outcomes : 0.0);
+  }
+  rc |= cm_buf_puts(out, "}");
+  return rc;
+}
+
+/* ---- lifecycle ---- */
+
+void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev) {
+  if (ev == CM_NATS_CONNECTED) {
+    /* Chunks sent just before a disconnect may never have arrived: forget
+     * in-transit counts and let the mappers' next credit speak. */
+    for (int i = 0; i < f->nmembers; i++) {
+      member_t *m = &f->members[i];
+      if (!m->active) continue;
+      m->sent = m->received;
+      m->free = 0;
+      m->last_seen_ms = now_ms(f);
+    }
+    fetch_check_complete(f);
+    fetch_pump(f);
+  }
+}
+
+void cm_fetch_heartbeat(cm_fetch_t *f, Chunkmill__Heartbeat *hb) {
+  cm_job_info_t info;
+  cm_ledger_info(f->ledger, &info);
+  hb->processed = info.done_chunks;
+  hb->records = info.records_done;
+  hb->errors = info.dead_chunks;
+}
+
+void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
+  /* Stop dispatching; persist the ledger. Leases in flight stay leased in
+   * the file and become pending at the next start; the saver acks what the
+   * mappers still deliver and the redelivery is deduplicated. */
+  f->stopping = true;
+  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at shutdown");
+  cm_daemon_exit(f->d, 0);
+}
+
+void cm_fetch_close(cm_fetch_t *f) {
+  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at close");
+  uv_close((uv_handle_t *)&f->tick, NULL);
+  uv_close((uv_handle_t *)&f->flush, NULL);
+  uv_close((uv_handle_t *)&f->progress, NULL);
+  uv_close((uv_handle_t *)&f->due, NULL);
+}
+
+void cm_fetch_destroy(cm_fetch_t *f) {
+  if (f == NULL) return;
+  cm_buf_free(&f->buf);
+  cm_buf_free(&f->bad);
+  free(f);
+}
+
+int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
+                    cm_ledger_t *ledger, cm_source_t *src) {
+  cm_fetch_t *f = calloc(1, sizeof(*f));
+  const cm_common_cfg_t *cc = cm_daemon_cfg(d);
+  cm_metrics_t *m = cm_daemon_metrics(d);
+  cm_nats_t *n = cm_daemon_nats(d);
+  uv_loop_t *loop = cm_daemon_loop(d);
+  cm_job_info_t info;
+  char subj[256];
+  static const double lat_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                      0.25,  0.5,    1,     2.5,  5,     10,   30};
+  int rc = 0;
+  *out = NULL;
+  if (f == NULL) return -ENOMEM;
+  f->d = d;
+  f->cfg = *cfg;
+  f->ledger = ledger;
+  f->src = src;
+  f->random_access = cm_source_random_access(src);
+  f->total_chunks = cm_source_total_chunks(src);
+  snprintf(f->job, sizeof(f->job), "%s", cfg->job);
+  cm_buf_init(&f->buf, FETCH_MAX_CHUNK_BYTES);
+  cm_buf_init(&f->bad, FETCH_MAX_CHUNK_BYTES / 2);
+  f->start_ms = now_ms(f);
+  f->start_wall = cm_wall_time();
+  f->last_progress_ms = f->start_ms;
+  cm_ledger_info(ledger, &info);
+  f->records_at_start = info.records_done;
+  f->last_progress_records = info.records_done;
+  srand((unsigned)(f->start_wall * 1000));
+
+  f->m_dispatched = cm_metrics_counter(m, "chunkmill_fetcher_chunks_dispatched_total",
+                                       "Chunks sent to mappers (every attempt).", NULL);
+  f->m_redelivered = cm_metrics_counter(m, "chunkmill_fetcher_redeliveries_total",
+                                        "Dispatches of a chunk after its first attempt.", NULL);
+  f->m_acked = cm_metrics_counter(m, "chunkmill_fetcher_chunks_acked_total",
+                                  "Chunks confirmed saved (first ack).", NULL);
+  f->m_dup_acks = cm_metrics_counter(m, "chunkmill_fetcher_duplicate_acks_total",
+                                     "Acks for chunks already done.", NULL);
+  f->m_records = cm_metrics_counter(m, "chunkmill_fetcher_records_acked_total",
+                                    "Records confirmed saved.", NULL);
+  f->m_naks = cm_metrics_counter(m, "chunkmill_fetcher_naks_total",
+                                 "Chunks a mapper failed to process.", NULL);
+  f->m_handbacks = cm_metrics_counter(m, "chunkmill_fetcher_handbacks_total",
+                                      "Chunks handed back unprocessed by draining mappers.", NULL);
+  f->m_expired = cm_metrics_counter(m, "chunkmill_fetcher_lease_expired_total",
+                                    "Leases that reached --ack-wait.", NULL);
+  f->m_dead = cm_metrics_counter(m, "chunkmill_fetcher_dead_chunks_total",
+                                 "Chunks that reached --max-deliver.", NULL);
+  f->m_departed = cm_metrics_counter(m, "chunkmill_fetcher_mapper_departures_total",
+                                     "Mappers declared gone after 3 missed heartbeats.", NULL);
+  f->m_fenced = cm_metrics_counter(m, "chunkmill_fetcher_fenced_total",
+                                   "Naks or releases ignored because the lease had moved on.",
+                                   NULL);
+  f->m_latency = cm_metrics_histogram(m, "chunkmill_fetcher_chunk_latency_seconds",
+                                      "Time from dispatch to ack.", NULL, lat_bounds,
+                                      sizeof(lat_bounds) / sizeof(lat_bounds[0]));
+  f->m_complete = cm_metrics_gauge(m, "chunkmill_fetcher_job_complete", "1 once the job is done.",
+                                   NULL);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_backlog_chunks",
+                            "Chunks waiting for a mapper (not done, not leased).", NULL, g_backlog,
+                            f);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_oldest_pending_age_seconds",
+                            "Age of the oldest chunk waiting for a mapper.", NULL, g_oldest, f);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_inflight_chunks", "Chunks leased right now.",
+                            NULL, g_inflight, f);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_mappers", "Mappers known alive.", NULL,
+                            g_members, f);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_done_chunks", "Chunks done in this job.", NULL,
+                            g_done, f);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_total_chunks",
+                            "Chunks in this job (NaN while unknown).", NULL, g_total, f);
+  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_records_done",
+                            "Records confirmed saved in this job (all runs).", NULL,
+                            g_records_done, f);
+
+  (void)cm_subject(f->chunk_prefix, sizeof(f->chunk_prefix), cc->prefix, "chunk");
+  (void)cm_subject(f->dead_subject, sizeof(f->dead_subject), cc->prefix, "dead");
+  (void)cm_subject(subj, sizeof(subj), cc->prefix, "credit");
+  rc |= cm_nats_subscribe(n, subj, NULL, fetch_on_credit, f, NULL);
+  (void)cm_subject(subj, sizeof(subj), cc->prefix, "ack");
+  rc |= cm_nats_subscribe(n, subj, NULL, fetch_on_ack, f, NULL);
+  (void)cm_subject(subj, sizeof(subj), cc->prefix, "nak");
+  rc |= cm_nats_subscribe(n, subj, NULL, fetch_on_nak, f, NULL);
+  (void)cm_subject(subj, sizeof(subj), cc->prefix, "heartbeat");
+  rc |= cm_nats_subscribe(n, subj, NULL, fetch_on_heartbeat, f, NULL);
+  if (rc != 0) {
+    cm_fetch_destroy(f);
+    return -EIO;
+  }
+  (void)uv_timer_init(loop, &f->tick);
+  (void)uv_timer_init(loop, &f->flush);
+  (void)uv_timer_init(loop, &f->progress);
+  (void)uv_timer_init(loop, &f->due);
+  f->tick.data = f->flush.data = f->progress.data = f->due.data = f;
+  (void)uv_timer_start(&f->tick, fetch_tick, FETCH_TICK_MS, FETCH_TICK_MS);
+  (void)uv_timer_start(&f->flush, fetch_flush, FETCH_FLUSH_MS, FETCH_FLUSH_MS);
+  if (cfg->progress_ms > 0)
+    (void)uv_timer_start(&f->progress, fetch_progress, (uint64_t)cfg->progress_ms,
+                         (uint64_t)cfg->progress_ms);
+  *out = f;
+  /* A resumed job may already be complete. */
+  fetch_check_complete(f);
+  return 0;
+}

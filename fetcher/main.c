@@ -1,1 +1,221 @@
-/* placeholder: being written this session */
+/* fetcher - splits a source into chunks, leases them to mappers, and keeps
+ * the durable ledger of which chunks are done.
+ *
+ * Lifecycle only: configuration, ledger and source, then the dispatcher
+ * (fetch.c) on the shared daemon frame. Exit codes: 0 done (or drained),
+ * 1 fatal error, 2 invalid command line, 3 job completed with dead chunks
+ * (without --allow-dead). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm/chunk.h"
+#include "cm/daemon.h"
+#include "cm/log.h"
+#include "fetch.h"
+#include "ledger.h"
+#include "source.h"
+
+typedef struct fetcher_s {
+  cm_common_cfg_t cfg;
+  cm_fetch_cfg_t fc;
+  const char *source;
+  const char *ledger_path;
+  int64_t records, seed, chunk_size, print_chunk;
+  bool replay_dead;
+  cm_fetch_t *fetch;
+  cm_ledger_t *ledger;
+  cm_daemon_t *d;
+} fetcher_t;
+
+static fetcher_t F;
+
+static void h_on_nats(void *ud, cm_nats_event_t ev) {
+  fetcher_t *f = ud;
+  if (f->fetch != NULL) cm_fetch_on_nats(f->fetch, ev);
+}
+static int h_status(void *ud, cm_buf_t *out) {
+  fetcher_t *f = ud;
+  return f->fetch != NULL ? cm_fetch_status(f->fetch, out) : 0;
+}
+static void h_shutdown(void *ud, bool forced) {
+  fetcher_t *f = ud;
+  if (f->fetch != NULL)
+    cm_fetch_shutdown(f->fetch, forced);
+  else
+    cm_daemon_exit(f->d, 0);
+}
+static void h_close(void *ud) {
+  fetcher_t *f = ud;
+  if (f->fetch != NULL) cm_fetch_close(f->fetch);
+}
+static void h_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
+  fetcher_t *f = ud;
+  if (f->fetch != NULL) cm_fetch_heartbeat(f->fetch, hb);
+}
+
+/* --print-chunk N: write chunk N of the source, as a mapper would receive
+ * it (attempt 1), to stdout. For checking outputs against inputs. */
+static int print_chunk(cm_source_t *src, uint64_t index, const char *job) {
+  cm_buf_t b;
+  cm_chunk_hdr_t h;
+  char err[256] = "";
+  int rc = 0;
+  memset(&h, 0, sizeof(h));
+  snprintf(h.job, sizeof(h.job), "%s", job);
+  h.index = index;
+  h.attempt = 1;
+  cm_buf_init(&b, 1u << 30);
+  rc = cm_chunk_begin(&b, &h);
+  if (rc == 0 && cm_source_random_access(src)) {
+    uint32_t n;
+    rc = cm_source_chunk(src, index, &b, &n);
+  } else if (rc == 0) {
+    cm_buf_t bad;
+    uint32_t n, nb;
+    int64_t pos;
+    cm_buf_init(&bad, 1u << 30);
+    for (uint64_t i = 0; i <= index && rc == 0; i++) {
+      size_t mark = b.len;
+      cm_buf_reset(&bad);
+      rc = cm_source_next(src, &b, &n, &bad, &nb, &pos, err, sizeof(err));
+      if (rc == 1) rc = -ERANGE;
+      if (rc == 0 && i < index) b.len = mark;
+    }
+    cm_buf_free(&bad);
+  }
+  if (rc == 0) rc = cm_chunk_end(&b, NULL, 0);
+  if (rc == 0) {
+    fwrite(b.data, 1, b.len, stdout);
+    fputc('\n', stdout);
+  } else {
+    fprintf(stderr, "fetcher: cannot produce chunk %" PRIu64 ": %s\n", index,
+            err[0] ? err : strerror(-rc));
+  }
+  cm_buf_free(&b);
+  return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  fetcher_t *f = &F;
+  cm_opt_t own[] = {
+      {"source", CM_OPT_STRING, "gen:users", 0, 0, NULL, NULL,
+       "where records come from: gen:users | file:PATH (NDJSON or a JSON array)", &f->source},
+      {"records", CM_OPT_INT, "100000", 0, INT64_MAX, NULL, NULL,
+       "records to generate (gen:users)", &f->records},
+      {"seed", CM_OPT_INT, "1", 0, INT64_MAX, NULL, NULL, "generator seed (gen:users)", &f->seed},
+      {"chunk-size", CM_OPT_INT, "100", 1, 1000000, NULL, NULL, "records per chunk",
+       &f->chunk_size},
+      {"ledger", CM_OPT_STRING, "chunkmill-ledger.db", 0, 0, NULL, NULL,
+       "SQLite ledger file (job progress; survives restarts)", &f->ledger_path},
+      {"job", CM_OPT_STRING, "default", 0, 0, NULL, NULL,
+       "job name (a ledger can hold several jobs)", &f->fc.job},
+      {"once", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
+       "exit when the job is complete (default: stay up and ready)", &f->fc.once},
+      {"allow-dead", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
+       "with --once, exit 0 even if some chunks are dead (else 3)", &f->fc.allow_dead},
+      {"ack-wait", CM_OPT_DURATION, "30s", 100, 86400000, NULL, NULL,
+       "lease time before an unacknowledged chunk is sent again", &f->fc.ack_wait_ms},
+      {"max-inflight", CM_OPT_INT, "256", 1, 65536, NULL, NULL,
+       "chunks leased at once, all mappers together", &f->fc.max_inflight},
+      {"max-deliver", CM_OPT_INT, "5", 1, 1000, NULL, NULL,
+       "leases of one chunk before it is declared dead", &f->fc.max_deliver},
+      {"progress", CM_OPT_DURATION, "2s", 0, 3600000, NULL, NULL,
+       "interval of progress lines on stdout (0: none)", &f->fc.progress_ms},
+      {"replay-dead", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
+       "put the job's dead chunks back to pending before starting", &f->replay_dead},
+      {"print-chunk", CM_OPT_INT, "-1", -1, INT64_MAX, NULL, NULL,
+       "print chunk N of the source as JSON and exit (no NATS needed)", &f->print_chunk},
+  };
+  cm_daemon_hooks_t hooks = {.on_nats = h_on_nats,
+                             .status = h_status,
+                             .shutdown = h_shutdown,
+                             .close = h_close,
+                             .heartbeat = h_heartbeat};
+  cm_source_opts_t so;
+  cm_source_t *src = NULL;
+  cm_job_info_t info;
+  cm_daemon_t *d = NULL;
+  char err[768] = "";
+  int probe = 0, rc;
+
+  rc = cm_daemon_main_config("fetcher", "fetcher: splits a source into chunks and leases them to mappers",
+                             &f->cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
+  if (rc == 1) return 0;
+  if (rc == 2) return probe;
+  if (rc != 0) return 2;
+  if (strlen(f->fc.job) == 0 || strlen(f->fc.job) >= CM_JOB_MAX) {
+    fprintf(stderr, "fetcher: invalid value for --job: must be 1..%d bytes\n", CM_JOB_MAX - 1);
+    return 2;
+  }
+
+  memset(&so, 0, sizeof(so));
+  so.spec = f->source;
+  so.records = (uint64_t)f->records;
+  so.seed = (uint64_t)f->seed;
+  so.chunk_size = (uint32_t)f->chunk_size;
+  if (cm_source_open(&src, &so, err, sizeof(err)) != 0) {
+    fprintf(stderr, "fetcher: invalid value \"%s\" for --source: %s\n", f->source, err);
+    return 2;
+  }
+  if (f->print_chunk >= 0) {
+    rc = print_chunk(src, (uint64_t)f->print_chunk, f->fc.job);
+    cm_source_close(src);
+    return rc;
+  }
+  if (cm_ledger_open(&f->ledger, f->ledger_path, err, sizeof(err)) != 0) {
+    fprintf(stderr, "fetcher: cannot open --ledger %s: %s\n", f->ledger_path, err);
+    cm_source_close(src);
+    return 1;
+  }
+  if (cm_ledger_job_open(f->ledger, f->fc.job, cm_source_describe(src), (uint32_t)f->chunk_size,
+                         &info, err, sizeof(err)) != 0) {
+    fprintf(stderr, "fetcher: %s\n", err);
+    rc = 1;
+    goto done;
+  }
+  if (f->replay_dead) {
+    int n = cm_ledger_replay_dead(f->ledger);
+    if (n < 0 || cm_ledger_flush(f->ledger) != 0) {
+      fprintf(stderr, "fetcher: --replay-dead failed\n");
+      rc = 1;
+      goto done;
+    }
+    cm_log_info("--replay-dead: %d dead chunks are pending again", n);
+    printf("replayed %d dead chunks of job \"%s\"\n", n, f->fc.job);
+    cm_ledger_info(f->ledger, &info);
+  }
+  if (!cm_source_random_access(src) && info.source_pos > 0 &&
+      cm_source_seek(src, info.source_pos, info.source_line) != 0) {
+    fprintf(stderr, "fetcher: cannot resume --source %s at byte %" PRId64 "\n", f->source,
+            info.source_pos);
+    rc = 1;
+    goto done;
+  }
+  if (info.next_index > 0)
+    cm_log_info("resuming job %s from ledger %s: %" PRIu64 " chunks done, %" PRIu64
+                " created, %zu pending",
+                f->fc.job, f->ledger_path, info.done_chunks, info.next_index,
+                cm_ledger_pending_count(f->ledger));
+  else
+    cm_log_info("starting job %s: %s", f->fc.job, cm_source_describe(src));
+
+  if (cm_daemon_create(&d, "fetcher", &f->cfg, &hooks, f) != 0) {
+    rc = 1;
+    goto done;
+  }
+  f->d = d;
+  if (cm_fetch_create(&f->fetch, d, &f->fc, f->ledger, src) != 0) {
+    cm_log_error("cannot start the dispatcher");
+    cm_daemon_exit(d, 1);
+  }
+  rc = cm_daemon_run(d);
+  cm_daemon_destroy(d);
+  cm_fetch_destroy(f->fetch);
+done:
+  cm_ledger_close(f->ledger);
+  cm_source_close(src);
+  return rc;
+}

@@ -1,1 +1,511 @@
-/* placeholder: being written this session */
+/* mapper - takes leased chunks from the fetcher, maps them on the thread
+ * pool, and hands the results to a saver by request/reply.
+ *
+ * Flow control is credit: the mapper has `slots` = workers + prefetch places
+ * for chunks. A slot is taken when a chunk arrives and given back only when
+ * a saver has confirmed the mapped chunk (or it was NAKed / handed back), and
+ * every change of the free count is announced on P.credit. So the fetcher
+ * never sends more than the mapper can hold, and a slow saver slows the whole
+ * pipeline instead of filling memory.
+ *
+ * The loop thread never maps: uv_queue_work runs the transform on the libuv
+ * thread pool (UV_THREADPOOL_SIZE = --concurrency), leaving the loop free for
+ * NATS, probes and heartbeats. */
+#define _GNU_SOURCE /* memmem */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cm/chunk.h"
+#include "cm/daemon.h"
+#include "cm/log.h"
+#include "transform.h"
+
+#define MAPPER_MAX_SLOTS 1024
+#define MAPPER_MAX_CHUNK (64u * 1024 * 1024)
+
+typedef enum { SLOT_FREE, SLOT_QUEUED, SLOT_WORKING, SLOT_SAVING, SLOT_RETRY } slot_state_t;
+
+typedef struct mapper_s mapper_t;
+
+typedef struct slot_s {
+  mapper_t *m;
+  int idx;
+  slot_state_t state;
+  natsMsg *in; /* the received chunk, kept until the slot is freed */
+  cm_chunk_hdr_t hdr;
+  uint64_t arrival; /* FIFO order among queued slots */
+  cm_buf_t out;
+  cm_transform_stats_t st;
+  int trc;
+  char err[256];
+  uv_work_t work;
+  uv_timer_t timer; /* save timeout, then retry backoff */
+  uint64_t save_seq;
+  int save_tries;
+  double t_start;
+  bool abandon; /* handed back while the transform was still running */
+} slot_t;
+
+struct mapper_s {
+  cm_common_cfg_t cfg;
+  const char *transform_spec;
+  int64_t concurrency;
+  int64_t prefetch;
+  int64_t save_timeout_ms;
+  cm_transform_t *t;
+  cm_daemon_t *d;
+
+  slot_t slots[MAPPER_MAX_SLOTS];
+  int nslots;
+  int used, working;
+  uint64_t arrivals;
+  uint64_t received;
+  uint64_t save_seq;
+
+  char chunk_subject[256];
+  char credit_subject[256];
+  char save_subject[256];
+  char nak_subject[256];
+  char *inbox; /* "<inbox>" ; replies come to "<inbox>.<slot>.<seq>" */
+
+  bool draining;
+  bool forced;
+
+  cm_counter_t *m_ok, *m_err, *m_records, *m_dead, *m_retries, *m_handbacks;
+  cm_gauge_t *m_busy, *m_workers, *m_slots_used;
+  cm_histogram_t *m_process_s, *m_cycle_s;
+  Chunkmill__Lease leases[MAPPER_MAX_SLOTS];
+  Chunkmill__Lease *lease_ptrs[MAPPER_MAX_SLOTS];
+};
+
+static void mapper_send_credit(mapper_t *m) {
+  Chunkmill__Credit c = CHUNKMILL__CREDIT__INIT;
+  if (!cm_nats_connected(cm_daemon_nats(m->d))) return;
+  c.mapper_id = (char *)cm_daemon_id(m->d);
+  c.subject = m->chunk_subject;
+  c.version = (char *)m->cfg.version;
+  c.free = m->draining ? 0 : (uint32_t)(m->nslots - m->used);
+  c.received = m->received;
+  c.draining = m->draining;
+  (void)cm_daemon_publish_proto(m->d, m->credit_subject, &c.base);
+}
+
+static void mapper_maybe_exit(mapper_t *m) {
+  if (m->draining && m->used == 0 && m->working == 0) {
+    cm_log_info("mapper drained: no chunk in hand");
+    cm_daemon_exit(m->d, 0);
+  }
+}
+
+static void slot_free(slot_t *s) {
+  mapper_t *m = s->m;
+  natsMsg_Destroy(s->in);
+  s->in = NULL;
+  cm_buf_free(&s->out);
+  (void)uv_timer_stop(&s->timer);
+  s->state = SLOT_FREE;
+  s->abandon = false;
+  m->used--;
+  cm_gauge_set(m->m_slots_used, m->used);
+  mapper_send_credit(m);
+  mapper_maybe_exit(m);
+}
+
+static void mapper_nak(mapper_t *m, slot_t *s, const char *reason, bool handback) {
+  Chunkmill__Nak n = CHUNKMILL__NAK__INIT;
+  n.job = s->hdr.job;
+  n.index = s->hdr.index;
+  n.attempt = s->hdr.attempt;
+  n.mapper_id = (char *)cm_daemon_id(m->d);
+  n.reason = (char *)reason;
+  n.handback = handback;
+  if (handback) cm_counter_inc(m->m_handbacks);
+  if (cm_daemon_publish_proto(m->d, m->nak_subject, &n.base) != 0)
+    cm_log_warn("could not send nak for chunk %llu: its lease will expire instead",
+                (unsigned long long)s->hdr.index);
+}
+
+static void mapper_start_work(mapper_t *m);
+
+/* ---- saving ---- */
+
+static void slot_send_save(slot_t *s);
+
+static void slot_save_timeout(uv_timer_t *t) {
+  slot_t *s = t->data;
+  mapper_t *m = s->m;
+  if (s->state == SLOT_SAVING) {
+    /* No reply in time: keep the result and try again after a backoff. */
+    int64_t backoff = 100LL << (s->save_tries < 5 ? s->save_tries : 5);
+    cm_counter_inc(m->m_retries);
+    if (s->save_tries == 1 || s->save_tries % 10 == 0)
+      cm_log_warn("no reply from a saver for chunk %llu (try %d): retrying in %lld ms",
+                  (unsigned long long)s->hdr.index, s->save_tries, (long long)backoff);
+    s->state = SLOT_RETRY;
+    (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)backoff, 0);
+  } else if (s->state == SLOT_RETRY) {
+    slot_send_save(s);
+  }
+}
+
+static void slot_send_save(slot_t *s) {
+  mapper_t *m = s->m;
+  char reply[300];
+  s->save_seq = ++m->save_seq;
+  s->save_tries++;
+  snprintf(reply, sizeof(reply), "%s.%d.%llu", m->inbox, s->idx, (unsigned long long)s->save_seq);
+  s->state = SLOT_SAVING;
+  if (cm_nats_publish(cm_daemon_nats(m->d), m->save_subject, reply, s->out.data, s->out.len) != 0) {
+    /* Disconnected: retry soon (the timer path does the backoff). */
+    (void)uv_timer_start(&s->timer, slot_save_timeout, 0, 0);
+    return;
+  }
+  (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)m->save_timeout_ms, 0);
+}
+
+static void mapper_on_reply(void *ud, natsMsg *msg) {
+  mapper_t *m = ud;
+  const char *subj = natsMsg_GetSubject(msg);
+  size_t ilen = strlen(m->inbox);
+  int idx = -1;
+  unsigned long long seq = 0;
+  slot_t *s;
+  if (strncmp(subj, m->inbox, ilen) != 0 || sscanf(subj + ilen, ".%d.%llu", &idx, &seq) != 2 ||
+      idx < 0 || idx >= m->nslots)
+    goto out;
+  s = &m->slots[idx];
+  if (s->state != SLOT_SAVING || s->save_seq != seq) goto out; /* stale reply */
+  (void)uv_timer_stop(&s->timer);
+  if (natsMsg_IsNoResponders(msg)) {
+    s->state = SLOT_SAVING; /* let the timeout path schedule the retry now */
+    slot_save_timeout(&s->timer);
+    goto out;
+  }
+  {
+    const char *body = natsMsg_GetData(msg);
+    int len = natsMsg_GetDataLength(msg);
+    if (len > 0 && memmem(body, (size_t)len, "\"ok\":true", 9) != NULL) {
+      double dt = cm_wall_time() - s->t_start;
+      cm_histogram_observe(m->m_cycle_s, dt);
+      cm_counter_inc(m->m_ok);
+      cm_counter_add(m->m_records, s->st.records);
+      cm_counter_add(m->m_dead, s->st.dead);
+      slot_free(s);
+    } else if (len > 0 && memmem(body, (size_t)len, "\"retry\":false", 13) != NULL) {
+      char reason[300];
+      snprintf(reason, sizeof(reason), "saver rejected the chunk: %.*s", len > 200 ? 200 : len,
+               body);
+      cm_counter_inc(m->m_err);
+      mapper_nak(m, s, reason, false);
+      slot_free(s);
+    } else {
+      s->state = SLOT_SAVING;
+      slot_save_timeout(&s->timer);
+    }
+  }
+out:
+  natsMsg_Destroy(msg);
+}
+
+/* ---- mapping on the thread pool ---- */
+
+static void slot_work(uv_work_t *w) {
+  slot_t *s = w->data;
+  const char *data = natsMsg_GetData(s->in);
+  size_t len = (size_t)natsMsg_GetDataLength(s->in);
+  memset(&s->st, 0, sizeof(s->st));
+  s->err[0] = '\0';
+  s->trc = cm_transform_chunk(s->m->t, data, len, &s->out, &s->st, s->err, sizeof(s->err));
+}
+
+static void slot_work_done(uv_work_t *w, int status) {
+  slot_t *s = w->data;
+  mapper_t *m = s->m;
+  m->working--;
+  cm_gauge_set(m->m_busy, m->working);
+  cm_histogram_observe(m->m_process_s, cm_wall_time() - s->t_start);
+  if (s->abandon || status == UV_ECANCELED) {
+    /* Already handed back (forced shutdown): drop the result. */
+    slot_free(s);
+  } else if (s->trc != 0) {
+    cm_counter_inc(m->m_err);
+    cm_log_warn("transform failed on chunk %llu attempt %u: %s", (unsigned long long)s->hdr.index,
+                s->hdr.attempt, s->err);
+    mapper_nak(m, s, s->err, false);
+    slot_free(s);
+  } else {
+    slot_send_save(s);
+  }
+  mapper_start_work(m);
+}
+
+static void mapper_start_work(mapper_t *m) {
+  while (m->working < m->concurrency && !m->forced) {
+    slot_t *next = NULL;
+    for (int i = 0; i < m->nslots; i++) {
+      slot_t *s = &m->slots[i];
+      if (s->state == SLOT_QUEUED && (next == NULL || s->arrival < next->arrival)) next = s;
+    }
+    if (next == NULL) return;
+    next->state = SLOT_WORKING;
+    next->work.data = next;
+    if (uv_queue_work(cm_daemon_loop(m->d), &next->work, slot_work, slot_work_done) != 0) {
+      next->state = SLOT_QUEUED;
+      return;
+    }
+    m->working++;
+    cm_gauge_set(m->m_busy, m->working);
+  }
+}
+
+static void mapper_on_chunk(void *ud, natsMsg *msg) {
+  mapper_t *m = ud;
+  cm_chunk_view_t v;
+  char err[200];
+  slot_t *s = NULL;
+  const char *data = natsMsg_GetData(msg);
+  int len = natsMsg_GetDataLength(msg);
+
+  m->received++;
+  if (cm_chunk_peek(data, (size_t)len, &v, err, sizeof(err)) != 0) {
+    /* Without a header there is no lease to NAK; the lease expires. */
+    cm_log_error("dropping a malformed chunk message (%d bytes): %s", len, err);
+    natsMsg_Destroy(msg);
+    return;
+  }
+  for (int i = 0; i < m->nslots; i++)
+    if (m->slots[i].state == SLOT_FREE) {
+      s = &m->slots[i];
+      break;
+    }
+  if (s == NULL || m->draining) {
+    /* Over-delivery (should not happen with credit) or draining: give it
+     * straight back so the fetcher re-dispatches it at once. */
+    slot_t tmp = {.hdr = v.hdr};
+    mapper_nak(m, &tmp, m->draining ? "mapper draining" : "mapper has no free slot", true);
+    natsMsg_Destroy(msg);
+    return;
+  }
+  s->in = msg;
+  s->hdr = v.hdr;
+  s->state = SLOT_QUEUED;
+  s->arrival = ++m->arrivals;
+  s->save_tries = 0;
+  s->abandon = false;
+  s->t_start = cm_wall_time();
+  cm_buf_init(&s->out, MAPPER_MAX_CHUNK);
+  m->used++;
+  cm_gauge_set(m->m_slots_used, m->used);
+  mapper_start_work(m);
+}
+
+/* ---- daemon hooks ---- */
+
+static void mapper_on_nats(void *ud, cm_nats_event_t ev) {
+  mapper_t *m = ud;
+  if (ev == CM_NATS_CONNECTED) mapper_send_credit(m);
+}
+
+static void mapper_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
+  mapper_t *m = ud;
+  size_t n = 0;
+  for (int i = 0; i < m->nslots; i++) {
+    slot_t *s = &m->slots[i];
+    if (s->state == SLOT_FREE) continue;
+    chunkmill__lease__init(&m->leases[n]);
+    m->leases[n].job = s->hdr.job;
+    m->leases[n].index = s->hdr.index;
+    m->leases[n].attempt = s->hdr.attempt;
+    m->lease_ptrs[n] = &m->leases[n];
+    n++;
+  }
+  hb->n_inflight = n;
+  hb->inflight = m->lease_ptrs;
+  hb->processed = cm_counter_get(m->m_ok);
+  hb->records = cm_counter_get(m->m_records);
+  hb->errors = cm_counter_get(m->m_err);
+  /* The periodic credit heals a lost credit message. */
+  mapper_send_credit(m);
+}
+
+static int mapper_status(void *ud, cm_buf_t *out) {
+  mapper_t *m = ud;
+  int rc = cm_buf_puts(out, ",\"transform\":");
+  rc |= cm_buf_append_json_str(out, m->transform_spec, strlen(m->transform_spec));
+  rc |= cm_buf_printf(out,
+                      ",\"workers\":%lld,\"slots\":%d,\"slots_used\":%d,\"busy_workers\":%d,"
+                      "\"received\":%llu,\"chunks_ok\":%llu,\"chunks_failed\":%llu,"
+                      "\"records\":%llu,\"dead_records\":%llu",
+                      (long long)m->concurrency, m->nslots, m->used, m->working,
+                      (unsigned long long)m->received, (unsigned long long)cm_counter_get(m->m_ok),
+                      (unsigned long long)cm_counter_get(m->m_err),
+                      (unsigned long long)cm_counter_get(m->m_records),
+                      (unsigned long long)cm_counter_get(m->m_dead));
+  return rc;
+}
+
+static void mapper_shutdown(void *ud, bool forced) {
+  mapper_t *m = ud;
+  if (!m->draining) {
+    m->draining = true;
+    mapper_send_credit(m); /* free = 0, draining: the fetcher stops sending */
+    /* Chunks not started yet go straight back so another mapper takes them
+     * now instead of after our drain. */
+    for (int i = 0; i < m->nslots; i++) {
+      slot_t *s = &m->slots[i];
+      if (s->state == SLOT_QUEUED) {
+        mapper_nak(m, s, "mapper draining", true);
+        slot_free(s);
+      }
+    }
+  }
+  if (forced) {
+    m->forced = true;
+    for (int i = 0; i < m->nslots; i++) {
+      slot_t *s = &m->slots[i];
+      if (s->state == SLOT_FREE || s->abandon) continue;
+      mapper_nak(m, s, "mapper stopped before finishing", true);
+      if (s->state == SLOT_WORKING)
+        s->abandon = true; /* freed when the thread-pool work returns */
+      else
+        slot_free(s);
+    }
+  }
+  mapper_maybe_exit(m);
+}
+
+static void mapper_close(void *ud) {
+  mapper_t *m = ud;
+  for (int i = 0; i < m->nslots; i++) {
+    slot_t *s = &m->slots[i];
+    if (s->state != SLOT_FREE && s->state != SLOT_WORKING) {
+      natsMsg_Destroy(s->in);
+      s->in = NULL;
+      cm_buf_free(&s->out);
+    }
+    uv_close((uv_handle_t *)&s->timer, NULL);
+  }
+}
+
+static void sanitize_token(char *s) {
+  /* The id becomes a subject token: no dots, wildcards or spaces. */
+  for (; *s; s++)
+    if (*s == '.' || *s == '*' || *s == '>' || *s == ' ' || *s == '\t') *s = '-';
+}
+
+int main(int argc, char **argv) {
+  static mapper_t m;
+  static char idbuf[128];
+  static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", NULL};
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  char defconc[24];
+  char threads[24];
+  cm_opt_t own[] = {
+      {"transform", CM_OPT_STRING, "fullname", 0, 0, transforms, NULL,
+       "identity | fullname | burn:N | sleep:MS", &m.transform_spec},
+      {"concurrency", CM_OPT_INT, defconc, 1, 512, NULL, NULL,
+       "worker threads mapping chunks in parallel (default: CPU cores)", &m.concurrency},
+      {"prefetch", CM_OPT_INT, "-1", -1, 512, NULL, NULL,
+       "extra chunks held ready besides those being mapped (-1: as many as workers)",
+       &m.prefetch},
+      {"save-timeout", CM_OPT_DURATION, "10s", 100, 600000, NULL, NULL,
+       "time to wait for a saver's confirmation before sending the result again",
+       &m.save_timeout_ms},
+  };
+  cm_daemon_hooks_t hooks = {.on_nats = mapper_on_nats,
+                             .status = mapper_status,
+                             .shutdown = mapper_shutdown,
+                             .close = mapper_close,
+                             .heartbeat = mapper_heartbeat};
+  static const double proc_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                       0.025,  0.05,    0.1,    0.25,  0.5,    1,     5};
+  char err[256], labels[200], subj[256];
+  int probe = 0, rc;
+  cm_metrics_t *mt;
+
+  snprintf(defconc, sizeof(defconc), "%ld", cores > 0 ? cores : 1);
+  rc = cm_daemon_main_config("mapper", "mapper: maps leased chunks on a thread pool", &m.cfg, own,
+                             sizeof(own) / sizeof(own[0]), argc, argv, &probe);
+  if (rc == 1) return 0;
+  if (rc == 2) return probe;
+  if (rc != 0) return 2;
+  snprintf(idbuf, sizeof(idbuf), "%s", m.cfg.id);
+  sanitize_token(idbuf);
+  m.cfg.id = idbuf;
+
+  if (cm_transform_create(&m.t, m.transform_spec, err, sizeof(err)) != 0) {
+    fprintf(stderr, "mapper: invalid value \"%s\" for --transform: %s\n", m.transform_spec, err);
+    return 2;
+  }
+  if (m.prefetch < 0) m.prefetch = m.concurrency;
+  m.nslots = (int)(m.concurrency + m.prefetch);
+  if (m.nslots > MAPPER_MAX_SLOTS) m.nslots = MAPPER_MAX_SLOTS;
+  /* The thread pool is sized on first use: set it before anything queues. */
+  snprintf(threads, sizeof(threads), "%lld", (long long)m.concurrency);
+  setenv("UV_THREADPOOL_SIZE", threads, 1);
+
+  if (cm_daemon_create(&m.d, "mapper", &m.cfg, &hooks, &m) != 0) {
+    cm_transform_destroy(m.t);
+    return 1;
+  }
+  mt = cm_daemon_metrics(m.d);
+  snprintf(labels, sizeof(labels), "version=\"%s\",result=\"ok\"", m.cfg.version);
+  m.m_ok = cm_metrics_counter(mt, "chunkmill_mapper_chunks_total",
+                              "Chunks mapped and confirmed by a saver (ok) or failed (error).",
+                              labels);
+  snprintf(labels, sizeof(labels), "version=\"%s\",result=\"error\"", m.cfg.version);
+  m.m_err = cm_metrics_counter(mt, "chunkmill_mapper_chunks_total",
+                               "Chunks mapped and confirmed by a saver (ok) or failed (error).",
+                               labels);
+  snprintf(labels, sizeof(labels), "version=\"%s\"", m.cfg.version);
+  m.m_records = cm_metrics_counter(mt, "chunkmill_mapper_records_total", "Records mapped.", labels);
+  m.m_dead = cm_metrics_counter(mt, "chunkmill_mapper_dead_records_total",
+                                "Records the transform rejected (dead letters).", labels);
+  m.m_retries = cm_metrics_counter(mt, "chunkmill_mapper_save_retries_total",
+                                   "Mapped chunks sent to the savers again (no reply in time).",
+                                   NULL);
+  m.m_handbacks = cm_metrics_counter(mt, "chunkmill_mapper_handbacks_total",
+                                     "Chunks handed back to the fetcher unprocessed.", NULL);
+  m.m_busy = cm_metrics_gauge(mt, "chunkmill_mapper_busy_workers", "Workers mapping right now.",
+                              NULL);
+  m.m_workers = cm_metrics_gauge(mt, "chunkmill_mapper_workers", "Worker threads.", NULL);
+  m.m_slots_used = cm_metrics_gauge(mt, "chunkmill_mapper_slots_used",
+                                    "Chunks held (queued, mapping or saving).", NULL);
+  m.m_process_s = cm_metrics_histogram(mt, "chunkmill_mapper_map_seconds",
+                                       "Time from a chunk's arrival until it is mapped.", NULL,
+                                       proc_bounds, sizeof(proc_bounds) / sizeof(proc_bounds[0]));
+  m.m_cycle_s = cm_metrics_histogram(mt, "chunkmill_mapper_chunk_seconds",
+                                     "Time from a chunk's arrival until a saver confirmed it.",
+                                     NULL, proc_bounds, sizeof(proc_bounds) / sizeof(proc_bounds[0]));
+  cm_gauge_set(m.m_workers, (double)m.concurrency);
+
+  for (int i = 0; i < m.nslots; i++) {
+    m.slots[i].m = &m;
+    m.slots[i].idx = i;
+    (void)uv_timer_init(cm_daemon_loop(m.d), &m.slots[i].timer);
+    m.slots[i].timer.data = &m.slots[i];
+  }
+  (void)snprintf(subj, sizeof(subj), "chunk.%s", m.cfg.id);
+  (void)cm_subject(m.chunk_subject, sizeof(m.chunk_subject), m.cfg.prefix, subj);
+  (void)cm_subject(m.credit_subject, sizeof(m.credit_subject), m.cfg.prefix, "credit");
+  (void)cm_subject(m.save_subject, sizeof(m.save_subject), m.cfg.prefix, "save");
+  (void)cm_subject(m.nak_subject, sizeof(m.nak_subject), m.cfg.prefix, "nak");
+  m.inbox = cm_nats_new_inbox(cm_daemon_nats(m.d));
+  snprintf(subj, sizeof(subj), "%s.>", m.inbox ? m.inbox : "_INBOX.x");
+  if (m.inbox == NULL ||
+      cm_nats_subscribe(cm_daemon_nats(m.d), m.chunk_subject, NULL, mapper_on_chunk, &m, NULL) != 0 ||
+      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_reply, &m, NULL) != 0) {
+    cm_log_error("cannot subscribe");
+    cm_daemon_exit(m.d, 1);
+  }
+  cm_log_info("mapper ready: transform %s, %lld workers, %d slots, chunks on %s", m.transform_spec,
+              (long long)m.concurrency, m.nslots, m.chunk_subject);
+  rc = cm_daemon_run(m.d);
+  cm_daemon_destroy(m.d);
+  cm_transform_destroy(m.t);
+  free(m.inbox);
+  return rc;
+}

@@ -1,1 +1,311 @@
-/* placeholder: being written this session */
+/* saver - stores mapped chunks and confirms them after COMMIT.
+ *
+ * Mapped chunks arrive by request/reply on P.save (queue group "savers").
+ * They queue on the loop thread; one batch at a time is committed on a
+ * thread-pool thread (group commit: whatever arrived while the previous
+ * commit ran goes into the next transaction). Only after COMMIT does the
+ * saver reply to the mapper and publish an Ack to the fetcher. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm/daemon.h"
+#include "cm/log.h"
+#include "store.h"
+
+#define SAVER_MAX_BATCH 128
+#define SAVER_MAX_BATCH_BYTES (64u * 1024 * 1024)
+#define SAVER_MAX_QUEUE 4096
+
+typedef struct saver_s {
+  cm_common_cfg_t cfg;
+  const char *db_path;
+  const char *sync;
+  cm_daemon_t *d;
+  cm_store_t *store;
+  char ack_subject[256];
+
+  /* FIFO of received messages not yet in a batch (loop thread only). */
+  natsMsg *queue[SAVER_MAX_QUEUE];
+  size_t qhead, qlen;
+
+  /* The batch being committed (owned by the worker while busy). */
+  uv_work_t work;
+  bool busy;
+  natsMsg *batch_msgs[SAVER_MAX_BATCH];
+  cm_store_item_t items[SAVER_MAX_BATCH];
+  size_t nbatch;
+  int batch_rc;
+  double batch_seconds;
+
+  bool shutting_down;
+  bool store_ok;
+
+  cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
+  cm_histogram_t *m_commit_s, *m_batch_chunks;
+  cm_gauge_t *m_queue;
+} saver_t;
+
+static void saver_start_batch(saver_t *s);
+
+static void saver_maybe_finish(saver_t *s) {
+  if (s->shutting_down && !s->busy && s->qlen == 0) {
+    cm_log_info("saver drained: every received chunk is committed and acknowledged");
+    cm_daemon_exit(s->d, 0);
+  }
+}
+
+static void saver_reply(saver_t *s, natsMsg *m, const char *body) {
+  const char *reply = natsMsg_GetReply(m);
+  if (reply != NULL && reply[0] != '\0')
+    (void)cm_nats_publish(cm_daemon_nats(s->d), reply, NULL, body, strlen(body));
+}
+
+static void saver_commit_work(uv_work_t *w) {
+  saver_t *s = w->data;
+  double t0 = cm_wall_time();
+  s->batch_rc = cm_store_save_batch(s->store, s->items, s->nbatch);
+  s->batch_seconds = cm_wall_time() - t0;
+}
+
+static void saver_commit_done(uv_work_t *w, int status) {
+  saver_t *s = w->data;
+  char body[512];
+  s->busy = false;
+  cm_histogram_observe(s->m_commit_s, s->batch_seconds);
+  cm_histogram_observe(s->m_batch_chunks, (double)s->nbatch);
+  if (s->batch_rc == 0) cm_counter_inc(s->m_commits);
+  for (size_t i = 0; i < s->nbatch; i++) {
+    cm_store_item_t *it = &s->items[i];
+    natsMsg *m = s->batch_msgs[i];
+    if (s->batch_rc != 0) {
+      /* Nothing committed: the mapper keeps its result and retries. */
+      cm_counter_inc(s->m_errors);
+      snprintf(body, sizeof(body), "{\"ok\":false,\"retry\":true,\"error\":\"commit failed\"}");
+    } else if (it->status < 0) {
+      /* This chunk itself is unusable; the mapper NAKs it with our reason. */
+      char esc[400];
+      cm_buf_t b;
+      cm_buf_init(&b, sizeof(esc));
+      cm_counter_inc(s->m_errors);
+      cm_log_warn("chunk rejected: %s", it->err);
+      if (cm_buf_append_json_str(&b, it->err, strlen(it->err)) != 0) cm_buf_reset(&b);
+      snprintf(body, sizeof(body), "{\"ok\":false,\"retry\":false,\"error\":%s}",
+               b.len > 0 ? b.data : "\"?\"");
+      cm_buf_free(&b);
+    } else {
+      Chunkmill__Ack ack = CHUNKMILL__ACK__INIT;
+      char subj[256];
+      ack.job = it->hdr.job;
+      ack.index = it->hdr.index;
+      ack.attempt = it->hdr.attempt;
+      ack.records = it->records;
+      ack.dead_records = it->dead;
+      ack.duplicate = it->status == 1;
+      ack.saver_id = (char *)cm_daemon_id(s->d);
+      if (it->status == 1) {
+        cm_counter_inc(s->m_dups);
+      } else {
+        cm_counter_inc(s->m_chunks);
+        cm_counter_add(s->m_records, it->records);
+        cm_counter_add(s->m_dead, it->dead);
+      }
+      (void)snprintf(subj, sizeof(subj), "%s", s->ack_subject);
+      if (cm_daemon_publish_proto(s->d, subj, &ack.base) != 0)
+        cm_log_warn("could not publish ack for chunk %llu (the mapper's reply still confirms it)",
+                    (unsigned long long)it->hdr.index);
+      snprintf(body, sizeof(body), "{\"ok\":true,\"duplicate\":%s,\"records\":%u,\"dead\":%u}",
+               it->status == 1 ? "true" : "false", it->records, it->dead);
+    }
+    saver_reply(s, m, body);
+    natsMsg_Destroy(m);
+    s->batch_msgs[i] = NULL;
+  }
+  if (s->batch_rc != 0) cm_log_error("commit of %zu chunks failed", s->nbatch);
+  s->nbatch = 0;
+  if (status == UV_ECANCELED) return;
+  saver_start_batch(s);
+  saver_maybe_finish(s);
+}
+
+static void saver_start_batch(saver_t *s) {
+  size_t bytes = 0;
+  if (s->busy || s->qlen == 0) return;
+  s->nbatch = 0;
+  while (s->qlen > 0 && s->nbatch < SAVER_MAX_BATCH) {
+    natsMsg *m = s->queue[s->qhead];
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    if (s->nbatch > 0 && bytes + len > SAVER_MAX_BATCH_BYTES) break;
+    s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
+    s->qlen--;
+    bytes += len;
+    memset(&s->items[s->nbatch], 0, sizeof(s->items[0]));
+    s->items[s->nbatch].json = natsMsg_GetData(m);
+    s->items[s->nbatch].len = len;
+    s->batch_msgs[s->nbatch] = m;
+    s->nbatch++;
+  }
+  cm_gauge_set(s->m_queue, (double)s->qlen);
+  s->busy = true;
+  s->work.data = s;
+  if (uv_queue_work(cm_daemon_loop(s->d), &s->work, saver_commit_work, saver_commit_done) != 0) {
+    /* Cannot happen with a valid loop; fall back to committing inline. */
+    saver_commit_work(&s->work);
+    saver_commit_done(&s->work, 0);
+  }
+}
+
+static void saver_on_save(void *ud, natsMsg *m) {
+  saver_t *s = ud;
+  if (s->qlen == SAVER_MAX_QUEUE) {
+    /* Flow control upstream keeps us far from this; if it happens the
+     * mapper retries after its timeout. */
+    saver_reply(s, m, "{\"ok\":false,\"retry\":true,\"error\":\"saver queue full\"}");
+    natsMsg_Destroy(m);
+    return;
+  }
+  s->queue[(s->qhead + s->qlen) % SAVER_MAX_QUEUE] = m;
+  s->qlen++;
+  cm_gauge_set(s->m_queue, (double)s->qlen);
+  saver_start_batch(s);
+}
+
+static bool saver_ready(void *ud, char *why, size_t whylen) {
+  saver_t *s = ud;
+  if (!s->store_ok) {
+    snprintf(why, whylen, "results database not open");
+    return false;
+  }
+  return true;
+}
+
+static int saver_status(void *ud, cm_buf_t *out) {
+  saver_t *s = ud;
+  int rc = cm_buf_puts(out, ",\"db\":");
+  rc |= cm_buf_append_json_str(out, s->db_path, strlen(s->db_path));
+  rc |= cm_buf_printf(out,
+                      ",\"chunks_saved\":%llu,\"records_saved\":%llu,\"duplicates\":%llu,"
+                      "\"dead_letters\":%llu,\"queue\":%zu,\"committing\":%s",
+                      (unsigned long long)cm_counter_get(s->m_chunks),
+                      (unsigned long long)cm_counter_get(s->m_records),
+                      (unsigned long long)cm_counter_get(s->m_dups),
+                      (unsigned long long)cm_counter_get(s->m_dead), s->qlen,
+                      s->busy ? "true" : "false");
+  return rc;
+}
+
+static void saver_shutdown(void *ud, bool forced) {
+  saver_t *s = ud;
+  s->shutting_down = true;
+  /* Take no new chunks; what is queued or committing still completes. */
+  cm_nats_unsubscribe_all(cm_daemon_nats(s->d));
+  if (forced) {
+    /* Whatever is not committed was never acknowledged: the mappers keep
+     * their results and retry elsewhere. Drop the queue. */
+    while (s->qlen > 0) {
+      natsMsg_Destroy(s->queue[s->qhead]);
+      s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
+      s->qlen--;
+    }
+    if (!s->busy) cm_daemon_exit(s->d, 0);
+    return;
+  }
+  saver_maybe_finish(s);
+}
+
+static void saver_close(void *ud) {
+  saver_t *s = ud;
+  while (s->qlen > 0) {
+    natsMsg_Destroy(s->queue[s->qhead]);
+    s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
+    s->qlen--;
+  }
+}
+
+static void saver_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
+  saver_t *s = ud;
+  hb->processed = cm_counter_get(s->m_chunks);
+  hb->records = cm_counter_get(s->m_records);
+  hb->errors = cm_counter_get(s->m_errors);
+}
+
+int main(int argc, char **argv) {
+  static saver_t s;
+  static const char *const sync_choices[] = {"normal", "full", NULL};
+  cm_opt_t own[] = {
+      {"db", CM_OPT_STRING, "chunkmill-results.db", 0, 0, NULL, NULL,
+       "SQLite results database (created if missing)", &s.db_path},
+      {"sync", CM_OPT_STRING, "full", 0, 0, sync_choices, NULL,
+       "SQLite synchronous mode: full (an acknowledged chunk survives power loss) or normal",
+       &s.sync},
+  };
+  cm_daemon_hooks_t hooks = {.ready = saver_ready,
+                             .status = saver_status,
+                             .shutdown = saver_shutdown,
+                             .close = saver_close,
+                             .heartbeat = saver_heartbeat};
+  static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,   0.25,  0.5,   1,    2.5};
+  static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
+  char err[512];
+  int probe = 0, rc;
+  cm_metrics_t *m;
+
+  rc = cm_daemon_main_config("saver", "saver: stores mapped chunks in SQLite, acks after commit",
+                             &s.cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
+  if (rc == 1) return 0;
+  if (rc == 2) return probe;
+  if (rc != 0) return 2;
+
+  rc = cm_store_open(&s.store, s.db_path,
+                     strcmp(s.sync, "normal") == 0 ? CM_SYNC_NORMAL : CM_SYNC_FULL, err,
+                     sizeof(err));
+  if (rc != 0) {
+    fprintf(stderr, "saver: cannot open results database --db %s: %s\n", s.db_path, err);
+    cm_log_error("cannot open results database %s: %s", s.db_path, err);
+    return 1;
+  }
+  s.store_ok = true;
+  if (cm_daemon_create(&s.d, "saver", &s.cfg, &hooks, &s) != 0) {
+    cm_store_close(s.store);
+    return 1;
+  }
+  m = cm_daemon_metrics(s.d);
+  s.m_chunks = cm_metrics_counter(m, "chunkmill_saver_chunks_saved_total",
+                                  "Chunks committed for the first time.", NULL);
+  s.m_records = cm_metrics_counter(m, "chunkmill_saver_records_saved_total",
+                                   "Records committed.", NULL);
+  s.m_dups = cm_metrics_counter(m, "chunkmill_saver_duplicate_chunks_total",
+                                "Chunks received again after being saved (acknowledged, not rewritten).",
+                                NULL);
+  s.m_dead = cm_metrics_counter(m, "chunkmill_saver_dead_letters_total",
+                                "Records stored as dead letters.", NULL);
+  s.m_errors = cm_metrics_counter(m, "chunkmill_saver_errors_total",
+                                  "Chunks rejected or not committed.", NULL);
+  s.m_commits = cm_metrics_counter(m, "chunkmill_saver_commits_total", "Transactions committed.",
+                                   NULL);
+  s.m_commit_s = cm_metrics_histogram(m, "chunkmill_saver_commit_seconds",
+                                      "Time to write and commit one batch.", NULL, commit_bounds,
+                                      sizeof(commit_bounds) / sizeof(commit_bounds[0]));
+  s.m_batch_chunks = cm_metrics_histogram(m, "chunkmill_saver_batch_chunks",
+                                          "Chunks per committed batch (group commit).", NULL,
+                                          batch_bounds,
+                                          sizeof(batch_bounds) / sizeof(batch_bounds[0]));
+  s.m_queue = cm_metrics_gauge(m, "chunkmill_saver_queue_chunks",
+                               "Chunks received and waiting for the next commit.", NULL);
+  (void)cm_subject(s.ack_subject, sizeof(s.ack_subject), s.cfg.prefix, "ack");
+  {
+    char subj[256];
+    (void)cm_subject(subj, sizeof(subj), s.cfg.prefix, "save");
+    if (cm_nats_subscribe(cm_daemon_nats(s.d), subj, "savers", saver_on_save, &s, NULL) != 0) {
+      cm_log_error("cannot subscribe to %s", subj);
+      cm_daemon_exit(s.d, 1);
+    }
+  }
+  cm_log_info("saver ready to store into %s", s.db_path);
+  rc = cm_daemon_run(s.d);
+  cm_daemon_destroy(s.d);
+  cm_store_close(s.store);
+  return rc;
+}

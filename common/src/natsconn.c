@@ -1,1 +1,405 @@
-/* placeholder: being written this session */
+/* natsconn.c - a NATS connection on the libuv loop.
+ *
+ * Threads: socket I/O runs on the loop through nats.c's libuv adapter;
+ * nats.c still calls message and connection callbacks on its own threads, so
+ * those only wrap the event and post it to a handoff queue. Everything the
+ * owner sees happens on the loop thread.
+ *
+ * The first connect is attempted on the loop thread from a timer: the
+ * adapter insists that the first attach happens on the loop thread, which
+ * rules out nats.c's "retry on failed connect" (that attaches from its
+ * reconnect thread). Until it succeeds we retry with capped backoff; after
+ * that, nats.c reconnects forever by itself. */
+#include "cm/natsconn.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nats/adapters/libuv.h>
+
+#include "cm/handoff.h"
+#include "cm/log.h"
+
+#define CM__NATS_MAX_SUBS 16
+#define CM__NATS_HANDOFF_CAP 4096
+/* Per-subscription buffer inside nats.c while the loop catches up. Flow
+ * control (credit, the fetcher's window) keeps real use far below this;
+ * crossing it would drop messages (slow consumer), which we count. */
+#define CM__NATS_PENDING_MSGS (1 << 20)
+#define CM__NATS_PENDING_BYTES (512 * 1024 * 1024)
+
+typedef struct cm__nats_sub_s {
+  cm_nats_t *n;
+  char *subject;
+  char *queue;
+  cm_nats_msg_fn fn;
+  void *ud;
+  natsSubscription *sub;
+} cm__nats_sub_t;
+
+struct cm_nats_s {
+  uv_loop_t *loop;
+  natsOptions *opts;
+  natsConnection *nc;
+  cm_handoff_t *ho;
+  uv_timer_t connect_timer;
+  cm_nats_event_fn fn;
+  void *ud;
+  char url[512];
+  cm__nats_sub_t subs[CM__NATS_MAX_SUBS];
+  int nsubs;
+  int64_t backoff_ms;
+  int attempts;
+  atomic_bool connected;
+  bool draining;
+  bool closed_sent;
+  int pending_closes;
+};
+
+typedef struct cm__nats_delivery_s {
+  cm__nats_sub_t *s;
+  natsMsg *msg;
+} cm__nats_delivery_t;
+
+typedef struct cm__nats_event_s {
+  cm_nats_t *n;
+  cm_nats_event_t ev;
+} cm__nats_event_item_t;
+
+/* ---- nats.c threads -> loop ---- */
+
+static void cm__nats_deliver(void *arg, int cancelled) {
+  cm__nats_delivery_t *d = arg;
+  if (cancelled)
+    natsMsg_Destroy(d->msg);
+  else
+    d->s->fn(d->s->ud, d->msg);
+  free(d);
+}
+
+static void cm__nats_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+  cm__nats_sub_t *s = closure;
+  cm__nats_delivery_t *d = malloc(sizeof(*d));
+  if (d == NULL) {
+    natsMsg_Destroy(msg);
+    return;
+  }
+  d->s = s;
+  d->msg = msg;
+  if (cm_handoff_post(s->n->ho, cm__nats_deliver, d) != 0) {
+    natsMsg_Destroy(msg);
+    free(d);
+  }
+}
+
+static void cm__nats_emit(void *arg, int cancelled) {
+  cm__nats_event_item_t *e = arg;
+  cm_nats_t *n = e->n;
+  if (!cancelled) {
+    if (e->ev == CM_NATS_CLOSED) {
+      if (!n->closed_sent) {
+        n->closed_sent = true;
+        n->fn(n->ud, CM_NATS_CLOSED);
+      }
+    } else if (!n->closed_sent) {
+      n->fn(n->ud, e->ev);
+    }
+  }
+  free(e);
+}
+
+static void cm__nats_post_event(cm_nats_t *n, cm_nats_event_t ev) {
+  cm__nats_event_item_t *e = malloc(sizeof(*e));
+  if (e == NULL) return;
+  e->n = n;
+  e->ev = ev;
+  if (cm_handoff_post(n->ho, cm__nats_emit, e) != 0) free(e);
+}
+
+static void cm__nats_disconnected_cb(natsConnection *nc, void *closure) {
+  cm_nats_t *n = closure;
+  atomic_store(&n->connected, false);
+  cm__nats_post_event(n, CM_NATS_DISCONNECTED);
+}
+
+static void cm__nats_reconnected_cb(natsConnection *nc, void *closure) {
+  cm_nats_t *n = closure;
+  atomic_store(&n->connected, true);
+  cm__nats_post_event(n, CM_NATS_CONNECTED);
+}
+
+static void cm__nats_closed_cb(natsConnection *nc, void *closure) {
+  cm_nats_t *n = closure;
+  atomic_store(&n->connected, false);
+  cm__nats_post_event(n, CM_NATS_CLOSED);
+}
+
+static void cm__nats_error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
+                              void *closure) {
+  /* Logging is thread-safe (one write per line). */
+  cm_log_warn("nats: asynchronous error: %s", natsStatus_GetText(err));
+}
+
+/* ---- loop thread ---- */
+
+static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
+  natsStatus st;
+  if (s->queue != NULL)
+    st = natsConnection_QueueSubscribe(&s->sub, n->nc, s->subject, s->queue, cm__nats_on_msg, s);
+  else
+    st = natsConnection_Subscribe(&s->sub, n->nc, s->subject, cm__nats_on_msg, s);
+  if (st == NATS_OK)
+    st = natsSubscription_SetPendingLimits(s->sub, CM__NATS_PENDING_MSGS, CM__NATS_PENDING_BYTES);
+  if (st != NATS_OK) {
+    cm_log_error("nats: cannot subscribe to %s: %s", s->subject, natsStatus_GetText(st));
+    return -EIO;
+  }
+  return 0;
+}
+
+static void cm__nats_try_connect(uv_timer_t *t) {
+  cm_nats_t *n = t->data;
+  natsStatus st;
+  if (n->draining) return;
+  st = natsConnection_Connect(&n->nc, n->opts);
+  if (st != NATS_OK) {
+    n->nc = NULL;
+    n->attempts++;
+    /* Log the first failure and then every 20th, so a long outage at start
+     * stays readable. */
+    if (n->attempts == 1 || n->attempts % 20 == 0)
+      cm_log_warn("nats: cannot connect to %s (attempt %d): %s; retrying", n->url, n->attempts,
+                  natsStatus_GetText(st));
+    n->backoff_ms = n->backoff_ms * 2;
+    if (n->backoff_ms > 2000) n->backoff_ms = 2000;
+    (void)uv_timer_start(&n->connect_timer, cm__nats_try_connect, (uint64_t)n->backoff_ms, 0);
+    return;
+  }
+  for (int i = 0; i < n->nsubs; i++) (void)cm__nats_subscribe_now(n, &n->subs[i]);
+  atomic_store(&n->connected, true);
+  cm_log_info("nats: connected to %s", n->url);
+  n->fn(n->ud, CM_NATS_CONNECTED);
+}
+
+static void cm__nats_redact_url(const char *in, char *out, size_t outlen) {
+  /* nats://user:pass@host -> nats://user:***@host: never log secrets. */
+  const char *at = strrchr(in, '@');
+  const char *scheme = strstr(in, "://");
+  const char *colon;
+  if (at == NULL || scheme == NULL || at < scheme) {
+    snprintf(out, outlen, "%s", in);
+    return;
+  }
+  colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
+  if (colon == NULL)
+    snprintf(out, outlen, "%.*s***%s", (int)(scheme + 3 - in), in, at);
+  else
+    snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - in), in, at);
+}
+
+static int cm__nats_opts(cm_nats_t *n, const cm_common_cfg_t *cfg, const char *name, char *err,
+                         size_t errlen) {
+  natsStatus st = natsOptions_Create(&n->opts);
+  const char *what = "options";
+  if (st == NATS_OK) st = natsOptions_SetURL(n->opts, cfg->nats_url), what = "--nats-url";
+  if (st == NATS_OK) st = natsOptions_SetName(n->opts, name);
+  if (st == NATS_OK) st = natsOptions_SetTimeout(n->opts, 2000);
+  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(n->opts, -1);
+  if (st == NATS_OK) st = natsOptions_SetReconnectWait(n->opts, 250);
+  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(n->opts, 250, 1000);
+  if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(n->opts, 32 * 1024 * 1024);
+  if (st == NATS_OK) st = natsOptions_SetPingInterval(n->opts, 5000);
+  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(n->opts, 3);
+  if (st == NATS_OK) st = natsOptions_SetSendAsap(n->opts, true);
+  if (st == NATS_OK) st = natsOptions_SetIgnoreDiscoveredServers(n->opts, false);
+  if (st == NATS_OK) st = natsOptions_SetDisconnectedCB(n->opts, cm__nats_disconnected_cb, n);
+  if (st == NATS_OK) st = natsOptions_SetReconnectedCB(n->opts, cm__nats_reconnected_cb, n);
+  if (st == NATS_OK) st = natsOptions_SetClosedCB(n->opts, cm__nats_closed_cb, n);
+  if (st == NATS_OK) st = natsOptions_SetErrorHandler(n->opts, cm__nats_error_cb, n);
+  if (st == NATS_OK && (cfg->nats_user != NULL || cfg->nats_password != NULL))
+    st = natsOptions_SetUserInfo(n->opts, cfg->nats_user, cfg->nats_password), what = "--nats-user";
+  if (st == NATS_OK && cfg->nats_token != NULL)
+    st = natsOptions_SetToken(n->opts, cfg->nats_token), what = "--nats-token";
+  if (st == NATS_OK && cfg->nats_creds != NULL)
+    st = natsOptions_SetUserCredentialsFromFiles(n->opts, cfg->nats_creds, NULL),
+    what = "--nats-creds";
+  if (st == NATS_OK && (cfg->nats_ca != NULL || cfg->nats_cert != NULL || cfg->nats_key != NULL))
+    st = natsOptions_SetSecure(n->opts, true), what = "TLS";
+  if (st == NATS_OK && cfg->nats_ca != NULL)
+    st = natsOptions_LoadCATrustedCertificates(n->opts, cfg->nats_ca), what = "--nats-ca";
+  if (st == NATS_OK && (cfg->nats_cert != NULL || cfg->nats_key != NULL)) {
+    what = "--nats-cert/--nats-key";
+    if (cfg->nats_cert == NULL || cfg->nats_key == NULL)
+      st = NATS_INVALID_ARG;
+    else
+      st = natsOptions_LoadCertificatesChain(n->opts, cfg->nats_cert, cfg->nats_key);
+  }
+  if (st == NATS_OK)
+    st = natsOptions_SetEventLoop(n->opts, n->loop, natsLibuv_Attach, natsLibuv_Read,
+                                  natsLibuv_Write, natsLibuv_Detach);
+  if (st != NATS_OK) {
+    const char *detail = nats_GetLastError(NULL);
+    snprintf(err, errlen, "NATS %s: %s%s%s", what, natsStatus_GetText(st),
+             detail != NULL ? ": " : "", detail != NULL ? detail : "");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg, const char *name,
+                   cm_nats_event_fn fn, void *ud, char *err, size_t errlen) {
+  cm_nats_t *n;
+  int rc;
+  *out = NULL;
+  n = calloc(1, sizeof(*n));
+  if (n == NULL) return -ENOMEM;
+  n->loop = loop;
+  n->fn = fn;
+  n->ud = ud;
+  n->backoff_ms = 100;
+  atomic_init(&n->connected, false);
+  cm__nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+
+  natsLibuv_Init();
+  natsLibuv_SetThreadLocalLoop(loop);
+  if ((rc = cm_handoff_create(&n->ho, loop, CM__NATS_HANDOFF_CAP)) != 0) {
+    snprintf(err, errlen, "handoff: %s", uv_strerror(rc));
+    free(n);
+    return rc;
+  }
+  if ((rc = cm__nats_opts(n, cfg, name, err, errlen)) != 0) goto fail;
+  if ((rc = uv_timer_init(loop, &n->connect_timer)) != 0) {
+    snprintf(err, errlen, "timer: %s", uv_strerror(rc));
+    goto fail;
+  }
+  n->connect_timer.data = n;
+  n->pending_closes = 2; /* connect timer + handoff; see cm_nats_destroy */
+  (void)uv_timer_start(&n->connect_timer, cm__nats_try_connect, 0, 0);
+  *out = n;
+  return 0;
+
+fail:
+  natsOptions_Destroy(n->opts);
+  cm_handoff_close(n->ho); /* frees itself in its close callback */
+  free(n);
+  return rc;
+}
+
+int cm_nats_subscribe(cm_nats_t *n, const char *subject, const char *queue, cm_nats_msg_fn fn,
+                      void *ud, natsSubscription **out) {
+  cm__nats_sub_t *s;
+  if (n->nsubs == CM__NATS_MAX_SUBS) return -ENOSPC;
+  s = &n->subs[n->nsubs];
+  memset(s, 0, sizeof(*s));
+  s->n = n;
+  s->fn = fn;
+  s->ud = ud;
+  s->subject = strdup(subject);
+  s->queue = queue != NULL ? strdup(queue) : NULL;
+  if (s->subject == NULL || (queue != NULL && s->queue == NULL)) {
+    free(s->subject);
+    free(s->queue);
+    return -ENOMEM;
+  }
+  n->nsubs++;
+  /* Before the first connect the subscription is made on connect; after it
+   * nats.c re-subscribes on every reconnect by itself. */
+  if (n->nc != NULL) {
+    int rc = cm__nats_subscribe_now(n, s);
+    if (rc != 0) return rc;
+  }
+  if (out != NULL) *out = s->sub;
+  return 0;
+}
+
+int cm_nats_publish(cm_nats_t *n, const char *subject, const char *reply, const void *data,
+                    size_t len) {
+  natsStatus st;
+  if (n->nc == NULL) return -ENOTCONN;
+  if (reply != NULL)
+    st = natsConnection_PublishRequest(n->nc, subject, reply, data, (int)len);
+  else
+    st = natsConnection_Publish(n->nc, subject, data, (int)len);
+  if (st != NATS_OK) {
+    return st == NATS_CONNECTION_CLOSED ? -ENOTCONN : -EIO;
+  }
+  return 0;
+}
+
+void cm_nats_unsubscribe_all(cm_nats_t *n) {
+  for (int i = 0; i < n->nsubs; i++)
+    if (n->subs[i].sub != NULL) (void)natsSubscription_Unsubscribe(n->subs[i].sub);
+}
+
+bool cm_nats_connected(const cm_nats_t *n) { return atomic_load(&n->connected); }
+
+char *cm_nats_new_inbox(cm_nats_t *n) {
+  natsInbox *inbox = NULL;
+  char *s;
+  if (natsInbox_Create(&inbox) != NATS_OK) return NULL;
+  s = strdup(inbox);
+  natsInbox_Destroy(inbox);
+  return s;
+}
+
+natsConnection *cm_nats_conn(cm_nats_t *n) { return n->nc; }
+
+uint64_t cm_nats_dropped(cm_nats_t *n) {
+  uint64_t total = 0;
+  for (int i = 0; i < n->nsubs; i++) {
+    int64_t d = 0;
+    if (n->subs[i].sub != NULL && natsSubscription_GetDropped(n->subs[i].sub, &d) == NATS_OK)
+      total += (uint64_t)d;
+  }
+  return total;
+}
+
+void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
+  if (n->draining) return;
+  n->draining = true;
+  (void)uv_timer_stop(&n->connect_timer);
+  if (n->nc == NULL || natsConnection_DrainTimeout(n->nc, timeout_ms) != NATS_OK) {
+    /* Never connected (or already closed): nothing to drain. */
+    cm__nats_post_event(n, CM_NATS_CLOSED);
+  }
+}
+
+static void cm__nats_free(cm_nats_t *n) {
+  for (int i = 0; i < n->nsubs; i++) {
+    free(n->subs[i].subject);
+    free(n->subs[i].queue);
+  }
+  natsOptions_Destroy(n->opts);
+  free(n);
+}
+
+static void cm__nats_timer_closed(uv_handle_t *h) {
+  cm_nats_t *n = h->data;
+  if (--n->pending_closes == 0) cm__nats_free(n);
+}
+
+void cm_nats_destroy(cm_nats_t *n) {
+  if (n == NULL) return;
+  (void)uv_timer_stop(&n->connect_timer);
+  if (n->nc != NULL) {
+    natsConnection_Close(n->nc);
+    natsConnection_Destroy(n->nc);
+    n->nc = NULL;
+  }
+  for (int i = 0; i < n->nsubs; i++) {
+    natsSubscription_Destroy(n->subs[i].sub);
+    n->subs[i].sub = NULL;
+  }
+  /* nats.c's threads may still be finishing a callback that posts into the
+   * handoff: wait for the library to stop before the handoff goes away. */
+  (void)nats_CloseAndWait(2000);
+  cm_handoff_close(n->ho);
+  n->ho = NULL;
+  /* The handoff frees itself; we count our timer and free the rest when it
+   * has closed. pending_closes started at 2 for timer + handoff. */
+  n->pending_closes = 1;
+  uv_close((uv_handle_t *)&n->connect_timer, cm__nats_timer_closed);
+}

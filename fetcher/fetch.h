@@ -1,0 +1,38 @@
+/* fetch.h - the fetcher's dispatcher: mapper credit in, leased chunks out,
+ * acks and naks back into the ledger; lease expiry; progress; completion.
+ * Loop thread only. */
+#ifndef CM_FETCH_H
+#define CM_FETCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cm/daemon.h"
+#include "ledger.h"
+#include "source.h"
+
+typedef struct cm_fetch_cfg_s {
+  const char *job;
+  int64_t ack_wait_ms;
+  int64_t max_inflight;
+  int64_t max_deliver;
+  int64_t progress_ms; /* 0: no progress lines */
+  bool once;
+  bool allow_dead;
+} cm_fetch_cfg_t;
+
+typedef struct cm_fetch_s cm_fetch_t;
+
+/* Borrows d, ledger and source (they outlive the dispatcher). Subscribes and
+ * starts the timers. */
+int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
+                    cm_ledger_t *ledger, cm_source_t *source) __attribute__((warn_unused_result));
+/* Daemon hooks, forwarded by main.c. */
+void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev);
+int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out);
+void cm_fetch_shutdown(cm_fetch_t *f, bool forced);
+void cm_fetch_close(cm_fetch_t *f);
+void cm_fetch_heartbeat(cm_fetch_t *f, Chunkmill__Heartbeat *hb);
+void cm_fetch_destroy(cm_fetch_t *f);
+
+#endif
