@@ -1,0 +1,298 @@
+"""Integration test harness: real nats-server, real daemons, real SQLite.
+
+Every process a test starts is tracked by PID and stopped at exit (SIGTERM,
+then SIGKILL). Servers listen on 127.0.0.1 and free ports only. Every wait is
+bounded.
+"""
+import atexit
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+BIN_DIR = os.environ.get("CM_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+_procs = []
+_results = {"passed": 0, "failed": 0}
+
+
+def bin_path(name):
+    return os.path.join(BIN_DIR, name, name)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Proc:
+    """A started process with its log file; stop() by PID."""
+
+    def __init__(self, name, argv, env=None, log_dir=None):
+        self.name = name
+        self.argv = argv
+        self.log_path = os.path.join(log_dir or tempfile.gettempdir(), f"{name}.log")
+        self.out_path = os.path.join(log_dir or tempfile.gettempdir(), f"{name}.out")
+        self._log = open(self.log_path, "ab")
+        self._out = open(self.out_path, "ab")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(argv, stdout=self._out, stderr=self._log, env=full_env,
+                                  stdin=subprocess.DEVNULL)
+        self.pid = self.p.pid
+        _procs.append(self)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=10):
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            if self.wait(timeout) is None:
+                self.signal(signal.SIGKILL)
+                self.wait(5)
+        self._log.close()
+        self._out.close()
+        return self.p.returncode
+
+    def kill9(self):
+        self.signal(signal.SIGKILL)
+        self.wait(5)
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def out(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+def _cleanup():
+    for p in reversed(_procs):
+        try:
+            if p.alive():
+                p.signal(signal.SIGKILL)
+                p.wait(5)
+        except Exception:
+            pass
+
+
+atexit.register(_cleanup)
+
+
+def _on_signal(signum, frame):
+    _cleanup()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_get(port, path, timeout=2.0):
+    """Returns (status, body) or (None, error text)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception as e:  # connection refused, timeout
+        return None, str(e)
+
+
+class Nats:
+    def __init__(self, workdir, port=None, extra=()):
+        self.port = port or free_port()
+        self.mon = free_port()
+        self.workdir = workdir
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = Proc(f"nats-{self.port}-{int(time.time()*1000)}",
+                         ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-m",
+                          str(self.mon)] + self.extra, log_dir=self.workdir)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(up, 10, what="nats-server to listen")
+
+    def stop(self):
+        self.proc.stop()
+
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+    def connz(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mon}/connz?subs=1", timeout=2) as r:
+            return json.loads(r.read())
+
+
+class Pipeline:
+    """nats-server + saver + N mappers + fetcher in one temp dir."""
+
+    def __init__(self, name, records=100000, mappers=2, transform="fullname", extra_fetcher=(),
+                 extra_mapper=(), workdir=None, prefix=None, chunk_size=100):
+        self.workdir = workdir or tempfile.mkdtemp(prefix=f"cm-{name}-")
+        self.nats = Nats(self.workdir)
+        self.prefix = prefix or f"t{os.getpid()}"
+        self.db = os.path.join(self.workdir, "results.db")
+        self.ledger = os.path.join(self.workdir, "ledger.db")
+        self.records = records
+        self.chunk_size = chunk_size
+        self.transform = transform
+        self.extra_fetcher = list(extra_fetcher)
+        self.extra_mapper = list(extra_mapper)
+        self.mappers = []
+        self.ports = {}
+        self.saver = self.start_saver()
+        for i in range(mappers):
+            self.start_mapper()
+        self.fetcher = None
+
+    def common(self, role, port):
+        return ["--nats-url", self.nats.url, "--prefix", self.prefix, "--http",
+                f"127.0.0.1:{port}", "--heartbeat", "200ms"]
+
+    def start_saver(self, name="saver"):
+        port = free_port()
+        p = Proc(f"{name}-{port}", [bin_path("saver")] + self.common("saver", port) +
+                 ["--db", self.db], log_dir=self.workdir)
+        p.port = port
+        return p
+
+    def start_mapper(self, extra=()):
+        port = free_port()
+        i = len(self.mappers)
+        p = Proc(f"mapper{i}-{port}", [bin_path("mapper")] + self.common("mapper", port) +
+                 ["--transform", self.transform, "--id", f"m{i}-{port}"] + self.extra_mapper +
+                 list(extra), log_dir=self.workdir)
+        p.port = port
+        self.mappers.append(p)
+        return p
+
+    def start_fetcher(self, extra=(), name="fetcher"):
+        port = free_port()
+        p = Proc(f"{name}-{port}-{int(time.time()*1000)}",
+                 [bin_path("fetcher")] + self.common("fetcher", port) +
+                 ["--records", str(self.records), "--chunk-size", str(self.chunk_size), "--ledger",
+                  self.ledger, "--progress", "1s"] + self.extra_fetcher + list(extra),
+                 log_dir=self.workdir)
+        p.port = port
+        self.fetcher = p
+        return p
+
+    def wait_ready(self, procs, timeout=20):
+        for p in procs:
+            wait_until(lambda: http_get(p.port, "/readyz")[0] == 200, timeout,
+                       what=f"{p.name} /readyz 200")
+
+    def stop_all(self):
+        for p in ([self.fetcher] if self.fetcher else []) + self.mappers + [self.saver]:
+            p.stop()
+        self.nats.stop()
+
+    def db_query(self, sql, args=()):
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+
+PROM_LINE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"'
+    r'(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)?\})? '
+    r'(-?[0-9.eE+-]+|NaN|\+Inf|-Inf)( -?[0-9]+)?$')
+
+
+def parse_prometheus(text):
+    """Strict-enough parser of the text format 0.0.4: every line is a comment
+    (# HELP / # TYPE), or a valid sample. Returns {name{labels}: value}."""
+    samples = {}
+    types = {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            assert len(parts) == 4 and parts[3] in ("counter", "gauge", "histogram", "summary",
+                                                    "untyped"), f"bad TYPE line: {line}"
+            assert parts[2] not in types, f"duplicate TYPE for {parts[2]}"
+            types[parts[2]] = parts[3]
+            continue
+        assert not line.startswith("#"), f"unexpected comment: {line}"
+        m = PROM_LINE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        key = line.rsplit(" ", 1)[0]
+        samples[key] = float(m.group(7))
+    return samples, types
+
+
+def check(name, fn):
+    """Runs one test case, records pass/fail, keeps going."""
+    t0 = time.monotonic()
+    try:
+        fn()
+        _results["passed"] += 1
+        print(f"PASS {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+    except Exception as e:  # noqa: BLE001 - report every failure kind
+        _results["failed"] += 1
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+        import traceback
+        traceback.print_exc()
+
+
+def finish():
+    print(f"{_results['passed']} passed, {_results['failed']} failed", flush=True)
+    _cleanup()
+    sys.exit(0 if _results["failed"] == 0 and _results["passed"] > 0 else 1)
+
+
+def dump_logs_on_failure(pipeline):
+    for p in [pipeline.fetcher] + pipeline.mappers + [pipeline.saver]:
+        if p is None:
+            continue
+        print(f"---- {p.name} (exit {p.p.returncode}) log tail ----")
+        print("\n".join(p.log().splitlines()[-15:]))
+        print("\n".join(p.out().splitlines()[-5:]))
