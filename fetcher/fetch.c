@@ -30,6 +30,7 @@
 #define FETCH_LAT_SLOTS 65536
 #define FETCH_FLUSH_MS 50
 #define FETCH_TICK_MS 100
+#define FETCH_RECONNECT_GRACE_MS 3000
 #define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
 
 typedef struct member_s {
@@ -321,7 +322,7 @@ static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
       cm_log_warn("chunk %" PRIu64 ": %u source records are not valid JSON (kept as dead letters)",
                   info.next_index, nbad);
     if (cm_ledger_add_chunk(f->ledger, info.next_index, f->buf.data, f->buf.len, pos,
-                            info.source_line + nrec + nbad, false) != 0) {
+                            cm_source_line(f->src), false) != 0) {
       fetch_fatal(f, "ledger: cannot store chunk");
       return 0;
     }
@@ -416,10 +417,12 @@ static void fetch_pump(cm_fetch_t *f) {
 static void fetch_due_cb(uv_timer_t *t) { fetch_pump(t->data); }
 
 static void fetch_arm_due(cm_fetch_t *f, int64_t now) {
-  /* Wake up when the next backed-off chunk becomes due. */
+  /* Wake up when the next backed-off chunk becomes due. A chunk that is due
+   * already is waiting for credit, and credit wakes the pump: re-arming a
+   * 0 ms timer from its own callback would spin libuv's timer loop. */
   int64_t at = cm_ledger_next_due_at(f->ledger);
-  if (at < 0) return;
-  (void)uv_timer_start(&f->due, fetch_due_cb, (uint64_t)(at > now ? at - now : 0), 0);
+  if (at <= now) return;
+  (void)uv_timer_start(&f->due, fetch_due_cb, (uint64_t)(at - now), 0);
 }
 
 /* ---- NATS handlers ---- */
@@ -500,9 +503,11 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
   now = now_ms(f);
   if (n->handback) {
     cm_counter_inc(f->m_handbacks);
-    /* A hand-back is not a failure: due at once, but it still used up a
-     * delivery (the ledger counts leases). */
-    fetch_release(f, n->index, n->attempt, now, n->reason ? n->reason : "handed back");
+    /* A hand-back is not a failure: due at once, and it never makes the
+     * chunk dead (max_deliver 0 = no limit for this release). */
+    if (cm_ledger_release(f->ledger, n->index, n->attempt, now,
+                          n->reason ? n->reason : "handed back", 0) == 0)
+      cm_counter_inc(f->m_fenced);
   } else {
     lat_t *l = lat_get(f, n->index);
     int64_t wait = n->retry_after_ms > 0 ? (int64_t)n->retry_after_ms : backoff_ms(n->attempt);
@@ -552,6 +557,10 @@ typedef struct {
 static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
   release_ctx_t *c = ud;
   lat_t *l = lat_get(c->f, index);
+  member_t *m = holder != NULL ? member_find(c->f, holder) : NULL;
+  /* A lease that ends without an ack or nak may never have reached its
+   * mapper (lost in a reconnect): stop counting it as in transit. */
+  if (m != NULL && m->sent > m->received) m->sent--;
   if (l != NULL) c->f->versions[l->version].expired++;
   fetch_release(c->f, index, attempt, c->at_once ? c->now : c->now + backoff_ms(attempt),
                 c->reason);
@@ -703,9 +712,13 @@ void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev) {
     for (int i = 0; i < f->nmembers; i++) {
       member_t *m = &f->members[i];
       if (!m->active) continue;
-      m->sent = m->received;
+      /* `sent` is kept: chunks buffered across the outage are delivered
+       * now and still count against the mapper's room. A chunk that was
+       * really lost is healed when its lease expires (release_one). */
       m->free = 0;
-      m->last_seen_ms = now_ms(f);
+      /* The mappers are reconnecting too (nats.c reconnect wait plus
+       * jitter): give them that long before counting missed heartbeats. */
+      m->last_seen_ms = now_ms(f) + FETCH_RECONNECT_GRACE_MS;
     }
     fetch_check_complete(f);
     fetch_pump(f);

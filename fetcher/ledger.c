@@ -1,1 +1,1214 @@
-/* placeholder: being written this session */
+/* ledger.c - the fetcher's durable chunk ledger (see ledger.h).
+ *
+ * Storage (schema version 1):
+ *   jobs(name PK, source, chunk_size, next_index, source_done, source_pos,
+ *        source_line, done_chunks, dead_chunks, records_done, redeliveries,
+ *        created_at)
+ *   chunks(job, idx, state, attempt, base_attempt, deadline_ms, holder,
+ *          not_before_ms, reason, records, PRIMARY KEY(job, idx)) WITHOUT ROWID
+ *   payloads(job, idx, data BLOB, PRIMARY KEY(job, idx))
+ *
+ * Why payloads live in their own table instead of a chunks.payload column:
+ * SQLite rewrites a whole row, overflow pages included, on every UPDATE. A
+ * chunk row changes on every lease, release and ack, so a ~50 KB payload in
+ * the same row would be copied several times per chunk. Kept apart, a state
+ * change writes a ~60-byte row, and the payload is written once (when the
+ * chunk is first read) and deleted once (when the chunk is done, since a
+ * saved chunk is never needed again). chunks is WITHOUT ROWID because its
+ * rows are small and always looked up by (job, idx); payloads keeps a rowid
+ * because its rows are large (WITHOUT ROWID suits small rows only).
+ * The partial index chunks_live lets job_open and replay find the few
+ * non-done chunks of a job without scanning its done ones.
+ *
+ * base_attempt: the attempt number at the last replay of a dead chunk.
+ * max_deliver counts leases since then (attempt - base_attempt), so a
+ * replayed chunk gets a full delivery budget while attempt numbers keep
+ * growing (fencing stays unambiguous across the replay).
+ *
+ * Memory: a hash table (index -> chunk) holds every pending or leased chunk,
+ * plus done/dead chunks whose change is not flushed yet (they leave memory
+ * at the next flush). Three binary heaps order them:
+ *   ready  pending and due, by index       -> next_due is O(log n)
+ *   wait   pending with a retry time, by (not_before, index)
+ *   lease  leased, by (deadline, index)    -> each_expired visits only hits
+ * Done and dead chunks are only in the database, so memory follows the
+ * in-flight window (plus retries), never the size of the job. */
+#include "ledger.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { CM__H_NONE = 0, CM__H_READY, CM__H_WAIT, CM__H_LEASE };
+
+typedef struct cm__chunk_s {
+  uint64_t idx;
+  int64_t deadline_ms;
+  int64_t not_before_ms;
+  char *holder;  /* owned; set while leased */
+  char *reason;  /* owned; last release reason, may be NULL */
+  void *payload; /* owned; only until a flush has written it */
+  size_t payload_len;
+  uint32_t attempt;
+  uint32_t base_attempt;
+  uint32_t records;
+  uint32_t heap_pos;
+  uint8_t state;        /* cm_chunk_state_t */
+  uint8_t heap;         /* CM__H_* that holds it */
+  bool dirty;           /* queued for the next flush */
+  bool payload_in_db;   /* a payloads row may exist (delete it when done) */
+} cm__chunk_t;
+
+typedef struct cm__heap_s {
+  cm__chunk_t **v;
+  size_t n, cap;
+  int kind;
+} cm__heap_t;
+
+enum {
+  CM__S_BEGIN,
+  CM__S_COMMIT,
+  CM__S_ROLLBACK,
+  CM__S_JOB_GET,
+  CM__S_JOB_INSERT,
+  CM__S_JOB_UPDATE,
+  CM__S_RECOVER,
+  CM__S_LOAD_LIVE,
+  CM__S_LOAD_DEAD,
+  CM__S_CHUNK_UPSERT,
+  CM__S_CHUNK_GET,
+  CM__S_PAYLOAD_PUT,
+  CM__S_PAYLOAD_DEL,
+  CM__S_PAYLOAD_GET,
+  CM__S_COUNT
+};
+
+/* Statements prepared once at open and reused (reset after each use). */
+static const char *const cm__sql[CM__S_COUNT] = {
+    [CM__S_BEGIN] = "BEGIN IMMEDIATE",
+    [CM__S_COMMIT] = "COMMIT",
+    [CM__S_ROLLBACK] = "ROLLBACK",
+    [CM__S_JOB_GET] = "SELECT source, chunk_size, next_index, source_done, source_pos, "
+                      "source_line, done_chunks, dead_chunks, records_done, redeliveries, "
+                      "created_at FROM jobs WHERE name = ?1",
+    [CM__S_JOB_INSERT] = "INSERT INTO jobs(name, source, chunk_size, created_at) "
+                         "VALUES(?1, ?2, ?3, ?4)",
+    [CM__S_JOB_UPDATE] = "UPDATE jobs SET next_index = ?2, source_done = ?3, source_pos = ?4, "
+                         "source_line = ?5, done_chunks = ?6, dead_chunks = ?7, "
+                         "records_done = ?8, redeliveries = ?9 WHERE name = ?1",
+    /* "state <> 2" in the next three lets the planner use chunks_live. */
+    [CM__S_RECOVER] = "UPDATE chunks SET state = 0, holder = NULL, deadline_ms = 0, "
+                      "not_before_ms = 0 WHERE job = ?1 AND state <> 2 AND state = 1",
+    [CM__S_LOAD_LIVE] = "SELECT idx, attempt, base_attempt, not_before_ms, reason, records "
+                        "FROM chunks WHERE job = ?1 AND state <> 2 AND state = 0",
+    [CM__S_LOAD_DEAD] = "SELECT idx, attempt, reason, records "
+                        "FROM chunks WHERE job = ?1 AND state <> 2 AND state = 3",
+    [CM__S_CHUNK_UPSERT] =
+        "INSERT INTO chunks(job, idx, state, attempt, base_attempt, deadline_ms, holder, "
+        "not_before_ms, reason, records) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+        "ON CONFLICT(job, idx) DO UPDATE SET state = excluded.state, "
+        "attempt = excluded.attempt, base_attempt = excluded.base_attempt, "
+        "deadline_ms = excluded.deadline_ms, holder = excluded.holder, "
+        "not_before_ms = excluded.not_before_ms, reason = excluded.reason, "
+        "records = excluded.records",
+    [CM__S_CHUNK_GET] = "SELECT state, attempt, base_attempt, reason, records "
+                        "FROM chunks WHERE job = ?1 AND idx = ?2",
+    [CM__S_PAYLOAD_PUT] = "INSERT OR REPLACE INTO payloads(job, idx, data) VALUES(?1, ?2, ?3)",
+    [CM__S_PAYLOAD_DEL] = "DELETE FROM payloads WHERE job = ?1 AND idx = ?2",
+    [CM__S_PAYLOAD_GET] = "SELECT data FROM payloads WHERE job = ?1 AND idx = ?2",
+};
+
+/* Migration i takes a file from user_version i to i+1. Each runs inside the
+ * one transaction that also sets user_version, so a crash mid-migration
+ * leaves the previous version intact. */
+static const char *const cm__migrations[CM_LEDGER_SCHEMA_VERSION] = {
+    "CREATE TABLE jobs("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  chunk_size INTEGER NOT NULL,"
+    "  next_index INTEGER NOT NULL DEFAULT 0,"
+    "  source_done INTEGER NOT NULL DEFAULT 0,"
+    "  source_pos INTEGER NOT NULL DEFAULT 0,"
+    "  source_line INTEGER NOT NULL DEFAULT 0,"
+    "  done_chunks INTEGER NOT NULL DEFAULT 0,"
+    "  dead_chunks INTEGER NOT NULL DEFAULT 0,"
+    "  records_done INTEGER NOT NULL DEFAULT 0,"
+    "  redeliveries INTEGER NOT NULL DEFAULT 0,"
+    "  created_at REAL NOT NULL);"
+    "CREATE TABLE chunks("
+    "  job TEXT NOT NULL,"
+    "  idx INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  attempt INTEGER NOT NULL DEFAULT 0,"
+    "  base_attempt INTEGER NOT NULL DEFAULT 0,"
+    "  deadline_ms INTEGER NOT NULL DEFAULT 0,"
+    "  holder TEXT,"
+    "  not_before_ms INTEGER NOT NULL DEFAULT 0,"
+    "  reason TEXT,"
+    "  records INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(job, idx)) WITHOUT ROWID;"
+    "CREATE INDEX chunks_live ON chunks(job, state) WHERE state <> 2;"
+    "CREATE TABLE payloads("
+    "  job TEXT NOT NULL,"
+    "  idx INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY(job, idx));",
+};
+
+struct cm_ledger_s {
+  sqlite3 *db;
+  sqlite3_stmt *st[CM__S_COUNT];
+  char *path;
+  char *job;    /* open job name, NULL before job_open */
+  char *source; /* its full source description */
+  cm_job_info_t info;
+  bool job_dirty; /* counters changed since the last flush */
+
+  /* index -> chunk, open addressing with linear probing */
+  cm__chunk_t **tab;
+  size_t tab_cap; /* power of two, or 0 */
+  size_t tab_n;
+
+  cm__heap_t ready, wait, lease;
+
+  cm__chunk_t **queue; /* chunks with dirty = true, in change order */
+  size_t queue_n, queue_cap;
+
+  /* each_* scratch, both hits_cap long, reused so timers do not allocate */
+  struct cm__hit_s { uint64_t idx; uint32_t attempt; } *hits;
+  size_t *stack;
+  size_t hits_cap;
+
+  char errmsg[256];
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int cm__sqlerr(int rc) {
+  switch (rc & 0xff) {
+  case SQLITE_OK:
+    return 0;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+    return -EBUSY;
+  case SQLITE_NOMEM:
+    return -ENOMEM;
+  case SQLITE_FULL:
+    return -ENOSPC;
+  case SQLITE_READONLY:
+  case SQLITE_PERM:
+    return -EROFS;
+  case SQLITE_CANTOPEN:
+    return -ENOENT;
+  case SQLITE_CONSTRAINT:
+    return -EEXIST;
+  default:
+    return -EIO;
+  }
+}
+
+/* Remembers sqlite's message so the caller can log why a flush failed. */
+static int cm__fail(cm_ledger_t *l, int rc) {
+  snprintf(l->errmsg, sizeof l->errmsg, "ledger %s: %s", l->path, sqlite3_errmsg(l->db));
+  return cm__sqlerr(rc);
+}
+
+static char *cm__strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
+}
+
+static uint64_t cm__mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+/* Runs a statement that returns no rows; always resets it. */
+static int cm__step_done(cm_ledger_t *l, sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  int ret = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? 0 : cm__fail(l, rc);
+  sqlite3_reset(st);
+  return ret;
+}
+
+static void cm__rollback(cm_ledger_t *l) {
+  if (!sqlite3_get_autocommit(l->db)) (void)cm__step_done(l, l->st[CM__S_ROLLBACK]);
+}
+
+static void cm__bind_job(cm_ledger_t *l, sqlite3_stmt *st) {
+  sqlite3_bind_text(st, 1, l->job, -1, SQLITE_STATIC);
+}
+
+/* ---- heaps ------------------------------------------------------------- */
+
+static bool cm__less(int kind, const cm__chunk_t *a, const cm__chunk_t *b) {
+  if (kind == CM__H_WAIT && a->not_before_ms != b->not_before_ms)
+    return a->not_before_ms < b->not_before_ms;
+  if (kind == CM__H_LEASE && a->deadline_ms != b->deadline_ms)
+    return a->deadline_ms < b->deadline_ms;
+  return a->idx < b->idx;
+}
+
+static void cm__heap_set(cm__heap_t *h, size_t i, cm__chunk_t *c) {
+  h->v[i] = c;
+  c->heap_pos = (uint32_t)i;
+}
+
+static void cm__sift_up(cm__heap_t *h, size_t i) {
+  cm__chunk_t *c = h->v[i];
+  while (i > 0) {
+    size_t p = (i - 1) / 2;
+    if (!cm__less(h->kind, c, h->v[p])) break;
+    cm__heap_set(h, i, h->v[p]);
+    i = p;
+  }
+  cm__heap_set(h, i, c);
+}
+
+static void cm__sift_down(cm__heap_t *h, size_t i) {
+  cm__chunk_t *c = h->v[i];
+  for (;;) {
+    size_t m = 2 * i + 1;
+    if (m >= h->n) break;
+    if (m + 1 < h->n && cm__less(h->kind, h->v[m + 1], h->v[m])) m++;
+    if (!cm__less(h->kind, h->v[m], c)) break;
+    cm__heap_set(h, i, h->v[m]);
+    i = m;
+  }
+  cm__heap_set(h, i, c);
+}
+
+static int cm__heap_reserve(cm__heap_t *h) {
+  if (h->n < h->cap) return 0;
+  size_t cap = h->cap ? h->cap * 2 : 64;
+  cm__chunk_t **v = realloc(h->v, cap * sizeof *v);
+  if (!v) return -ENOMEM;
+  h->v = v;
+  h->cap = cap;
+  return 0;
+}
+
+/* Capacity must have been reserved: pushes never fail, so a state change
+ * either happens completely or not at all. */
+static void cm__heap_push(cm__heap_t *h, cm__chunk_t *c) {
+  c->heap = (uint8_t)h->kind;
+  h->v[h->n++] = c;
+  cm__sift_up(h, h->n - 1);
+}
+
+static void cm__heap_remove(cm__heap_t *h, cm__chunk_t *c) {
+  size_t i = c->heap_pos;
+  cm__chunk_t *last = h->v[--h->n];
+  c->heap = CM__H_NONE;
+  if (i == h->n) return;
+  cm__heap_set(h, i, last);
+  cm__sift_down(h, i);
+  cm__sift_up(h, last->heap_pos);
+}
+
+static cm__heap_t *cm__heap_of(cm_ledger_t *l, const cm__chunk_t *c) {
+  switch (c->heap) {
+  case CM__H_READY:
+    return &l->ready;
+  case CM__H_WAIT:
+    return &l->wait;
+  case CM__H_LEASE:
+    return &l->lease;
+  default:
+    return NULL;
+  }
+}
+
+static void cm__unheap(cm_ledger_t *l, cm__chunk_t *c) {
+  cm__heap_t *h = cm__heap_of(l, c);
+  if (h) cm__heap_remove(h, c);
+}
+
+/* A pending chunk with no retry time is due whatever `now` is: it goes
+ * straight to `ready`; others wait until next_due's clock passes them. */
+static cm__heap_t *cm__pending_heap(cm_ledger_t *l, const cm__chunk_t *c) {
+  return c->not_before_ms <= 0 ? &l->ready : &l->wait;
+}
+
+/* ---- hash table -------------------------------------------------------- */
+
+static cm__chunk_t *cm__find(const cm_ledger_t *l, uint64_t idx) {
+  if (l->tab_cap == 0) return NULL;
+  size_t mask = l->tab_cap - 1;
+  for (size_t i = cm__mix64(idx) & mask;; i = (i + 1) & mask) {
+    cm__chunk_t *c = l->tab[i];
+    if (!c) return NULL;
+    if (c->idx == idx) return c;
+  }
+}
+
+static void cm__tab_put(cm__chunk_t **tab, size_t cap, cm__chunk_t *c) {
+  size_t mask = cap - 1;
+  size_t i = cm__mix64(c->idx) & mask;
+  while (tab[i]) i = (i + 1) & mask;
+  tab[i] = c;
+}
+
+static int cm__tab_resize(cm_ledger_t *l, size_t cap) {
+  cm__chunk_t **tab = calloc(cap, sizeof *tab);
+  if (!tab) return -ENOMEM;
+  for (size_t i = 0; i < l->tab_cap; i++)
+    if (l->tab[i]) cm__tab_put(tab, cap, l->tab[i]);
+  free(l->tab);
+  l->tab = tab;
+  l->tab_cap = cap;
+  return 0;
+}
+
+/* Room for one more entry at a load factor <= 1/2. */
+static int cm__tab_reserve(cm_ledger_t *l) {
+  if ((l->tab_n + 1) * 2 <= l->tab_cap) return 0;
+  return cm__tab_resize(l, l->tab_cap ? l->tab_cap * 2 : 64);
+}
+
+static void cm__tab_insert(cm_ledger_t *l, cm__chunk_t *c) {
+  cm__tab_put(l->tab, l->tab_cap, c);
+  l->tab_n++;
+}
+
+/* Backward-shift deletion: no tombstones, so lookups stay short however
+ * many chunks pass through the table. */
+static void cm__tab_delete(cm_ledger_t *l, const cm__chunk_t *c) {
+  size_t mask = l->tab_cap - 1;
+  size_t i = cm__mix64(c->idx) & mask;
+  while (l->tab[i] != c) i = (i + 1) & mask;
+  for (size_t j = (i + 1) & mask; l->tab[j]; j = (j + 1) & mask) {
+    size_t home = cm__mix64(l->tab[j]->idx) & mask;
+    /* move tab[j] into the hole at i unless its home lies in (i, j] */
+    bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (!stays) {
+      l->tab[i] = l->tab[j];
+      i = j;
+    }
+  }
+  l->tab[i] = NULL;
+  l->tab_n--;
+}
+
+/* ---- chunk bookkeeping ------------------------------------------------- */
+
+static void cm__chunk_free(cm__chunk_t *c) {
+  if (!c) return;
+  free(c->holder);
+  free(c->reason);
+  free(c->payload);
+  free(c);
+}
+
+static int cm__queue_reserve(cm_ledger_t *l) {
+  if (l->queue_n < l->queue_cap) return 0;
+  size_t cap = l->queue_cap ? l->queue_cap * 2 : 64;
+  cm__chunk_t **q = realloc(l->queue, cap * sizeof *q);
+  if (!q) return -ENOMEM;
+  l->queue = q;
+  l->queue_cap = cap;
+  return 0;
+}
+
+/* Coalesces: a chunk changed several times between flushes is written once,
+ * with its latest state. Capacity must have been reserved. */
+static void cm__queue(cm_ledger_t *l, cm__chunk_t *c) {
+  if (c->dirty) return;
+  c->dirty = true;
+  l->queue[l->queue_n++] = c;
+}
+
+static void cm__reset_memory(cm_ledger_t *l) {
+  for (size_t i = 0; i < l->tab_cap; i++) cm__chunk_free(l->tab[i]);
+  free(l->tab);
+  l->tab = NULL;
+  l->tab_cap = l->tab_n = 0;
+  l->ready.n = l->wait.n = l->lease.n = 0;
+  l->queue_n = 0;
+  l->job_dirty = false;
+}
+
+/* Loads chunk `idx` from its row (used for dead chunks, which are kept out
+ * of memory). Returns 1 and *out, 0 if there is no row, or -errno. */
+static int cm__load_row(cm_ledger_t *l, uint64_t idx, cm__chunk_t **out) {
+  sqlite3_stmt *st = l->st[CM__S_CHUNK_GET];
+  cm__chunk_t *c = NULL;
+  int ret = 0;
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)idx);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) goto out;
+  if (rc != SQLITE_ROW) {
+    ret = cm__fail(l, rc);
+    goto out;
+  }
+  c = calloc(1, sizeof *c);
+  if (!c) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  c->idx = idx;
+  c->state = (uint8_t)sqlite3_column_int(st, 0);
+  c->attempt = (uint32_t)sqlite3_column_int64(st, 1);
+  c->base_attempt = (uint32_t)sqlite3_column_int64(st, 2);
+  const unsigned char *reason = sqlite3_column_text(st, 3);
+  c->records = (uint32_t)sqlite3_column_int64(st, 4);
+  c->payload_in_db = true;
+  if (reason && !(c->reason = cm__strdup((const char *)reason))) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  *out = c;
+  c = NULL;
+  ret = 1;
+out:
+  sqlite3_reset(st);
+  cm__chunk_free(c);
+  return ret;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static int cm__user_version(sqlite3 *db, int *v) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *v = sqlite3_column_int(st, 0);
+    rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Creates or migrates the schema in one transaction. The version is read
+ * again inside it, so two fetchers opening one new file cannot both run a
+ * migration. */
+static int cm__migrate(cm_ledger_t *l, char *err, size_t errlen) {
+  int v = 0, rc;
+  char sql[64];
+  rc = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) goto sqlfail;
+  rc = cm__user_version(l->db, &v);
+  if (rc != SQLITE_OK) goto sqlfail;
+  if (v > CM_LEDGER_SCHEMA_VERSION) {
+    snprintf(err, errlen, "ledger %s has schema version %d, this fetcher supports up to %d",
+             l->path, v, CM_LEDGER_SCHEMA_VERSION);
+    (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return -EPROTO;
+  }
+  for (; v < CM_LEDGER_SCHEMA_VERSION; v++) {
+    rc = sqlite3_exec(l->db, cm__migrations[v], NULL, NULL, NULL);
+    if (rc != SQLITE_OK) goto sqlfail;
+  }
+  /* PRAGMA takes no bound parameters; the value is our own constant. */
+  snprintf(sql, sizeof sql, "PRAGMA user_version = %d", CM_LEDGER_SCHEMA_VERSION);
+  rc = sqlite3_exec(l->db, sql, NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) goto sqlfail;
+  return 0;
+sqlfail:
+  snprintf(err, errlen, "ledger %s: %s", l->path, sqlite3_errmsg(l->db));
+  if (!sqlite3_get_autocommit(l->db)) (void)sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+  return cm__sqlerr(rc);
+}
+
+int cm_ledger_open(cm_ledger_t **out, const char *path, char *err, size_t errlen) {
+  cm_ledger_t *l = NULL;
+  int ret = 0, rc, v = 0;
+  *out = NULL;
+  if (errlen) err[0] = '\0';
+  l = calloc(1, sizeof *l);
+  if (!l || !(l->path = cm__strdup(path))) {
+    snprintf(err, errlen, "ledger %s: out of memory", path);
+    ret = -ENOMEM;
+    goto fail;
+  }
+  l->ready.kind = CM__H_READY;
+  l->wait.kind = CM__H_WAIT;
+  l->lease.kind = CM__H_LEASE;
+  rc = sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+  if (rc != SQLITE_OK) goto sqlfail;
+  /* The fetcher is the only writer, but a tool reading the file (or a
+   * second fetcher started by mistake) may hold a lock briefly. */
+  sqlite3_busy_timeout(l->db, 5000);
+  /* Refuse a newer file before changing anything in it (journal mode). */
+  rc = cm__user_version(l->db, &v);
+  if (rc != SQLITE_OK) goto sqlfail;
+  if (v > CM_LEDGER_SCHEMA_VERSION) {
+    snprintf(err, errlen, "ledger %s has schema version %d, this fetcher supports up to %d", path,
+             v, CM_LEDGER_SCHEMA_VERSION);
+    ret = -EPROTO;
+    goto fail;
+  }
+  /* WAL: one fsync per commit at most, readers never block the writer.
+   * synchronous=NORMAL: a commit is not fsynced until the next checkpoint,
+   * so a power loss may roll back the last few flushes. For the ledger that
+   * is the same as a crash before those flushes, which is always safe: an
+   * unwritten lease comes back pending, an unwritten ack is redelivered and
+   * the saver deduplicates it. The database itself cannot be corrupted in
+   * WAL mode with NORMAL. */
+  rc = sqlite3_exec(l->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(l->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) goto sqlfail;
+  ret = cm__migrate(l, err, errlen);
+  if (ret < 0) goto fail;
+  for (int i = 0; i < CM__S_COUNT; i++) {
+    rc = sqlite3_prepare_v3(l->db, cm__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
+    if (rc != SQLITE_OK) goto sqlfail;
+  }
+  *out = l;
+  return 0;
+sqlfail:
+  snprintf(err, errlen, "ledger %s: %s", path,
+           l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
+  ret = cm__sqlerr(rc);
+  if (ret == 0) ret = -EIO;
+fail:
+  if (l) {
+    for (int i = 0; i < CM__S_COUNT; i++) sqlite3_finalize(l->st[i]);
+    sqlite3_close(l->db);
+    free(l->path);
+    free(l);
+  }
+  return ret;
+}
+
+void cm_ledger_close(cm_ledger_t *l) {
+  if (!l) return;
+  /* Best effort: a failed final flush only means redeliveries (see the
+   * header); the caller that cares flushes first and checks. */
+  if (cm_ledger_flush(l) < 0) {
+    /* nothing more to do: gcc does not accept (void) for warn_unused_result */
+  }
+  cm__reset_memory(l);
+  for (int i = 0; i < CM__S_COUNT; i++) sqlite3_finalize(l->st[i]);
+  sqlite3_close(l->db);
+  free(l->ready.v);
+  free(l->wait.v);
+  free(l->lease.v);
+  free(l->queue);
+  free(l->hits);
+  free(l->stack);
+  free(l->job);
+  free(l->source);
+  free(l->path);
+  free(l);
+}
+
+const char *cm_ledger_errmsg(const cm_ledger_t *l) { return l->errmsg; }
+
+/* ---- jobs -------------------------------------------------------------- */
+
+static double cm__now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Reads the job row into l->info. Returns 1 found, 0 absent, or -errno. */
+static int cm__job_read(cm_ledger_t *l, const char *name, const char **src_out, char **src_copy) {
+  sqlite3_stmt *st = l->st[CM__S_JOB_GET];
+  int ret = 0;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) goto out;
+  if (rc != SQLITE_ROW) {
+    ret = cm__fail(l, rc);
+    goto out;
+  }
+  const char *src = (const char *)sqlite3_column_text(st, 0);
+  if (!(*src_copy = cm__strdup(src ? src : ""))) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  *src_out = *src_copy;
+  cm_job_info_t *in = &l->info;
+  in->chunk_size = (uint32_t)sqlite3_column_int64(st, 1);
+  in->next_index = (uint64_t)sqlite3_column_int64(st, 2);
+  in->source_done = sqlite3_column_int(st, 3) != 0;
+  in->source_pos = sqlite3_column_int64(st, 4);
+  in->source_line = (uint64_t)sqlite3_column_int64(st, 5);
+  in->done_chunks = (uint64_t)sqlite3_column_int64(st, 6);
+  in->dead_chunks = (uint64_t)sqlite3_column_int64(st, 7);
+  in->records_done = (uint64_t)sqlite3_column_int64(st, 8);
+  in->redeliveries = (uint64_t)sqlite3_column_int64(st, 9);
+  in->created_at = sqlite3_column_double(st, 10);
+  ret = 1;
+out:
+  sqlite3_reset(st);
+  return ret;
+}
+
+/* Loads the job's pending chunks (after recovery there are no leased ones).
+ * Dead chunks stay on disk; replay_dead or a late ack brings one back. */
+static int cm__job_load(cm_ledger_t *l) {
+  sqlite3_stmt *st = l->st[CM__S_LOAD_LIVE];
+  cm__chunk_t *c = NULL;
+  int ret = 0, rc;
+  cm__bind_job(l, st);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if ((ret = cm__tab_reserve(l)) < 0) goto out;
+    if ((ret = cm__heap_reserve(&l->ready)) < 0) goto out;
+    if ((ret = cm__heap_reserve(&l->wait)) < 0) goto out;
+    if (!(c = calloc(1, sizeof *c))) {
+      ret = -ENOMEM;
+      goto out;
+    }
+    c->idx = (uint64_t)sqlite3_column_int64(st, 0);
+    c->attempt = (uint32_t)sqlite3_column_int64(st, 1);
+    c->base_attempt = (uint32_t)sqlite3_column_int64(st, 2);
+    c->not_before_ms = sqlite3_column_int64(st, 3);
+    const unsigned char *reason = sqlite3_column_text(st, 4);
+    c->records = (uint32_t)sqlite3_column_int64(st, 5);
+    c->state = CM_CHUNK_PENDING;
+    c->payload_in_db = true;
+    if (reason && !(c->reason = cm__strdup((const char *)reason))) {
+      ret = -ENOMEM;
+      goto out;
+    }
+    cm__tab_insert(l, c);
+    cm__heap_push(cm__pending_heap(l, c), c);
+    c = NULL;
+  }
+  if (rc != SQLITE_DONE) ret = cm__fail(l, rc);
+out:
+  sqlite3_reset(st);
+  cm__chunk_free(c);
+  return ret;
+}
+
+int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uint32_t chunk_size,
+                       cm_job_info_t *info, char *err, size_t errlen) {
+  char *stored = NULL;
+  const char *old_src = NULL;
+  int ret = 0, found;
+  if (errlen) err[0] = '\0';
+  if (!name || !*name || strlen(name) >= sizeof info->name || chunk_size == 0 || !source) {
+    snprintf(err, errlen, "ledger %s: invalid job name or chunk size", l->path);
+    return -EINVAL;
+  }
+  l->errmsg[0] = '\0';
+  /* One job per handle at a time: switching jobs writes the old one out
+   * (and keeps it open if that fails). */
+  if (l->job) {
+    if ((ret = cm_ledger_flush(l)) < 0) {
+      snprintf(err, errlen, "%s", l->errmsg);
+      return ret;
+    }
+    cm__reset_memory(l);
+    free(l->job);
+    free(l->source);
+    l->job = l->source = NULL;
+  }
+  memset(&l->info, 0, sizeof l->info);
+  if (!(l->job = cm__strdup(name)) || !(l->source = cm__strdup(source))) {
+    ret = -ENOMEM;
+    goto fail;
+  }
+  if ((ret = cm__step_done(l, l->st[CM__S_BEGIN])) < 0) goto sqlfail;
+  found = cm__job_read(l, name, &old_src, &stored);
+  if (found < 0) {
+    ret = found;
+    goto sqlfail;
+  }
+  if (found && strcmp(old_src, source) != 0) {
+    snprintf(err, errlen,
+             "job \"%s\" in ledger %s was created with source \"%s\"; refusing to resume it "
+             "with \"%s\"; use another --job or ledger",
+             name, l->path, old_src, source);
+    ret = -EEXIST;
+    goto fail;
+  }
+  if (found && l->info.chunk_size != chunk_size) {
+    snprintf(err, errlen,
+             "job \"%s\" in ledger %s was created with chunk size %u; refusing to resume it "
+             "with chunk size %u; use another --job or ledger",
+             name, l->path, l->info.chunk_size, chunk_size);
+    ret = -EEXIST;
+    goto fail;
+  }
+  if (!found) {
+    sqlite3_stmt *st = l->st[CM__S_JOB_INSERT];
+    l->info.chunk_size = chunk_size;
+    l->info.created_at = cm__now_s();
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, source, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, chunk_size);
+    sqlite3_bind_double(st, 4, l->info.created_at);
+    if ((ret = cm__step_done(l, st)) < 0) goto sqlfail;
+  }
+  /* Crash recovery: nobody holds a lease from a previous run any more.
+   * Attempts continue from the stored ones. A lease that was never flushed
+   * is handed out again with the same attempt number, so a mapper from
+   * before the crash could nak the new lease: one more redelivery at worst,
+   * never a lost chunk (the saver deduplicates). */
+  cm__bind_job(l, l->st[CM__S_RECOVER]);
+  if ((ret = cm__step_done(l, l->st[CM__S_RECOVER])) < 0) goto sqlfail;
+  if ((ret = cm__step_done(l, l->st[CM__S_COMMIT])) < 0) goto sqlfail;
+  if ((ret = cm__job_load(l)) < 0) goto sqlfail;
+  snprintf(l->info.name, sizeof l->info.name, "%s", name);
+  snprintf(l->info.source, sizeof l->info.source, "%s", source);
+  if (info) *info = l->info;
+  free(stored);
+  return 0;
+sqlfail:
+  snprintf(err, errlen, "%s", l->errmsg[0] ? l->errmsg : "ledger: out of memory");
+fail:
+  cm__rollback(l);
+  cm__reset_memory(l);
+  free(stored);
+  free(l->job);
+  free(l->source);
+  l->job = l->source = NULL;
+  memset(&l->info, 0, sizeof l->info);
+  return ret;
+}
+
+void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info) { *info = l->info; }
+
+/* ---- state changes ----------------------------------------------------- */
+
+int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
+                        int64_t pos, uint64_t line, bool source_done) {
+  cm__chunk_t *c = NULL;
+  int ret;
+  if (!l->job || index != l->info.next_index || l->info.source_done) return -EINVAL;
+  if ((ret = cm__tab_reserve(l)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
+      (ret = cm__queue_reserve(l)) < 0)
+    return ret;
+  if (!(c = calloc(1, sizeof *c))) return -ENOMEM;
+  if (payload) {
+    /* Kept until the flush writes it, so add + flush is one transaction. */
+    if (!(c->payload = malloc(len ? len : 1))) {
+      free(c);
+      return -ENOMEM;
+    }
+    memcpy(c->payload, payload, len);
+    c->payload_len = len;
+  }
+  c->idx = index;
+  c->state = CM_CHUNK_PENDING;
+  cm__tab_insert(l, c);
+  cm__heap_push(&l->ready, c);
+  cm__queue(l, c);
+  l->info.next_index = index + 1;
+  l->info.source_pos = pos;
+  l->info.source_line = line;
+  l->info.source_done = source_done;
+  l->job_dirty = true;
+  return 0;
+}
+
+int cm_ledger_set_source_done(cm_ledger_t *l) {
+  if (!l->job) return -EINVAL;
+  if (!l->info.source_done) {
+    l->info.source_done = true;
+    l->job_dirty = true;
+  }
+  return 0;
+}
+
+int cm_ledger_next_due(cm_ledger_t *l, int64_t now_ms, uint64_t *index) {
+  /* Each chunk moves from wait to ready once per retry: amortised
+   * O(log n), and the lowest due index is the top of `ready`. */
+  while (l->wait.n && l->wait.v[0]->not_before_ms <= now_ms) {
+    cm__chunk_t *c = l->wait.v[0];
+    if (cm__heap_reserve(&l->ready) < 0) break; /* serve what is ready */
+    cm__heap_remove(&l->wait, c);
+    cm__heap_push(&l->ready, c);
+  }
+  if (!l->ready.n) return 0;
+  *index = l->ready.v[0]->idx;
+  return 1;
+}
+
+int64_t cm_ledger_next_due_at(const cm_ledger_t *l) {
+  return l->wait.n ? l->wait.v[0]->not_before_ms : -1;
+}
+
+int cm_ledger_lease(cm_ledger_t *l, uint64_t index, const char *holder, int64_t deadline_ms,
+                    uint32_t *attempt) {
+  cm__chunk_t *c = cm__find(l, index);
+  char *h = NULL;
+  int ret;
+  if (!c || c->state != CM_CHUNK_PENDING) return -EINVAL;
+  if ((ret = cm__heap_reserve(&l->lease)) < 0 || (ret = cm__queue_reserve(l)) < 0) return ret;
+  if (!(h = cm__strdup(holder ? holder : ""))) return -ENOMEM;
+  cm__unheap(l, c);
+  free(c->holder);
+  c->holder = h;
+  c->attempt++;
+  if (c->attempt > 1) l->info.redeliveries++;
+  c->state = CM_CHUNK_LEASED;
+  c->deadline_ms = deadline_ms;
+  c->not_before_ms = 0;
+  cm__heap_push(&l->lease, c);
+  cm__queue(l, c);
+  l->job_dirty = true;
+  if (attempt) *attempt = c->attempt;
+  return 0;
+}
+
+int cm_ledger_extend(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t deadline_ms) {
+  cm__chunk_t *c = cm__find(l, index);
+  if (!c || c->state != CM_CHUNK_LEASED || c->attempt != attempt) return 0;
+  /* Not queued for writing: after a restart every lease becomes pending
+   * anyway, so a stored deadline is never used. Heartbeats extend leases
+   * often; skipping the write keeps flushes small. */
+  c->deadline_ms = deadline_ms;
+  cm__sift_down(&l->lease, c->heap_pos);
+  cm__sift_up(&l->lease, c->heap_pos);
+  return 1;
+}
+
+int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t records) {
+  cm__chunk_t *c;
+  int ret;
+  (void)attempt; /* any attempt: the data is saved, whoever saved it */
+  if (!l->job || index >= l->info.next_index) return 0;
+  if ((ret = cm__queue_reserve(l)) < 0) return ret;
+  c = cm__find(l, index);
+  if (!c) {
+    /* Not in memory: done (nothing to do) or dead (a late ack of a chunk
+     * that ran out of deliveries: it is saved after all). */
+    if ((ret = cm__tab_reserve(l)) < 0) return ret;
+    ret = cm__load_row(l, index, &c);
+    if (ret <= 0) return ret;
+    if (c->state != CM_CHUNK_DEAD) {
+      cm__chunk_free(c);
+      return 0;
+    }
+    cm__tab_insert(l, c);
+  }
+  if (c->state == CM_CHUNK_DONE) return 0;
+  cm__unheap(l, c);
+  if (c->state == CM_CHUNK_DEAD) l->info.dead_chunks--;
+  free(c->holder);
+  c->holder = NULL;
+  c->state = CM_CHUNK_DONE;
+  c->records = records;
+  /* A saved chunk is never read again: drop its copy now, its row at the
+   * flush. */
+  free(c->payload);
+  c->payload = NULL;
+  c->payload_len = 0;
+  l->info.done_chunks++;
+  l->info.records_done += records;
+  l->job_dirty = true;
+  cm__queue(l, c);
+  return 1;
+}
+
+int cm_ledger_release(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t not_before_ms,
+                      const char *reason, uint32_t max_deliver) {
+  cm__chunk_t *c = cm__find(l, index);
+  char *r = NULL;
+  int ret;
+  if (!c || c->state != CM_CHUNK_LEASED || c->attempt != attempt) return 0;
+  bool dead = max_deliver > 0 && c->attempt - c->base_attempt >= max_deliver;
+  if ((ret = cm__queue_reserve(l)) < 0) return ret;
+  if (!dead && (ret = cm__heap_reserve(not_before_ms <= 0 ? &l->ready : &l->wait)) < 0)
+    return ret;
+  if (reason && !(r = cm__strdup(reason))) return -ENOMEM;
+  if (reason) {
+    free(c->reason);
+    c->reason = r;
+  }
+  cm__heap_remove(&l->lease, c);
+  free(c->holder);
+  c->holder = NULL;
+  c->deadline_ms = 0;
+  cm__queue(l, c);
+  l->job_dirty = true;
+  if (dead) {
+    /* Leaves memory at the next flush; the row keeps reason and attempt. */
+    c->state = CM_CHUNK_DEAD;
+    c->not_before_ms = 0;
+    l->info.dead_chunks++;
+    return 2;
+  }
+  c->state = CM_CHUNK_PENDING;
+  c->not_before_ms = not_before_ms;
+  cm__heap_push(cm__pending_heap(l, c), c);
+  return 1;
+}
+
+/* Collects (index, attempt) first and calls fn afterwards, re-checking each
+ * chunk: fn may release this chunk or others (e.g. every chunk of a holder
+ * that stopped heartbeating) without invalidating the walk. */
+static int cm__hits_reserve(cm_ledger_t *l, size_t n) {
+  if (n <= l->hits_cap) return 0;
+  void *p = realloc(l->hits, n * sizeof *l->hits);
+  if (!p) return -ENOMEM;
+  l->hits = p;
+  p = realloc(l->stack, n * sizeof *l->stack);
+  if (!p) return -ENOMEM;
+  l->stack = p;
+  l->hits_cap = n;
+  return 0;
+}
+
+static int cm__hit_cmp(const void *a, const void *b) {
+  uint64_t x = ((const struct cm__hit_s *)a)->idx, y = ((const struct cm__hit_s *)b)->idx;
+  return (x > y) - (x < y);
+}
+
+int cm_ledger_each_expired(cm_ledger_t *l, int64_t now_ms, cm_ledger_lease_fn fn, void *ud) {
+  size_t n = 0, top = 0;
+  int found = 0;
+  if (cm__hits_reserve(l, l->lease.n + 1) < 0) return -ENOMEM;
+  /* Walk the heap from the root, pruning subtrees whose root is not yet
+   * expired: O(expired), not O(leased). `stack` holds heap positions still
+   * to visit; each position is pushed at most once, so n + 1 is enough. */
+  size_t *stack = l->stack;
+  if (l->lease.n) stack[top++] = 0;
+  while (top) {
+    size_t i = stack[--top];
+    cm__chunk_t *c = l->lease.v[i];
+    if (c->deadline_ms > now_ms) continue;
+    l->hits[n].idx = c->idx;
+    l->hits[n++].attempt = c->attempt;
+    if (2 * i + 1 < l->lease.n) stack[top++] = 2 * i + 1;
+    if (2 * i + 2 < l->lease.n) stack[top++] = 2 * i + 2;
+  }
+  qsort(l->hits, n, sizeof *l->hits, cm__hit_cmp);
+  for (size_t k = 0; k < n; k++) {
+    cm__chunk_t *c = cm__find(l, l->hits[k].idx);
+    if (!c || c->state != CM_CHUNK_LEASED || c->attempt != l->hits[k].attempt ||
+        c->deadline_ms > now_ms)
+      continue;
+    found++;
+    if (fn) fn(ud, c->idx, c->attempt, c->holder);
+  }
+  return found;
+}
+
+int cm_ledger_each_held(cm_ledger_t *l, const char *holder, cm_ledger_lease_fn fn, void *ud) {
+  size_t n = 0;
+  int found = 0;
+  if (!holder) return 0;
+  if (cm__hits_reserve(l, l->lease.n + 1) < 0) return -ENOMEM;
+  for (size_t i = 0; i < l->lease.n; i++) {
+    cm__chunk_t *c = l->lease.v[i];
+    if (strcmp(c->holder, holder) != 0) continue;
+    l->hits[n].idx = c->idx;
+    l->hits[n++].attempt = c->attempt;
+  }
+  qsort(l->hits, n, sizeof *l->hits, cm__hit_cmp);
+  for (size_t k = 0; k < n; k++) {
+    cm__chunk_t *c = cm__find(l, l->hits[k].idx);
+    if (!c || c->state != CM_CHUNK_LEASED || c->attempt != l->hits[k].attempt ||
+        strcmp(c->holder, holder) != 0)
+      continue;
+    found++;
+    if (fn) fn(ud, c->idx, c->attempt, c->holder);
+  }
+  return found;
+}
+
+int cm_ledger_replay_dead(cm_ledger_t *l) {
+  sqlite3_stmt *st = l->st[CM__S_LOAD_DEAD];
+  cm__chunk_t *c = NULL;
+  int ret, rc, n = 0;
+  if (!l->job) return -EINVAL;
+  /* Dead chunks live on disk only: write out the ones that died since the
+   * last flush, then the table is the complete list. */
+  if ((ret = cm_ledger_flush(l)) < 0) return ret;
+  cm__bind_job(l, st);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
+    if (cm__find(l, idx)) continue; /* cannot happen after the flush */
+    if ((ret = cm__tab_reserve(l)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
+        (ret = cm__queue_reserve(l)) < 0)
+      goto out;
+    if (!(c = calloc(1, sizeof *c))) {
+      ret = -ENOMEM;
+      goto out;
+    }
+    c->idx = idx;
+    c->attempt = (uint32_t)sqlite3_column_int64(st, 1);
+    c->base_attempt = c->attempt; /* a fresh max_deliver budget */
+    const unsigned char *reason = sqlite3_column_text(st, 2);
+    c->records = (uint32_t)sqlite3_column_int64(st, 3);
+    c->state = CM_CHUNK_PENDING;
+    c->payload_in_db = true;
+    if (reason && !(c->reason = cm__strdup((const char *)reason))) {
+      ret = -ENOMEM;
+      goto out;
+    }
+    cm__tab_insert(l, c);
+    cm__heap_push(&l->ready, c);
+    cm__queue(l, c);
+    c = NULL;
+    l->info.dead_chunks--;
+    l->job_dirty = true;
+    n++;
+  }
+  ret = rc == SQLITE_DONE ? n : cm__fail(l, rc);
+out:
+  /* On an error midway the chunks replayed so far stay replayed (memory and
+   * queue agree), the rest stay dead. */
+  sqlite3_reset(st);
+  cm__chunk_free(c);
+  return ret;
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+int cm_ledger_payload(cm_ledger_t *l, uint64_t index, cm_buf_t *out) {
+  cm__chunk_t *c = cm__find(l, index);
+  sqlite3_stmt *st = l->st[CM__S_PAYLOAD_GET];
+  int ret, rc;
+  if (!l->job) return -ENOENT;
+  /* done: saved, and its row goes at the next flush */
+  if (c && c->state == CM_CHUNK_DONE) return -ENOENT;
+  if (c && c->payload) return cm_buf_append(out, c->payload, c->payload_len);
+  if (c && !c->payload_in_db) return -ENOENT;
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)index);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const void *p = sqlite3_column_blob(st, 0);
+    int n = sqlite3_column_bytes(st, 0);
+    ret = cm_buf_append(out, p ? p : "", (size_t)n);
+  } else {
+    ret = rc == SQLITE_DONE ? -ENOENT : cm__fail(l, rc);
+  }
+  sqlite3_reset(st);
+  return ret;
+}
+
+int cm_ledger_chunk_state(cm_ledger_t *l, uint64_t index, cm_chunk_state_t *state,
+                          uint32_t *attempt) {
+  cm__chunk_t *c = cm__find(l, index);
+  int ret = 0;
+  if (!l->job) return -ENOENT;
+  if (!c) {
+    ret = cm__load_row(l, index, &c);
+    if (ret < 0) return ret;
+    if (ret == 0) return -ENOENT;
+  }
+  if (state) *state = (cm_chunk_state_t)c->state;
+  if (attempt) *attempt = c->attempt;
+  if (ret == 1) cm__chunk_free(c); /* loaded for the question only */
+  return 0;
+}
+
+size_t cm_ledger_leased_count(const cm_ledger_t *l) { return l->lease.n; }
+size_t cm_ledger_pending_count(const cm_ledger_t *l) { return l->ready.n + l->wait.n; }
+size_t cm_ledger_memory_chunks(const cm_ledger_t *l) { return l->tab_n; }
+
+bool cm_ledger_job_complete(const cm_ledger_t *l) {
+  return l->job && l->info.source_done &&
+         l->info.done_chunks + l->info.dead_chunks == l->info.next_index;
+}
+
+/* ---- flush ------------------------------------------------------------- */
+
+static int cm__write_chunk(cm_ledger_t *l, const cm__chunk_t *c) {
+  sqlite3_stmt *st = l->st[CM__S_CHUNK_UPSERT];
+  int ret;
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)c->idx);
+  sqlite3_bind_int(st, 3, c->state);
+  sqlite3_bind_int64(st, 4, c->attempt);
+  sqlite3_bind_int64(st, 5, c->base_attempt);
+  sqlite3_bind_int64(st, 6, c->deadline_ms);
+  if (c->holder)
+    sqlite3_bind_text(st, 7, c->holder, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 7);
+  sqlite3_bind_int64(st, 8, c->not_before_ms);
+  if (c->reason)
+    sqlite3_bind_text(st, 9, c->reason, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 9);
+  sqlite3_bind_int64(st, 10, c->records);
+  ret = cm__step_done(l, st);
+  sqlite3_clear_bindings(st);
+  if (ret < 0) return ret;
+  if (c->state == CM_CHUNK_DONE) {
+    if (!c->payload_in_db) return 0;
+    st = l->st[CM__S_PAYLOAD_DEL];
+    cm__bind_job(l, st);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->idx);
+    return cm__step_done(l, st);
+  }
+  if (!c->payload) return 0;
+  st = l->st[CM__S_PAYLOAD_PUT];
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)c->idx);
+  sqlite3_bind_blob64(st, 3, c->payload, c->payload_len, SQLITE_STATIC);
+  ret = cm__step_done(l, st);
+  sqlite3_clear_bindings(st);
+  return ret;
+}
+
+static int cm__write_job(cm_ledger_t *l) {
+  sqlite3_stmt *st = l->st[CM__S_JOB_UPDATE];
+  const cm_job_info_t *in = &l->info;
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)in->next_index);
+  sqlite3_bind_int(st, 3, in->source_done);
+  sqlite3_bind_int64(st, 4, in->source_pos);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)in->source_line);
+  sqlite3_bind_int64(st, 6, (sqlite3_int64)in->done_chunks);
+  sqlite3_bind_int64(st, 7, (sqlite3_int64)in->dead_chunks);
+  sqlite3_bind_int64(st, 8, (sqlite3_int64)in->records_done);
+  sqlite3_bind_int64(st, 9, (sqlite3_int64)in->redeliveries);
+  return cm__step_done(l, st);
+}
+
+int cm_ledger_flush(cm_ledger_t *l) {
+  int ret = 0;
+  if (!l->job || (l->queue_n == 0 && !l->job_dirty)) return 0;
+  /* IMMEDIATE: take the write lock up front, so the busy timeout applies
+   * here and not as a deadlock-prone lock upgrade in the middle. */
+  if ((ret = cm__step_done(l, l->st[CM__S_BEGIN])) < 0) goto fail;
+  for (size_t i = 0; i < l->queue_n; i++)
+    if ((ret = cm__write_chunk(l, l->queue[i])) < 0) goto fail;
+  if ((ret = cm__write_job(l)) < 0) goto fail;
+  if ((ret = cm__step_done(l, l->st[CM__S_COMMIT])) < 0) goto fail;
+
+  /* Committed: forget payload copies, and done/dead chunks leave memory. */
+  for (size_t i = 0; i < l->queue_n; i++) {
+    cm__chunk_t *c = l->queue[i];
+    c->dirty = false;
+    if (c->payload) {
+      free(c->payload);
+      c->payload = NULL;
+      c->payload_len = 0;
+      c->payload_in_db = true;
+    }
+    if (c->state == CM_CHUNK_DONE || c->state == CM_CHUNK_DEAD) {
+      cm__tab_delete(l, c);
+      cm__chunk_free(c);
+    }
+  }
+  l->queue_n = 0;
+  l->job_dirty = false;
+  /* Give back memory after a burst (e.g. a large replay) has drained. */
+  if (l->tab_cap > 1024 && l->tab_n * 8 < l->tab_cap) (void)cm__tab_resize(l, l->tab_cap / 4);
+  if (l->queue_cap > 1024) {
+    free(l->queue);
+    l->queue = NULL;
+    l->queue_cap = 0;
+  }
+  return 0;
+fail:
+  /* Nothing was committed; the queue is intact and the next flush retries. */
+  cm__rollback(l);
+  return ret;
+}
+
+size_t cm_ledger_unflushed(const cm_ledger_t *l) { return l->queue_n + (l->job_dirty ? 1 : 0); }

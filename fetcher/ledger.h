@@ -8,10 +8,12 @@
  * A chunk index below `next_index` exists in the ledger; indexes at or above
  * it have not been read from the source yet.
  *
- * The ledger keeps every non-done chunk it knows of in memory (bounded by the
- * in-flight window plus retries) and writes changes behind: each call below
- * changes memory and queues a row change; cm_ledger_flush() writes all queued
- * changes in ONE transaction. Losing unflushed changes in a crash is safe:
+ * The ledger keeps every pending and leased chunk in memory (bounded by the
+ * in-flight window plus retries; dead chunks stay on disk until replayed,
+ * done ones leave memory at the next flush) and writes changes behind: each
+ * call below changes memory and queues a row change (several changes of one
+ * chunk are written once); cm_ledger_flush() writes all queued changes and
+ * the job's counters in ONE transaction. Losing unflushed changes in a crash is safe:
  * a lease or an ack that was not written only causes a redelivery, and the
  * saver deduplicates.
  *
@@ -92,7 +94,9 @@ int64_t cm_ledger_next_due_at(const cm_ledger_t *l);
  * attempt + 1, written to *attempt. -EINVAL if the chunk is not pending. */
 int cm_ledger_lease(cm_ledger_t *l, uint64_t index, const char *holder, int64_t deadline_ms,
                     uint32_t *attempt) __attribute__((warn_unused_result));
-/* Extends the current lease (progress). Ignored (returns 0) when fenced. */
+/* Extends the current lease (progress). Ignored (returns 0) when fenced;
+ * returns 1 when extended. The new deadline is kept in memory only (after a
+ * restart every lease is pending again, so a stored deadline is never used). */
 int cm_ledger_extend(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t deadline_ms);
 
 /* Ack: returns 1 if the chunk became done now, 0 if it was already done or is
@@ -113,7 +117,11 @@ int cm_ledger_each_expired(cm_ledger_t *l, int64_t now_ms, cm_ledger_lease_fn fn
 int cm_ledger_each_held(cm_ledger_t *l, const char *holder, cm_ledger_lease_fn fn, void *ud);
 /* Puts every dead chunk of the job back to pending (attempt count kept so
  * the next lease is attempt+1, but the max_deliver budget starts again).
- * Returns how many. */
+ * Returns how many, or a negative errno. Flushes first: dead chunks are kept
+ * on disk only, so the table must be complete before it is read.
+ * max_deliver counts leases since the last replay (a stored base_attempt);
+ * max_deliver = 0 in cm_ledger_release means no limit.
+ * An ack of a dead chunk (a late save) makes it done. */
 int cm_ledger_replay_dead(cm_ledger_t *l) __attribute__((warn_unused_result));
 
 /* Stored payload of chunk `index` (sequential sources): appended to out.
@@ -132,5 +140,13 @@ bool cm_ledger_job_complete(const cm_ledger_t *l);
 /* Writes every queued change in one transaction. */
 int cm_ledger_flush(cm_ledger_t *l) __attribute__((warn_unused_result));
 size_t cm_ledger_unflushed(const cm_ledger_t *l);
+
+/* Additions (not used by the dispatcher contract above): */
+/* sqlite's message for the last failed operation ("ledger PATH: database is
+ * locked"), for logging a failed flush. Borrowed; valid until the next call. */
+const char *cm_ledger_errmsg(const cm_ledger_t *l);
+/* Chunks held in memory: pending + leased, plus done/dead ones whose change
+ * is not flushed yet. Done chunks leave memory at the flush (tests, metrics). */
+size_t cm_ledger_memory_chunks(const cm_ledger_t *l);
 
 #endif

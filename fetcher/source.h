@@ -13,6 +13,7 @@
 #define CM_SOURCE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cm/buf.h"
@@ -56,11 +57,28 @@ int cm_source_chunk(cm_source_t *s, uint64_t index, cm_buf_t *out, uint32_t *nre
  * *nrec = valid records; *nbad = bad ones; *pos = the byte offset to resume
  * from after this chunk. Returns 0 with a chunk, 1 at end of input (nothing
  * appended), or a negative errno with err set. A chunk holds chunk_size
- * source records, good and bad together. */
+ * source records, good and bad together. Blank NDJSON lines are skipped.
+ * After an error out/bad may hold part of a chunk and the read position is
+ * past it: discard them and stop (or cm_source_seek back to the last *pos).
+ * Errors: -EBADMSG a JSON array whose structure is broken (err gives the
+ * byte offset), -E2BIG a record longer than the maximum (err names the
+ * line), or the errno of a failed read. */
 int cm_source_next(cm_source_t *s, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad, uint32_t *nbad,
                    int64_t *pos, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Resume sequential reading at a byte offset previously returned in *pos,
- * with `line` the number of source records consumed before it. */
+ * with `line` the number of source records consumed before it: the value
+ * cm_source_line() returned right after that chunk (for NDJSON it counts
+ * lines, blank ones included, so bad-record line numbers stay exact after a
+ * resume). file:- (stdin) cannot be resumed: -ESPIPE unless pos is the
+ * current position. -ENOTSUP for gen sources. */
 int cm_source_seek(cm_source_t *s, int64_t pos, uint64_t line) __attribute__((warn_unused_result));
+
+/* Additions: */
+/* Lines (NDJSON) or array values consumed so far: store it with *pos and
+ * pass it back to cm_source_seek. */
+uint64_t cm_source_line(const cm_source_t *s);
+/* Longest record accepted (file sources; default 16 MiB). A longer one
+ * stops reading with an error naming its line: the limit bounds memory. */
+int cm_source_set_max_record(cm_source_t *s, size_t bytes) __attribute__((warn_unused_result));
 
 #endif

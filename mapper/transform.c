@@ -1,1 +1,336 @@
-/* placeholder: being written this session */
+/* transform.c - the built-in record transforms (see transform.h).
+ *
+ * A chunk is read with cm_chunk_peek (header + a syntax-checked data span)
+ * and its records are visited one by one as raw spans, so identity, burn
+ * and sleep never build a tree; only fullname parses each record (cJSON).
+ * The output is streamed into the caller's buffer with cm_chunk_begin/end.
+ * Nothing here is static and mutable: one cm_transform_t is shared by all
+ * worker threads. (cJSON 1.7.15 itself writes a global error position on
+ * every parse, with the same values on success; it is only read by
+ * cJSON_GetErrorPtr, which nothing here calls.) */
+#include "transform.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cm/chunk.h"
+
+#define CM_BURN_MAX 1000000u
+#define CM_SLEEP_MAX_MS 600000u
+
+typedef enum { CM_T_IDENTITY, CM_T_FULLNAME, CM_T_BURN, CM_T_SLEEP } cm_transform_kind_t;
+
+struct cm_transform_s {
+  cm_transform_kind_t kind;
+  uint32_t arg;  /* burn: rounds per record; sleep: milliseconds */
+  char name[24]; /* canonical spec, e.g. "burn:1000" */
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (err == NULL || errlen == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  (void)vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* Strict decimal: digits only (no sign, blanks or exponent), <= max. */
+static int parse_arg(const char *s, uint32_t min, uint32_t max, uint32_t *out) {
+  uint64_t v = 0;
+  if (*s == '\0') return -EINVAL;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return -EINVAL;
+    v = v * 10 + (uint64_t)(*s - '0');
+    if (v > max) return -EINVAL;
+  }
+  if (v < min) return -EINVAL;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_t errlen) {
+  cm_transform_t *t = NULL;
+  int rc = -EINVAL;
+
+  *out = NULL;
+  if (spec == NULL) spec = "";
+  t = calloc(1, sizeof *t);
+  if (t == NULL) {
+    rc = -ENOMEM;
+    set_err(err, errlen, "out of memory");
+    goto fail;
+  }
+  if (strcmp(spec, "identity") == 0) {
+    t->kind = CM_T_IDENTITY;
+  } else if (strcmp(spec, "fullname") == 0) {
+    t->kind = CM_T_FULLNAME;
+  } else if (strncmp(spec, "burn:", 5) == 0) {
+    t->kind = CM_T_BURN;
+    if (parse_arg(spec + 5, 1, CM_BURN_MAX, &t->arg) < 0) {
+      set_err(err, errlen, "bad transform \"%.64s\": N in burn:N must be an integer 1..%u", spec,
+              CM_BURN_MAX);
+      goto fail;
+    }
+  } else if (strncmp(spec, "sleep:", 6) == 0) {
+    t->kind = CM_T_SLEEP;
+    if (parse_arg(spec + 6, 0, CM_SLEEP_MAX_MS, &t->arg) < 0) {
+      set_err(err, errlen, "bad transform \"%.64s\": MS in sleep:MS must be an integer 0..%u", spec,
+              CM_SLEEP_MAX_MS);
+      goto fail;
+    }
+  } else {
+    set_err(err, errlen,
+            "unknown transform \"%.64s\": expected identity, fullname, burn:N, sleep:MS", spec);
+    goto fail;
+  }
+  switch (t->kind) {
+  case CM_T_IDENTITY: (void)snprintf(t->name, sizeof t->name, "identity"); break;
+  case CM_T_FULLNAME: (void)snprintf(t->name, sizeof t->name, "fullname"); break;
+  case CM_T_BURN: (void)snprintf(t->name, sizeof t->name, "burn:%" PRIu32, t->arg); break;
+  case CM_T_SLEEP: (void)snprintf(t->name, sizeof t->name, "sleep:%" PRIu32, t->arg); break;
+  }
+  *out = t;
+  return 0;
+
+fail:
+  free(t);
+  return rc;
+}
+
+void cm_transform_destroy(cm_transform_t *t) { free(t); }
+
+const char *cm_transform_name(const cm_transform_t *t) { return t->name; }
+
+/* ---- per-record work --------------------------------------------------- */
+
+/* Why a record became a dead letter: a short static-or-formatted text. */
+typedef struct {
+  char text[96];
+} reason_t;
+
+static void sleep_ms(uint32_t ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  /* Signals (the daemon's SIGTERM lands on the loop thread, but others may
+   * interrupt us): keep sleeping the rest. */
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static const char *str_field(const cJSON *o, const char *key) {
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsString(f) && f->valuestring ? f->valuestring : NULL;
+}
+
+/* fullname: {"id":<uuid>,"name":"<fn> <ln>"}. Returns 0 with the record
+ * appended to out, 1 with *why filled (dead letter, nothing appended), or a
+ * negative errno. scratch is reused across records to build the name. */
+static int map_fullname(const char *rec, size_t n, cm_buf_t *out, cm_buf_t *scratch,
+                        reason_t *why) {
+  static const char *const need[] = {"uuid", "fn", "ln"};
+  const char *val[3];
+  cJSON *o = NULL;
+  size_t mark = out->len;
+  int rc = 0;
+
+  if (rec[0] != '{') {
+    (void)snprintf(why->text, sizeof why->text, "fullname: record is not an object");
+    return 1;
+  }
+  /* The span was syntax-checked by peek and nests <= 512 (< cJSON's 1000):
+   * a failed parse here means cJSON ran out of memory. */
+  o = cJSON_ParseWithLength(rec, n);
+  if (o == NULL) return -ENOMEM;
+  for (size_t k = 0; k < 3; k++) {
+    val[k] = str_field(o, need[k]);
+    if (val[k] == NULL) {
+      (void)snprintf(why->text, sizeof why->text, "fullname: missing string field \"%s\"", need[k]);
+      rc = 1;
+      goto done;
+    }
+  }
+  cm_buf_reset(scratch);
+  rc = cm_buf_puts(scratch, val[1]);
+  if (rc == 0) rc = cm_buf_append(scratch, " ", 1);
+  if (rc == 0) rc = cm_buf_puts(scratch, val[2]);
+  if (rc == 0) rc = cm_buf_append(out, "{\"id\":", 6);
+  if (rc == 0) rc = cm_buf_append_json_str(out, val[0], strlen(val[0]));
+  if (rc == 0) rc = cm_buf_append(out, ",\"name\":", 8);
+  if (rc == 0) rc = cm_buf_append_json_str(out, scratch->data, scratch->len);
+  if (rc == 0) rc = cm_buf_append(out, "}", 1);
+  if (rc < 0) out->len = mark;
+
+done:
+  cJSON_Delete(o);
+  return rc;
+}
+
+/* splitmix64's finaliser: a full-avalanche 64-bit mix. */
+static uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= UINT64_C(0xbf58476d1ce4e5b9);
+  x ^= x >> 27;
+  x *= UINT64_C(0x94d049bb133111eb);
+  x ^= x >> 31;
+  return x;
+}
+
+uint64_t cm_transform_burn_checksum(const char *rec, size_t n, uint32_t rounds) {
+  /* One FNV-1a pass binds the result to every byte of the record, then
+   * `rounds` dependent mixes are the adjustable CPU work: each round needs
+   * the previous result, so the compiler cannot fold or vectorise them. */
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)rec[i]) * UINT64_C(0x100000001b3);
+  for (uint32_t r = 0; r < rounds; r++) h = mix64(h + r);
+  return h;
+}
+
+/* burn:N: the record with ,"burn":"<16 hex digits>" before its closing
+ * brace. A hex string, not a number: a 64-bit value does not survive
+ * consumers that read JSON numbers as doubles. */
+static int map_burn(const char *rec, size_t n, uint32_t rounds, cm_buf_t *out, reason_t *why) {
+  size_t mark = out->len;
+  int rc;
+  bool empty = true;
+
+  if (rec[0] != '{') {
+    (void)snprintf(why->text, sizeof why->text, "burn: record is not an object");
+    return 1;
+  }
+  for (size_t i = 1; i + 1 < n && empty; i++)
+    empty = rec[i] == ' ' || rec[i] == '\t' || rec[i] == '\n' || rec[i] == '\r';
+  uint64_t h = cm_transform_burn_checksum(rec, n, rounds);
+  /* The span ends in '}' (peek checked it): drop it and append ours. */
+  rc = cm_buf_append(out, rec, n - 1);
+  if (rc == 0) rc = cm_buf_printf(out, "%s\"burn\":\"%016" PRIx64 "\"}", empty ? "" : ",", h);
+  if (rc < 0) {
+    out->len = mark;
+    if (out->data) out->data[mark] = '\0';
+  }
+  return rc;
+}
+
+/* Appends one dead letter {"idx":i,"reason":..,"record":<raw>} to dead. */
+static int add_dead(cm_buf_t *dead, uint32_t *ndead, uint32_t idx, const reason_t *why,
+                    const char *rec, size_t n) {
+  int rc = 0;
+  if (*ndead > 0) rc = cm_buf_append(dead, ",", 1);
+  if (rc == 0) rc = cm_buf_printf(dead, "{\"idx\":%" PRIu32 ",\"reason\":", idx);
+  if (rc == 0) rc = cm_buf_append_json_str(dead, why->text, strlen(why->text));
+  if (rc == 0) rc = cm_buf_append(dead, ",\"record\":", 10);
+  if (rc == 0) rc = cm_buf_append(dead, rec, n);
+  if (rc == 0) rc = cm_buf_append(dead, "}", 1);
+  if (rc == 0) (*ndead)++;
+  return rc;
+}
+
+int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_buf_t *out,
+                       cm_transform_stats_t *st, char *err, size_t errlen) {
+  cm_chunk_view_t v;
+  cm_buf_t dead, scratch;
+  size_t mark = out->len, pos = 0, el = 0;
+  const char *rec = NULL;
+  uint32_t idx = 0, nrec = 0, nnew = 0, ndead = 0;
+  int rc, more;
+  char perr[160];
+
+  /* Both scratch buffers share out's limit: neither can usefully grow past
+   * what the mapped chunk may hold. */
+  cm_buf_init(&dead, out->max);
+  cm_buf_init(&scratch, out->max);
+  if (st) memset(st, 0, sizeof *st);
+
+  rc = cm_chunk_peek(in, len, &v, perr, sizeof perr);
+  if (rc < 0) {
+    set_err(err, errlen, "bad chunk: %s", perr);
+    goto fail;
+  }
+  if (t->kind == CM_T_SLEEP && t->arg > 0) sleep_ms(t->arg);
+
+  rc = cm_buf_append(&dead, "[", 1);
+  /* Dead letters the chunk already carries (e.g. the source's unreadable
+   * lines) travel on to the saver ahead of ours. */
+  if (rc == 0 && v.dead) {
+    pos = 0;
+    while (rc == 0 && (more = cm_json_array_next(v.dead, v.dead_len, &pos, &rec, &el)) != 0) {
+      if (more < 0) {
+        rc = more;
+        set_err(err, errlen, "bad chunk: malformed \"dead\" array");
+        goto fail;
+      }
+      if (ndead > 0) rc = cm_buf_append(&dead, ",", 1);
+      if (rc == 0) rc = cm_buf_append(&dead, rec, el);
+      if (rc == 0) ndead++;
+    }
+  }
+  if (rc == 0) rc = cm_chunk_begin(out, &v.hdr);
+  pos = 0;
+  while (rc == 0 && (more = cm_json_array_next(v.data, v.data_len, &pos, &rec, &el)) != 0) {
+    reason_t why;
+    int r = 0;
+    if (more < 0) {
+      rc = more;
+      set_err(err, errlen, "bad chunk: malformed \"data\" array");
+      goto fail;
+    }
+    if (idx > 0) rc = cm_buf_append(out, ",", 1);
+    if (rc < 0) break;
+    if (el == 4 && memcmp(rec, "null", 4) == 0) {
+      /* A slot already emptied upstream: its dead letter exists already. */
+      rc = cm_buf_append(out, "null", 4);
+      idx++;
+      continue;
+    }
+    switch (t->kind) {
+    case CM_T_IDENTITY:
+    case CM_T_SLEEP: r = cm_buf_append(out, rec, el); break;
+    case CM_T_FULLNAME: r = map_fullname(rec, el, out, &scratch, &why); break;
+    case CM_T_BURN: r = map_burn(rec, el, t->arg, out, &why); break;
+    }
+    if (r == 0) {
+      nrec++;
+    } else if (r == 1) {
+      rc = cm_buf_append(out, "null", 4);
+      if (rc == 0) rc = add_dead(&dead, &ndead, idx, &why, rec, el);
+      if (rc == 0) nnew++;
+    } else {
+      rc = r;
+    }
+    idx++;
+  }
+  if (rc == 0) rc = cm_buf_append(&dead, "]", 1);
+  if (rc == 0) rc = cm_chunk_end(out, ndead ? dead.data : NULL, ndead ? dead.len : 0);
+  if (rc < 0) {
+    if (rc == -E2BIG)
+      set_err(err, errlen, "mapped chunk %" PRIu64 " exceeds the %zu-byte limit", v.hdr.index,
+              out->max);
+    else if (rc == -ENOMEM)
+      set_err(err, errlen, "out of memory mapping chunk %" PRIu64, v.hdr.index);
+    else
+      set_err(err, errlen, "mapping chunk %" PRIu64 " failed (error %d)", v.hdr.index, rc);
+    goto fail;
+  }
+  if (st) {
+    st->records = nrec;
+    st->dead = nnew;
+  }
+  cm_buf_free(&dead);
+  cm_buf_free(&scratch);
+  return 0;
+
+fail:
+  /* All or nothing: the caller's buffer is left as it was. */
+  out->len = mark;
+  if (out->data) out->data[mark] = '\0';
+  cm_buf_free(&dead);
+  cm_buf_free(&scratch);
+  return rc;
+}

@@ -26,7 +26,8 @@ typedef struct cm_transform_stats_s {
 
 /* spec: see above. Unknown or malformed spec -> -EINVAL with err naming it
  * ("unknown transform \"foo\": expected identity, fullname, burn:N,
- * sleep:MS"). */
+ * sleep:MS"). N is an integer 1..1000000 and MS 0..600000, digits only.
+ * cm_transform_name() gives the canonical spec ("burn:1000"). */
 int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void cm_transform_destroy(cm_transform_t *t); /* NULL-safe */
@@ -36,9 +37,28 @@ const char *cm_transform_name(const cm_transform_t *t);
  * mapped chunk (same job/index/attempt; dead records as null in "data" and
  * listed in "dead") is appended to `out`. Returns 0, or -EINVAL when the
  * chunk itself is unusable (not JSON, no data array) with err set: the
- * caller NAKs it. Thread-safe. */
+ * caller NAKs it. Thread-safe.
+ * Details:
+ * - the whole chunk is syntax-checked (cm_chunk_peek), identity included;
+ * - a dead letter is {"idx":i,"reason":"fullname: missing string field
+ *   \"fn\"","record":<the input record, raw>}; "dead" entries the input
+ *   already carries (e.g. the source's {"line":N,"reason":..,"raw":..}) are
+ *   passed through first, then the new ones; "dead" is omitted when empty;
+ * - a `null` slot in the input stays null and is not a new dead letter (it
+ *   is a record already reported upstream);
+ * - burn:N output is the record with ,"burn":"<16 hex digits>" appended
+ *   (see cm_transform_burn_checksum); a non-object record is a dead letter;
+ * - st (may be NULL): records = non-null records written, dead = dead
+ *   letters created by this call (passed-through ones not counted);
+ * - other errors, err set, `out` unchanged: -E2BIG (the mapped chunk
+ *   would exceed out->max), -ENOMEM. On any error `out` is left as it was. */
 int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_buf_t *out,
                        cm_transform_stats_t *st, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* The burn:N checksum of one raw record: an FNV-1a pass over its bytes, then
+ * `rounds` dependent rounds of a 64-bit mix (the CPU work). Exposed so tests
+ * and consumers can verify a "burn" value. */
+uint64_t cm_transform_burn_checksum(const char *rec, size_t n, uint32_t rounds);
 
 #endif

@@ -27,10 +27,21 @@ typedef struct cm_store_s cm_store_t;
 typedef enum { CM_SYNC_NORMAL = 1, CM_SYNC_FULL = 2 } cm_store_sync_t;
 
 /* Opens or creates the database (schema created/migrated in one transaction;
- * a newer schema version is refused with a clear error). */
+ * a newer schema version is refused with a clear error).
+ * Details: journal_mode=WAL, synchronous NORMAL or FULL, busy_timeout 5 s.
+ * A newer schema gives -ENOTSUP and "results database PATH has schema
+ * version N; this saver supports up to 1", and the file is not modified.
+ * Other failures: SQLite's code as a negative errno (-EIO, -EACCES, ...)
+ * with err naming the file. */
 int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char *err,
                   size_t errlen) __attribute__((warn_unused_result));
 void cm_store_close(cm_store_t *s); /* NULL-safe */
+
+/* The connection, borrowed: for tests and read-only diagnostics (e.g. a
+ * readiness query). Do not change its settings or leave a transaction open
+ * on it. */
+struct sqlite3;
+struct sqlite3 *cm_store_db(cm_store_t *s);
 
 typedef struct cm_store_item_s {
   /* in */
@@ -48,7 +59,16 @@ typedef struct cm_store_item_s {
  * (bad JSON, bad header) gets status <0 and err, and does not affect the
  * others (savepoint per item). Returns 0 when the transaction committed, or
  * a negative code when it did not (then no item is saved: every status is
- * set <0). */
+ * set <0).
+ * What is stored: each non-null "data" element as records(idx = its slot,
+ * body = its JSON text; strings/numbers/booleans stay valid JSON); null
+ * slots are skipped. Each "dead" entry as dead_letters(idx, reason =
+ * its "reason", record = its "record" (or "raw") as JSON text). A source
+ * dead letter has "line" (1-based) instead of "idx": it is stored with
+ * idx = -line. An entry that is not an object with "idx" or "line", or two
+ * entries for the same idx, make the item fail (-EINVAL). Item statuses:
+ * -EINVAL bad chunk, -ERANGE index > 2^63-1, other negative errno from
+ * SQLite. hdr is filled for every item that parsed. */
 int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n)
     __attribute__((warn_unused_result));
 

@@ -1,15 +1,20 @@
-/* natsconn.c - a NATS connection on the libuv loop.
+/* natsconn.c - a NATS connection whose events arrive on the libuv loop.
  *
- * Threads: socket I/O runs on the loop through nats.c's libuv adapter;
- * nats.c still calls message and connection callbacks on its own threads, so
- * those only wrap the event and post it to a handoff queue. Everything the
- * owner sees happens on the loop thread.
+ * Threads: nats.c does its socket I/O and calls message and connection
+ * callbacks on its own threads; those callbacks only wrap the event and post
+ * it to a handoff queue, so everything the owner sees happens on the loop
+ * thread. Publishing from the loop thread is safe (nats.c is thread-safe and
+ * buffers; its flusher thread writes).
  *
- * The first connect is attempted on the loop thread from a timer: the
- * adapter insists that the first attach happens on the loop thread, which
- * rules out nats.c's "retry on failed connect" (that attaches from its
- * reconnect thread). Until it succeeds we retry with capped backoff; after
- * that, nats.c reconnects forever by itself. */
+ * Why not nats.c's libuv adapter (DESIGN.md proposed it): measured here with
+ * nats.c 3.4 and libuv 1.44, a reconnect after the server restarts makes the
+ * adapter attach a new uv_poll to a reused socket number while the old
+ * handle is still closing, and libuv aborts inside uv_run (reproduced: stop
+ * nats-server for 2 s mid-job, restart it, the fetcher dies with SIGABRT in
+ * uv__io_poll). The adapter also needs the first connect to block the loop
+ * thread. Without it, the first connect is asynchronous ("retry on failed
+ * connect") and reconnects are nats.c's own, well-trodden path. Message
+ * callbacks ran on nats.c threads either way. */
 #include "cm/natsconn.h"
 
 #include <errno.h>
@@ -17,8 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <nats/adapters/libuv.h>
 
 #include "cm/handoff.h"
 #include "cm/log.h"
@@ -45,18 +48,14 @@ struct cm_nats_s {
   natsOptions *opts;
   natsConnection *nc;
   cm_handoff_t *ho;
-  uv_timer_t connect_timer;
   cm_nats_event_fn fn;
   void *ud;
   char url[512];
   cm__nats_sub_t subs[CM__NATS_MAX_SUBS];
   int nsubs;
-  int64_t backoff_ms;
-  int attempts;
   atomic_bool connected;
   bool draining;
   bool closed_sent;
-  int pending_closes;
 };
 
 typedef struct cm__nats_delivery_s {
@@ -160,28 +159,11 @@ static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
   return 0;
 }
 
-static void cm__nats_try_connect(uv_timer_t *t) {
-  cm_nats_t *n = t->data;
-  natsStatus st;
-  if (n->draining) return;
-  st = natsConnection_Connect(&n->nc, n->opts);
-  if (st != NATS_OK) {
-    n->nc = NULL;
-    n->attempts++;
-    /* Log the first failure and then every 20th, so a long outage at start
-     * stays readable. */
-    if (n->attempts == 1 || n->attempts % 20 == 0)
-      cm_log_warn("nats: cannot connect to %s (attempt %d): %s; retrying", n->url, n->attempts,
-                  natsStatus_GetText(st));
-    n->backoff_ms = n->backoff_ms * 2;
-    if (n->backoff_ms > 2000) n->backoff_ms = 2000;
-    (void)uv_timer_start(&n->connect_timer, cm__nats_try_connect, (uint64_t)n->backoff_ms, 0);
-    return;
-  }
-  for (int i = 0; i < n->nsubs; i++) (void)cm__nats_subscribe_now(n, &n->subs[i]);
+/* nats.c thread: the first successful connect (retry-on-failed-connect). */
+static void cm__nats_connected_cb(natsConnection *nc, void *closure) {
+  cm_nats_t *n = closure;
   atomic_store(&n->connected, true);
-  cm_log_info("nats: connected to %s", n->url);
-  n->fn(n->ud, CM_NATS_CONNECTED);
+  cm__nats_post_event(n, CM_NATS_CONNECTED);
 }
 
 static void cm__nats_redact_url(const char *in, char *out, size_t outlen) {
@@ -237,9 +219,9 @@ static int cm__nats_opts(cm_nats_t *n, const cm_common_cfg_t *cfg, const char *n
     else
       st = natsOptions_LoadCertificatesChain(n->opts, cfg->nats_cert, cfg->nats_key);
   }
+  /* Keep trying forever in the background if the server is not up yet. */
   if (st == NATS_OK)
-    st = natsOptions_SetEventLoop(n->opts, n->loop, natsLibuv_Attach, natsLibuv_Read,
-                                  natsLibuv_Write, natsLibuv_Detach);
+    st = natsOptions_SetRetryOnFailedConnect(n->opts, true, cm__nats_connected_cb, n);
   if (st != NATS_OK) {
     const char *detail = nats_GetLastError(NULL);
     snprintf(err, errlen, "NATS %s: %s%s%s", what, natsStatus_GetText(st),
@@ -252,6 +234,7 @@ static int cm__nats_opts(cm_nats_t *n, const cm_common_cfg_t *cfg, const char *n
 int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg, const char *name,
                    cm_nats_event_fn fn, void *ud, char *err, size_t errlen) {
   cm_nats_t *n;
+  natsStatus st;
   int rc;
   *out = NULL;
   n = calloc(1, sizeof(*n));
@@ -259,29 +242,35 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
   n->loop = loop;
   n->fn = fn;
   n->ud = ud;
-  n->backoff_ms = 100;
   atomic_init(&n->connected, false);
   cm__nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
 
-  natsLibuv_Init();
-  natsLibuv_SetThreadLocalLoop(loop);
   if ((rc = cm_handoff_create(&n->ho, loop, CM__NATS_HANDOFF_CAP)) != 0) {
     snprintf(err, errlen, "handoff: %s", uv_strerror(rc));
     free(n);
     return rc;
   }
   if ((rc = cm__nats_opts(n, cfg, name, err, errlen)) != 0) goto fail;
-  if ((rc = uv_timer_init(loop, &n->connect_timer)) != 0) {
-    snprintf(err, errlen, "timer: %s", uv_strerror(rc));
+  /* Returns at once: connected now, or NATS_NOT_YET_CONNECTED and nats.c
+   * keeps trying in the background (connected_cb fires then). */
+  st = natsConnection_Connect(&n->nc, n->opts);
+  if (st == NATS_OK) {
+    atomic_store(&n->connected, true);
+    cm__nats_post_event(n, CM_NATS_CONNECTED);
+  } else if (st == NATS_NOT_YET_CONNECTED) {
+    cm_log_warn("nats: %s not reachable yet; retrying in the background", n->url);
+  } else {
+    const char *detail = nats_GetLastError(NULL);
+    snprintf(err, errlen, "NATS connect to %s: %s%s%s", n->url, natsStatus_GetText(st),
+             detail != NULL ? ": " : "", detail != NULL ? detail : "");
+    rc = -EINVAL;
     goto fail;
   }
-  n->connect_timer.data = n;
-  n->pending_closes = 2; /* connect timer + handoff; see cm_nats_destroy */
-  (void)uv_timer_start(&n->connect_timer, cm__nats_try_connect, 0, 0);
   *out = n;
   return 0;
 
 fail:
+  natsConnection_Destroy(n->nc);
   natsOptions_Destroy(n->opts);
   cm_handoff_close(n->ho); /* frees itself in its close callback */
   free(n);
@@ -305,9 +294,9 @@ int cm_nats_subscribe(cm_nats_t *n, const char *subject, const char *queue, cm_n
     return -ENOMEM;
   }
   n->nsubs++;
-  /* Before the first connect the subscription is made on connect; after it
-   * nats.c re-subscribes on every reconnect by itself. */
-  if (n->nc != NULL) {
+  /* Also before the first connect: nats.c sends it once connected, and
+   * again after every reconnect. */
+  {
     int rc = cm__nats_subscribe_now(n, s);
     if (rc != 0) return rc;
   }
@@ -360,46 +349,31 @@ uint64_t cm_nats_dropped(cm_nats_t *n) {
 void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
   if (n->draining) return;
   n->draining = true;
-  (void)uv_timer_stop(&n->connect_timer);
   if (n->nc == NULL || natsConnection_DrainTimeout(n->nc, timeout_ms) != NATS_OK) {
     /* Never connected (or already closed): nothing to drain. */
     cm__nats_post_event(n, CM_NATS_CLOSED);
   }
 }
 
-static void cm__nats_free(cm_nats_t *n) {
+void cm_nats_destroy(cm_nats_t *n) {
+  if (n == NULL) return;
+  for (int i = 0; i < n->nsubs; i++) {
+    natsSubscription_Destroy(n->subs[i].sub);
+    n->subs[i].sub = NULL;
+  }
+  if (n->nc != NULL) {
+    natsConnection_Close(n->nc);
+    natsConnection_Destroy(n->nc);
+    n->nc = NULL;
+  }
+  /* nats.c's threads may still be finishing a callback that posts into the
+   * handoff: wait for the library to stop before the handoff goes away. */
+  (void)nats_CloseAndWait(2000);
+  cm_handoff_close(n->ho); /* frees itself in its close callback */
   for (int i = 0; i < n->nsubs; i++) {
     free(n->subs[i].subject);
     free(n->subs[i].queue);
   }
   natsOptions_Destroy(n->opts);
   free(n);
-}
-
-static void cm__nats_timer_closed(uv_handle_t *h) {
-  cm_nats_t *n = h->data;
-  if (--n->pending_closes == 0) cm__nats_free(n);
-}
-
-void cm_nats_destroy(cm_nats_t *n) {
-  if (n == NULL) return;
-  (void)uv_timer_stop(&n->connect_timer);
-  if (n->nc != NULL) {
-    natsConnection_Close(n->nc);
-    natsConnection_Destroy(n->nc);
-    n->nc = NULL;
-  }
-  for (int i = 0; i < n->nsubs; i++) {
-    natsSubscription_Destroy(n->subs[i].sub);
-    n->subs[i].sub = NULL;
-  }
-  /* nats.c's threads may still be finishing a callback that posts into the
-   * handoff: wait for the library to stop before the handoff goes away. */
-  (void)nats_CloseAndWait(2000);
-  cm_handoff_close(n->ho);
-  n->ho = NULL;
-  /* The handoff frees itself; we count our timer and free the rest when it
-   * has closed. pending_closes started at 2 for timer + handoff. */
-  n->pending_closes = 1;
-  uv_close((uv_handle_t *)&n->connect_timer, cm__nats_timer_closed);
 }

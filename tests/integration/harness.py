@@ -161,6 +161,10 @@ class Nats:
     def url(self):
         return f"nats://127.0.0.1:{self.port}"
 
+    def varz(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mon}/varz", timeout=2) as r:
+            return json.loads(r.read())
+
     def connz(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.mon}/connz?subs=1", timeout=2) as r:
             return json.loads(r.read())
@@ -267,6 +271,29 @@ def parse_prometheus(text):
         key = line.rsplit(" ", 1)[0]
         samples[key] = float(m.group(7))
     return samples, types
+
+
+def log_lines(proc):
+    """The JSON log lines of a daemon, parsed."""
+    out = []
+    for line in proc.log().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def ts_of(entry):
+    """Unix time of a log entry's "ts" (RFC 3339, UTC, milliseconds)."""
+    import datetime
+    return datetime.datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def status(proc):
+    st, body = http_get(proc.port, "/status", timeout=1)
+    return json.loads(body) if st == 200 else None
 
 
 def check(name, fn):

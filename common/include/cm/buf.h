@@ -27,7 +27,17 @@ int cm_buf_puts(cm_buf_t *b, const char *s) __attribute__((warn_unused_result));
 int cm_buf_printf(cm_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), warn_unused_result));
 int cm_buf_vprintf(cm_buf_t *b, const char *fmt, va_list ap) __attribute__((warn_unused_result));
-/* Appends `s` (n bytes) as a JSON string literal, quoted and escaped. */
+/* Appends `s` (n bytes) as a JSON string literal, quoted and escaped:
+ * `"` `\\` and control characters are escaped, valid UTF-8 is copied as is,
+ * every byte that is not part of valid UTF-8 becomes \ufffd. All or nothing:
+ * on -E2BIG/-ENOMEM the buffer is unchanged. */
 int cm_buf_append_json_str(cm_buf_t *b, const char *s, size_t n) __attribute__((warn_unused_result));
+
+/* The escaper behind cm_buf_append_json_str, for callers that must not
+ * allocate (the logger): escapes s[0..n) into dst[0..cap) without quotes or
+ * NUL, never splitting an escape sequence or a UTF-8 character. Returns the
+ * bytes written; *used (may be NULL) gets the input bytes consumed (< n when
+ * dst was too small). dst NULL: only measures (cap ignored). */
+size_t cm_buf_json_escape(char *dst, size_t cap, const char *s, size_t n, size_t *used);
 
 #endif

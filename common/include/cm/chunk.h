@@ -39,7 +39,12 @@ typedef struct cm_chunk_view_s {
 /* Scans `json` (len bytes, need not be NUL-terminated). Returns 0, or
  * -EINVAL with a reason in err (e.g. "missing \"data\"", "\"index\" is not a
  * non-negative integer", "job name longer than 127 bytes"). Unknown keys are
- * skipped. The view borrows `json`. */
+ * skipped. The view borrows `json`.
+ * Details: "index" is required; "job" (-> "") and "attempt" (-> 0) are
+ * optional, as in the app9 format; "dead": null counts as absent. Every
+ * value, the data span included, is fully syntax-checked (so a view's data
+ * is valid JSON); a known key given twice, or anything but whitespace after
+ * the object, is an error. err names the byte offset of the problem. */
 int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
@@ -56,5 +61,26 @@ int cm_chunk_end(cm_buf_t *b, const char *dead, size_t dead_len) __attribute__((
  * len. Strings, objects, arrays, numbers, literals. Used by peek and by the
  * file source to split a JSON array into records. */
 long cm_json_value_span(const char *s, size_t len);
+
+/* Like cm_json_value_span (which is a full RFC 8259 syntax check of the
+ * value, nesting limited to 512), and on failure also says where and why:
+ * *errpos = byte offset from s, *why = a static string such as
+ * "unterminated string". Either pointer may be NULL. */
+long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const char **why);
+
+/* Fast span of a value whose syntax is already known to be valid (e.g.
+ * inside a view from cm_chunk_peek): follows only strings and brackets.
+ * Never reads past len; on invalid input it returns -EINVAL or a
+ * meaningless span, so check unknown input with cm_json_value_span. */
+long cm_json_value_skip(const char *s, size_t len);
+
+/* Iterates the elements of a JSON array span arr[0..len) ("[...]", e.g. a
+ * view's data or dead). Start with *pos = 0. Returns 1 with *elem and
+ * *elem_len set to the next element's raw text, 0 at the end, -EINVAL when
+ * the array is cut short or a separator is wrong. Elements are delimited
+ * with cm_json_value_skip, so arr must be syntax-checked already (as a
+ * view's spans are). Borrowed pointers into arr. */
+int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **elem,
+                       size_t *elem_len) __attribute__((warn_unused_result));
 
 #endif

@@ -6,7 +6,19 @@
  * every option with its environment variable and default.
  *
  * Values are validated (type, bounds, choices); an invalid value is rejected
- * with a message that names the option and the source (flag or env var). */
+ * with a message that names the option and the source (flag or env var).
+ *
+ * Details callers can rely on:
+ * - An environment variable set to "" counts as unset.
+ * - A bare BOOL flag ("--once") means true and never takes the next argument;
+ *   use "--once=false" to turn it off.
+ * - A NULL default sets STRING targets to NULL, INT/DURATION/DOUBLE to 0 and
+ *   BOOL to false.
+ * - Values of options whose name contains "password", "token" or "secret" are
+ *   never printed (errors and --help show "(hidden)").
+ * - STRING targets point into argv or the environment: do not setenv/unsetenv
+ *   a CHUNKMILL_* variable after parsing.
+ * - On error, the targets of earlier rows may already have been written. */
 #ifndef CM_CONFIG_H
 #define CM_CONFIG_H
 

@@ -4,7 +4,10 @@
  * Serves GET (and HEAD) only; one request per connection (Connection: close).
  * Limits: request head CM_HTTP_MAX_REQUEST bytes (-> 431), at most
  * CM_HTTP_MAX_CONNS connections at once (further ones are closed at accept),
- * CM_HTTP_IDLE_MS to receive a full request (-> connection closed). */
+ * CM_HTTP_IDLE_MS to receive a full request (-> connection closed).
+ * After answering, the server shuts down its sending side and waits (up to
+ * 2 s) for the client to close, so an early 400/431 is not lost to a TCP RST.
+ * libuv writes with write(2): the process must ignore SIGPIPE. */
 #ifndef CM_HTTP_H
 #define CM_HTTP_H
 
@@ -27,6 +30,7 @@ void cm_httpreq_destroy(cm_httpreq_t *r); /* NULL-safe */
  * -EINVAL when it is not valid HTTP/1.x. Once 1 or an error was returned,
  * further calls return the same value. */
 int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len);
+/* Both NULL until feed returned 1; borrowed, valid until destroy. */
 const char *cm_httpreq_method(const cm_httpreq_t *r); /* "GET"; valid after 1 */
 const char *cm_httpreq_path(const cm_httpreq_t *r);   /* path without query */
 
@@ -52,7 +56,8 @@ int cm_http_create(cm_http_t **out, uv_loop_t *loop, const char *addr, cm_http_h
                    void *ud) __attribute__((warn_unused_result));
 int cm_http_port(const cm_http_t *h);
 /* Closes the listener and all connections; memory is freed in the close
- * callbacks (run the loop afterwards). NULL-safe. */
+ * callbacks (run the loop afterwards). NULL-safe. Call it once: `h` is gone
+ * after the loop has run the close callbacks. */
 void cm_http_close(cm_http_t *h);
 
 /* Blocking client for probe mode (`--probe /readyz`): GET path on addr

@@ -6,7 +6,9 @@
  * Updates (add/set/observe) are lock-free or briefly locked and safe from any
  * thread (mapper workers update counters from the thread pool).
  * Metric handles are owned by the registry and live until
- * cm_metrics_destroy(). The same (name, labels) returns the same handle. */
+ * cm_metrics_destroy(). The same (name, labels) returns the same handle.
+ * At most 1024 (name, labels) pairs per registry; registration returns NULL
+ * past that. */
 #ifndef CM_METRICS_H
 #define CM_METRICS_H
 
@@ -20,7 +22,9 @@ typedef struct cm_counter_s cm_counter_t;
 typedef struct cm_gauge_s cm_gauge_t;
 typedef struct cm_histogram_s cm_histogram_t;
 
-/* A gauge whose value is computed when /metrics is rendered (loop thread). */
+/* A gauge whose value is computed when /metrics is rendered (loop thread).
+ * It runs under the registry lock: it must not register metrics. set/add on
+ * such a gauge are ignored; cm_gauge_get calls it. */
 typedef double (*cm_gauge_fn)(void *ud);
 
 int cm_metrics_create(cm_metrics_t **out) __attribute__((warn_unused_result));
@@ -29,7 +33,9 @@ void cm_metrics_destroy(cm_metrics_t *m); /* NULL-safe */
 /* name: a valid Prometheus metric name ("chunkmill_records_saved_total").
  * labels: NULL, or the label pairs without braces: `version="1.2",role="x"`
  * (the caller escapes values). help: one line. Returns NULL on OOM, on an
- * invalid name, or when the name is already registered with another type. */
+ * invalid name, when the name is already registered with another type, when
+ * labels contain a newline or a brace, or (histograms) when the same
+ * (name, labels) was registered with other bounds. */
 cm_counter_t *cm_metrics_counter(cm_metrics_t *m, const char *name, const char *help,
                                  const char *labels);
 cm_gauge_t *cm_metrics_gauge(cm_metrics_t *m, const char *name, const char *help,
@@ -48,7 +54,7 @@ uint64_t cm_counter_get(const cm_counter_t *c);
 void cm_gauge_set(cm_gauge_t *g, double v);
 void cm_gauge_add(cm_gauge_t *g, double d);
 double cm_gauge_get(const cm_gauge_t *g);
-void cm_histogram_observe(cm_histogram_t *h, double v);
+void cm_histogram_observe(cm_histogram_t *h, double v); /* NaN is dropped */
 uint64_t cm_histogram_count(const cm_histogram_t *h);
 /* Quantile estimated from the buckets by linear interpolation (0 if empty). */
 double cm_histogram_quantile(const cm_histogram_t *h, double q);

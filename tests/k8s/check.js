@@ -1,0 +1,512 @@
+#!/usr/bin/env node
+// tests/k8s/check.js - checks chunkmill's Kubernetes manifests offline.
+//
+// For k8s/base and every k8s/overlays/* it:
+//   1. renders the kustomization with `kubectl kustomize`;
+//   2. validates every object against its schema (Kubernetes, Argo Rollouts,
+//      KEDA, Prometheus Operator models from npm);
+//   3. a strict pass: rejects any field the schema does not declare (the
+//      schemas themselves accept unknown keys, which hides typos);
+//   4. policy: probes on declared ports and real daemon paths, resources,
+//      non-root and hardened securityContexts, grace period above the drain
+//      timeout, fetcher/saver Recreate with one replica, references that
+//      resolve (ConfigMaps, PVCs, Services, PDBs, autoscalers, analyses).
+// Then it runs the same checks over testdata/broken.yaml, whose objects are
+// each broken on purpose, and asserts every one is rejected for its reason.
+//
+// Usage: node check.js [--repo DIR] [--verbose]
+// Prints one `ok`/`not ok` line per test and closes with
+// `k8s: N passed, M failed`; exits 1 if anything failed.
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const { execFileSync } = require("child_process");
+const YAML = require("yaml");
+
+// ---- capture every schema the models register (for the strict pass) ----
+const validateMod = require("@kubernetes-models/validate");
+const SCHEMAS = new Map();
+const origRegister = validateMod.register;
+validateMod.register = function register(id, schema) {
+  if (!SCHEMAS.has(id)) SCHEMAS.set(id, schema);
+  return origRegister(id, schema);
+};
+
+const args = process.argv.slice(2);
+const REPO = path.resolve(argValue("--repo") || path.join(__dirname, "..", ".."));
+const VERBOSE = args.includes("--verbose");
+
+function argValue(name) {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+// ---- model lookup -------------------------------------------------------
+const MODEL_PACKAGES = {
+  "argoproj.io": "@kubernetes-models/argo-rollouts/argoproj.io",
+  "keda.sh": "@kubernetes-models/keda/keda.sh",
+  "monitoring.coreos.com": "@kubernetes-models/prometheus-operator/monitoring.coreos.com",
+};
+
+function modelFor(apiVersion, kind) {
+  if (typeof apiVersion !== "string" || typeof kind !== "string") return null;
+  const slash = apiVersion.indexOf("/");
+  const group = slash < 0 ? "" : apiVersion.slice(0, slash);
+  const version = slash < 0 ? apiVersion : apiVersion.slice(slash + 1);
+  let mod;
+  try {
+    if (group === "") mod = require(`kubernetes-models/${version}`);
+    else if (MODEL_PACKAGES[group]) mod = require(`${MODEL_PACKAGES[group]}/${version}`);
+    else mod = require(`kubernetes-models/${group}/${version}`);
+  } catch (e) {
+    return null;
+  }
+  return mod && typeof mod[kind] === "function" ? mod[kind] : null;
+}
+
+// ---- 2. schema validation -----------------------------------------------
+function schemaErrors(obj) {
+  const Model = modelFor(obj.apiVersion, obj.kind);
+  if (!Model) return [`no schema known for ${obj.apiVersion} ${obj.kind}`];
+  try {
+    new Model(obj).validate();
+    return [];
+  } catch (e) {
+    const errs = Array.isArray(e.errors) ? e.errors : null;
+    if (!errs) return [`schema: ${e.message}`];
+    return errs.map((x) => `schema: ${x.instancePath || "/"} ${x.message}`);
+  }
+}
+
+// ---- 3. strict pass: unknown fields -------------------------------------
+function schemaIdOf(Model) {
+  // The model's schema id is the one registered last-but-dependencies: find
+  // it through a probe object (apiVersion/kind enums identify it).
+  return Model && Model.prototype && Object.getOwnPropertySymbols(Model.prototype)
+    .map((s) => Model.prototype[s]).find((v) => typeof v === "string");
+}
+
+function resolveRef(ref) {
+  const id = ref.replace(/#$/, "");
+  const s = SCHEMAS.get(id);
+  if (!s) throw new Error(`strict pass: unresolved schema $ref ${ref}`);
+  return s;
+}
+
+function isObject(v) {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+// Returns a list of "unknown field <path>" errors for value under schema.
+function strictWalk(schema, value, where, out) {
+  if (!schema || value === null || value === undefined) return out;
+  if (schema.$ref) return strictWalk(resolveRef(schema.$ref), value, where, out);
+  if (Array.isArray(schema.allOf)) for (const s of schema.allOf) strictWalk(s, value, where, out);
+  for (const key of ["oneOf", "anyOf"]) {
+    if (!Array.isArray(schema[key])) continue;
+    // Pick the branch under which the value has the fewest unknown fields
+    // (branches of the wrong JSON type are skipped).
+    let best = null;
+    for (const s of schema[key]) {
+      if (!typeFits(s, value)) continue;
+      const errs = strictWalk(s, value, where, []);
+      if (best === null || errs.length < best.length) best = errs;
+    }
+    if (best) out.push(...best);
+  }
+  if (isObject(value)) {
+    const props = isObject(schema.properties) ? schema.properties : null;
+    const addl = schema.additionalProperties;
+    const preserve = schema["x-kubernetes-preserve-unknown-fields"] === true;
+    for (const [k, v] of Object.entries(value)) {
+      const p = `${where}.${k}`;
+      if (props && Object.prototype.hasOwnProperty.call(props, k)) {
+        strictWalk(props[k], v, p, out);
+      } else if (isObject(addl)) {
+        strictWalk(addl, v, p, out);
+      } else if (props && addl !== true && !preserve) {
+        out.push(`unknown field ${p.replace(/^\./, "")}`);
+      }
+    }
+  } else if (Array.isArray(value) && schema.items) {
+    value.forEach((v, i) => strictWalk(schema.items, v, `${where}[${i}]`, out));
+  }
+  return out;
+}
+
+function typeFits(schema, value) {
+  let s = schema;
+  if (s && s.$ref) s = resolveRef(s.$ref);
+  if (!s || !s.type) return true;
+  const types = Array.isArray(s.type) ? s.type : [s.type];
+  const t = value === null ? "null" : Array.isArray(value) ? "array"
+    : Number.isInteger(value) ? "integer" : typeof value;
+  return types.includes(t) || (t === "integer" && types.includes("number"));
+}
+
+function strictErrors(obj) {
+  const Model = modelFor(obj.apiVersion, obj.kind);
+  if (!Model) return [];
+  const id = schemaIdOf(Model);
+  const schema = id && SCHEMAS.get(id);
+  if (!schema) return [`strict pass: schema for ${obj.kind} was not captured`];
+  return strictWalk(schema, obj, "", []);
+}
+
+// ---- 4. policy -----------------------------------------------------------
+const DAEMONS = new Set(["fetcher", "mapper", "saver"]);
+const PROBE_PATHS = new Set(["/healthz", "/readyz"]);
+const DEFAULT_DRAIN_S = 25;
+const DEFAULT_HTTP_PORT = 8080;
+const WORKLOAD_KINDS = new Set(["Deployment", "StatefulSet", "DaemonSet", "Rollout"]);
+
+function parseDurationSeconds(text) {
+  // The daemons' duration syntax: 250ms, 5s, 2m, 1h, or bare seconds.
+  const m = /^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$/.exec(String(text));
+  if (!m) return NaN;
+  const n = parseFloat(m[1]);
+  return { ms: n / 1000, s: n, m: n * 60, h: n * 3600, undefined: n }[m[2]];
+}
+
+function daemonOf(container) {
+  const cmd = (container.command && container.command[0]) || (container.args && container.args[0]) || "";
+  const base = path.basename(String(cmd));
+  return DAEMONS.has(base) ? base : null;
+}
+
+// Effective value of CHUNKMILL_<NAME> for a container (args flag > env >
+// envFrom ConfigMap), or undefined.
+function settingOf(container, name, ctx) {
+  const flag = `--${name}`;
+  const argv = [...(container.command || []), ...(container.args || [])];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === flag && i + 1 < argv.length) return argv[i + 1];
+    if (String(argv[i]).startsWith(`${flag}=`)) return String(argv[i]).slice(flag.length + 1);
+  }
+  const envName = `CHUNKMILL_${name.toUpperCase().replace(/-/g, "_")}`;
+  for (const e of container.env || []) {
+    if (e.name === envName && e.value !== undefined) return e.value;
+  }
+  // envFrom: later sources win.
+  let v;
+  for (const src of container.envFrom || []) {
+    const ref = src.configMapRef && src.configMapRef.name;
+    const cm = ref && ctx.configMaps.get(ref);
+    const key = (src.prefix || "") ? null : envName;
+    if (cm && cm.data && key && cm.data[key] !== undefined) v = cm.data[key];
+  }
+  return v;
+}
+
+function portOfHttpAddr(addr) {
+  const m = /(?:^|:)(\d+)$/.exec(String(addr));
+  return m ? Number(m[1]) : NaN;
+}
+
+function labelsMatch(selector, labels) {
+  if (!selector) return false;
+  const ml = selector.matchLabels || {};
+  for (const [k, v] of Object.entries(ml)) if (!labels || labels[k] !== v) return false;
+  for (const ex of selector.matchExpressions || []) {
+    const has = labels && Object.prototype.hasOwnProperty.call(labels, ex.key);
+    const val = has ? labels[ex.key] : undefined;
+    if (ex.operator === "In" && !(has && ex.values.includes(val))) return false;
+    if (ex.operator === "NotIn" && has && ex.values.includes(val)) return false;
+    if (ex.operator === "Exists" && !has) return false;
+    if (ex.operator === "DoesNotExist" && has) return false;
+  }
+  return Object.keys(ml).length > 0 || (selector.matchExpressions || []).length > 0;
+}
+
+function checkProbe(kindName, c, probeName, probe, errs, want) {
+  const where = `${kindName} container ${c.name}: ${probeName}`;
+  if (!probe) { errs.push(`${where} missing`); return; }
+  const hg = probe.httpGet;
+  if (!hg) { errs.push(`${where} is not an httpGet probe`); return; }
+  const ports = c.ports || [];
+  const port = typeof hg.port === "string"
+    ? ports.find((p) => p.name === hg.port)
+    : ports.find((p) => p.containerPort === hg.port);
+  if (!port) errs.push(`${where} port ${hg.port} is not a declared containerPort`);
+  if (!PROBE_PATHS.has(hg.path)) errs.push(`${where} path ${hg.path} is not one of /healthz, /readyz`);
+  else if (want && hg.path !== want) errs.push(`${where} path ${hg.path} should be ${want}`);
+  return port;
+}
+
+function policyErrors(docs) {
+  // Returns Map(doc -> [errors]).
+  const result = new Map(docs.map((d) => [d, []]));
+  const ctx = {
+    configMaps: new Map(docs.filter((d) => d.kind === "ConfigMap").map((d) => [d.metadata.name, d])),
+    pvcs: new Set(docs.filter((d) => d.kind === "PersistentVolumeClaim").map((d) => d.metadata.name)),
+    templates: new Set(docs.filter((d) => d.kind === "AnalysisTemplate").map((d) => d.metadata.name)),
+  };
+  const workloads = docs.filter((d) => WORKLOAD_KINDS.has(d.kind) && d.spec && d.spec.template);
+  const scaled = new Map(); // workload name -> autoscaler doc
+  for (const d of docs) {
+    if (d.kind === "HorizontalPodAutoscaler" || d.kind === "ScaledObject") {
+      const ref = d.spec && d.spec.scaleTargetRef;
+      if (ref) scaled.set(ref.name, d);
+    }
+  }
+
+  for (const w of workloads) {
+    const errs = result.get(w);
+    const name = `${w.kind}/${w.metadata.name}`;
+    const tpl = w.spec.template;
+    const pod = tpl.spec || {};
+    const podLabels = (tpl.metadata && tpl.metadata.labels) || {};
+    const psc = pod.securityContext || {};
+    if (w.spec.selector && !labelsMatch(w.spec.selector, podLabels)) {
+      errs.push(`${name}: selector does not match its pod template labels`);
+    }
+    const volumes = new Map((pod.volumes || []).map((v) => [v.name, v]));
+    for (const v of pod.volumes || []) {
+      if (v.persistentVolumeClaim && !ctx.pvcs.has(v.persistentVolumeClaim.claimName)) {
+        errs.push(`${name}: volume ${v.name} claims PVC ${v.persistentVolumeClaim.claimName}, which is not defined`);
+      }
+    }
+    const daemons = new Set();
+    for (const c of pod.containers || []) {
+      const cn = `${name} container ${c.name}`;
+      const daemon = daemonOf(c);
+      if (daemon) daemons.add(daemon);
+      const ready = checkProbe(name, c, "readinessProbe", c.readinessProbe, errs, daemon ? "/readyz" : null);
+      const live = checkProbe(name, c, "livenessProbe", c.livenessProbe, errs, daemon ? "/healthz" : null);
+      if (c.startupProbe) checkProbe(name, c, "startupProbe", c.startupProbe, errs, null);
+      // Resources.
+      const r = c.resources || {};
+      for (const kind of ["requests", "limits"]) {
+        for (const res of ["cpu", "memory"]) {
+          if (!r[kind] || r[kind][res] === undefined) errs.push(`${cn}: resources.${kind}.${res} not set`);
+        }
+      }
+      // Security.
+      const sc = c.securityContext || {};
+      const nonRoot = sc.runAsNonRoot !== undefined ? sc.runAsNonRoot : psc.runAsNonRoot;
+      if (nonRoot !== true) errs.push(`${cn}: runAsNonRoot is not true`);
+      const uid = sc.runAsUser !== undefined ? sc.runAsUser : psc.runAsUser;
+      if (uid === 0) errs.push(`${cn}: runAsUser is 0`);
+      if (sc.readOnlyRootFilesystem !== true) errs.push(`${cn}: readOnlyRootFilesystem is not true`);
+      if (sc.allowPrivilegeEscalation !== false) errs.push(`${cn}: allowPrivilegeEscalation is not false`);
+      if (sc.privileged === true) errs.push(`${cn}: privileged`);
+      const drop = (sc.capabilities && sc.capabilities.drop) || [];
+      if (!drop.includes("ALL")) errs.push(`${cn}: capabilities.drop does not include ALL`);
+      const seccomp = (sc.seccompProfile || psc.seccompProfile || {}).type;
+      if (seccomp !== "RuntimeDefault" && seccomp !== "Localhost") errs.push(`${cn}: seccompProfile is not RuntimeDefault`);
+      for (const m of c.volumeMounts || []) {
+        if (!volumes.has(m.name)) errs.push(`${cn}: volumeMount ${m.name} has no volume`);
+      }
+      for (const src of c.envFrom || []) {
+        const ref = src.configMapRef;
+        if (ref && !ref.optional && !ctx.configMaps.has(ref.name)) {
+          errs.push(`${cn}: envFrom ConfigMap ${ref.name} is not defined`);
+        }
+      }
+      for (const e of c.env || []) {
+        const ref = e.valueFrom && e.valueFrom.configMapKeyRef;
+        if (ref && !ref.optional) {
+          const cm = ctx.configMaps.get(ref.name);
+          if (!cm || !cm.data || cm.data[ref.key] === undefined) errs.push(`${cn}: env ${e.name} refers to missing ConfigMap key ${ref.name}/${ref.key}`);
+        }
+      }
+      if (!daemon) continue;
+
+      // chunkmill daemon specifics.
+      const httpPort = portOfHttpAddr(settingOf(c, "http", ctx) || `:${DEFAULT_HTTP_PORT}`);
+      for (const [pn, port] of [["readinessProbe", ready], ["livenessProbe", live]]) {
+        if (port && port.containerPort !== httpPort) {
+          errs.push(`${cn}: ${pn} targets port ${port.containerPort} but the daemon serves --http on ${httpPort}`);
+        }
+      }
+      const drainText = settingOf(c, "drain-timeout", ctx);
+      const drain = drainText === undefined ? DEFAULT_DRAIN_S : parseDurationSeconds(drainText);
+      const grace = pod.terminationGracePeriodSeconds !== undefined ? pod.terminationGracePeriodSeconds : 30;
+      if (Number.isNaN(drain)) errs.push(`${cn}: cannot parse drain timeout ${drainText}`);
+      else if (!(grace > drain)) {
+        errs.push(`${cn}: terminationGracePeriodSeconds ${grace} is not above the drain timeout ${drain}s`);
+      }
+      const envByName = new Map((c.env || []).map((e) => [e.name, e]));
+      const fr = (n) => { const e = envByName.get(n); return e && e.valueFrom && e.valueFrom.fieldRef && e.valueFrom.fieldRef.fieldPath; };
+      if (fr("CHUNKMILL_ID") !== "metadata.name") errs.push(`${cn}: CHUNKMILL_ID is not the pod name (downward API metadata.name)`);
+      const vl = fr("CHUNKMILL_VERSION_LABEL");
+      const vm = vl && /^metadata\.labels\['([^']+)'\]$/.exec(vl);
+      if (!vm) errs.push(`${cn}: CHUNKMILL_VERSION_LABEL is not a pod label (downward API)`);
+      else if (podLabels[vm[1]] === undefined) errs.push(`${cn}: CHUNKMILL_VERSION_LABEL reads label ${vm[1]}, which the pod template does not set`);
+      if (sc.readOnlyRootFilesystem === true && !(c.volumeMounts || []).some((m) => m.mountPath === "/tmp")) {
+        errs.push(`${cn}: read-only root filesystem without a writable /tmp`);
+      }
+    }
+
+    // Stateful singletons.
+    for (const d of ["fetcher", "saver"]) {
+      if (!daemons.has(d)) continue;
+      const strategy = (w.spec.strategy && w.spec.strategy.type) || (w.kind === "Deployment" ? "RollingUpdate" : w.kind);
+      if (w.kind !== "Deployment" || strategy !== "Recreate") errs.push(`${name}: the ${d} must be a Deployment with strategy Recreate (got ${w.kind}/${strategy})`);
+      if (w.spec.replicas !== 1) errs.push(`${name}: the ${d} must have replicas: 1 (got ${w.spec.replicas})`);
+      if (scaled.has(w.metadata.name)) errs.push(`${name}: the ${d} must not be autoscaled`);
+    }
+    if (scaled.has(w.metadata.name) && w.spec.replicas !== undefined) {
+      errs.push(`${name}: autoscaled but sets spec.replicas (kubectl apply would fight the autoscaler)`);
+    }
+    if (daemons.has("mapper") && w.kind === "Deployment") {
+      const ru = w.spec.strategy && w.spec.strategy.rollingUpdate;
+      if (!w.spec.strategy || w.spec.strategy.type !== "RollingUpdate" || !ru || ru.maxSurge === undefined || ru.maxUnavailable === undefined) {
+        errs.push(`${name}: mappers need an explicit RollingUpdate with maxSurge and maxUnavailable`);
+      }
+    }
+    if (w.kind === "Rollout") {
+      const canary = w.spec.strategy && w.spec.strategy.canary;
+      if (!canary) errs.push(`${name}: Rollout without a canary strategy`);
+      else {
+        const steps = canary.steps || [];
+        for (const k of ["setWeight", "pause", "analysis"]) {
+          if (!steps.some((s) => s[k] !== undefined)) errs.push(`${name}: canary has no ${k} step`);
+        }
+        const refs = [...steps.filter((s) => s.analysis).map((s) => s.analysis), ...(canary.analysis ? [canary.analysis] : [])];
+        for (const a of refs) {
+          for (const t of a.templates || []) {
+            if (!ctx.templates.has(t.templateName)) errs.push(`${name}: analysis template ${t.templateName} is not defined`);
+          }
+        }
+      }
+    }
+  }
+
+  // Services, PDBs, autoscalers must point at something real.
+  const podTemplates = workloads.map((w) => w.spec.template);
+  for (const d of docs) {
+    const errs = result.get(d);
+    const name = `${d.kind}/${d.metadata && d.metadata.name}`;
+    if (d.kind === "Service" && d.spec && d.spec.selector) {
+      const matches = podTemplates.filter((t) => labelsMatch({ matchLabels: d.spec.selector }, t.metadata && t.metadata.labels));
+      if (!matches.length) errs.push(`${name}: selector matches no pod template`);
+      for (const p of d.spec.ports || []) {
+        if (typeof p.targetPort !== "string") continue;
+        const ok = matches.some((t) => (t.spec.containers || []).some((c) => (c.ports || []).some((cp) => cp.name === p.targetPort)));
+        if (matches.length && !ok) errs.push(`${name}: targetPort ${p.targetPort} is not a named port of the selected pods`);
+      }
+    }
+    if (d.kind === "PodDisruptionBudget") {
+      if (!podTemplates.some((t) => labelsMatch(d.spec.selector, t.metadata && t.metadata.labels))) errs.push(`${name}: selector matches no pod template`);
+    }
+    if (d.kind === "HorizontalPodAutoscaler" || d.kind === "ScaledObject") {
+      const ref = d.spec.scaleTargetRef || {};
+      const target = workloads.find((w) => w.metadata.name === ref.name && (!ref.kind || ref.kind === w.kind));
+      if (!target) errs.push(`${name}: scaleTargetRef ${ref.kind || ""}/${ref.name} is not defined`);
+    }
+    if (d.kind === "AnalysisTemplate") {
+      const declared = new Set(((d.spec && d.spec.args) || []).map((a) => a.name));
+      const text = JSON.stringify(d.spec.metrics || []);
+      for (const m of text.matchAll(/\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}/g)) {
+        if (!declared.has(m[1])) errs.push(`${name}: uses {{args.${m[1]}}} but does not declare it`);
+      }
+    }
+  }
+  return result;
+}
+
+// ---- running -------------------------------------------------------------
+let passed = 0;
+let failed = 0;
+function report(ok, title, details) {
+  if (ok) passed++; else failed++;
+  console.log(`${ok ? "ok" : "not ok"} ${passed + failed} - ${title}`);
+  if ((!ok || VERBOSE) && details && details.length) {
+    for (const d of details.slice(0, 40)) console.log(`    # ${d}`);
+    if (details.length > 40) console.log(`    # ... ${details.length - 40} more`);
+  }
+}
+
+function docName(d) {
+  return `${d && d.kind}/${d && d.metadata && d.metadata.name}`;
+}
+
+function parseDocs(text, origin) {
+  return YAML.parseAllDocuments(text).map((doc) => {
+    if (doc.errors && doc.errors.length) throw new Error(`${origin}: ${doc.errors[0].message}`);
+    return doc.toJSON();
+  }).filter((d) => d !== null && d !== undefined);
+}
+
+function checkAll(docs) {
+  // Returns {schema, strict, policy}: Map(doc -> [errors]) each.
+  const schema = new Map(docs.map((d) => [d, schemaErrors(d)]));
+  const strict = new Map(docs.map((d) => [d, strictErrors(d)]));
+  const policy = policyErrors(docs);
+  return { schema, strict, policy };
+}
+
+function collect(map) {
+  const out = [];
+  for (const [d, errs] of map) for (const e of errs) out.push(`${docName(d)}: ${e}`);
+  return out;
+}
+
+function renderTargets() {
+  const k8s = path.join(REPO, "k8s");
+  const targets = [path.join(k8s, "base")];
+  const ov = path.join(k8s, "overlays");
+  if (fs.existsSync(ov)) {
+    for (const n of fs.readdirSync(ov).sort()) {
+      if (fs.existsSync(path.join(ov, n, "kustomization.yaml"))) targets.push(path.join(ov, n));
+    }
+  }
+  return targets;
+}
+
+function main() {
+  const kinds = new Set();
+  for (const dir of renderTargets()) {
+    const rel = path.relative(REPO, dir);
+    let docs;
+    try {
+      const out = execFileSync("kubectl", ["kustomize", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+      docs = parseDocs(out, rel);
+      report(docs.length > 0, `${rel}: renders with kubectl kustomize (${docs.length} objects)`);
+    } catch (e) {
+      report(false, `${rel}: renders with kubectl kustomize`, [String(e.stderr || e.message).trim()]);
+      continue;
+    }
+    docs.forEach((d) => kinds.add(`${d.apiVersion} ${d.kind}`));
+    const r = checkAll(docs);
+    report(collect(r.schema).length === 0, `${rel}: every object validates against its schema`, collect(r.schema));
+    report(collect(r.strict).length === 0, `${rel}: no unknown fields (strict pass)`, collect(r.strict));
+    report(collect(r.policy).length === 0, `${rel}: policy`, collect(r.policy));
+  }
+  // Every kind the issue asks for is present somewhere.
+  const want = ["v1 Namespace", "v1 ConfigMap", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
+    "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "autoscaling/v2 HorizontalPodAutoscaler",
+    "keda.sh/v1alpha1 ScaledObject", "argoproj.io/v1alpha1 Rollout", "argoproj.io/v1alpha1 AnalysisTemplate",
+    "monitoring.coreos.com/v1 ServiceMonitor"];
+  const missing = want.filter((k) => !kinds.has(k));
+  report(missing.length === 0, "the rendered outputs cover every required kind", missing.map((k) => `missing ${k}`));
+
+  // The checker can fail: every object in testdata/broken.yaml is broken on
+  // purpose and names the error it must cause (annotation
+  // chunkmill.test/expect, "stage: substring"); objects marked
+  // "none" are controls that must pass.
+  const brokenFile = path.join(__dirname, "testdata", "broken.yaml");
+  const docs = parseDocs(fs.readFileSync(brokenFile, "utf8"), brokenFile);
+  const r = checkAll(docs);
+  for (const d of docs) {
+    const expect = d.metadata && d.metadata.annotations && d.metadata.annotations["chunkmill.test/expect"];
+    if (expect === undefined) continue;
+    const all = { schema: r.schema.get(d), strict: r.strict.get(d), policy: r.policy.get(d) };
+    const flat = Object.entries(all).flatMap(([k, es]) => es.map((e) => `${k}: ${e}`));
+    if (expect === "none") {
+      report(flat.length === 0, `testdata: ${docName(d)} (control) passes every check`, flat);
+      continue;
+    }
+    const m = /^(schema|strict|policy):\s*(.+)$/.exec(expect);
+    if (!m) { report(false, `testdata: ${docName(d)} has a malformed expectation "${expect}"`); continue; }
+    const hit = all[m[1]].some((e) => e.includes(m[2]));
+    report(hit, `testdata: ${docName(d)} is rejected by the ${m[1]} check (${m[2]})`, hit ? flat : [`got: ${flat.join(" | ") || "no errors"}`]);
+  }
+
+  console.log(`k8s: ${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main();
