@@ -399,13 +399,13 @@ static void sanitize_token(char *s) {
 int main(int argc, char **argv) {
   static mapper_t m;
   static char idbuf[128];
-  static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", NULL};
+  static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:", NULL};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   char defconc[24];
   char threads[24];
   cm_opt_t own[] = {
       {"transform", CM_OPT_STRING, "fullname", 0, 0, transforms, NULL,
-       "identity | fullname | burn:N | sleep:MS", &m.transform_spec},
+       "identity | fullname | burn:N | sleep:MS | fail:I,J (chunks I,J fail: for tests)", &m.transform_spec},
       {"concurrency", CM_OPT_INT, defconc, 1, 512, NULL, NULL,
        "worker threads mapping chunks in parallel (default: CPU cores)", &m.concurrency},
       {"prefetch", CM_OPT_INT, "-1", -1, 512, NULL, NULL,

@@ -25,13 +25,33 @@
 #define CM_BURN_MAX 1000000u
 #define CM_SLEEP_MAX_MS 600000u
 
-typedef enum { CM_T_IDENTITY, CM_T_FULLNAME, CM_T_BURN, CM_T_SLEEP } cm_transform_kind_t;
+typedef enum { CM_T_IDENTITY, CM_T_FULLNAME, CM_T_BURN, CM_T_SLEEP, CM_T_FAIL } cm_transform_kind_t;
+
+#define CM_FAIL_MAX 16
 
 struct cm_transform_s {
   cm_transform_kind_t kind;
   uint32_t arg;  /* burn: rounds per record; sleep: milliseconds */
   char name[24]; /* canonical spec, e.g. "burn:1000" */
+  uint64_t fail[CM_FAIL_MAX]; /* fail:I,J,...: chunk indexes that fail */
+  size_t nfail;
 };
+
+/* fail:I,J,K - identity, except that the listed chunk indexes fail as a
+ * whole (for exercising NAK, backoff and dead chunks end to end). */
+static int parse_fail(const char *s, cm_transform_t *t) {
+  while (*s) {
+    char *end;
+    unsigned long long v;
+    if (*s < '0' || *s > '9' || t->nfail == CM_FAIL_MAX) return -EINVAL;
+    v = strtoull(s, &end, 10);
+    t->fail[t->nfail++] = v;
+    if (*end == ',') end++;
+    else if (*end != '\0') return -EINVAL;
+    s = end;
+  }
+  return t->nfail > 0 ? 0 : -EINVAL;
+}
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -87,6 +107,14 @@ int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_
               CM_SLEEP_MAX_MS);
       goto fail;
     }
+  } else if (strncmp(spec, "fail:", 5) == 0) {
+    t->kind = CM_T_FAIL;
+    if (parse_fail(spec + 5, t) < 0) {
+      set_err(err, errlen,
+              "bad transform \"%.64s\": fail:I,J,... needs 1..%d chunk indexes", spec,
+              CM_FAIL_MAX);
+      goto fail;
+    }
   } else {
     set_err(err, errlen,
             "unknown transform \"%.64s\": expected identity, fullname, burn:N, sleep:MS", spec);
@@ -97,6 +125,7 @@ int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_
   case CM_T_FULLNAME: (void)snprintf(t->name, sizeof t->name, "fullname"); break;
   case CM_T_BURN: (void)snprintf(t->name, sizeof t->name, "burn:%" PRIu32, t->arg); break;
   case CM_T_SLEEP: (void)snprintf(t->name, sizeof t->name, "sleep:%" PRIu32, t->arg); break;
+  case CM_T_FAIL: (void)snprintf(t->name, sizeof t->name, "fail:%zu-chunks", t->nfail); break;
   }
   *out = t;
   return 0;
@@ -254,6 +283,12 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
     goto fail;
   }
   if (t->kind == CM_T_SLEEP && t->arg > 0) sleep_ms(t->arg);
+  for (size_t i = 0; t->kind == CM_T_FAIL && i < t->nfail; i++)
+    if (t->fail[i] == v.hdr.index) {
+      rc = -EINVAL;
+      set_err(err, errlen, "fail: chunk %" PRIu64 " fails on purpose", v.hdr.index);
+      goto fail;
+    }
 
   rc = cm_buf_append(&dead, "[", 1);
   /* Dead letters the chunk already carries (e.g. the source's unreadable
@@ -291,6 +326,7 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
     }
     switch (t->kind) {
     case CM_T_IDENTITY:
+    case CM_T_FAIL:
     case CM_T_SLEEP: r = cm_buf_append(out, rec, el); break;
     case CM_T_FULLNAME: r = map_fullname(rec, el, out, &scratch, &why); break;
     case CM_T_BURN: r = map_burn(rec, el, t->arg, out, &why); break;

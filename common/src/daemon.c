@@ -6,6 +6,7 @@
 #include "cm/daemon.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,9 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   *out = NULL;
   d = calloc(1, sizeof(*d));
   if (d == NULL) return -ENOMEM;
+  /* libuv writes with write(2): a peer that hung up must give EPIPE, not
+   * kill the daemon. */
+  signal(SIGPIPE, SIG_IGN);
   d->role = role;
   d->cfg = *cfg;
   d->hooks = *hooks;
