@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Chaos run: a job of --records while SIGKILLing random mappers, the saver
+and the fetcher (each restarted) and restarting nats-server at least twice.
+At the end it checks exactly-once against the source and prints a one-line
+JSON verdict. Exit 0 only for 0 lost, 0 duplicated, 0 stuck.
+"""
+import argparse
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+
+from harness import Pipeline, bin_path, http_get, status
+
+ap = argparse.ArgumentParser(description=__doc__)
+ap.add_argument("--records", type=int, default=1000000)
+ap.add_argument("--mappers", type=int, default=4)
+ap.add_argument("--chunk-size", type=int, default=100)
+ap.add_argument("--transform", default="fullname")
+ap.add_argument("--min-gap", type=float, default=0.7, help="seconds between faults (min)")
+ap.add_argument("--max-gap", type=float, default=2.5, help="seconds between faults (max)")
+ap.add_argument("--nats-restarts", type=int, default=2)
+ap.add_argument("--timeout", type=float, default=1800)
+ap.add_argument("--seed", type=int, default=None)
+args = ap.parse_args()
+seed = args.seed if args.seed is not None else int(time.time())
+rng = random.Random(seed)
+
+P = Pipeline("chaos", records=args.records, mappers=args.mappers, transform=args.transform,
+             chunk_size=args.chunk_size, extra_mapper=["--save-timeout", "2s"],
+             extra_fetcher=["--job", "chaos", "--ack-wait", "10s", "--progress", "0"])
+total_chunks = (args.records + args.chunk_size - 1) // args.chunk_size
+faults = {"mapper_kill": 0, "saver_kill": 0, "fetcher_kill": 0, "nats_restart": 0}
+t0 = time.time()
+
+
+def progress():
+    s = status(P.fetcher) if P.fetcher and P.fetcher.alive() else None
+    return s["job"] if s else None
+
+
+P.wait_ready([P.saver] + P.mappers, timeout=30)
+P.start_fetcher()
+restart_marks = [(i + 1) / (args.nats_restarts + 1) for i in range(args.nats_restarts)]
+last_done = 0
+complete = False
+while time.time() - t0 < args.timeout:
+    time.sleep(rng.uniform(args.min_gap, args.max_gap))
+    job = progress()
+    if job:
+        last_done = job["done_chunks"]
+        if job["complete"]:
+            complete = True
+            break
+    frac = last_done / total_chunks
+    if restart_marks and frac >= restart_marks[0]:
+        restart_marks.pop(0)
+        P.nats.proc.kill9()
+        time.sleep(rng.uniform(0.5, 2.0))
+        P.nats.start()
+        faults["nats_restart"] += 1
+        continue
+    action = rng.choice(["mapper", "mapper", "saver", "fetcher"])
+    if action == "mapper":
+        victim = P.mappers.pop(rng.randrange(len(P.mappers)))
+        victim.kill9()
+        P.start_mapper()  # a replacement, as a Deployment would start
+        faults["mapper_kill"] += 1
+    elif action == "saver":
+        P.saver.kill9()
+        time.sleep(rng.uniform(0.1, 1.0))
+        P.saver = P.start_saver("saver")
+        faults["saver_kill"] += 1
+    else:
+        P.fetcher.kill9()
+        time.sleep(rng.uniform(0.1, 1.0))
+        P.start_fetcher()
+        faults["fetcher_kill"] += 1
+
+# Let the remaining nats restarts happen even on a short job, then finish.
+while restart_marks:
+    restart_marks.pop(0)
+    P.nats.proc.kill9()
+    time.sleep(1.0)
+    P.nats.start()
+    faults["nats_restart"] += 1
+deadline = time.time() + 600
+while not complete and time.time() < deadline:
+    if not P.fetcher.alive():
+        P.start_fetcher()
+    job = progress()
+    complete = bool(job and job["complete"])
+    time.sleep(0.5)
+seconds = time.time() - t0
+
+con = sqlite3.connect(P.db, timeout=30)
+rows = con.execute("SELECT count(*) FROM records").fetchone()[0]
+distinct = con.execute("SELECT count(*) FROM (SELECT DISTINCT job, chunk, idx FROM records)").fetchone()[0]
+per_chunk = dict(con.execute("SELECT chunk, count(*) FROM records GROUP BY chunk").fetchall())
+con.close()
+bad_chunks = []
+for c in range(total_chunks):
+    want = min(args.chunk_size, args.records - c * args.chunk_size)
+    if per_chunk.get(c, 0) != want:
+        bad_chunks.append(c)
+lcon = sqlite3.connect(P.ledger, timeout=30)
+stuck = lcon.execute("SELECT count(*) FROM chunks WHERE job='chaos' AND state != 2").fetchone()[0]
+created = lcon.execute("SELECT next_index FROM jobs WHERE name='chaos'").fetchone()[0]
+lcon.close()
+stuck += total_chunks - created
+
+# Content check on a few chunks: what was saved is what the transform gives
+# for what the source generated.
+content_ok = True
+if args.transform == "fullname" or args.transform == "identity" or args.transform.startswith("sleep:"):
+    con = sqlite3.connect(P.db, timeout=30)
+    for c in rng.sample(range(total_chunks), min(5, total_chunks)):
+        src = json.loads(subprocess.run([bin_path("fetcher"), "--records", str(args.records),
+                                         "--chunk-size", str(args.chunk_size), "--print-chunk",
+                                         str(c)], capture_output=True, text=True, timeout=60,
+                                        check=True).stdout)["data"]
+        got = [json.loads(b) for (b,) in con.execute(
+            "SELECT body FROM records WHERE chunk=? ORDER BY idx", (c,))]
+        if args.transform == "fullname":
+            want = [{"id": r["uuid"], "name": f'{r["fn"]} {r["ln"]}'} for r in src]
+        else:
+            want = src
+        content_ok &= got == want
+    con.close()
+
+verdict = {
+    "records": args.records, "saved": rows, "lost": max(0, args.records - distinct),
+    "duplicated": rows - distinct, "stuck": stuck, "wrong_chunks": len(bad_chunks),
+    "content_ok": content_ok, "complete": complete, "faults": faults,
+    "seconds": round(seconds, 1), "seed": seed,
+}
+verdict["ok"] = (complete and verdict["lost"] == 0 and verdict["duplicated"] == 0 and stuck == 0
+                 and not bad_chunks and content_ok and faults["nats_restart"] >= 2)
+P.stop_all()
+print(json.dumps(verdict), flush=True)
+sys.exit(0 if verdict["ok"] else 1)
