@@ -451,9 +451,15 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
   }
   snprintf(m->subject, sizeof(m->subject), "%s", c->subject);
   m->free = c->free;
-  /* received only grows; an older credit overtaken by a newer one must not
-   * move it back. */
-  if (c->received >= m->received) m->received = c->received;
+  if (m->last_seen_ms == 0 || c->received < m->received) {
+    /* First credit from this mapper in this fetcher's life, or the mapper
+     * restarted under the same id: align our count of chunks sent with its
+     * count of chunks received, so sent - received is what is in transit. */
+    m->received = c->received;
+    m->sent = c->received;
+  } else {
+    m->received = c->received;
+  }
   m->draining = c->draining;
   m->last_seen_ms = now_ms(f);
   fetch_pump(f);
