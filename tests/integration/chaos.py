@@ -46,6 +46,7 @@ P.start_fetcher()
 restart_marks = [(i + 1) / (args.nats_restarts + 1) for i in range(args.nats_restarts)]
 last_done = 0
 complete = False
+cycle = []
 while time.time() - t0 < args.timeout:
     time.sleep(rng.uniform(args.min_gap, args.max_gap))
     job = progress()
@@ -62,7 +63,11 @@ while time.time() - t0 < args.timeout:
         P.nats.start()
         faults["nats_restart"] += 1
         continue
-    action = rng.choice(["mapper", "mapper", "saver", "fetcher"])
+    # Every kind of fault comes up in each round of four, in random order.
+    if not cycle:
+        cycle = ["mapper", "mapper", "saver", "fetcher"]
+        rng.shuffle(cycle)
+    action = cycle.pop()
     if action == "mapper":
         victim = P.mappers.pop(rng.randrange(len(P.mappers)))
         victim.kill9()
