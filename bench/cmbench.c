@@ -51,7 +51,8 @@ static void die(const char *what) {
 /* Generates the job's input chunks (wire form, attempt 1). */
 static blob_t *gen_chunks(const opts_t *o, size_t *n) {
   cm_source_t *src;
-  cm_source_opts_t so = {"gen:users", o->records, 1, o->chunk_size};
+  cm_source_opts_t so = {.spec = "gen:users", .records = o->records, .seed = 1,
+                         .chunk_size = o->chunk_size};
   char err[256];
   size_t nc = (size_t)((o->records + o->chunk_size - 1) / o->chunk_size);
   blob_t *b = calloc(nc, sizeof(*b));

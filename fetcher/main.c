@@ -14,6 +14,7 @@
 #include "cm/chunk.h"
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "app9.h"
 #include "fetch.h"
 #include "ledger.h"
 #include "source.h"
@@ -24,6 +25,7 @@ typedef struct fetcher_s {
   const char *source;
   const char *ledger_path;
   int64_t records, seed, chunk_size, print_chunk;
+  cm_source_opts_t http; /* the http_* settings of an http(s) source */
   bool replay_dead;
   cm_fetch_t *fetch;
   cm_ledger_t *ledger;
@@ -102,7 +104,8 @@ int main(int argc, char **argv) {
   fetcher_t *f = &F;
   cm_opt_t own[] = {
       {"source", CM_OPT_STRING, "gen:users", 0, 0, NULL, NULL,
-       "where records come from: gen:users | file:PATH (NDJSON or a JSON array)", &f->source},
+       "where records come from: gen:users | file:PATH (NDJSON or a JSON array; - for stdin) | "
+       "http(s)://URL (paged JSON API)", &f->source},
       {"records", CM_OPT_INT, "100000", 0, INT64_MAX, NULL, NULL,
        "records to generate (gen:users)", &f->records},
       {"seed", CM_OPT_INT, "1", 0, INT64_MAX, NULL, NULL, "generator seed (gen:users)", &f->seed},
@@ -128,6 +131,29 @@ int main(int argc, char **argv) {
        "put the job's dead chunks back to pending before starting", &f->replay_dead},
       {"print-chunk", CM_OPT_INT, "-1", -1, INT64_MAX, NULL, NULL,
        "print chunk N of the source as JSON and exit (no NATS needed)", &f->print_chunk},
+      {"http-page-param", CM_OPT_STRING, "page", 0, 0, NULL, NULL,
+       "http: query parameter carrying the page number (\"\": none, same URL every time)",
+       &f->http.http_page_param},
+      {"http-page-start", CM_OPT_INT, "1", 0, INT64_MAX, NULL, NULL, "http: first page number",
+       &f->http.http_page_start},
+      {"http-page-step", CM_OPT_INT, "1", 1, 1000000000, NULL, NULL,
+       "http: page number increment (e.g. 100 for an offset parameter)", &f->http.http_page_step},
+      {"http-next-field", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "http: follow the URL in this body field (dotted path, e.g. links.next) instead of page "
+       "numbers", &f->http.http_next_field},
+      {"http-records-path", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "http: dotted path of the records array in the body, e.g. data (default: the body is the "
+       "array)", &f->http.http_records_path},
+      {"http-pages", CM_OPT_INT, "0", 0, INT64_MAX, NULL, NULL,
+       "http: read exactly this many pages at most (0: until an empty page)", &f->http.http_pages},
+      {"http-header", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "http: request header \"Name: value\"; value @FILE or $ENV reads it from a file or the "
+       "environment; @FILE alone: one header per line. Never logged", &f->http.http_header},
+      {"http-timeout", CM_OPT_DURATION, "30s", 100, 3600000, NULL, NULL,
+       "http: time limit of one request", &f->http.http_timeout_ms},
+      {"http-retries", CM_OPT_INT, "5", 0, 100, NULL, NULL,
+       "http: retries of a page after a 5xx, 429 or network error (backoff 0.25 s doubling)",
+       &f->http.http_retries},
   };
   cm_daemon_hooks_t hooks = {.on_nats = h_on_nats,
                              .status = h_status,
@@ -151,7 +177,7 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  memset(&so, 0, sizeof(so));
+  so = f->http;
   so.spec = f->source;
   so.records = (uint64_t)f->records;
   so.seed = (uint64_t)f->seed;
@@ -202,6 +228,10 @@ int main(int argc, char **argv) {
   else
     cm_log_info("starting job %s: %s", f->fc.job, cm_source_describe(src));
 
+  if (strcmp(f->cfg.protocol, "app9") == 0) { /* the original example's protocol */
+    rc = cm_fetch_app9_run(&f->cfg, &f->fc, f->ledger, src);
+    goto done;
+  }
   if (cm_daemon_create(&d, "fetcher", &f->cfg, &hooks, f) != 0) {
     rc = 1;
     goto done;

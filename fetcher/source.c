@@ -13,6 +13,8 @@
  *            decided by the first non-blank byte. */
 #include "source.h"
 
+#include "source_http.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +29,7 @@
 #define CM__MAX_RECORD_DEFAULT ((size_t)16 * 1024 * 1024)
 #define CM__RAW_MAX 1024 /* bytes of a bad record echoed back */
 
-enum { CM__SRC_GEN = 1, CM__SRC_FILE };
+enum { CM__SRC_GEN = 1, CM__SRC_FILE, CM__SRC_HTTP };
 
 /* JSON array reader states. */
 enum {
@@ -47,6 +49,9 @@ struct cm_source_s {
   /* gen */
   uint64_t records;
   uint64_t seed_hash; /* hash of the seed, mixed with each record index */
+
+  /* http(s) */
+  cm_http_src_t *http;
 
   /* file */
   char *spec_path; /* as given, for messages */
@@ -392,8 +397,19 @@ int cm_source_open(cm_source_t **out, const cm_source_opts_t *o, char *err, size
     }
   } else if (strncmp(o->spec, "file:", 5) == 0 && o->spec[5] != '\0') {
     if ((ret = cm__open_file(s, o, o->spec + 5, err, errlen)) < 0) goto fail;
+  } else if (strncmp(o->spec, "http:", 5) == 0 || strncmp(o->spec, "https:", 6) == 0) {
+    /* "https://host/x", or the same with a redundant scheme prefix
+     * ("http:https://host/x") */
+    cm_source_opts_t ho = *o;
+    const char *colon = strchr(o->spec, ':');
+    if (strncmp(colon + 1, "http://", 7) == 0 || strncmp(colon + 1, "https://", 8) == 0)
+      ho.spec = colon + 1;
+    s->kind = CM__SRC_HTTP;
+    if ((ret = cm_http_src_open(&s->http, &ho, &s->desc, err, errlen)) < 0) goto fail;
   } else {
-    snprintf(err, errlen, "unknown source \"%s\": expected gen:users or file:PATH", o->spec);
+    snprintf(err, errlen,
+             "unknown source \"%s\": expected gen:users, file:PATH, file:- or http(s)://URL",
+             o->spec);
     ret = -EINVAL;
     goto fail;
   }
@@ -407,6 +423,7 @@ fail:
 void cm_source_close(cm_source_t *s) {
   if (!s) return;
   if (s->fd >= 0 && !s->is_stdin) close(s->fd);
+  cm_http_src_close(s->http);
   cm_buf_free(&s->rec);
   free(s->rbuf);
   free(s->spec_path);
@@ -617,6 +634,10 @@ int cm_source_next(cm_source_t *s, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad,
   int rc = 0;
   *nrec = *nbad = 0;
   if (errlen) err[0] = '\0';
+  if (s->kind == CM__SRC_HTTP) {
+    rc = cm_http_src_next(s->http, s->chunk_size, out, nrec, pos, &s->line, err, errlen);
+    return rc;
+  }
   if (s->kind != CM__SRC_FILE) {
     snprintf(err, errlen, "source %s is read by chunk index, not sequentially", s->desc);
     return -ENOTSUP;
@@ -652,6 +673,10 @@ int cm_source_next(cm_source_t *s, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad,
 }
 
 int cm_source_seek(cm_source_t *s, int64_t pos, uint64_t line) {
+  if (s->kind == CM__SRC_HTTP) {
+    s->line = line;
+    return cm_http_src_seek(s->http, pos, line);
+  }
   if (s->kind != CM__SRC_FILE) return -ENOTSUP;
   if (pos < 0) return -EINVAL;
   if (s->is_stdin) {

@@ -5,7 +5,12 @@
  *               chunk index: a chunk is regenerated, never stored.
  *   file:PATH   NDJSON (one record per line) or one JSON array, read as a
  *               stream with bounded memory; chunks are read in order and the
- *               fetcher stores each in the ledger when first read.
+ *               fetcher stores each in the ledger when first read. file:-
+ *               reads stdin (not resumable).
+ *   http:URL    a paged JSON API (libcurl, source_http.h), sequential like
+ *   https:URL   file: pages are fetched in order, each page's records are
+ *               cut into chunks (a chunk never spans two pages), and the
+ *               resume position is (page number, records used in it).
  *
  * Records are produced as raw JSON text joined by ',' (the inside of the
  * chunk's "data" array), so the fetcher can frame them without a tree. */
@@ -21,10 +26,24 @@
 typedef struct cm_source_s cm_source_t;
 
 typedef struct cm_source_opts_s {
-  const char *spec;     /* "gen:users" | "file:PATH" */
+  const char *spec;     /* "gen:users" | "file:PATH" | "http(s):URL" */
   uint64_t records;     /* gen: number of records */
   uint64_t seed;        /* gen */
   uint32_t chunk_size;  /* records per chunk, >= 1 */
+  /* http(s): (see source_http.h) */
+  const char *http_page_param;   /* query parameter of the page number; NULL:
+                                    "page"; "": none */
+  int64_t http_page_start;       /* first page number (the fetcher passes 1) */
+  int64_t http_page_step;        /* page number increment; 0: 1 */
+  const char *http_next_field;   /* follow this field's URL instead of page
+                                    numbers (dotted path, e.g. "links.next") */
+  const char *http_records_path; /* dotted path of the records array in the
+                                    body; NULL or "": the body is the array */
+  int64_t http_pages;            /* > 0: exactly this many pages at most */
+  const char *http_header;       /* "Name: value" ("@FILE" / "$ENV" value
+                                    indirection), or "@FILE" of such lines */
+  int64_t http_timeout_ms;       /* per request; <= 0: 30 s */
+  int64_t http_retries;          /* retries on 5xx/429/network errors; < 0: 5 */
 } cm_source_opts_t;
 
 /* Opens the source. For file: the file must exist and be readable. Errors

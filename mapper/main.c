@@ -20,6 +20,7 @@
 
 #include "cm/chunk.h"
 #include "cm/daemon.h"
+#include "app9.h"
 #include "cm/log.h"
 #include "transform.h"
 
@@ -55,6 +56,7 @@ struct mapper_s {
   int64_t concurrency;
   int64_t prefetch;
   int64_t save_timeout_ms;
+  cm_transform_opts_t topts; /* exec:/plugin: settings */
   cm_transform_t *t;
   cm_daemon_t *d;
 
@@ -399,13 +401,25 @@ static void sanitize_token(char *s) {
 int main(int argc, char **argv) {
   static mapper_t m;
   static char idbuf[128];
-  static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:", NULL};
+  static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:",
+                                           "exec:",    "plugin:",  NULL};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   char defconc[24];
   char threads[24];
   cm_opt_t own[] = {
       {"transform", CM_OPT_STRING, "fullname", 0, 0, transforms, NULL,
-       "identity | fullname | burn:N | sleep:MS | fail:I,J (chunks I,J fail: for tests)", &m.transform_spec},
+       "identity | fullname | burn:N | sleep:MS | exec:COMMAND | plugin:PATH.so | fail:I,J "
+       "(chunks I,J fail: for tests)", &m.transform_spec},
+      {"transform-arg", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "setting for exec:/plugin: transforms (env CHUNKMILL_TRANSFORM_ARG of exec children; "
+       "the argument of a plugin's init)", &m.topts.arg},
+      {"exec-timeout", CM_OPT_DURATION, "30s", 100, 86400000, NULL, NULL,
+       "exec: time a child may take for one chunk before it is killed and the chunk NAKed",
+       &m.topts.exec_timeout_ms},
+      {"exec-cwd", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "exec: working directory of the children (default: the mapper's)", &m.topts.exec_cwd},
+      {"exec-env", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "exec: extra environment of the children, KEY=VAL[,KEY=VAL...]", &m.topts.exec_env},
       {"concurrency", CM_OPT_INT, defconc, 1, 512, NULL, NULL,
        "worker threads mapping chunks in parallel (default: CPU cores)", &m.concurrency},
       {"prefetch", CM_OPT_INT, "-1", -1, 512, NULL, NULL,
@@ -436,7 +450,7 @@ int main(int argc, char **argv) {
   sanitize_token(idbuf);
   m.cfg.id = idbuf;
 
-  if (cm_transform_create(&m.t, m.transform_spec, err, sizeof(err)) != 0) {
+  if (cm_transform_create_ex(&m.t, m.transform_spec, &m.topts, err, sizeof(err)) != 0) {
     fprintf(stderr, "mapper: invalid value \"%s\" for --transform: %s\n", m.transform_spec, err);
     return 2;
   }
@@ -447,6 +461,11 @@ int main(int argc, char **argv) {
   snprintf(threads, sizeof(threads), "%lld", (long long)m.concurrency);
   setenv("UV_THREADPOOL_SIZE", threads, 1);
 
+  if (strcmp(m.cfg.protocol, "app9") == 0) { /* the original example's protocol */
+    rc = cm_mapper_app9_run(&m.cfg, m.t);
+    cm_transform_destroy(m.t);
+    return rc;
+  }
   if (cm_daemon_create(&m.d, "mapper", &m.cfg, &hooks, &m) != 0) {
     cm_transform_destroy(m.t);
     return 1;
@@ -481,6 +500,7 @@ int main(int argc, char **argv) {
                                      "Time from a chunk's arrival until a saver confirmed it.",
                                      NULL, proc_bounds, sizeof(proc_bounds) / sizeof(proc_bounds[0]));
   cm_gauge_set(m.m_workers, (double)m.concurrency);
+  cm_transform_set_metrics(m.t, mt); /* exec children's counter:NAME,N lines */
 
   for (int i = 0; i < m.nslots; i++) {
     m.slots[i].m = &m;

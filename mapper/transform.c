@@ -8,6 +8,7 @@
  * worker threads. (cJSON 1.7.15 itself writes a global error position on
  * every parse, with the same values on success; it is only read by
  * cJSON_GetErrorPtr, which nothing here calls.) */
+#define _GNU_SOURCE /* memmem */
 #include "transform.h"
 
 #include <cjson/cJSON.h>
@@ -21,11 +22,21 @@
 #include <time.h>
 
 #include "cm/chunk.h"
+#include "exec.h"
+#include "plugin_host.h"
 
 #define CM_BURN_MAX 1000000u
 #define CM_SLEEP_MAX_MS 600000u
 
-typedef enum { CM_T_IDENTITY, CM_T_FULLNAME, CM_T_BURN, CM_T_SLEEP, CM_T_FAIL } cm_transform_kind_t;
+typedef enum {
+  CM_T_IDENTITY,
+  CM_T_FULLNAME,
+  CM_T_BURN,
+  CM_T_SLEEP,
+  CM_T_FAIL,
+  CM_T_EXEC,
+  CM_T_PLUGIN
+} cm_transform_kind_t;
 
 #define CM_FAIL_MAX 16
 
@@ -35,6 +46,8 @@ struct cm_transform_s {
   char name[24]; /* canonical spec, e.g. "burn:1000" */
   uint64_t fail[CM_FAIL_MAX]; /* fail:I,J,...: chunk indexes that fail */
   size_t nfail;
+  cm_exec_t *exec;     /* exec:CMD */
+  cm_plugin_t *plugin; /* plugin:PATH */
 };
 
 /* fail:I,J,K - identity, except that the listed chunk indexes fail as a
@@ -78,6 +91,11 @@ static int parse_arg(const char *s, uint32_t min, uint32_t max, uint32_t *out) {
 }
 
 int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_t errlen) {
+  return cm_transform_create_ex(out, spec, NULL, err, errlen);
+}
+
+int cm_transform_create_ex(cm_transform_t **out, const char *spec, const cm_transform_opts_t *o,
+                           char *err, size_t errlen) {
   cm_transform_t *t = NULL;
   int rc = -EINVAL;
 
@@ -115,9 +133,17 @@ int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_
               CM_FAIL_MAX);
       goto fail;
     }
+  } else if (strncmp(spec, "exec:", 5) == 0) {
+    t->kind = CM_T_EXEC;
+    if ((rc = cm_exec_create(&t->exec, spec + 5, o, err, errlen)) < 0) goto fail;
+  } else if (strncmp(spec, "plugin:", 7) == 0) {
+    t->kind = CM_T_PLUGIN;
+    if ((rc = cm_plugin_load(&t->plugin, spec + 7, o ? o->arg : NULL, err, errlen)) < 0) goto fail;
   } else {
     set_err(err, errlen,
-            "unknown transform \"%.64s\": expected identity, fullname, burn:N, sleep:MS", spec);
+            "unknown transform \"%.64s\": expected identity, fullname, burn:N, sleep:MS, "
+            "exec:COMMAND, plugin:PATH.so",
+            spec);
     goto fail;
   }
   switch (t->kind) {
@@ -126,6 +152,8 @@ int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_
   case CM_T_BURN: (void)snprintf(t->name, sizeof t->name, "burn:%" PRIu32, t->arg); break;
   case CM_T_SLEEP: (void)snprintf(t->name, sizeof t->name, "sleep:%" PRIu32, t->arg); break;
   case CM_T_FAIL: (void)snprintf(t->name, sizeof t->name, "fail:%zu-chunks", t->nfail); break;
+  case CM_T_EXEC: (void)snprintf(t->name, sizeof t->name, "exec"); break;
+  case CM_T_PLUGIN: (void)snprintf(t->name, sizeof t->name, "plugin"); break;
   }
   *out = t;
   return 0;
@@ -135,7 +163,16 @@ fail:
   return rc;
 }
 
-void cm_transform_destroy(cm_transform_t *t) { free(t); }
+void cm_transform_destroy(cm_transform_t *t) {
+  if (t == NULL) return;
+  cm_exec_destroy(t->exec);
+  cm_plugin_unload(t->plugin);
+  free(t);
+}
+
+void cm_transform_set_metrics(cm_transform_t *t, cm_metrics_t *m) {
+  if (t->exec) cm_exec_set_metrics(t->exec, m);
+}
 
 const char *cm_transform_name(const cm_transform_t *t) { return t->name; }
 
@@ -143,7 +180,7 @@ const char *cm_transform_name(const cm_transform_t *t) { return t->name; }
 
 /* Why a record became a dead letter: a short static-or-formatted text. */
 typedef struct {
-  char text[96];
+  char text[256];
 } reason_t;
 
 static void sleep_ms(uint32_t ms) {
@@ -174,10 +211,17 @@ static int map_fullname(const char *rec, size_t n, cm_buf_t *out, cm_buf_t *scra
     (void)snprintf(why->text, sizeof why->text, "fullname: record is not an object");
     return 1;
   }
-  /* The span was syntax-checked by peek and nests <= 512 (< cJSON's 1000):
-   * a failed parse here means cJSON ran out of memory. */
+  /* The span was syntax-checked by peek and nests <= 512 (< cJSON's 1000),
+   * but cJSON also rejects valid JSON peek accepts: a \u escape of a lone
+   * UTF-16 surrogate ("\ud800"). That is this record's problem, not the
+   * chunk's: a dead letter, like any other record fullname cannot map
+   * (found by tests/fuzz/fuzz_transform). */
   o = cJSON_ParseWithLength(rec, n);
-  if (o == NULL) return -ENOMEM;
+  if (o == NULL) {
+    (void)snprintf(why->text, sizeof why->text,
+                   "fullname: record not readable (e.g. a lone surrogate \\u escape)");
+    return 1;
+  }
   for (size_t k = 0; k < 3; k++) {
     val[k] = str_field(o, need[k]);
     if (val[k] == NULL) {
@@ -261,6 +305,124 @@ static int add_dead(cm_buf_t *dead, uint32_t *ndead, uint32_t idx, const reason_
   return rc;
 }
 
+/* An answer of exec or plugin: valid JSON is the mapped record (0); an
+ * object whose only member is "error" is a dead letter with that reason,
+ * and so is anything that is not JSON (1). */
+static int judge_output(const char *who, const char *line, size_t n, cm_buf_t *out,
+                        reason_t *why) {
+  size_t epos = 0;
+  const char *ewhy = NULL;
+  long span;
+  while (n > 0 && (line[0] == ' ' || line[0] == '\t')) line++, n--;
+  while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t' || line[n - 1] == '\r')) n--;
+  if (n == 0) {
+    (void)snprintf(why->text, sizeof why->text, "%s: empty output line", who);
+    return 1;
+  }
+  span = cm_json_value_span_why(line, n, &epos, &ewhy);
+  if (span < 0 || (size_t)span != n) {
+    (void)snprintf(why->text, sizeof why->text, "%s: output is not valid JSON (%s at byte %zu)",
+                   who, span < 0 && ewhy ? ewhy : "trailing data", span < 0 ? epos : (size_t)span);
+    return 1;
+  }
+  if (line[0] == '{' && memmem(line, n, "\"error\"", 7) != NULL) {
+    cJSON *o = cJSON_ParseWithLength(line, n);
+    const cJSON *e = o ? cJSON_GetObjectItemCaseSensitive(o, "error") : NULL;
+    if (e != NULL && cJSON_GetArraySize(o) == 1) {
+      if (cJSON_IsString(e) && e->valuestring)
+        (void)snprintf(why->text, sizeof why->text, "%s: %s", who, e->valuestring);
+      else
+        (void)snprintf(why->text, sizeof why->text, "%s: error (not a string)", who);
+      cJSON_Delete(o);
+      return 1;
+    }
+    cJSON_Delete(o);
+    if (o == NULL) return -ENOMEM;
+  }
+  return cm_buf_append(out, line, n);
+}
+
+/* The plugin's answer for one record: 0 appended, 1 dead letter, or a
+ * negative errno failing the chunk (why holds the plugin's reason). */
+static int map_plugin(const cm_transform_t *t, void *st, const char *rec, size_t n, cm_buf_t *out,
+                      cm_buf_t *scratch, reason_t *why) {
+  char perr[200] = "";
+  char *res = NULL;
+  size_t rlen = 0;
+  int r;
+  if (memchr(rec, '\n', n) != NULL || memchr(rec, '\r', n) != NULL) {
+    /* The ABI promises one-line records: JSON has no raw newline inside a
+     * string, so the ones here are blanks. */
+    cm_buf_reset(scratch);
+    if ((r = cm_buf_append(scratch, rec, n)) < 0) return r;
+    for (size_t k = 0; k < scratch->len; k++)
+      if (scratch->data[k] == '\n' || scratch->data[k] == '\r') scratch->data[k] = ' ';
+    rec = scratch->data;
+  }
+  r = cm_plugin_record(t->plugin, st, rec, n, &res, &rlen, perr, sizeof perr);
+  perr[sizeof perr - 1] = '\0';
+  if (r == 1) {
+    (void)snprintf(why->text, sizeof why->text, "plugin: %s", perr[0] ? perr : "rejected");
+    return 1;
+  }
+  if (r < 0) {
+    (void)snprintf(why->text, sizeof why->text, "plugin failed (%d): %s", r,
+                   perr[0] ? perr : "no reason given");
+    return r > -4096 ? r : -EIO;
+  }
+  if (r != 0 || (res == NULL && rlen > 0)) {
+    (void)snprintf(why->text, sizeof why->text, "plugin: cm_transform_record returned %d", r);
+    return 1;
+  }
+  return judge_output("plugin", res ? res : "", rlen, out, why);
+}
+
+/* exec: the chunk's non-null records go through a child in one batch; the
+ * record loop then takes the answers in order. */
+typedef struct {
+  const char **rec;
+  size_t *len, *off, *ln;
+  size_t n, next;
+  cm_buf_t lines;
+} exec_batch_t;
+
+static void exec_batch_free(exec_batch_t *b) {
+  free(b->rec);
+  free(b->len);
+  free(b->off);
+  free(b->ln);
+  cm_buf_free(&b->lines);
+}
+
+static int exec_batch_run(const cm_transform_t *t, const cm_chunk_view_t *v, exec_batch_t *b,
+                          char *err, size_t errlen) {
+  size_t pos = 0, el = 0, cnt = 0;
+  const char *rec = NULL;
+  int more;
+  while ((more = cm_json_array_next(v->data, v->data_len, &pos, &rec, &el)) == 1)
+    if (!(el == 4 && memcmp(rec, "null", 4) == 0)) cnt++;
+  if (more < 0) {
+    set_err(err, errlen, "bad chunk: malformed \"data\" array");
+    return more;
+  }
+  if (cnt == 0) return 0;
+  b->rec = calloc(cnt, sizeof *b->rec);
+  b->len = calloc(cnt, sizeof *b->len);
+  b->off = calloc(cnt, sizeof *b->off);
+  b->ln = calloc(cnt, sizeof *b->ln);
+  if (!b->rec || !b->len || !b->off || !b->ln) {
+    set_err(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  pos = 0;
+  while (cm_json_array_next(v->data, v->data_len, &pos, &rec, &el) == 1)
+    if (!(el == 4 && memcmp(rec, "null", 4) == 0)) {
+      b->rec[b->n] = rec;
+      b->len[b->n++] = el;
+    }
+  return cm_exec_run(t->exec, b->rec, b->len, b->n, &b->lines, b->off, b->ln, err, errlen);
+}
+
 int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_buf_t *out,
                        cm_transform_stats_t *st, char *err, size_t errlen) {
   cm_chunk_view_t v;
@@ -268,13 +430,17 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   size_t mark = out->len, pos = 0, el = 0;
   const char *rec = NULL;
   uint32_t idx = 0, nrec = 0, nnew = 0, ndead = 0;
-  int rc, more;
+  int rc, more, pslot = -1;
   char perr[160];
+  exec_batch_t xb;
+  void *pst = NULL;
 
   /* Both scratch buffers share out's limit: neither can usefully grow past
    * what the mapped chunk may hold. */
   cm_buf_init(&dead, out->max);
   cm_buf_init(&scratch, out->max);
+  memset(&xb, 0, sizeof xb);
+  cm_buf_init(&xb.lines, out->max);
   if (st) memset(st, 0, sizeof *st);
 
   rc = cm_chunk_peek(in, len, &v, perr, sizeof perr);
@@ -289,6 +455,9 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
       set_err(err, errlen, "fail: chunk %" PRIu64 " fails on purpose", v.hdr.index);
       goto fail;
     }
+  if (t->kind == CM_T_EXEC && (rc = exec_batch_run(t, &v, &xb, err, errlen)) < 0) goto fail;
+  if (t->kind == CM_T_PLUGIN && (rc = cm_plugin_acquire(t->plugin, &pst, &pslot, err, errlen)) < 0)
+    goto fail;
 
   rc = cm_buf_append(&dead, "[", 1);
   /* Dead letters the chunk already carries (e.g. the source's unreadable
@@ -330,6 +499,22 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
     case CM_T_SLEEP: r = cm_buf_append(out, rec, el); break;
     case CM_T_FULLNAME: r = map_fullname(rec, el, out, &scratch, &why); break;
     case CM_T_BURN: r = map_burn(rec, el, t->arg, out, &why); break;
+    case CM_T_EXEC:
+      if (xb.next >= xb.n) {
+        r = -EPROTO; /* cannot happen: one answer per non-null record */
+        break;
+      }
+      r = judge_output("exec", xb.lines.data + xb.off[xb.next], xb.ln[xb.next], out, &why);
+      xb.next++;
+      break;
+    case CM_T_PLUGIN:
+      r = map_plugin(t, pst, rec, el, out, &scratch, &why);
+      if (r < 0 && r != -ENOMEM && r != -E2BIG) {
+        rc = r;
+        set_err(err, errlen, "%s", why.text);
+        goto fail;
+      }
+      break;
     }
     if (r == 0) {
       nrec++;
@@ -360,6 +545,8 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   }
   cm_buf_free(&dead);
   cm_buf_free(&scratch);
+  exec_batch_free(&xb);
+  if (pslot >= 0) cm_plugin_release(t->plugin, pslot);
   return 0;
 
 fail:
@@ -368,5 +555,7 @@ fail:
   if (out->data) out->data[mark] = '\0';
   cm_buf_free(&dead);
   cm_buf_free(&scratch);
+  exec_batch_free(&xb);
+  if (pslot >= 0) cm_plugin_release(t->plugin, pslot);
   return rc;
 }

@@ -6,6 +6,10 @@
  *   burn:N      N units of deterministic CPU work per record (load tests);
  *               output: the record with "burn": <checksum> added
  *   sleep:MS    sleeps MS milliseconds per chunk, records unchanged
+ *   exec:CMD    records as NDJSON through a long-lived child process per
+ *               worker (see exec.h for the contract); an output line that
+ *               is not JSON, or is {"error":"why"}, is a dead letter
+ *   plugin:PATH a shared object implementing include/chunkmill/plugin.h
  *
  * A transform is created once and then used concurrently from the thread
  * pool: cm_transform_chunk() must be thread-safe. */
@@ -16,6 +20,7 @@
 #include <stdint.h>
 
 #include "cm/buf.h"
+#include "cm/metrics.h"
 
 typedef struct cm_transform_s cm_transform_t;
 
@@ -32,6 +37,24 @@ int cm_transform_create(cm_transform_t **out, const char *spec, char *err, size_
     __attribute__((warn_unused_result));
 void cm_transform_destroy(cm_transform_t *t); /* NULL-safe */
 const char *cm_transform_name(const cm_transform_t *t);
+
+/* Settings of exec: and plugin: transforms (ignored by the others). */
+typedef struct cm_transform_opts_s {
+  const char *arg;         /* --transform-arg: exec children get it as env
+                              CHUNKMILL_TRANSFORM_ARG, plugins in init; NULL */
+  int64_t exec_timeout_ms; /* per chunk; <= 0: 30 s */
+  const char *exec_cwd;    /* working directory of children; NULL: ours */
+  const char *exec_env;    /* "KEY=VAL,KEY2=VAL2" added to children's env */
+} cm_transform_opts_t;
+
+/* cm_transform_create with settings (o may be NULL). exec: checks that the
+ * program exists; plugin: loads the library, checks its ABI version and
+ * runs its init once, so every such error shows at start. */
+int cm_transform_create_ex(cm_transform_t **out, const char *spec, const cm_transform_opts_t *o,
+                           char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Where exec children's counter:NAME,N lines go (borrowed; must outlive t).
+ * Call before the first chunk. No-op for other transforms. */
+void cm_transform_set_metrics(cm_transform_t *t, cm_metrics_t *m);
 
 /* Maps one chunk. `in` is a whole chunk in wire form (see cm/chunk.h); the
  * mapped chunk (same job/index/attempt; dead records as null in "data" and

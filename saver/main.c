@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cm/daemon.h"
+#include "app9.h"
 #include "cm/log.h"
 #include "store.h"
 
@@ -267,6 +268,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   s.store_ok = true;
+  if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
+    rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
+    cm_store_close(s.store);
+    return rc;
+  }
   if (cm_daemon_create(&s.d, "saver", &s.cfg, &hooks, &s) != 0) {
     cm_store_close(s.store);
     return 1;

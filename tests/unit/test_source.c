@@ -286,7 +286,8 @@ static void test_open_errors(void **state) {
   assert_string_equal(err, "file:/nonexistent/chunkmill-x.json: No such file or directory");
   o.spec = "foo";
   assert_int_equal(cm_source_open(&s, &o, err, sizeof err), -EINVAL);
-  assert_string_equal(err, "unknown source \"foo\": expected gen:users or file:PATH");
+  assert_string_equal(err, "unknown source \"foo\": expected gen:users, file:PATH, file:- or "
+                           "http(s)://URL");
   o.spec = "gen:cats";
   assert_int_equal(cm_source_open(&s, &o, err, sizeof err), -EINVAL);
   assert_non_null(strstr(err, "unknown source \"gen:cats\""));

@@ -86,12 +86,17 @@ static void test_specs(void **state) {
   static const struct {
     const char *spec, *err;
   } bad[] = {
-      {"foo", "unknown transform \"foo\": expected identity, fullname, burn:N, sleep:MS"},
-      {"", "unknown transform \"\": expected identity, fullname, burn:N, sleep:MS"},
-      {"Identity", "unknown transform \"Identity\": expected identity, fullname, burn:N, sleep:MS"},
-      {"burn", "unknown transform \"burn\": expected identity, fullname, burn:N, sleep:MS"},
+      {"foo", "unknown transform \"foo\": expected identity, fullname, burn:N, sleep:MS, "
+                 "exec:COMMAND, plugin:PATH.so"},
+      {"", "unknown transform \"\": expected identity, fullname, burn:N, sleep:MS, "
+                 "exec:COMMAND, plugin:PATH.so"},
+      {"Identity", "unknown transform \"Identity\": expected identity, fullname, burn:N, sleep:MS, "
+                 "exec:COMMAND, plugin:PATH.so"},
+      {"burn", "unknown transform \"burn\": expected identity, fullname, burn:N, sleep:MS, "
+                 "exec:COMMAND, plugin:PATH.so"},
       {"identity ",
-       "unknown transform \"identity \": expected identity, fullname, burn:N, sleep:MS"},
+       "unknown transform \"identity \": expected identity, fullname, burn:N, sleep:MS, "
+                 "exec:COMMAND, plugin:PATH.so"},
       {"burn:", "bad transform \"burn:\": N in burn:N must be an integer 1..1000000"},
       {"burn:0", "bad transform \"burn:0\": N in burn:N must be an integer 1..1000000"},
       {"burn:1000001", "bad transform \"burn:1000001\": N in burn:N must be an integer 1..1000000"},
@@ -120,7 +125,8 @@ static void test_specs(void **state) {
   cm_transform_t *t = NULL;
   char err[160] = "";
   assert_int_equal(cm_transform_create(&t, NULL, err, sizeof err), -EINVAL);
-  assert_string_equal(err, "unknown transform \"\": expected identity, fullname, burn:N, sleep:MS");
+  assert_string_equal(err, "unknown transform \"\": expected identity, fullname, burn:N, sleep:MS, "
+                 "exec:COMMAND, plugin:PATH.so");
 }
 
 /* ---- fixture ----------------------------------------------------------- */
