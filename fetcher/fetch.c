@@ -439,6 +439,14 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
     cm_log_warn("ignoring an invalid Credit message");
     goto out;
   }
+  if (strncmp(c->subject, f->chunk_prefix, strlen(f->chunk_prefix)) != 0 ||
+      c->subject[strlen(f->chunk_prefix)] != '.') {
+    /* Chunks only ever go to P.chunk.<id>: a credit naming any other
+     * subject is a misconfigured or hostile client. */
+    cm_log_warn("ignoring credit from %s: subject %s is not under %s.", c->mapper_id, c->subject,
+                f->chunk_prefix);
+    goto out;
+  }
   m = member_find(f, c->mapper_id);
   if (m == NULL) {
     if (c->draining) goto out;

@@ -375,12 +375,23 @@ static void mapper_shutdown(void *ud, bool forced) {
       else
         slot_free(s);
     }
+    /* Everything is handed back: do not wait for running transforms. */
+    cm_daemon_exit(m->d, 0);
+    return;
   }
   mapper_maybe_exit(m);
 }
 
 static void mapper_close(void *ud) {
   mapper_t *m = ud;
+  if (m->working > 0) {
+    /* Forced stop (second signal or drain deadline): every chunk was handed
+     * back and NATS is drained, but thread-pool work cannot be interrupted
+     * and the loop would wait for it. Nothing is left to lose: leave now. */
+    cm_log_warn("stopping with %d transforms still running; their chunks were handed back",
+                m->working);
+    _exit(0);
+  }
   for (int i = 0; i < m->nslots; i++) {
     slot_t *s = &m->slots[i];
     if (s->state != SLOT_FREE && s->state != SLOT_WORKING) {

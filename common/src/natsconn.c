@@ -46,6 +46,7 @@ typedef struct cm__nats_sub_s {
 struct cm_nats_s {
   uv_loop_t *loop;
   natsOptions *opts;
+  natsOptions *diag_opts; /* same server, auth and TLS; no retry, no callbacks */
   natsConnection *nc;
   cm_handoff_t *ho;
   cm_nats_event_fn fn;
@@ -54,6 +55,9 @@ struct cm_nats_s {
   cm__nats_sub_t subs[CM__NATS_MAX_SUBS];
   int nsubs;
   atomic_bool connected;
+  atomic_bool closing;        /* we asked for the close (drain/destroy) */
+  atomic_bool ever_connected; /* for the diagnosis in closed_cb */
+  atomic_bool diagnosed;      /* cm__nats_diagnose ran (once is enough) */
   bool draining;
   bool closed_sent;
 };
@@ -127,19 +131,47 @@ static void cm__nats_disconnected_cb(natsConnection *nc, void *closure) {
 static void cm__nats_reconnected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
   atomic_store(&n->connected, true);
+  atomic_store(&n->ever_connected, true);
   cm__nats_post_event(n, CM_NATS_CONNECTED);
+}
+
+/* nats.c thread, the connection closed by itself before it ever connected.
+ * With retry-on-failed-connect, nats.c keeps retrying only while the server
+ * is unreachable; on an error it treats as permanent (TLS handshake,
+ * authorization) it closes with just "No server available for connection",
+ * having cleared the real reason. One synchronous attempt with the same
+ * options (no retry, no callbacks) recovers it, so the log says what to
+ * fix. The text comes from the server or the TLS library: no secrets. */
+static void cm__nats_diagnose(cm_nats_t *n) {
+  natsConnection *probe = NULL;
+  natsStatus st;
+  if (atomic_exchange(&n->diagnosed, true)) return;
+  st = natsConnection_Connect(&probe, n->diag_opts);
+  if (st != NATS_OK) {
+    const char *detail = nats_GetLastError(NULL);
+    cm_log_error("nats: cannot connect to %s: %s%s%s", n->url, natsStatus_GetText(st),
+                 detail != NULL && detail[0] != '\0' ? ": " : "",
+                 detail != NULL ? detail : "");
+  }
+  natsConnection_Destroy(probe); /* NULL-safe; closes it if it did connect */
 }
 
 static void cm__nats_closed_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  if (!atomic_load(&n->closing) && !atomic_load(&n->ever_connected)) cm__nats_diagnose(n);
   atomic_store(&n->connected, false);
   cm__nats_post_event(n, CM_NATS_CLOSED);
 }
 
 static void cm__nats_error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
                               void *closure) {
-  /* Logging is thread-safe (one write per line). */
-  cm_log_warn("nats: asynchronous error: %s", natsStatus_GetText(err));
+  /* Logging is thread-safe (one write per line). The connection's last
+   * error has the server's words, e.g. "Permissions Violation for
+   * Subscription to chunkmill.save": say which subject was refused. */
+  const char *why = NULL;
+  if (natsConnection_GetLastError(nc, &why) == NATS_OK || why == NULL) why = "";
+  cm_log_warn("nats: asynchronous error: %s%s%s", natsStatus_GetText(err), why[0] ? ": " : "",
+              why);
 }
 
 /* ---- loop thread ---- */
@@ -154,6 +186,10 @@ static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
     st = natsSubscription_SetPendingLimits(s->sub, CM__NATS_PENDING_MSGS, CM__NATS_PENDING_BYTES);
   if (st != NATS_OK) {
     cm_log_error("nats: cannot subscribe to %s: %s", s->subject, natsStatus_GetText(st));
+    /* nats.c closed the connection before it ever connected, and the owner
+     * is about to give up: say why now, before the closed callback (which
+     * would) races with the shutdown. Blocks at most the connect timeout. */
+    if (!atomic_load(&n->ever_connected) && natsConnection_IsClosed(n->nc)) cm__nats_diagnose(n);
     return -EIO;
   }
   return 0;
@@ -163,6 +199,7 @@ static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
 static void cm__nats_connected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
   atomic_store(&n->connected, true);
+  atomic_store(&n->ever_connected, true);
   cm__nats_post_event(n, CM_NATS_CONNECTED);
 }
 
@@ -182,46 +219,53 @@ static void cm__nats_redact_url(const char *in, char *out, size_t outlen) {
     snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - in), in, at);
 }
 
-static int cm__nats_opts(cm_nats_t *n, const cm_common_cfg_t *cfg, const char *name, char *err,
-                         size_t errlen) {
-  natsStatus st = natsOptions_Create(&n->opts);
+/* Builds *out. diag: the options of the one-shot diagnostic connect (no
+ * retry, no reconnect, no callbacks). */
+static int cm__nats_opts(cm_nats_t *n, natsOptions **out, bool diag, const cm_common_cfg_t *cfg,
+                         const char *name, char *err, size_t errlen) {
+  natsStatus st = natsOptions_Create(out);
+  natsOptions *o = *out;
   const char *what = "options";
-  if (st == NATS_OK) st = natsOptions_SetURL(n->opts, cfg->nats_url), what = "--nats-url";
-  if (st == NATS_OK) st = natsOptions_SetName(n->opts, name);
-  if (st == NATS_OK) st = natsOptions_SetTimeout(n->opts, 2000);
-  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(n->opts, -1);
-  if (st == NATS_OK) st = natsOptions_SetReconnectWait(n->opts, 250);
-  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(n->opts, 250, 1000);
-  if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(n->opts, 32 * 1024 * 1024);
-  if (st == NATS_OK) st = natsOptions_SetPingInterval(n->opts, 5000);
-  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(n->opts, 3);
-  if (st == NATS_OK) st = natsOptions_SetSendAsap(n->opts, true);
-  if (st == NATS_OK) st = natsOptions_SetIgnoreDiscoveredServers(n->opts, false);
-  if (st == NATS_OK) st = natsOptions_SetDisconnectedCB(n->opts, cm__nats_disconnected_cb, n);
-  if (st == NATS_OK) st = natsOptions_SetReconnectedCB(n->opts, cm__nats_reconnected_cb, n);
-  if (st == NATS_OK) st = natsOptions_SetClosedCB(n->opts, cm__nats_closed_cb, n);
-  if (st == NATS_OK) st = natsOptions_SetErrorHandler(n->opts, cm__nats_error_cb, n);
+  if (st == NATS_OK) st = natsOptions_SetURL(o, cfg->nats_url), what = "--nats-url";
+  if (st == NATS_OK) st = natsOptions_SetName(o, name);
+  if (st == NATS_OK) st = natsOptions_SetTimeout(o, 2000);
+  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(o, -1);
+  if (st == NATS_OK) st = natsOptions_SetReconnectWait(o, 250);
+  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(o, 250, 1000);
+  if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(o, 32 * 1024 * 1024);
+  if (st == NATS_OK) st = natsOptions_SetPingInterval(o, 5000);
+  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(o, 3);
+  if (st == NATS_OK) st = natsOptions_SetSendAsap(o, true);
+  if (st == NATS_OK) st = natsOptions_SetIgnoreDiscoveredServers(o, false);
+  if (!diag) {
+    if (st == NATS_OK) st = natsOptions_SetDisconnectedCB(o, cm__nats_disconnected_cb, n);
+    if (st == NATS_OK) st = natsOptions_SetReconnectedCB(o, cm__nats_reconnected_cb, n);
+    if (st == NATS_OK) st = natsOptions_SetClosedCB(o, cm__nats_closed_cb, n);
+    if (st == NATS_OK) st = natsOptions_SetErrorHandler(o, cm__nats_error_cb, n);
+  } else if (st == NATS_OK) {
+    st = natsOptions_SetAllowReconnect(o, false);
+  }
   if (st == NATS_OK && (cfg->nats_user != NULL || cfg->nats_password != NULL))
-    st = natsOptions_SetUserInfo(n->opts, cfg->nats_user, cfg->nats_password), what = "--nats-user";
+    st = natsOptions_SetUserInfo(o, cfg->nats_user, cfg->nats_password), what = "--nats-user";
   if (st == NATS_OK && cfg->nats_token != NULL)
-    st = natsOptions_SetToken(n->opts, cfg->nats_token), what = "--nats-token";
+    st = natsOptions_SetToken(o, cfg->nats_token), what = "--nats-token";
   if (st == NATS_OK && cfg->nats_creds != NULL)
-    st = natsOptions_SetUserCredentialsFromFiles(n->opts, cfg->nats_creds, NULL),
+    st = natsOptions_SetUserCredentialsFromFiles(o, cfg->nats_creds, NULL),
     what = "--nats-creds";
   if (st == NATS_OK && (cfg->nats_ca != NULL || cfg->nats_cert != NULL || cfg->nats_key != NULL))
-    st = natsOptions_SetSecure(n->opts, true), what = "TLS";
+    st = natsOptions_SetSecure(o, true), what = "TLS";
   if (st == NATS_OK && cfg->nats_ca != NULL)
-    st = natsOptions_LoadCATrustedCertificates(n->opts, cfg->nats_ca), what = "--nats-ca";
+    st = natsOptions_LoadCATrustedCertificates(o, cfg->nats_ca), what = "--nats-ca";
   if (st == NATS_OK && (cfg->nats_cert != NULL || cfg->nats_key != NULL)) {
     what = "--nats-cert/--nats-key";
     if (cfg->nats_cert == NULL || cfg->nats_key == NULL)
       st = NATS_INVALID_ARG;
     else
-      st = natsOptions_LoadCertificatesChain(n->opts, cfg->nats_cert, cfg->nats_key);
+      st = natsOptions_LoadCertificatesChain(o, cfg->nats_cert, cfg->nats_key);
   }
   /* Keep trying forever in the background if the server is not up yet. */
-  if (st == NATS_OK)
-    st = natsOptions_SetRetryOnFailedConnect(n->opts, true, cm__nats_connected_cb, n);
+  if (st == NATS_OK && !diag)
+    st = natsOptions_SetRetryOnFailedConnect(o, true, cm__nats_connected_cb, n);
   if (st != NATS_OK) {
     const char *detail = nats_GetLastError(NULL);
     snprintf(err, errlen, "NATS %s: %s%s%s", what, natsStatus_GetText(st),
@@ -243,6 +287,9 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
   n->fn = fn;
   n->ud = ud;
   atomic_init(&n->connected, false);
+  atomic_init(&n->closing, false);
+  atomic_init(&n->ever_connected, false);
+  atomic_init(&n->diagnosed, false);
   cm__nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
 
   if ((rc = cm_handoff_create(&n->ho, loop, CM__NATS_HANDOFF_CAP)) != 0) {
@@ -250,12 +297,15 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
     free(n);
     return rc;
   }
-  if ((rc = cm__nats_opts(n, cfg, name, err, errlen)) != 0) goto fail;
+  if ((rc = cm__nats_opts(n, &n->opts, false, cfg, name, err, errlen)) != 0 ||
+      (rc = cm__nats_opts(n, &n->diag_opts, true, cfg, name, err, errlen)) != 0)
+    goto fail;
   /* Returns at once: connected now, or NATS_NOT_YET_CONNECTED and nats.c
    * keeps trying in the background (connected_cb fires then). */
   st = natsConnection_Connect(&n->nc, n->opts);
   if (st == NATS_OK) {
     atomic_store(&n->connected, true);
+    atomic_store(&n->ever_connected, true);
     cm__nats_post_event(n, CM_NATS_CONNECTED);
   } else if (st == NATS_NOT_YET_CONNECTED) {
     cm_log_warn("nats: %s not reachable yet; retrying in the background", n->url);
@@ -272,6 +322,7 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
 fail:
   natsConnection_Destroy(n->nc);
   natsOptions_Destroy(n->opts);
+  natsOptions_Destroy(n->diag_opts);
   cm_handoff_close(n->ho); /* frees itself in its close callback */
   free(n);
   return rc;
@@ -349,6 +400,7 @@ uint64_t cm_nats_dropped(cm_nats_t *n) {
 void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
   if (n->draining) return;
   n->draining = true;
+  atomic_store(&n->closing, true);
   if (n->nc == NULL || natsConnection_DrainTimeout(n->nc, timeout_ms) != NATS_OK) {
     /* Never connected (or already closed): nothing to drain. */
     cm__nats_post_event(n, CM_NATS_CLOSED);
@@ -357,6 +409,7 @@ void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
 
 void cm_nats_destroy(cm_nats_t *n) {
   if (n == NULL) return;
+  atomic_store(&n->closing, true);
   for (int i = 0; i < n->nsubs; i++) {
     natsSubscription_Destroy(n->subs[i].sub);
     n->subs[i].sub = NULL;
@@ -375,5 +428,6 @@ void cm_nats_destroy(cm_nats_t *n) {
     free(n->subs[i].queue);
   }
   natsOptions_Destroy(n->opts);
+  natsOptions_Destroy(n->diag_opts);
   free(n);
 }

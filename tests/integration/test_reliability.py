@@ -111,6 +111,29 @@ def mapper_drained(P):
     exact(P, 4000)
 
 
+def second_sigterm(P):
+    P.wait_ready([P.saver] + P.mappers)
+    f = P.start_fetcher(["--ack-wait", "60s"])
+    m = P.mappers[0]
+    wait_until(lambda: (status(m) or {}).get("busy_workers", 0) >= 2, 30, what="mapper busy")
+    m.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert m.alive(), "the first SIGTERM must wait for the running transforms"
+    t0 = time.time()
+    m.signal(signal.SIGTERM)
+    rc = m.wait(5)
+    took = time.time() - t0
+    assert rc == 0, rc
+    assert took < 2.0, f"second SIGTERM took {took:.2f}s"
+    # Everything it held came back at once: the job completes without any
+    # lease waiting for --ack-wait.
+    wait_until(lambda: (status(f) or {}).get("job", {}).get("complete"), 120, interval=0.2,
+               what="job complete")
+    fs, _ = parse_prometheus(http_get(f.port, "/metrics")[1])
+    assert fs["chunkmill_fetcher_lease_expired_total"] == 0
+    exact(P, 2000)
+
+
 check("kill -9 one of 4 mappers: re-dispatched within 3 heartbeats, exact",
       lambda: run("mkill", mapper_killed, records=15000, mappers=4, transform="sleep:40",
                   extra_mapper=["--concurrency", "2"]))
@@ -122,6 +145,9 @@ check("nats-server stopped and restarted: 503 then 200, exact",
                   extra_mapper=["--concurrency", "4"]))
 check("SIGTERM a mapper holding chunks: exits 0, hands back, exact",
       lambda: run("drain", mapper_drained, records=4000, mappers=2, transform="sleep:700",
+                  extra_mapper=["--concurrency", "2"]))
+check("second SIGTERM stops a draining mapper promptly, nothing lost",
+      lambda: run("sigterm2", second_sigterm, records=2000, mappers=2, transform="sleep:5000",
                   extra_mapper=["--concurrency", "2"]))
 for P in failed_pipelines:
     dump_logs_on_failure(P)

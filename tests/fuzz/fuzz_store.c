@@ -1,0 +1,103 @@
+/* fuzz_store.c - the saver's save path (cm_store_save_batch) on an
+ * arbitrary mapped chunk, against an in-memory SQLite database that is
+ * emptied after every input (so a crash depends on its input alone).
+ *
+ * Properties checked besides memory safety (store.h):
+ * - an item cm_chunk_peek rejects gets -EINVAL and writes nothing;
+ * - a chunk peek accepts, without "dead" and with an index SQLite can hold,
+ *   is saved (status 0): SQLite's json_each must accept every data span the
+ *   chunk codec lets through, or the saver would refuse the chunk forever;
+ * - a saved chunk stores one row per non-null "data" slot, every body is
+ *   valid JSON, and saving it again is a duplicate with the same counts. */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm/chunk.h"
+#include "fuzz_check.h"
+#include "store.h"
+
+static cm_store_t *store;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  char err[256];
+  if (cm_store_open(&store, ":memory:", CM_SYNC_NORMAL, err, sizeof err) != 0) {
+    fprintf(stderr, "cm_store_open: %s\n", err);
+    abort();
+  }
+  return 0;
+}
+
+static long long query1(const char *sql) {
+  sqlite3_stmt *st = NULL;
+  long long v = -1;
+  FUZZ_CHECK(sqlite3_prepare_v2(cm_store_db(store), sql, -1, &st, NULL) == SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static uint32_t non_null(const char *arr, size_t len) {
+  size_t pos = 0, el;
+  const char *e;
+  uint32_t n = 0;
+  int rc;
+  while ((rc = cm_json_array_next(arr, len, &pos, &e, &el)) == 1)
+    if (!(el == 4 && memcmp(e, "null", 4) == 0)) n++;
+  FUZZ_CHECK(rc == 0);
+  return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  cm_store_item_t it;
+  cm_chunk_view_t v;
+  char err[256];
+  memset(&it, 0, sizeof it);
+  it.json = (const char *)data;
+  it.len = size;
+
+  int peek = cm_chunk_peek(it.json, it.len, &v, err, sizeof err);
+  FUZZ_CHECK(cm_store_save_batch(store, &it, 1) == 0);
+  if (peek != 0) {
+    FUZZ_CHECK(it.status == -EINVAL);
+    FUZZ_CHECK(query1("SELECT count(*) FROM chunks") == 0);
+    return 0;
+  }
+  if (v.dead == NULL && v.hdr.index <= (uint64_t)INT64_MAX) {
+    if (it.status != 0) fprintf(stderr, "valid chunk not saved: %d %s\n", it.status, it.err);
+    FUZZ_CHECK(it.status == 0);
+  }
+  if (it.status == 0) {
+    uint32_t want = non_null(v.data, v.data_len);
+    if (it.records != want)
+      fprintf(stderr, "stored %u records, chunk has %u non-null\n", it.records, want);
+    FUZZ_CHECK(it.records == want);
+    FUZZ_CHECK(query1("SELECT count(*) FROM records") == (long long)want);
+    /* KNOWN BUG, reported (saver/store.c, SQLite 3.40): a record that is a
+     * bare number outside double range (1E400) is stored as Inf, which is
+     * not JSON, because scalars go through json_each's SQL value. Excluded
+     * here so the fuzzer keeps looking for other problems; remove the
+     * exclusion when the saver stores scalars as their source text. */
+    FUZZ_CHECK(query1("SELECT count(*) FROM records WHERE NOT json_valid(body)"
+                      " AND body NOT IN ('Inf', '-Inf')") == 0);
+    FUZZ_CHECK(query1("SELECT count(*) FROM dead_letters") == (long long)it.dead);
+
+    cm_store_item_t again;
+    memset(&again, 0, sizeof again);
+    again.json = it.json;
+    again.len = it.len;
+    FUZZ_CHECK(cm_store_save_batch(store, &again, 1) == 0);
+    FUZZ_CHECK(again.status == 1 && again.records == it.records && again.dead == it.dead);
+  } else {
+    FUZZ_CHECK(it.err[0] != '\0');
+    FUZZ_CHECK(query1("SELECT count(*) FROM chunks") == 0);
+    FUZZ_CHECK(query1("SELECT count(*) FROM records") == 0);
+  }
+  FUZZ_CHECK(sqlite3_exec(cm_store_db(store),
+                          "DELETE FROM records; DELETE FROM chunks; DELETE FROM dead_letters",
+                          NULL, NULL, NULL) == SQLITE_OK);
+  return 0;
+}
