@@ -60,8 +60,21 @@ typedef struct lat_s {
   bool used;
 } lat_t;
 
+/* The read-ahead of a sequential source (see fetch_read_work). */
+typedef struct sread_s {
+  uv_work_t work;
+  bool busy, ready;
+  int rc;
+  cm_buf_t buf, bad;
+  uint32_t nrec, nbad;
+  int64_t pos;
+  uint64_t line;
+  char err[256];
+} sread_t;
+
 struct cm_fetch_s {
   cm_daemon_t *d;
+  sread_t rd;
   cm_fetch_cfg_t cfg;
   cm_ledger_t *ledger;
   cm_source_t *src;
@@ -79,7 +92,6 @@ struct cm_fetch_s {
   char chunk_prefix[256];
   char dead_subject[256];
   cm_buf_t buf;
-  cm_buf_t bad;
 
   int64_t start_ms;
   double start_wall;
@@ -273,6 +285,55 @@ static void fetch_fatal(cm_fetch_t *f, const char *what) {
   cm_daemon_exit(f->d, 1);
 }
 
+/* Thread pool: reads the next chunk of a sequential source into f->rd.
+ * Only this function touches the source while a read is in flight. */
+static void fetch_read_work(uv_work_t *w) {
+  cm_fetch_t *f = w->data;
+  sread_t *r = &f->rd;
+  cm_buf_reset(&r->buf);
+  cm_buf_reset(&r->bad);
+  r->err[0] = '\0';
+  r->nrec = r->nbad = 0;
+  if (cm_buf_puts(&r->buf, "[") != 0) {
+    r->rc = -E2BIG;
+    return;
+  }
+  r->rc = cm_source_next(f->src, &r->buf, &r->nrec, &r->bad, &r->nbad, &r->pos, r->err,
+                         sizeof(r->err));
+  if (r->rc == 0 &&
+      (cm_buf_puts(&r->buf, "]") != 0 ||
+       (r->nbad > 0 && (cm_buf_puts(&r->buf, ",\"dead\":[") != 0 ||
+                        cm_buf_append(&r->buf, r->bad.data, r->bad.len) != 0 ||
+                        cm_buf_puts(&r->buf, "]") != 0)))) {
+    r->rc = -E2BIG;
+    snprintf(r->err, sizeof(r->err), "chunk larger than %zu bytes", r->buf.max);
+  }
+  r->line = cm_source_line(f->src);
+}
+
+static void fetch_pump(cm_fetch_t *f);
+
+static void fetch_read_done(uv_work_t *w, int status) {
+  cm_fetch_t *f = w->data;
+  f->rd.busy = false;
+  if (status == UV_ECANCELED) return;
+  f->rd.ready = true;
+  fetch_pump(f);
+}
+
+static void fetch_start_read(cm_fetch_t *f) {
+  cm_job_info_t info;
+  if (f->rd.busy || f->rd.ready || f->stopping) return;
+  cm_ledger_info(f->ledger, &info);
+  if (info.source_done) return;
+  f->rd.busy = true;
+  f->rd.work.data = f;
+  if (uv_queue_work(cm_daemon_loop(f->d), &f->rd.work, fetch_read_work, fetch_read_done) != 0) {
+    f->rd.busy = false;
+    fetch_fatal(f, "cannot queue a source read");
+  }
+}
+
 /* Next chunk to send: a due retry first (lowest index), else a new chunk
  * from the source. Returns 1 with *index, 0 when there is nothing to send. */
 static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
@@ -294,41 +355,37 @@ static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
     *index = idx;
     return 1;
   } else {
-    uint32_t nrec = 0, nbad = 0;
-    int64_t pos = 0;
-    char err[256] = "";
-    int rc;
-    cm_buf_reset(&f->buf);
-    cm_buf_reset(&f->bad);
-    if (cm_buf_puts(&f->buf, "[") != 0) return 0;
-    rc = cm_source_next(f->src, &f->buf, &nrec, &f->bad, &nbad, &pos, err, sizeof(err));
-    if (rc == 1) {
+    sread_t *r = &f->rd;
+    /* Sequential sources (file, HTTP) are read on the thread pool, one
+     * chunk ahead, so a slow disk or a retrying HTTP API never stalls the
+     * loop (probes, acks, credit). The pump is called again when it lands. */
+    if (r->busy) return 0;
+    if (!r->ready) {
+      fetch_start_read(f);
+      return 0;
+    }
+    r->ready = false;
+    if (r->rc == 1) {
       if (cm_ledger_set_source_done(f->ledger) != 0) fetch_fatal(f, "ledger write failed");
       cm_log_info("source read to the end: %" PRIu64 " chunks", info.next_index);
       return 0;
     }
-    if (rc < 0) {
+    if (r->rc < 0) {
       char msg[400];
-      snprintf(msg, sizeof(msg), "source error: %s", err);
+      snprintf(msg, sizeof(msg), "source error: %s", r->err);
       fetch_fatal(f, msg);
       return 0;
     }
-    if (cm_buf_puts(&f->buf, "]") != 0 ||
-        (nbad > 0 && (cm_buf_puts(&f->buf, ",\"dead\":[") != 0 ||
-                      cm_buf_append(&f->buf, f->bad.data, f->bad.len) != 0 ||
-                      cm_buf_puts(&f->buf, "]") != 0))) {
-      fetch_fatal(f, "chunk too large");
-      return 0;
-    }
-    if (nbad > 0)
+    if (r->nbad > 0)
       cm_log_warn("chunk %" PRIu64 ": %u source records are not valid JSON (kept as dead letters)",
-                  info.next_index, nbad);
-    if (cm_ledger_add_chunk(f->ledger, info.next_index, f->buf.data, f->buf.len, pos,
-                            cm_source_line(f->src), false) != 0) {
+                  info.next_index, r->nbad);
+    if (cm_ledger_add_chunk(f->ledger, info.next_index, r->buf.data, r->buf.len, r->pos, r->line,
+                            false) != 0) {
       fetch_fatal(f, "ledger: cannot store chunk");
       return 0;
     }
     *index = info.next_index;
+    fetch_start_read(f); /* read ahead while this one is dispatched */
     return 1;
   }
 }
@@ -769,7 +826,8 @@ void cm_fetch_close(cm_fetch_t *f) {
 void cm_fetch_destroy(cm_fetch_t *f) {
   if (f == NULL) return;
   cm_buf_free(&f->buf);
-  cm_buf_free(&f->bad);
+  cm_buf_free(&f->rd.buf);
+  cm_buf_free(&f->rd.bad);
   free(f);
 }
 
@@ -797,7 +855,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   f->total_chunks = cm_source_total_chunks(src);
   snprintf(f->job, sizeof(f->job), "%s", cfg->job);
   cm_buf_init(&f->buf, FETCH_MAX_CHUNK_BYTES);
-  cm_buf_init(&f->bad, FETCH_MAX_CHUNK_BYTES / 2);
+  cm_buf_init(&f->rd.buf, FETCH_MAX_CHUNK_BYTES);
+  cm_buf_init(&f->rd.bad, FETCH_MAX_CHUNK_BYTES / 2);
   f->start_ms = now_ms(f);
   f->start_wall = cm_wall_time();
   f->last_progress_ms = f->start_ms;
