@@ -17,6 +17,7 @@
  * No chunk is ever declared dead in this mode: without naks there is no
  * failure signal, only silence, and the original retries until every chunk
  * is confirmed (--max-deliver is ignored). */
+#include "cm/app9wire.h"
 #include "app9.h"
 
 #include <errno.h>
@@ -29,9 +30,6 @@
 #include "cm/daemon.h"
 #include "cm/log.h"
 
-#define APP9_SUBJ_STATUS "mapper_status"
-#define APP9_SUBJ_DATA "mapper_data"
-#define APP9_SUBJ_PROCESSED "processed_data"
 #define APP9_TICK_MS 100
 #define APP9_FLUSH_MS 50
 #define APP9_ASK_MS 100
@@ -254,7 +252,7 @@ static int a9_send_one(app9_fetch_t *a) {
   }
   rc = a9_build(a, index);
   if (rc == 0)
-    rc = cm_nats_publish(cm_daemon_nats(a->d), APP9_SUBJ_DATA, NULL, a->buf.data, a->buf.len);
+    rc = cm_nats_publish(cm_daemon_nats(a->d), CM_APP9_SUBJ_MAPPER_DATA, NULL, a->buf.data, a->buf.len);
   if (rc != 0) {
     cm_log_warn("could not send chunk %" PRIu64 " (%s): will retry", index, strerror(-rc));
     (void)cm_ledger_release(a->ledger, index, attempt, now + 100, "dispatch failed", 0);
@@ -269,29 +267,15 @@ static int a9_send_one(app9_fetch_t *a) {
 static void a9_ask(app9_fetch_t *a) {
   static const char q[] = "anyone_listening";
   a->last_ask_ms = a9_now(a);
-  if (cm_nats_publish(cm_daemon_nats(a->d), APP9_SUBJ_STATUS, NULL, q, sizeof(q) - 1) == 0)
+  if (cm_nats_publish(cm_daemon_nats(a->d), CM_APP9_SUBJ_STATUS, NULL, q, sizeof(q) - 1) == 0)
     cm_counter_inc(a->m_asks);
 }
 
 /* ---- NATS handlers ---- */
 
-/* Bodies are compared exactly, tolerating surrounding whitespace and one
- * layer of JSON quotes (some clients publish JSON.stringify("...")). */
-static bool a9_body_is(natsMsg *msg, const char *word) {
-  const char *p = natsMsg_GetData(msg);
-  int len = natsMsg_GetDataLength(msg);
-  size_t wl = strlen(word);
-  while (len > 0 && (p[0] == ' ' || p[0] == '\n' || p[0] == '\r' || p[0] == '\t')) p++, len--;
-  while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\n' || p[len - 1] == '\r' ||
-                     p[len - 1] == '\t'))
-    len--;
-  if (len >= 2 && p[0] == '"' && p[len - 1] == '"') p++, len -= 2;
-  return (size_t)len == wl && memcmp(p, word, wl) == 0;
-}
-
 static void a9_on_status(void *ud, natsMsg *msg) {
   app9_fetch_t *a = ud;
-  if (a9_body_is(msg, "im_listening")) {
+  if (cm_app9_body_is(msg, "im_listening")) {
     cm_counter_inc(a->m_listening);
     if (a9_send_one(a) == 0) cm_counter_inc(a->m_unused_listening);
   }
@@ -493,9 +477,9 @@ int cm_fetch_app9_run(const cm_common_cfg_t *cfg, const cm_fetch_cfg_t *fc, cm_l
   n = cm_daemon_nats(a->d);
   a9_metrics(a);
   a->last_progress_ms = a9_now(a);
-  if (cm_nats_subscribe(n, APP9_SUBJ_STATUS, NULL, a9_on_status, a, NULL) != 0 ||
-      cm_nats_subscribe(n, APP9_SUBJ_PROCESSED, NULL, a9_on_processed, a, NULL) != 0) {
-    cm_log_error("cannot subscribe to %s / %s", APP9_SUBJ_STATUS, APP9_SUBJ_PROCESSED);
+  if (cm_nats_subscribe(n, CM_APP9_SUBJ_STATUS, NULL, a9_on_status, a, NULL) != 0 ||
+      cm_nats_subscribe(n, CM_APP9_SUBJ_PROCESSED, NULL, a9_on_processed, a, NULL) != 0) {
+    cm_log_error("cannot subscribe to %s / %s", CM_APP9_SUBJ_STATUS, CM_APP9_SUBJ_PROCESSED);
     cm_daemon_exit(a->d, 1);
   } else {
     (void)uv_timer_init(loop, &a->tick);
@@ -509,7 +493,7 @@ int cm_fetch_app9_run(const cm_common_cfg_t *cfg, const cm_fetch_cfg_t *fc, cm_l
       (void)uv_timer_start(&a->progress, a9_progress, (uint64_t)fc->progress_ms,
                            (uint64_t)fc->progress_ms);
     cm_log_info("fetcher in app9 mode: job %s, chunks on %s, confirmations on %s, ack wait %lld ms",
-                fc->job, APP9_SUBJ_DATA, APP9_SUBJ_PROCESSED, (long long)fc->ack_wait_ms);
+                fc->job, CM_APP9_SUBJ_MAPPER_DATA, CM_APP9_SUBJ_PROCESSED, (long long)fc->ack_wait_ms);
     /* A resumed job may be complete already. */
     a9_check_complete(a);
   }

@@ -5,6 +5,7 @@
  * out as raw spans of that text: no tree, and numbers keep their exact
  * spelling. */
 #define _GNU_SOURCE
+#include "cm/err.h"
 #include "source_http.h"
 
 #include <cjson/cJSON.h>
@@ -48,15 +49,6 @@ struct cm_http_src_s {
   uint64_t seek_used;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  (void)vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static char *fmt_alloc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt_alloc(const char *fmt, ...) {
@@ -110,7 +102,7 @@ static int add_header(cm_http_src_t *h, const char *line, char *err, size_t errl
   if (copy == NULL) return -ENOMEM;
   colon = strchr(copy, ':');
   if (colon == NULL || colon == copy) {
-    set_err(err, errlen, "--http-header: expected \"Name: value\"");
+    cm_set_err(err, errlen, "--http-header: expected \"Name: value\"");
     rc = -EINVAL;
     goto done;
   }
@@ -119,7 +111,7 @@ static int add_header(cm_http_src_t *h, const char *line, char *err, size_t errl
   val = trim(colon + 1);
   if (val[0] == '@') {
     if ((owned = slurp(val + 1, CM__HTTP_MAX_HDRLINE)) == NULL) {
-      set_err(err, errlen, "--http-header %s: cannot read %s: %s", name, val + 1, strerror(errno));
+      cm_set_err(err, errlen, "--http-header %s: cannot read %s: %s", name, val + 1, strerror(errno));
       rc = -ENOENT;
       goto done;
     }
@@ -127,14 +119,14 @@ static int add_header(cm_http_src_t *h, const char *line, char *err, size_t errl
   } else if (val[0] == '$') {
     const char *ev = getenv(val + 1);
     if (ev == NULL || *ev == '\0') {
-      set_err(err, errlen, "--http-header %s: environment variable %s is not set", name, val + 1);
+      cm_set_err(err, errlen, "--http-header %s: environment variable %s is not set", name, val + 1);
       rc = -ENOENT;
       goto done;
     }
     val = (char *)ev;
   }
   if (strpbrk(val, "\r\n") != NULL) {
-    set_err(err, errlen, "--http-header %s: the value contains a line break", name);
+    cm_set_err(err, errlen, "--http-header %s: the value contains a line break", name);
     rc = -EINVAL;
     goto done;
   }
@@ -164,14 +156,14 @@ static int parse_headers(cm_http_src_t *h, const char *opt, char *err, size_t er
   if (opt[0] != '@') return add_header(h, opt, err, errlen);
   /* "@FILE": one header per line; blank lines and #comments skipped */
   if ((list = slurp(opt + 1, CM__HTTP_MAX_HEADERS * CM__HTTP_MAX_HDRLINE)) == NULL) {
-    set_err(err, errlen, "--http-header: cannot read %s: %s", opt + 1, strerror(errno));
+    cm_set_err(err, errlen, "--http-header: cannot read %s: %s", opt + 1, strerror(errno));
     return -ENOENT;
   }
   for (ln = strtok_r(list, "\n", &save); ln && rc == 0; ln = strtok_r(NULL, "\n", &save)) {
     char *t = trim(ln);
     if (*t == '\0' || *t == '#') continue;
     if (++n > CM__HTTP_MAX_HEADERS) {
-      set_err(err, errlen, "--http-header %s: more than %d headers", opt + 1, CM__HTTP_MAX_HEADERS);
+      cm_set_err(err, errlen, "--http-header %s: more than %d headers", opt + 1, CM__HTTP_MAX_HEADERS);
       rc = -E2BIG;
       break;
     }
@@ -213,12 +205,12 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   *out = NULL;
   *desc = NULL;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-    set_err(err, errlen, "%s: cannot initialise libcurl", o->spec);
+    cm_set_err(err, errlen, "%s: cannot initialise libcurl", o->spec);
     return -EIO;
   }
   if ((h = calloc(1, sizeof *h)) == NULL) {
     curl_global_cleanup();
-    set_err(err, errlen, "%s: out of memory", o->spec);
+    cm_set_err(err, errlen, "%s: out of memory", o->spec);
     return -ENOMEM;
   }
   cm_buf_init(&h->body, CM__HTTP_MAX_BODY);
@@ -239,7 +231,7 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   /* The URL must parse now: a typo is a start-up error, not a retry loop. */
   if ((u = curl_url()) == NULL) goto nomem;
   if (curl_url_set(u, CURLUPART_URL, h->url, 0) != CURLUE_OK) {
-    set_err(err, errlen, "%s: not a valid URL", o->spec);
+    cm_set_err(err, errlen, "%s: not a valid URL", o->spec);
     rc = -EINVAL;
     goto fail;
   }
@@ -273,7 +265,7 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   *out = h;
   return 0;
 nomem:
-  set_err(err, errlen, "%s: out of memory", o->spec);
+  cm_set_err(err, errlen, "%s: out of memory", o->spec);
   rc = -ENOMEM;
 fail:
   curl_url_cleanup(u);
@@ -310,18 +302,18 @@ static int get(cm_http_src_t *h, const char *url, char *err, size_t errlen) {
       retry = status >= 500 || status == 429;
       snprintf(what, sizeof what, "HTTP %ld", status);
     } else if (cc == CURLE_WRITE_ERROR) {
-      set_err(err, errlen, "GET %s: the page is larger than %zu bytes", url, h->body.max);
+      cm_set_err(err, errlen, "GET %s: the page is larger than %zu bytes", url, h->body.max);
       return -E2BIG;
     } else {
       retry = cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL;
       snprintf(what, sizeof what, "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
     }
     if (!retry) {
-      set_err(err, errlen, "GET %s: %s (not retried)", url, what);
+      cm_set_err(err, errlen, "GET %s: %s (not retried)", url, what);
       return -EIO;
     }
     if (attempt >= h->retries) {
-      set_err(err, errlen, "GET %s: %s, giving up after %" PRId64 " attempts", url, what,
+      cm_set_err(err, errlen, "GET %s: %s, giving up after %" PRId64 " attempts", url, what,
               attempt + 1);
       return -EIO;
     }
@@ -404,7 +396,7 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
   lb = skip_ws(h->body.data ? h->body.data : "", (h->body.data ? h->body.data : "") + h->body.len);
   span = cm_json_value_span_why(lb, h->body.len - (size_t)(lb - h->body.data), &epos, &why);
   if (h->body.len == 0 || span < 0) {
-    set_err(err, errlen, "GET %s: the body is not JSON (%s at byte %zu)", url,
+    cm_set_err(err, errlen, "GET %s: the body is not JSON (%s at byte %zu)", url,
             why ? why : "empty body", epos + (size_t)(lb - (h->body.data ? h->body.data : lb)));
     rc = -EBADMSG;
     goto done;
@@ -424,7 +416,7 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
     vl = 2;
   }
   if (v[0] != '[') {
-    set_err(err, errlen, "GET %s: %s is not a JSON array", url,
+    cm_set_err(err, errlen, "GET %s: %s is not a JSON array", url,
             h->records_path ? h->records_path : "the body");
     rc = -EBADMSG;
     goto done;
@@ -450,7 +442,7 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
             curl_url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK) {
           h->next_url = strdup(abs);
         } else {
-          set_err(err, errlen, "GET %s: the next link is not a valid URL", url);
+          cm_set_err(err, errlen, "GET %s: the next link is not a valid URL", url);
           rc = -EBADMSG;
         }
         curl_free(abs);
@@ -476,7 +468,7 @@ static int ensure_page(cm_http_src_t *h, char *err, size_t errlen) {
       rc = load_page(h, 1, h->url, err, errlen);
       for (int64_t s = 2; rc == 0 && s <= target; s++) {
         if (h->next_url == NULL) {
-          set_err(err, errlen, "%s: cannot resume at page %" PRId64 ": the links end at page %" PRId64,
+          cm_set_err(err, errlen, "%s: cannot resume at page %" PRId64 ": the links end at page %" PRId64,
                   h->url, target, s - 1);
           return -ESPIPE;
         }
@@ -549,7 +541,7 @@ int cm_http_src_next(cm_http_src_t *h, uint32_t chunk_size, cm_buf_t *out, uint3
     h->used++;
   }
   if (rc < 0) {
-    set_err(err, errlen, "%s: page %" PRId64 ": chunk too large (%s)", h->url, h->seq,
+    cm_set_err(err, errlen, "%s: page %" PRId64 ": chunk too large (%s)", h->url, h->seq,
             strerror(-rc));
     return rc;
   }

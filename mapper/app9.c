@@ -14,6 +14,7 @@
  * Threads: nats.c delivers mapper_data messages and the drain-complete
  * notice on its threads; they go through this module's own handoff to the
  * loop thread. The transform runs on the libuv thread pool. */
+#include "cm/app9wire.h"
 #include "app9.h"
 
 #include <errno.h>
@@ -27,10 +28,6 @@
 #include "cm/handoff.h"
 #include "cm/log.h"
 
-#define APP9_SUBJ_STATUS "mapper_status"
-#define APP9_SUBJ_DATA "mapper_data"
-#define APP9_SUBJ_SAVER "saver_data"
-#define APP9_QUEUE_GROUP "mapper.workers"
 #define APP9_MAX_SUBS 64    /* the current subscription + those still draining */
 #define APP9_QUEUE_MAX 64   /* chunks that arrived while busy */
 #define APP9_HANDOFF_CAP 1024
@@ -129,10 +126,10 @@ static void a9m_publish_str(app9_mapper_t *a, const char *subject, const char *s
  * (the chunkmill fetcher after --ack-wait, the original at random). */
 static void a9m_handback(app9_mapper_t *a, natsMsg *msg) {
   cm_counter_inc(a->m_handbacks);
-  if (cm_nats_publish(cm_daemon_nats(a->d), APP9_SUBJ_DATA, NULL, natsMsg_GetData(msg),
+  if (cm_nats_publish(cm_daemon_nats(a->d), CM_APP9_SUBJ_MAPPER_DATA, NULL, natsMsg_GetData(msg),
                       (size_t)natsMsg_GetDataLength(msg)) != 0)
     cm_log_warn("could not hand a chunk back on %s: the fetcher will send it again",
-                APP9_SUBJ_DATA);
+                CM_APP9_SUBJ_MAPPER_DATA);
   natsMsg_Destroy(msg);
 }
 
@@ -174,11 +171,11 @@ static void a9m_go_idle(app9_mapper_t *a) {
     }
     s->a = a;
     s->sub = NULL;
-    st = natsConnection_QueueSubscribe(&s->sub, cm_nats_conn(cm_daemon_nats(a->d)), APP9_SUBJ_DATA,
-                                       APP9_QUEUE_GROUP, a9m_on_data_thread, s);
+    st = natsConnection_QueueSubscribe(&s->sub, cm_nats_conn(cm_daemon_nats(a->d)), CM_APP9_SUBJ_MAPPER_DATA,
+                                       CM_APP9_QUEUE_MAPPERS, a9m_on_data_thread, s);
     if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(s->sub, a9m_on_complete_thread, s);
     if (st != NATS_OK) {
-      cm_log_warn("cannot subscribe to %s: %s; retrying", APP9_SUBJ_DATA, natsStatus_GetText(st));
+      cm_log_warn("cannot subscribe to %s: %s; retrying", CM_APP9_SUBJ_MAPPER_DATA, natsStatus_GetText(st));
       if (s->sub != NULL) {
         (void)natsSubscription_Unsubscribe(s->sub);
         natsSubscription_Destroy(s->sub);
@@ -191,7 +188,7 @@ static void a9m_go_idle(app9_mapper_t *a) {
     a->active = s;
   }
   cm_counter_inc(a->m_listening);
-  a9m_publish_str(a, APP9_SUBJ_STATUS, "im_listening");
+  a9m_publish_str(a, CM_APP9_SUBJ_STATUS, "im_listening");
 }
 
 static void a9m_retry_cb(uv_timer_t *t) { a9m_go_idle(t->data); }
@@ -262,11 +259,11 @@ static void a9m_work_done(uv_work_t *w, int status) {
     if (a->st.dead > 0)
       cm_log_warn("chunk %" PRIu64 ": %u records rejected by the transform, left out", a->cur_index,
                   a->st.dead);
-    if (cm_nats_publish(cm_daemon_nats(a->d), APP9_SUBJ_SAVER, NULL, a->body.data, a->body.len) !=
+    if (cm_nats_publish(cm_daemon_nats(a->d), CM_APP9_SUBJ_SAVER_DATA, NULL, a->body.data, a->body.len) !=
         0) {
       cm_counter_inc(a->m_err);
       cm_log_warn("could not publish chunk %" PRIu64 " on %s: the fetcher will send it again",
-                  a->cur_index, APP9_SUBJ_SAVER);
+                  a->cur_index, CM_APP9_SUBJ_SAVER_DATA);
     } else {
       cm_counter_inc(a->m_ok);
       cm_counter_add(a->m_records, a->st.records);
@@ -341,25 +338,11 @@ static void a9m_deliver(void *arg, int cancelled) {
   free(it);
 }
 
-/* Body equality, tolerating surrounding whitespace and one layer of JSON
- * quotes (a client may publish JSON.stringify("...")). */
-static bool a9m_body_is(natsMsg *msg, const char *word) {
-  const char *p = natsMsg_GetData(msg);
-  int len = natsMsg_GetDataLength(msg);
-  size_t wl = strlen(word);
-  while (len > 0 && (p[0] == ' ' || p[0] == '\n' || p[0] == '\r' || p[0] == '\t')) p++, len--;
-  while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\n' || p[len - 1] == '\r' ||
-                     p[len - 1] == '\t'))
-    len--;
-  if (len >= 2 && p[0] == '"' && p[len - 1] == '"') p++, len -= 2;
-  return (size_t)len == wl && memcmp(p, word, wl) == 0;
-}
-
 static void a9m_on_status(void *ud, natsMsg *msg) {
   app9_mapper_t *a = ud;
-  if (a9m_body_is(msg, "anyone_listening") && a9m_idle(a)) {
+  if (cm_app9_body_is(msg, "anyone_listening") && a9m_idle(a)) {
     cm_counter_inc(a->m_answers);
-    a9m_publish_str(a, APP9_SUBJ_STATUS, "im_listening");
+    a9m_publish_str(a, CM_APP9_SUBJ_STATUS, "im_listening");
   }
   natsMsg_Destroy(msg);
 }
@@ -408,7 +391,7 @@ static void a9m_shutdown(void *ud, bool forced) {
     if (a->cur != NULL && a->working && !a->abandon) {
       /* Hand back a copy of the input; the worker's result is dropped. */
       cm_counter_inc(a->m_handbacks);
-      (void)cm_nats_publish(cm_daemon_nats(a->d), APP9_SUBJ_DATA, NULL, natsMsg_GetData(a->cur),
+      (void)cm_nats_publish(cm_daemon_nats(a->d), CM_APP9_SUBJ_MAPPER_DATA, NULL, natsMsg_GetData(a->cur),
                             (size_t)natsMsg_GetDataLength(a->cur));
       a->abandon = true; /* the input is freed in a9m_work_done */
       cm_daemon_exit(a->d, 0);
@@ -503,12 +486,12 @@ int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t) {
   a->retry.data = a;
   a9m_metrics(a, cfg);
   if (cm_handoff_create(&a->ho, cm_daemon_loop(a->d), APP9_HANDOFF_CAP) != 0 ||
-      cm_nats_subscribe(cm_daemon_nats(a->d), APP9_SUBJ_STATUS, NULL, a9m_on_status, a, NULL) != 0) {
+      cm_nats_subscribe(cm_daemon_nats(a->d), CM_APP9_SUBJ_STATUS, NULL, a9m_on_status, a, NULL) != 0) {
     cm_log_error("cannot set up the app9 subscriptions");
     cm_daemon_exit(a->d, 1);
   } else {
     cm_log_info("mapper in app9 mode: transform %s, chunks on %s (queue group %s), results on %s",
-                cm_transform_name(t), APP9_SUBJ_DATA, APP9_QUEUE_GROUP, APP9_SUBJ_SAVER);
+                cm_transform_name(t), CM_APP9_SUBJ_MAPPER_DATA, CM_APP9_QUEUE_MAPPERS, CM_APP9_SUBJ_SAVER_DATA);
   }
   rc = cm_daemon_run(a->d);
   cm_daemon_destroy(a->d);

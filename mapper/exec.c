@@ -6,6 +6,7 @@
  * answers happen on the same loop, so a child that answers before it has
  * read everything never deadlocks on a full pipe. */
 #define _GNU_SOURCE /* environ */
+#include "cm/err.h"
 #include "exec.h"
 
 #include <cjson/cJSON.h>
@@ -70,15 +71,6 @@ struct cm__xw_s {
   cm_buf_t ebuf; /* the stderr line being assembled */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  (void)vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static void free_vec(char **v) {
   if (v == NULL) return;
@@ -102,18 +94,18 @@ static int parse_json_argv(const char *cmd, char **argv, int *n, char *err, size
   cJSON *a = cJSON_Parse(cmd), *it;
   int rc = 0;
   if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) == 0) {
-    set_err(err, errlen, "exec: a JSON command must be a non-empty array of strings");
+    cm_set_err(err, errlen, "exec: a JSON command must be a non-empty array of strings");
     rc = -EINVAL;
     goto done;
   }
   cJSON_ArrayForEach(it, a) {
     if (!cJSON_IsString(it) || it->valuestring == NULL) {
-      set_err(err, errlen, "exec: a JSON command must be a non-empty array of strings");
+      cm_set_err(err, errlen, "exec: a JSON command must be a non-empty array of strings");
       rc = -EINVAL;
       goto done;
     }
     if ((rc = push_arg(argv, n, it->valuestring, strlen(it->valuestring))) < 0) {
-      set_err(err, errlen, "exec: too many arguments (at most %d)", CM__EXEC_MAX_ARGS);
+      cm_set_err(err, errlen, "exec: too many arguments (at most %d)", CM__EXEC_MAX_ARGS);
       goto done;
     }
   }
@@ -143,10 +135,10 @@ static int parse_words(const char *cmd, char **argv, int *n, char *err, size_t e
     while (*p && !is_blank(*p)) p++;
     if ((rc = push_arg(argv, n, s, (size_t)(p - s))) < 0) break;
   }
-  if (rc == -E2BIG) set_err(err, errlen, "exec: too many arguments (at most %d)", CM__EXEC_MAX_ARGS);
-  else if (rc < 0) set_err(err, errlen, "exec: out of memory");
+  if (rc == -E2BIG) cm_set_err(err, errlen, "exec: too many arguments (at most %d)", CM__EXEC_MAX_ARGS);
+  else if (rc < 0) cm_set_err(err, errlen, "exec: out of memory");
   else if (*n == 0) {
-    set_err(err, errlen, "exec: no command given (exec:COMMAND)");
+    cm_set_err(err, errlen, "exec: no command given (exec:COMMAND)");
     rc = -EINVAL;
   }
   return rc;
@@ -158,7 +150,7 @@ static int check_program(const char *prog, char *err, size_t errlen) {
   struct stat sb;
   if (strchr(prog, '/') != NULL) {
     if (stat(prog, &sb) != 0 || !S_ISREG(sb.st_mode) || access(prog, X_OK) != 0) {
-      set_err(err, errlen, "exec: %s: %s", prog,
+      cm_set_err(err, errlen, "exec: %s: %s", prog,
               errno ? strerror(errno) : "not an executable file");
       return -ENOENT;
     }
@@ -176,7 +168,7 @@ static int check_program(const char *prog, char *err, size_t errlen) {
       return 0;
     path += dl + (c ? 1 : 0);
   }
-  set_err(err, errlen, "exec: %s: command not found in PATH", prog);
+  cm_set_err(err, errlen, "exec: %s: command not found in PATH", prog);
   return -ENOENT;
 }
 
@@ -202,12 +194,12 @@ static int build_env(cm_exec_t *e, const cm_transform_opts_t *o, char *err, size
       const char *eq = memchr(p, '=', l);
       if (l > 0) {
         if (eq == NULL || eq == p) {
-          set_err(err, errlen, "--exec-env: \"%.*s\" is not KEY=VALUE", (int)(l > 64 ? 64 : l), p);
+          cm_set_err(err, errlen, "--exec-env: \"%.*s\" is not KEY=VALUE", (int)(l > 64 ? 64 : l), p);
           rc = -EINVAL;
           goto fail;
         }
         if (nextra == CM__EXEC_MAX_ENV) {
-          set_err(err, errlen, "--exec-env: at most %d variables", CM__EXEC_MAX_ENV - 1);
+          cm_set_err(err, errlen, "--exec-env: at most %d variables", CM__EXEC_MAX_ENV - 1);
           rc = -E2BIG;
           goto fail;
         }
@@ -234,7 +226,7 @@ static int build_env(cm_exec_t *e, const cm_transform_opts_t *o, char *err, size
   }
   return 0;
 nomem:
-  set_err(err, errlen, "exec: out of memory");
+  cm_set_err(err, errlen, "exec: out of memory");
   rc = -ENOMEM;
 fail:
   for (size_t k = 0; k < nextra; k++) free(extra[k]);
@@ -263,7 +255,7 @@ int cm_exec_create(cm_exec_t **out, const char *cmd, const cm_transform_opts_t *
   if (o && o->exec_cwd && *o->exec_cwd) {
     struct stat sb;
     if (stat(o->exec_cwd, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-      set_err(err, errlen, "--exec-cwd %s: not a directory", o->exec_cwd);
+      cm_set_err(err, errlen, "--exec-cwd %s: not a directory", o->exec_cwd);
       rc = -ENOTDIR;
       goto fail;
     }
@@ -276,7 +268,7 @@ int cm_exec_create(cm_exec_t **out, const char *cmd, const cm_transform_opts_t *
   *out = e;
   return 0;
 nomem:
-  set_err(err, errlen, "exec: out of memory");
+  cm_set_err(err, errlen, "exec: out of memory");
   rc = -ENOMEM;
 fail:
   cm_exec_destroy(e);
@@ -505,7 +497,7 @@ static int spawn_child(cm__xw_t *w, char *err, size_t errlen) {
   if (rc < 0) {
     w->exited = true;
     close_child(w);
-    set_err(err, errlen, "exec: cannot start %s: %s", e->argv[0], uv_strerror(rc));
+    cm_set_err(err, errlen, "exec: cannot start %s: %s", e->argv[0], uv_strerror(rc));
     return rc;
   }
   w->pid = w->proc.pid;
@@ -591,10 +583,10 @@ static void checkin(cm_exec_t *e, int slot) {
 
 static void describe_exit(cm__xw_t *w, char *err, size_t errlen, const char *when) {
   if (w->term_signal)
-    set_err(err, errlen, "exec: child %s (pid %d) was killed by signal %d %s", w->e->argv[0],
+    cm_set_err(err, errlen, "exec: child %s (pid %d) was killed by signal %d %s", w->e->argv[0],
             w->pid, w->term_signal, when);
   else
-    set_err(err, errlen, "exec: child %s (pid %d) exited with status %" PRId64 " %s",
+    cm_set_err(err, errlen, "exec: child %s (pid %d) exited with status %" PRId64 " %s",
             w->e->argv[0], w->pid, w->status, when);
 }
 
@@ -609,7 +601,7 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
   cm_buf_reset(lines);
   if (n == 0) return 0;
   if ((w = checkout(e, &slot)) == NULL) {
-    set_err(err, errlen, "exec: out of memory");
+    cm_set_err(err, errlen, "exec: out of memory");
     return -ENOMEM;
   }
   /* A child that died between chunks: notice it now and start a new one. */
@@ -632,7 +624,7 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
     if (rc == 0) rc = cm_buf_append(&inb, "\n", 1);
   }
   if (rc < 0) {
-    set_err(err, errlen, "exec: chunk too large to send (%s)", strerror(-rc));
+    cm_set_err(err, errlen, "exec: chunk too large to send (%s)", strerror(-rc));
     goto out;
   }
   w->lines = lines;
@@ -667,24 +659,24 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
 
   (void)snprintf(when, sizeof when, "after %zu of %zu answer lines", w->got < n ? w->got : n, n);
   if (w->got > w->want || (w->got == w->want && w->scan < lines->len)) {
-    set_err(err, errlen, "exec: child %s (pid %d) wrote more lines than it was sent records",
+    cm_set_err(err, errlen, "exec: child %s (pid %d) wrote more lines than it was sent records",
             e->argv[0], w->pid);
     rc = -EPROTO;
   } else if (w->got >= w->want && w->write_done && !w->io_err) {
     rc = 0;
   } else if (w->timed_out) {
-    set_err(err, errlen, "exec: child %s (pid %d) timed out after %" PRId64 " ms (%s)",
+    cm_set_err(err, errlen, "exec: child %s (pid %d) timed out after %" PRId64 " ms (%s)",
             e->argv[0], w->pid, e->timeout_ms, when);
     rc = -ETIMEDOUT;
   } else if (w->overflow) {
-    set_err(err, errlen, "exec: child %s (pid %d) wrote more than %zu bytes for one chunk",
+    cm_set_err(err, errlen, "exec: child %s (pid %d) wrote more than %zu bytes for one chunk",
             e->argv[0], w->pid, lines->max);
     rc = -E2BIG;
   } else if (w->exited) {
     describe_exit(w, err, errlen, when);
     rc = -ECHILD;
   } else {
-    set_err(err, errlen, "exec: child %s (pid %d): pipe error: %s", e->argv[0], w->pid,
+    cm_set_err(err, errlen, "exec: child %s (pid %d): pipe error: %s", e->argv[0], w->pid,
             uv_strerror(w->io_err));
     rc = -EIO;
   }

@@ -1,5 +1,6 @@
 /* plugin_host.c - dlopen a transform plugin, check its ABI, pool its states
  * (see plugin_host.h and include/chunkmill/plugin.h). */
+#include "cm/err.h"
 #include "plugin_host.h"
 
 #include <dlfcn.h>
@@ -34,15 +35,6 @@ struct cm_plugin_s {
   int n;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  (void)vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* dlsym returns void *; a function pointer is converted through memcpy
  * (ISO C leaves the direct cast undefined, -Wpedantic warns). */
@@ -57,7 +49,7 @@ static void *new_state(cm_plugin_t *p, char *err, size_t errlen) {
   char perr[256] = "";
   void *s = p->init(p->arg, perr, sizeof perr);
   if (s == NULL)
-    set_err(err, errlen, "plugin %s: cm_transform_init failed: %s", p->path,
+    cm_set_err(err, errlen, "plugin %s: cm_transform_init failed: %s", p->path,
             perr[0] ? perr : "(no reason given)");
   return s;
 }
@@ -71,26 +63,26 @@ int cm_plugin_load(cm_plugin_t **out, const char *path, const char *arg, char *e
 
   *out = NULL;
   if (path == NULL || *path == '\0') {
-    set_err(err, errlen, "plugin: no path given (plugin:PATH.so)");
+    cm_set_err(err, errlen, "plugin: no path given (plugin:PATH.so)");
     return -EINVAL;
   }
   if ((p = calloc(1, sizeof *p)) == NULL || (p->path = strdup(path)) == NULL ||
       (p->arg = strdup(arg ? arg : "")) == NULL) {
-    set_err(err, errlen, "plugin: out of memory");
+    cm_set_err(err, errlen, "plugin: out of memory");
     goto fail_early;
   }
   if (pthread_mutex_init(&p->mu, NULL) != 0) goto fail_early;
   p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (p->dl == NULL) {
     const char *why = dlerror();
-    set_err(err, errlen, "plugin %s: cannot load: %s", path, why ? why : "unknown error");
+    cm_set_err(err, errlen, "plugin %s: cannot load: %s", path, why ? why : "unknown error");
     rc = -ENOENT;
     goto fail;
   }
   if (sym(p->dl, "cm_transform_abi_version", &abi, sizeof abi) < 0)
     missing = "cm_transform_abi_version";
   else if ((v = abi()) != CM_PLUGIN_ABI_VERSION) {
-    set_err(err, errlen, "plugin %s has ABI version %d; this mapper supports %d", path, v,
+    cm_set_err(err, errlen, "plugin %s has ABI version %d; this mapper supports %d", path, v,
             CM_PLUGIN_ABI_VERSION);
     rc = -EPROTO;
     goto fail;
@@ -101,7 +93,7 @@ int cm_plugin_load(cm_plugin_t **out, const char *path, const char *arg, char *e
   else if (sym(p->dl, "cm_transform_destroy", &p->destroy, sizeof p->destroy) < 0)
     missing = "cm_transform_destroy";
   if (missing) {
-    set_err(err, errlen, "plugin %s does not export %s (see chunkmill/plugin.h)", path, missing);
+    cm_set_err(err, errlen, "plugin %s does not export %s (see chunkmill/plugin.h)", path, missing);
     rc = -ENOENT;
     goto fail;
   }
@@ -149,7 +141,7 @@ int cm_plugin_acquire(cm_plugin_t *p, void **state, int *slot, char *err, size_t
   if (i == p->n) {
     if (p->n == CM__PLUGIN_MAX_STATES) {
       pthread_mutex_unlock(&p->mu);
-      set_err(err, errlen, "plugin %s: more than %d states", p->path, CM__PLUGIN_MAX_STATES);
+      cm_set_err(err, errlen, "plugin %s: more than %d states", p->path, CM__PLUGIN_MAX_STATES);
       return -EBUSY;
     }
     p->st[p->n++] = NULL;

@@ -8,6 +8,7 @@
  * published on processed_data. A chunk that is not valid is logged and not
  * confirmed; a batch that did not commit is not confirmed either: the
  * fetcher sends those chunks again. */
+#include "cm/app9wire.h"
 #include "app9.h"
 
 #include <errno.h>
@@ -20,9 +21,6 @@
 #include "cm/daemon.h"
 #include "cm/log.h"
 
-#define APP9_SUBJ_DATA "saver_data"
-#define APP9_SUBJ_PROCESSED "processed_data"
-#define APP9_QUEUE_GROUP "saver.workers"
 #define APP9_MAX_BATCH 128
 #define APP9_MAX_BATCH_BYTES (64u * 1024 * 1024)
 #define APP9_MAX_QUEUE 4096
@@ -114,7 +112,7 @@ static void a9s_commit_done(uv_work_t *w, int status) {
         cm_counter_inc(s->m_chunks);
         cm_counter_add(s->m_records, it->records);
       }
-      if (cm_nats_publish(cm_daemon_nats(s->d), APP9_SUBJ_PROCESSED, NULL, idx, (size_t)n) != 0)
+      if (cm_nats_publish(cm_daemon_nats(s->d), CM_APP9_SUBJ_PROCESSED, NULL, idx, (size_t)n) != 0)
         cm_log_warn("could not confirm chunk %" PRIu64 ": it will be sent again and confirmed "
                     "then",
                     it->hdr.index);
@@ -260,13 +258,13 @@ int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_store_t *store, const char 
     goto out;
   }
   a9s_metrics(s);
-  if (cm_nats_subscribe(cm_daemon_nats(s->d), APP9_SUBJ_DATA, APP9_QUEUE_GROUP, a9s_on_data, s,
+  if (cm_nats_subscribe(cm_daemon_nats(s->d), CM_APP9_SUBJ_SAVER_DATA, CM_APP9_QUEUE_SAVERS, a9s_on_data, s,
                         NULL) != 0) {
-    cm_log_error("cannot subscribe to %s", APP9_SUBJ_DATA);
+    cm_log_error("cannot subscribe to %s", CM_APP9_SUBJ_SAVER_DATA);
     cm_daemon_exit(s->d, 1);
   } else {
     cm_log_info("saver in app9 mode: %s (queue group %s) into %s as job \"%s\", confirmations on %s",
-                APP9_SUBJ_DATA, APP9_QUEUE_GROUP, db_path, CM_SAVER_APP9_JOB, APP9_SUBJ_PROCESSED);
+                CM_APP9_SUBJ_SAVER_DATA, CM_APP9_QUEUE_SAVERS, db_path, CM_SAVER_APP9_JOB, CM_APP9_SUBJ_PROCESSED);
   }
   rc = cm_daemon_run(s->d);
   cm_daemon_destroy(s->d);

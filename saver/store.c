@@ -5,6 +5,7 @@
  * statement is prepared once at open. A batch is one BEGIN IMMEDIATE ..
  * COMMIT (one fsync for many chunks); each item runs inside its own
  * SAVEPOINT so a bad item is rolled back alone. */
+#include "cm/err.h"
 #include "store.h"
 
 #include <errno.h>
@@ -102,15 +103,6 @@ struct cm_store_s {
   char *path;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  (void)vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* SQLite result code -> negative errno, at the module boundary (STYLE 4). */
 static int sqlite_errno(int rc) {
@@ -143,7 +135,7 @@ static int run(sqlite3 *db, sqlite3_stmt *st, char *err, size_t errlen) {
   do {
     rc = sqlite3_step(st);
   } while (rc == SQLITE_ROW);
-  if (rc != SQLITE_DONE) set_err(err, errlen, "%s", sqlite3_errmsg(db));
+  if (rc != SQLITE_DONE) cm_set_err(err, errlen, "%s", sqlite3_errmsg(db));
   (void)sqlite3_reset(st);
   (void)sqlite3_clear_bindings(st);
   return rc;
@@ -158,12 +150,12 @@ static int exec1(sqlite3 *db, const char *sql, char *out, size_t outlen, char *e
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW && out != NULL) {
     const unsigned char *t = sqlite3_column_text(st, 0);
-    set_err(out, outlen, "%s", t ? (const char *)t : "");
+    cm_set_err(out, outlen, "%s", t ? (const char *)t : "");
   }
   while (rc == SQLITE_ROW) rc = sqlite3_step(st);
   if (rc == SQLITE_DONE) rc = SQLITE_OK;
 done:
-  if (rc != SQLITE_OK) set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+  if (rc != SQLITE_OK) cm_set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
   sqlite3_finalize(st);
   return rc;
 }
@@ -176,7 +168,7 @@ static int user_version(sqlite3 *db, long *v, char *err, size_t errlen) {
 }
 
 static int refuse_newer(const char *path, long v, char *err, size_t errlen) {
-  set_err(err, errlen, "results database %s has schema version %ld; this saver supports up to %d",
+  cm_set_err(err, errlen, "results database %s has schema version %ld; this saver supports up to %d",
           path, v, CM_STORE_SCHEMA_VERSION);
   return -ENOTSUP;
 }
@@ -223,12 +215,12 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
 
   *out = NULL;
   if (path == NULL || (sync != CM_SYNC_NORMAL && sync != CM_SYNC_FULL)) {
-    set_err(err, errlen, "cm_store_open: bad arguments");
+    cm_set_err(err, errlen, "cm_store_open: bad arguments");
     return -EINVAL;
   }
   s = calloc(1, sizeof *s);
   if (s == NULL || (s->path = strdup(path)) == NULL) {
-    set_err(err, errlen, "out of memory");
+    cm_set_err(err, errlen, "out of memory");
     rc = -ENOMEM;
     goto fail;
   }
@@ -237,7 +229,7 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
   src = sqlite3_open_v2(path, &s->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (src != SQLITE_OK) {
-    set_err(err, errlen, "cannot open results database %s: %s", path,
+    cm_set_err(err, errlen, "cannot open results database %s: %s", path,
             s->db ? sqlite3_errmsg(s->db) : "out of memory");
     rc = sqlite_errno(src);
     goto fail;
@@ -257,7 +249,7 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
   if (src != SQLITE_OK) goto sqlfail;
   /* An in-memory database reports "memory" and cannot use WAL; fine. */
   if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0) {
-    set_err(err, errlen, "results database %s: cannot use WAL (journal_mode is %s)", path, mode);
+    cm_set_err(err, errlen, "results database %s: cannot use WAL (journal_mode is %s)", path, mode);
     rc = -EIO;
     goto fail;
   }
@@ -272,7 +264,7 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
   for (int k = 0; k < ST_COUNT; k++) {
     src = sqlite3_prepare_v3(s->db, stmt_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &s->st[k], NULL);
     if (src != SQLITE_OK) {
-      set_err(err, errlen, "preparing \"%s\": %s", stmt_sql[k], sqlite3_errmsg(s->db));
+      cm_set_err(err, errlen, "preparing \"%s\": %s", stmt_sql[k], sqlite3_errmsg(s->db));
       rc = sqlite_errno(src);
       goto fail;
     }
@@ -283,8 +275,8 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
 sqlfail : {
   /* err holds SQLite's text; prefix the file so the log line says which. */
   char msg[256];
-  set_err(msg, sizeof msg, "%s", err ? err : "");
-  set_err(err, errlen, "results database %s: %s", path, msg);
+  cm_set_err(msg, sizeof msg, "%s", err ? err : "");
+  cm_set_err(err, errlen, "results database %s: %s", path, msg);
   rc = sqlite_errno(src);
 }
 fail:
@@ -341,7 +333,7 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
       it->records = (uint32_t)sqlite3_column_int64(st[ST_GET_CHUNK], 0);
       it->dead = (uint32_t)sqlite3_column_int64(st[ST_GET_CHUNK], 1);
     } else {
-      set_err(msg, sizeof msg, "%s",
+      cm_set_err(msg, sizeof msg, "%s",
               rc == SQLITE_DONE ? "chunk marker vanished" : sqlite3_errmsg(s->db));
     }
     (void)sqlite3_reset(st[ST_GET_CHUNK]);
@@ -363,9 +355,9 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
     /* The two ways a well-formed chunk's dead array can be wrong, said in
      * the saver's terms rather than as a constraint name. */
     if (rc == SQLITE_CONSTRAINT_NOTNULL)
-      set_err(msg, sizeof msg, "a dead letter is not an object with \"idx\" or \"line\"");
+      cm_set_err(msg, sizeof msg, "a dead letter is not an object with \"idx\" or \"line\"");
     else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-      set_err(msg, sizeof msg, "two dead letters for the same idx/line");
+      cm_set_err(msg, sizeof msg, "two dead letters for the same idx/line");
     if (rc != SQLITE_DONE) goto sqlfail;
     it->dead = (uint32_t)sqlite3_changes(s->db);
   }
@@ -378,7 +370,7 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
   return 0;
 
 sqlfail:
-  set_err(it->err, sizeof it->err, "chunk %" PRIu64 ": %s", v->hdr.index, msg);
+  cm_set_err(it->err, sizeof it->err, "chunk %" PRIu64 ": %s", v->hdr.index, msg);
   return sqlite_errno(rc);
 }
 
@@ -389,7 +381,7 @@ static void fail_all(cm_store_item_t *items, size_t n, int rc, const char *why) 
     if (items[k].status >= 0) {
       items[k].status = rc;
       items[k].records = items[k].dead = 0;
-      set_err(items[k].err, sizeof items[k].err, "%s", why);
+      cm_set_err(items[k].err, sizeof items[k].err, "%s", why);
     }
   }
 }
@@ -410,7 +402,7 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
   src = run(s->db, s->st[ST_BEGIN], msg, sizeof msg);
   if (src != SQLITE_DONE) {
     rc = sqlite_errno(src);
-    set_err(why, sizeof why, "batch not saved: BEGIN: %s", msg);
+    cm_set_err(why, sizeof why, "batch not saved: BEGIN: %s", msg);
     fail_all(items, n, rc, why);
     return rc;
   }
@@ -422,19 +414,19 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
 
     if (cm_chunk_peek(it->json, it->len, &v, perr, sizeof perr) < 0) {
       it->status = -EINVAL;
-      set_err(it->err, sizeof it->err, "bad chunk: %s", perr);
+      cm_set_err(it->err, sizeof it->err, "bad chunk: %s", perr);
       continue;
     }
     it->hdr = v.hdr;
     if (v.hdr.index > (uint64_t)INT64_MAX) {
       it->status = -ERANGE;
-      set_err(it->err, sizeof it->err, "chunk index %" PRIu64 " exceeds SQLite's integer range",
+      cm_set_err(it->err, sizeof it->err, "chunk index %" PRIu64 " exceeds SQLite's integer range",
               v.hdr.index);
       continue;
     }
     if (v.data_len > (size_t)INT32_MAX || (v.dead && v.dead_len > (size_t)INT32_MAX)) {
       it->status = -E2BIG;
-      set_err(it->err, sizeof it->err, "chunk %" PRIu64 " is too large for SQLite", v.hdr.index);
+      cm_set_err(it->err, sizeof it->err, "chunk %" PRIu64 " is too large for SQLite", v.hdr.index);
       continue;
     }
 
@@ -447,7 +439,7 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
        * transaction back by itself: then the batch is lost. */
       if (sqlite3_get_autocommit(s->db)) {
         src = SQLITE_ABORT;
-        set_err(msg, sizeof msg, "transaction rolled back after: %s", it->err);
+        cm_set_err(msg, sizeof msg, "transaction rolled back after: %s", it->err);
         goto abort;
       }
       src = run(s->db, s->st[ST_ROLLBACK_TO], msg, sizeof msg);
@@ -464,7 +456,7 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
 abort:
   rc = sqlite_errno(src);
   if (rc == 0) rc = -EIO;
-  set_err(why, sizeof why, "batch not saved: %s", msg);
+  cm_set_err(why, sizeof why, "batch not saved: %s", msg);
   if (!sqlite3_get_autocommit(s->db)) (void)run(s->db, s->st[ST_ROLLBACK], NULL, 0);
   fail_all(items, n, rc, why);
   return rc;
