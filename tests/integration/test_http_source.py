@@ -21,7 +21,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from harness import (Pipeline, bin_path, check, dump_logs_on_failure, finish, free_port)
+import time
+
+from harness import (Pipeline, bin_path, check, dump_logs_on_failure, finish, free_port, http_get)
 
 SECRET = "Bearer s3cret-token-42"
 PAGE = 37
@@ -67,6 +69,12 @@ class Api(BaseHTTPRequestHandler):
                                    "links": {"next": nxt}})
         if u.path == "/":
             return self.send(200, [user(i) for i in range(100)])
+        if u.path == "/slow":
+            # A slow API: every page takes 1.5 s.
+            import time as _t
+            _t.sleep(1.5)
+            p = int(q.get("page", ["1"])[0])
+            return self.send(200, [user(i) for i in range(20)] if p <= 2 else [])
         if u.path == "/broken":
             return self.send(500, {"error": "always broken"})
         return self.send(404, {"error": "no such path"})
@@ -203,6 +211,33 @@ def stdin_source():
         P.stop_all()
 
 
+def slow_source_keeps_loop_free():
+    P = Pipeline("slow", records=0, mappers=1, transform="identity", chunk_size=10)
+    try:
+        P.wait_ready([P.saver] + P.mappers)
+        f = P.start_fetcher(["--once", "--job", "slow", "--source", f"{BASE}/slow"])
+        worst, probes = 0.0, 0
+        while f.alive() and probes < 200:
+            t0 = time.time()
+            st, _ = http_get(f.port, "/healthz", timeout=1.0)
+            dt = time.time() - t0
+            if st == 200:
+                probes += 1
+                worst = max(worst, dt)
+            time.sleep(0.05)
+        assert f.wait(60) == 0, f.log()[-800:]
+        # Pages take 1.5 s each, but the source is read on the thread pool:
+        # the loop answers probes at once all along.
+        assert probes >= 20 and worst < 0.5, (probes, worst)
+        assert P.db_query("SELECT count(*) FROM records") == [(40,)]
+    except Exception:
+        failed.append(P)
+        raise
+    finally:
+        P.stop_all()
+
+
+check("a slow API does not stall the fetcher's loop (probes answer)", slow_source_keeps_loop_free)
 check("paged source with auth and a page failing twice with 503", paged_auth_retry)
 check("next links", next_links)
 check("--http-pages N against the mock API", fixed_page_count)
