@@ -34,6 +34,7 @@
  * Done and dead chunks are only in the database, so memory follows the
  * in-flight window (plus retries), never the size of the job. */
 #include "ledger.h"
+#include "ledger_mem.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -42,31 +43,6 @@
 #include <string.h>
 #include <time.h>
 
-enum { CM__H_NONE = 0, CM__H_READY, CM__H_WAIT, CM__H_LEASE };
-
-typedef struct cm__chunk_s {
-  uint64_t idx;
-  int64_t deadline_ms;
-  int64_t not_before_ms;
-  char *holder;  /* owned; set while leased */
-  char *reason;  /* owned; last release reason, may be NULL */
-  void *payload; /* owned; only until a flush has written it */
-  size_t payload_len;
-  uint32_t attempt;
-  uint32_t base_attempt;
-  uint32_t records;
-  uint32_t heap_pos;
-  uint8_t state;        /* cm_chunk_state_t */
-  uint8_t heap;         /* CM__H_* that holds it */
-  bool dirty;           /* queued for the next flush */
-  bool payload_in_db;   /* a payloads row may exist (delete it when done) */
-} cm__chunk_t;
-
-typedef struct cm__heap_s {
-  cm__chunk_t **v;
-  size_t n, cap;
-  int kind;
-} cm__heap_t;
 
 enum {
   CM__S_BEGIN,
@@ -167,10 +143,7 @@ struct cm_ledger_s {
   cm_job_info_t info;
   bool job_dirty; /* counters changed since the last flush */
 
-  /* index -> chunk, open addressing with linear probing */
-  cm__chunk_t **tab;
-  size_t tab_cap; /* power of two, or 0 */
-  size_t tab_n;
+  cm__chunkset_t set; /* index -> chunk */
 
   cm__heap_t ready, wait, lease;
 
@@ -223,15 +196,6 @@ static char *cm__strdup(const char *s) {
   return p;
 }
 
-static uint64_t cm__mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
 /* Runs a statement that returns no rows; always resets it. */
 static int cm__step_done(cm_ledger_t *l, sqlite3_stmt *st) {
   int rc = sqlite3_step(st);
@@ -248,72 +212,7 @@ static void cm__bind_job(cm_ledger_t *l, sqlite3_stmt *st) {
   sqlite3_bind_text(st, 1, l->job, -1, SQLITE_STATIC);
 }
 
-/* ---- heaps ------------------------------------------------------------- */
-
-static bool cm__less(int kind, const cm__chunk_t *a, const cm__chunk_t *b) {
-  if (kind == CM__H_WAIT && a->not_before_ms != b->not_before_ms)
-    return a->not_before_ms < b->not_before_ms;
-  if (kind == CM__H_LEASE && a->deadline_ms != b->deadline_ms)
-    return a->deadline_ms < b->deadline_ms;
-  return a->idx < b->idx;
-}
-
-static void cm__heap_set(cm__heap_t *h, size_t i, cm__chunk_t *c) {
-  h->v[i] = c;
-  c->heap_pos = (uint32_t)i;
-}
-
-static void cm__sift_up(cm__heap_t *h, size_t i) {
-  cm__chunk_t *c = h->v[i];
-  while (i > 0) {
-    size_t p = (i - 1) / 2;
-    if (!cm__less(h->kind, c, h->v[p])) break;
-    cm__heap_set(h, i, h->v[p]);
-    i = p;
-  }
-  cm__heap_set(h, i, c);
-}
-
-static void cm__sift_down(cm__heap_t *h, size_t i) {
-  cm__chunk_t *c = h->v[i];
-  for (;;) {
-    size_t m = 2 * i + 1;
-    if (m >= h->n) break;
-    if (m + 1 < h->n && cm__less(h->kind, h->v[m + 1], h->v[m])) m++;
-    if (!cm__less(h->kind, h->v[m], c)) break;
-    cm__heap_set(h, i, h->v[m]);
-    i = m;
-  }
-  cm__heap_set(h, i, c);
-}
-
-static int cm__heap_reserve(cm__heap_t *h) {
-  if (h->n < h->cap) return 0;
-  size_t cap = h->cap ? h->cap * 2 : 64;
-  cm__chunk_t **v = realloc(h->v, cap * sizeof *v);
-  if (!v) return -ENOMEM;
-  h->v = v;
-  h->cap = cap;
-  return 0;
-}
-
-/* Capacity must have been reserved: pushes never fail, so a state change
- * either happens completely or not at all. */
-static void cm__heap_push(cm__heap_t *h, cm__chunk_t *c) {
-  c->heap = (uint8_t)h->kind;
-  h->v[h->n++] = c;
-  cm__sift_up(h, h->n - 1);
-}
-
-static void cm__heap_remove(cm__heap_t *h, cm__chunk_t *c) {
-  size_t i = c->heap_pos;
-  cm__chunk_t *last = h->v[--h->n];
-  c->heap = CM__H_NONE;
-  if (i == h->n) return;
-  cm__heap_set(h, i, last);
-  cm__sift_down(h, i);
-  cm__sift_up(h, last->heap_pos);
-}
+/* ---- which heap holds a chunk ----------------------------------------- */
 
 static cm__heap_t *cm__heap_of(cm_ledger_t *l, const cm__chunk_t *c) {
   switch (c->heap) {
@@ -337,66 +236,6 @@ static void cm__unheap(cm_ledger_t *l, cm__chunk_t *c) {
  * straight to `ready`; others wait until next_due's clock passes them. */
 static cm__heap_t *cm__pending_heap(cm_ledger_t *l, const cm__chunk_t *c) {
   return c->not_before_ms <= 0 ? &l->ready : &l->wait;
-}
-
-/* ---- hash table -------------------------------------------------------- */
-
-static cm__chunk_t *cm__find(const cm_ledger_t *l, uint64_t idx) {
-  if (l->tab_cap == 0) return NULL;
-  size_t mask = l->tab_cap - 1;
-  for (size_t i = cm__mix64(idx) & mask;; i = (i + 1) & mask) {
-    cm__chunk_t *c = l->tab[i];
-    if (!c) return NULL;
-    if (c->idx == idx) return c;
-  }
-}
-
-static void cm__tab_put(cm__chunk_t **tab, size_t cap, cm__chunk_t *c) {
-  size_t mask = cap - 1;
-  size_t i = cm__mix64(c->idx) & mask;
-  while (tab[i]) i = (i + 1) & mask;
-  tab[i] = c;
-}
-
-static int cm__tab_resize(cm_ledger_t *l, size_t cap) {
-  cm__chunk_t **tab = calloc(cap, sizeof *tab);
-  if (!tab) return -ENOMEM;
-  for (size_t i = 0; i < l->tab_cap; i++)
-    if (l->tab[i]) cm__tab_put(tab, cap, l->tab[i]);
-  free(l->tab);
-  l->tab = tab;
-  l->tab_cap = cap;
-  return 0;
-}
-
-/* Room for one more entry at a load factor <= 1/2. */
-static int cm__tab_reserve(cm_ledger_t *l) {
-  if ((l->tab_n + 1) * 2 <= l->tab_cap) return 0;
-  return cm__tab_resize(l, l->tab_cap ? l->tab_cap * 2 : 64);
-}
-
-static void cm__tab_insert(cm_ledger_t *l, cm__chunk_t *c) {
-  cm__tab_put(l->tab, l->tab_cap, c);
-  l->tab_n++;
-}
-
-/* Backward-shift deletion: no tombstones, so lookups stay short however
- * many chunks pass through the table. */
-static void cm__tab_delete(cm_ledger_t *l, const cm__chunk_t *c) {
-  size_t mask = l->tab_cap - 1;
-  size_t i = cm__mix64(c->idx) & mask;
-  while (l->tab[i] != c) i = (i + 1) & mask;
-  for (size_t j = (i + 1) & mask; l->tab[j]; j = (j + 1) & mask) {
-    size_t home = cm__mix64(l->tab[j]->idx) & mask;
-    /* move tab[j] into the hole at i unless its home lies in (i, j] */
-    bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
-    if (!stays) {
-      l->tab[i] = l->tab[j];
-      i = j;
-    }
-  }
-  l->tab[i] = NULL;
-  l->tab_n--;
 }
 
 /* ---- chunk bookkeeping ------------------------------------------------- */
@@ -428,10 +267,10 @@ static void cm__queue(cm_ledger_t *l, cm__chunk_t *c) {
 }
 
 static void cm__reset_memory(cm_ledger_t *l) {
-  for (size_t i = 0; i < l->tab_cap; i++) cm__chunk_free(l->tab[i]);
-  free(l->tab);
-  l->tab = NULL;
-  l->tab_cap = l->tab_n = 0;
+  for (size_t i = 0; i < l->set.cap; i++) cm__chunk_free(l->set.tab[i]);
+  free(l->set.tab);
+  l->set.tab = NULL;
+  l->set.cap = l->set.n = 0;
   l->ready.n = l->wait.n = l->lease.n = 0;
   l->queue_n = 0;
   l->job_dirty = false;
@@ -657,7 +496,7 @@ static int cm__job_load(cm_ledger_t *l) {
   int ret = 0, rc;
   cm__bind_job(l, st);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    if ((ret = cm__tab_reserve(l)) < 0) goto out;
+    if ((ret = cm__set_reserve(&l->set)) < 0) goto out;
     if ((ret = cm__heap_reserve(&l->ready)) < 0) goto out;
     if ((ret = cm__heap_reserve(&l->wait)) < 0) goto out;
     if (!(c = calloc(1, sizeof *c))) {
@@ -676,7 +515,7 @@ static int cm__job_load(cm_ledger_t *l) {
       ret = -ENOMEM;
       goto out;
     }
-    cm__tab_insert(l, c);
+    cm__set_insert(&l->set, c);
     cm__heap_push(cm__pending_heap(l, c), c);
     c = NULL;
   }
@@ -783,7 +622,7 @@ int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, siz
   cm__chunk_t *c = NULL;
   int ret;
   if (!l->job || index != l->info.next_index || l->info.source_done) return -EINVAL;
-  if ((ret = cm__tab_reserve(l)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
+  if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
       (ret = cm__queue_reserve(l)) < 0)
     return ret;
   if (!(c = calloc(1, sizeof *c))) return -ENOMEM;
@@ -798,7 +637,7 @@ int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, siz
   }
   c->idx = index;
   c->state = CM_CHUNK_PENDING;
-  cm__tab_insert(l, c);
+  cm__set_insert(&l->set, c);
   cm__heap_push(&l->ready, c);
   cm__queue(l, c);
   l->info.next_index = index + 1;
@@ -838,7 +677,7 @@ int64_t cm_ledger_next_due_at(const cm_ledger_t *l) {
 
 int cm_ledger_lease(cm_ledger_t *l, uint64_t index, const char *holder, int64_t deadline_ms,
                     uint32_t *attempt) {
-  cm__chunk_t *c = cm__find(l, index);
+  cm__chunk_t *c = cm__set_find(&l->set, index);
   char *h = NULL;
   int ret;
   if (!c || c->state != CM_CHUNK_PENDING) return -EINVAL;
@@ -860,14 +699,13 @@ int cm_ledger_lease(cm_ledger_t *l, uint64_t index, const char *holder, int64_t 
 }
 
 int cm_ledger_extend(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t deadline_ms) {
-  cm__chunk_t *c = cm__find(l, index);
+  cm__chunk_t *c = cm__set_find(&l->set, index);
   if (!c || c->state != CM_CHUNK_LEASED || c->attempt != attempt) return 0;
   /* Not queued for writing: after a restart every lease becomes pending
    * anyway, so a stored deadline is never used. Heartbeats extend leases
    * often; skipping the write keeps flushes small. */
   c->deadline_ms = deadline_ms;
-  cm__sift_down(&l->lease, c->heap_pos);
-  cm__sift_up(&l->lease, c->heap_pos);
+  cm__heap_fix(&l->lease, c);
   return 1;
 }
 
@@ -877,18 +715,18 @@ int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t rec
   (void)attempt; /* any attempt: the data is saved, whoever saved it */
   if (!l->job || index >= l->info.next_index) return 0;
   if ((ret = cm__queue_reserve(l)) < 0) return ret;
-  c = cm__find(l, index);
+  c = cm__set_find(&l->set, index);
   if (!c) {
     /* Not in memory: done (nothing to do) or dead (a late ack of a chunk
      * that ran out of deliveries: it is saved after all). */
-    if ((ret = cm__tab_reserve(l)) < 0) return ret;
+    if ((ret = cm__set_reserve(&l->set)) < 0) return ret;
     ret = cm__load_row(l, index, &c);
     if (ret <= 0) return ret;
     if (c->state != CM_CHUNK_DEAD) {
       cm__chunk_free(c);
       return 0;
     }
-    cm__tab_insert(l, c);
+    cm__set_insert(&l->set, c);
   }
   if (c->state == CM_CHUNK_DONE) return 0;
   cm__unheap(l, c);
@@ -911,7 +749,7 @@ int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t rec
 
 int cm_ledger_release(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t not_before_ms,
                       const char *reason, uint32_t max_deliver) {
-  cm__chunk_t *c = cm__find(l, index);
+  cm__chunk_t *c = cm__set_find(&l->set, index);
   char *r = NULL;
   int ret;
   if (!c || c->state != CM_CHUNK_LEASED || c->attempt != attempt) return 0;
@@ -983,7 +821,7 @@ int cm_ledger_each_expired(cm_ledger_t *l, int64_t now_ms, cm_ledger_lease_fn fn
   }
   qsort(l->hits, n, sizeof *l->hits, cm__hit_cmp);
   for (size_t k = 0; k < n; k++) {
-    cm__chunk_t *c = cm__find(l, l->hits[k].idx);
+    cm__chunk_t *c = cm__set_find(&l->set, l->hits[k].idx);
     if (!c || c->state != CM_CHUNK_LEASED || c->attempt != l->hits[k].attempt ||
         c->deadline_ms > now_ms)
       continue;
@@ -1006,7 +844,7 @@ int cm_ledger_each_held(cm_ledger_t *l, const char *holder, cm_ledger_lease_fn f
   }
   qsort(l->hits, n, sizeof *l->hits, cm__hit_cmp);
   for (size_t k = 0; k < n; k++) {
-    cm__chunk_t *c = cm__find(l, l->hits[k].idx);
+    cm__chunk_t *c = cm__set_find(&l->set, l->hits[k].idx);
     if (!c || c->state != CM_CHUNK_LEASED || c->attempt != l->hits[k].attempt ||
         strcmp(c->holder, holder) != 0)
       continue;
@@ -1027,8 +865,8 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
   cm__bind_job(l, st);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
-    if (cm__find(l, idx)) continue; /* cannot happen after the flush */
-    if ((ret = cm__tab_reserve(l)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
+    if (cm__set_find(&l->set, idx)) continue; /* cannot happen after the flush */
+    if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
         (ret = cm__queue_reserve(l)) < 0)
       goto out;
     if (!(c = calloc(1, sizeof *c))) {
@@ -1046,7 +884,7 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
       ret = -ENOMEM;
       goto out;
     }
-    cm__tab_insert(l, c);
+    cm__set_insert(&l->set, c);
     cm__heap_push(&l->ready, c);
     cm__queue(l, c);
     c = NULL;
@@ -1066,7 +904,7 @@ out:
 /* ---- queries ----------------------------------------------------------- */
 
 int cm_ledger_payload(cm_ledger_t *l, uint64_t index, cm_buf_t *out) {
-  cm__chunk_t *c = cm__find(l, index);
+  cm__chunk_t *c = cm__set_find(&l->set, index);
   sqlite3_stmt *st = l->st[CM__S_PAYLOAD_GET];
   int ret, rc;
   if (!l->job) return -ENOENT;
@@ -1090,7 +928,7 @@ int cm_ledger_payload(cm_ledger_t *l, uint64_t index, cm_buf_t *out) {
 
 int cm_ledger_chunk_state(cm_ledger_t *l, uint64_t index, cm_chunk_state_t *state,
                           uint32_t *attempt) {
-  cm__chunk_t *c = cm__find(l, index);
+  cm__chunk_t *c = cm__set_find(&l->set, index);
   int ret = 0;
   if (!l->job) return -ENOENT;
   if (!c) {
@@ -1106,7 +944,7 @@ int cm_ledger_chunk_state(cm_ledger_t *l, uint64_t index, cm_chunk_state_t *stat
 
 size_t cm_ledger_leased_count(const cm_ledger_t *l) { return l->lease.n; }
 size_t cm_ledger_pending_count(const cm_ledger_t *l) { return l->ready.n + l->wait.n; }
-size_t cm_ledger_memory_chunks(const cm_ledger_t *l) { return l->tab_n; }
+size_t cm_ledger_memory_chunks(const cm_ledger_t *l) { return l->set.n; }
 
 bool cm_ledger_job_complete(const cm_ledger_t *l) {
   return l->job && l->info.source_done &&
@@ -1191,14 +1029,14 @@ int cm_ledger_flush(cm_ledger_t *l) {
       c->payload_in_db = true;
     }
     if (c->state == CM_CHUNK_DONE || c->state == CM_CHUNK_DEAD) {
-      cm__tab_delete(l, c);
+      cm__set_delete(&l->set, c);
       cm__chunk_free(c);
     }
   }
   l->queue_n = 0;
   l->job_dirty = false;
   /* Give back memory after a burst (e.g. a large replay) has drained. */
-  if (l->tab_cap > 1024 && l->tab_n * 8 < l->tab_cap) (void)cm__tab_resize(l, l->tab_cap / 4);
+  cm__set_shrink(&l->set);
   if (l->queue_cap > 1024) {
     free(l->queue);
     l->queue = NULL;
