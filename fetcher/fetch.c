@@ -218,9 +218,11 @@ static void fetch_check_complete(cm_fetch_t *f) {
          secs > 0 ? (double)run_records / secs : 0.0);
   printf("{\"summary\":{\"job\":\"%s\",\"records\":%" PRIu64 ",\"chunks\":%" PRIu64
          ",\"dead_chunks\":%" PRIu64 ",\"redeliveries\":%" PRIu64
-         ",\"seconds\":%.3f,\"records_per_s\":%.1f,\"records_this_run\":%" PRIu64 "}}\n",
+         ",\"seconds\":%.3f,\"records_per_s\":%.1f,\"records_this_run\":%" PRIu64
+         ",\"latency_p50_s\":%.4f,\"latency_p99_s\":%.4f}}\n",
          f->job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries, secs,
-         secs > 0 ? (double)run_records / secs : 0.0, run_records);
+         secs > 0 ? (double)run_records / secs : 0.0, run_records,
+         cm_histogram_quantile(f->m_latency, 0.5), cm_histogram_quantile(f->m_latency, 0.99));
   fflush(stdout);
   cm_log_info("job %s complete: %" PRIu64 " records, %" PRIu64 " chunks, %" PRIu64
               " dead, %" PRIu64 " redeliveries, %.2f s",
@@ -772,8 +774,10 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   uv_loop_t *loop = cm_daemon_loop(d);
   cm_job_info_t info;
   char subj[256];
-  static const double lat_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                      0.25,  0.5,    1,     2.5,  5,     10,   30};
+  static const double lat_bounds[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
+                                      0.015,  0.02,  0.03,  0.05,  0.075, 0.1,    0.15,
+                                      0.2,    0.3,   0.5,   0.75,  1,     2.5,    5,
+                                      10,     30};
   int rc = 0;
   *out = NULL;
   if (f == NULL) return -ENOMEM;
