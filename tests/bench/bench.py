@@ -8,13 +8,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ap = argparse.ArgumentParser()
@@ -46,10 +46,33 @@ class Child:
                                   stdin=subprocess.DEVNULL)
         self.ru = None
         self.rc = None
+        self.hwm_kb = None
+        with _children_lock:
+            _children.append(self)
+
+    def sample(self):
+        """Peak RSS as the kernel reports it for this process (VmHWM). Not
+        ru_maxrss: on Linux a child's ru_maxrss starts from the parent's
+        high-water mark inherited across fork+exec, so small daemons all
+        report the Python parent's size. VmHWM only grows, so the last sample
+        before exit is the peak (to within the sampling period)."""
+        if self.ru is not None:
+            return
+        try:
+            with open(f"/proc/{self.p.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        kb = int(line.split()[1])
+                        if self.hwm_kb is None or kb > self.hwm_kb:
+                            self.hwm_kb = kb
+                        break
+        except (OSError, ValueError):
+            pass
 
     def reap(self, timeout):
         deadline = time.time() + timeout
         while time.time() < deadline:
+            self.sample()  # a zombie has no VmHWM: sample before reaping
             pid, status, ru = os.wait4(self.p.pid, os.WNOHANG)
             if pid == self.p.pid:
                 self.ru, self.rc = ru, os.waitstatus_to_exitcode(status)
@@ -73,7 +96,24 @@ class Child:
         return round(self.ru.ru_utime + self.ru.ru_stime, 3) if self.ru else None
 
     def peak_mb(self):
-        return round(self.ru.ru_maxrss / 1024.0, 1) if self.ru else None
+        return round(self.hwm_kb / 1024.0, 1) if self.hwm_kb is not None else None
+
+
+_children = []
+_children_lock = threading.Lock()
+
+
+def _sampler():
+    while True:
+        with _children_lock:
+            live = [c for c in _children if c.ru is None]
+            _children[:] = live
+        for c in live:
+            c.sample()
+        time.sleep(0.02)
+
+
+threading.Thread(target=_sampler, daemon=True).start()
 
 
 def wait_port(port, timeout=10):
@@ -126,7 +166,7 @@ def pipeline(name, records, transform, mappers=2, concurrency=None, chunk_size=1
         "seconds": round(seconds, 3), "records_per_s": round(records / seconds),
         "cpu_s": {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
                   "saver": saver.cpu(), "nats_server": nats.cpu()},
-        "peak_rss_mb": {"fetcher": fetcher.peak_mb(), "mapper_max": max(m.peak_mb() for m in ms),
+        "peak_rss_mb": {"fetcher": fetcher.peak_mb(), "mapper_max": max((m.peak_mb() or 0) for m in ms),
                         "saver": saver.peak_mb(), "nats_server": nats.peak_mb()},
         "latency_p50_s": summary.get("latency_p50_s"), "latency_p99_s": summary.get("latency_p99_s"),
         "redeliveries": summary.get("redeliveries"),
