@@ -69,6 +69,7 @@ struct mapper_s {
   char credit_subject[256];
   char save_subject[256];
   char nak_subject[256];
+  char fetcher_id[128]; /* the last fetcher heard on P.heartbeat */
   char *inbox; /* "<inbox>" ; replies come to "<inbox>.<slot>.<seq>" */
 
   bool draining;
@@ -302,6 +303,21 @@ static void mapper_on_chunk(void *ud, natsMsg *msg) {
   mapper_start_work(m);
 }
 
+/* A fetcher we have not heard before (first start, or a restart) may have
+ * missed our last credit: send it now rather than at our next heartbeat. */
+static void mapper_on_heartbeat(void *ud, natsMsg *msg) {
+  mapper_t *m = ud;
+  Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(
+      NULL, (size_t)natsMsg_GetDataLength(msg), (const uint8_t *)natsMsg_GetData(msg));
+  if (hb != NULL && hb->role != NULL && strcmp(hb->role, "fetcher") == 0 && hb->id != NULL &&
+      strncmp(hb->id, m->fetcher_id, sizeof(m->fetcher_id)) != 0) {
+    snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", hb->id);
+    mapper_send_credit(m);
+  }
+  chunkmill__heartbeat__free_unpacked(hb, NULL);
+  natsMsg_Destroy(msg);
+}
+
 /* ---- daemon hooks ---- */
 
 static void mapper_on_nats(void *ud, cm_nats_event_t ev) {
@@ -497,7 +513,9 @@ int main(int argc, char **argv) {
   snprintf(subj, sizeof(subj), "%s.>", m.inbox ? m.inbox : "_INBOX.x");
   if (m.inbox == NULL ||
       cm_nats_subscribe(cm_daemon_nats(m.d), m.chunk_subject, NULL, mapper_on_chunk, &m, NULL) != 0 ||
-      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_reply, &m, NULL) != 0) {
+      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_reply, &m, NULL) != 0 ||
+      cm_subject(subj, sizeof(subj), m.cfg.prefix, "heartbeat") != 0 ||
+      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_heartbeat, &m, NULL) != 0) {
     cm_log_error("cannot subscribe");
     cm_daemon_exit(m.d, 1);
   }

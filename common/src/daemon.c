@@ -192,6 +192,7 @@ static double cm__nats_dropped(void *ud) {
 /* ---- NATS, heartbeats ---- */
 
 static void cm__daemon_close_all(cm_daemon_t *d);
+static void cm__daemon_heartbeat(uv_timer_t *t);
 
 static void cm__daemon_nats_event(void *ud, cm_nats_event_t ev) {
   cm_daemon_t *d = ud;
@@ -218,6 +219,10 @@ static void cm__daemon_nats_event(void *ud, cm_nats_event_t ev) {
     cm__daemon_close_all(d);
   } else if (ev == CM_NATS_CONNECTED) {
     cm_log_info("nats: ready");
+    /* Announce ourselves at once instead of a period later: a mapper that
+     * hears a new fetcher's heartbeat sends its credit right away, so a job
+     * starts without waiting for the next periodic credit. */
+    cm__daemon_heartbeat(&d->heartbeat);
   }
 }
 
