@@ -796,7 +796,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   cm_ledger_info(ledger, &info);
   f->records_at_start = info.records_done;
   f->last_progress_records = info.records_done;
-  srand((unsigned)(f->start_wall * 1000));
+  /* Jitter only needs variety between runs; keep the conversion in range. */
+  srand((unsigned)((uint64_t)(f->start_wall * 1000.0) & 0xffffffffu));
 
   f->m_dispatched = cm_metrics_counter(m, "chunkmill_fetcher_chunks_dispatched_total",
                                        "Chunks sent to mappers (every attempt).", NULL);
