@@ -161,7 +161,14 @@ static size_t scan_scalar(const char *s, size_t len, size_t i, size_t *at, const
   return scan_literal(s, len, i, at, why);
 }
 
-long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const char **why) {
+static size_t skip_ws_note(const char *s, size_t len, size_t i, bool *ws) {
+  size_t j = skip_ws(s, len, i);
+  if (j != i) *ws = true;
+  return j;
+}
+
+/* The validator; *ws is set when whitespace occurs between tokens. */
+static long span_scan(const char *s, size_t len, size_t *errpos, const char **why, bool *ws) {
   /* Iterative with an explicit container stack (not recursion), so hostile
    * nesting costs a bounded, small amount of thread-pool stack. */
   char stack[CM_JSON_MAX_DEPTH];
@@ -191,7 +198,7 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
         goto fail;
       }
       stack[depth++] = c;
-      i = skip_ws(s, len, i + 1);
+      i = skip_ws_note(s, len, i + 1, ws);
       if (i < len && s[i] == (c == '{' ? '}' : ']')) {
         depth--;
         i++;
@@ -205,14 +212,14 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
 
   after_value:
     if (depth == 0) return (long)i;
-    i = skip_ws(s, len, i);
+    i = skip_ws_note(s, len, i, ws);
     if (i >= len) {
       at = i;
       w = "unexpected end of input (unbalanced brackets)";
       goto fail;
     }
     if (s[i] == ',') {
-      i = skip_ws(s, len, i + 1);
+      i = skip_ws_note(s, len, i + 1, ws);
       if (stack[depth - 1] == '[') continue;
       goto object_key;
     }
@@ -238,20 +245,25 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
     }
     i = scan_string(s, len, i, &at, &w);
     if (i == (size_t)-1) goto fail;
-    i = skip_ws(s, len, i);
+    i = skip_ws_note(s, len, i, ws);
     if (i >= len || s[i] != ':') {
       at = i;
       w = i >= len ? "unexpected end of input (unbalanced brackets)"
                    : "expected ':' after object key";
       goto fail;
     }
-    i = skip_ws(s, len, i + 1);
+    i = skip_ws_note(s, len, i + 1, ws);
   }
 
 fail:
   if (errpos) *errpos = at;
   if (why) *why = w;
   return -EINVAL;
+}
+
+long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const char **why) {
+  bool ws = false;
+  return span_scan(s, len, errpos, why, &ws);
 }
 
 long cm_json_value_span(const char *s, size_t len) {
@@ -290,6 +302,39 @@ long cm_json_value_skip(const char *s, size_t len) {
     i++;
   }
   return -EINVAL;
+}
+
+size_t cm_json_compact(const char *s, size_t len, char *out) {
+  size_t i = 0, o = 0;
+  while (i < len) {
+    char c = s[i];
+    if (is_ws(c)) {
+      i++;
+      continue;
+    }
+    if (c != '"') {
+      if (out) out[o] = c;
+      o++;
+      i++;
+      continue;
+    }
+    /* A string: copy through its closing quote (the input is valid, so
+     * every backslash has a byte after it). */
+    size_t start = i++;
+    for (;;) {
+      i = string_run(s, len, i, false);
+      if (i >= len) break;
+      if (s[i] == '"') {
+        i++;
+        break;
+      }
+      i += 2;
+    }
+    if (i > len) i = len;
+    if (out) memcpy(out + o, s + start, i - start);
+    o += i - start;
+  }
+  return o;
 }
 
 int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **elem,
@@ -479,7 +524,8 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
 
     /* value */
     size_t vstart = i;
-    long n = cm_json_value_span_why(json + i, len - i, &at, &why);
+    bool ws = false;
+    long n = span_scan(json + i, len - i, &at, &why, &ws);
     if (n < 0) FAIL("%s at byte %zu (in the value of \"%.*s\")", why, vstart + at, klen, kname);
     const char *val = json + vstart;
     size_t vlen = (size_t)n;
@@ -514,6 +560,7 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
       if (val[0] != '[') FAIL("\"data\" is not an array");
       v.data = val;
       v.data_len = vlen;
+      v.data_ws = ws;
       break;
     case K_DEAD:
       /* null means "no dead letters", as an absent key does. */

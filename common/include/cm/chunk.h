@@ -15,6 +15,7 @@
 #ifndef CM_CHUNK_H
 #define CM_CHUNK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,7 @@ typedef struct cm_chunk_view_s {
   cm_chunk_hdr_t hdr;
   const char *data; /* points into the input: "[...]" including brackets */
   size_t data_len;
+  bool data_ws; /* data has whitespace between tokens (false: compact JSON) */
   const char *dead; /* "[...]" or NULL when absent */
   size_t dead_len;
 } cm_chunk_view_t;
@@ -82,5 +84,12 @@ long cm_json_value_skip(const char *s, size_t len);
  * view's spans are). Borrowed pointers into arr. */
 int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **elem,
                        size_t *elem_len) __attribute__((warn_unused_result));
+
+/* Copies the syntax-checked JSON value s[0..len) to out without the
+ * whitespace between tokens (string contents, escapes included, are copied
+ * as written) and returns the new length. out == NULL only measures, so
+ * "cm_json_compact(s, len, NULL) == len" means s is compact already. out
+ * needs len bytes (no NUL is written). */
+size_t cm_json_compact(const char *s, size_t len, char *out);
 
 #endif
