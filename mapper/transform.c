@@ -1,16 +1,13 @@
 /* transform.c - the built-in record transforms (see transform.h).
  *
  * A chunk is read with cm_chunk_peek (header + a syntax-checked data span)
- * and its records are visited one by one as raw spans, so identity, burn
- * and sleep never build a tree; only fullname parses each record (cJSON).
+ * and its records are visited one by one as raw spans: no transform builds
+ * a tree (fullname scans a record's top-level keys, see map_fullname).
  * The output is streamed into the caller's buffer with cm_chunk_begin/end.
  * Nothing here is static and mutable: one cm_transform_t is shared by all
- * worker threads. (cJSON 1.7.15 itself writes a global error position on
- * every parse, with the same values on success; it is only read by
- * cJSON_GetErrorPtr, which nothing here calls.) */
+ * worker threads. */
 #include "transform.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -154,51 +151,191 @@ static void sleep_ms(uint32_t ms) {
   }
 }
 
-static const char *str_field(const cJSON *o, const char *key) {
-  const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsString(f) && f->valuestring ? f->valuestring : NULL;
+static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return c - 'A' + 10; /* the span was validated: a hex digit */
+}
+
+static uint32_t hex4(const char *p) {
+  return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
+}
+
+/* Appends the value of the validated string literal lit[0..n) (quotes
+ * included) to b, as a C string would hold it: the text stops at a \u0000
+ * (what the cJSON-based version produced, whose valuestring is
+ * NUL-terminated). Returns 0, -EINVAL for a lone surrogate, or a buffer
+ * error. */
+static int append_unescaped(cm_buf_t *b, const char *lit, size_t n) {
+  size_t i = 1, end = n - 1;
+  while (i < end) {
+    const char *bs = memchr(lit + i, '\\', end - i);
+    size_t run = bs ? (size_t)(bs - (lit + i)) : end - i;
+    int rc = cm_buf_append(b, lit + i, run);
+    if (rc < 0) return rc;
+    i += run;
+    if (i >= end) break;
+    char e = lit[i + 1], u8[4];
+    size_t k = 0;
+    uint32_t cp;
+    i += 2;
+    switch (e) {
+    case 'b': cp = '\b'; break;
+    case 'f': cp = '\f'; break;
+    case 'n': cp = '\n'; break;
+    case 'r': cp = '\r'; break;
+    case 't': cp = '\t'; break;
+    case 'u':
+      cp = hex4(lit + i);
+      i += 4;
+      if (cp >= 0xD800 && cp < 0xDC00) {
+        if (i + 6 > end || lit[i] != '\\' || lit[i + 1] != 'u') return -EINVAL;
+        uint32_t lo = hex4(lit + i + 2);
+        if (lo < 0xDC00 || lo >= 0xE000) return -EINVAL;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        i += 6;
+      } else if (cp >= 0xDC00 && cp < 0xE000) {
+        return -EINVAL;
+      }
+      if (cp == 0) return 0; /* the C string ends here */
+      break;
+    default: cp = (unsigned char)e; break; /* '"', '\\', '/' */
+    }
+    if (cp < 0x80) {
+      u8[k++] = (char)cp;
+    } else if (cp < 0x800) {
+      u8[k++] = (char)(0xC0 | (cp >> 6));
+      u8[k++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      u8[k++] = (char)(0xE0 | (cp >> 12));
+      u8[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+      u8[k++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+      u8[k++] = (char)(0xF0 | (cp >> 18));
+      u8[k++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+      u8[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+      u8[k++] = (char)(0x80 | (cp & 0x3F));
+    }
+    rc = cm_buf_append(b, u8, k);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
+/* Which of uuid, fn, ln (0..2) the key literal k[0..n) (quotes included)
+ * names, or -1. Keys are compared by value, escapes resolved, as an object
+ * lookup does; tmp holds an escaped key's value. */
+static int fullname_key(const char *k, size_t n, cm_buf_t *tmp) {
+  static const char *const need[] = {"uuid", "fn", "ln"};
+  const char *name = k + 1;
+  size_t len = n - 2;
+  if (memchr(name, '\\', len) != NULL) {
+    cm_buf_reset(tmp);
+    if (append_unescaped(tmp, k, n) < 0 || tmp->data == NULL) return -1;
+    name = tmp->data;
+    len = tmp->len;
+  }
+  for (int j = 0; j < 3; j++)
+    if (len == strlen(need[j]) && memcmp(name, need[j], len) == 0) return j;
+  return -1;
 }
 
 /* fullname: {"id":<uuid>,"name":"<fn> <ln>"}. Returns 0 with the record
  * appended to out, 1 with *why filled (dead letter, nothing appended), or a
- * negative errno. scratch is reused across records to build the name. */
+ * negative errno. scratch is reused across records to build the name.
+ *
+ * No tree: the record (syntax-checked by cm_chunk_peek) is scanned over its
+ * top-level keys only, values skipped with cm_json_value_skip, and the scan
+ * stops once the three fields are found. As with an object lookup, the
+ * first occurrence of a key counts and it must be a string. The output is
+ * byte for byte what the cJSON-based version produced. */
 static int map_fullname(const char *rec, size_t n, cm_buf_t *out, cm_buf_t *scratch,
                         reason_t *why) {
   static const char *const need[] = {"uuid", "fn", "ln"};
-  const char *val[3];
-  cJSON *o = NULL;
-  size_t mark = out->len;
+  const char *val[3] = {NULL, NULL, NULL};
+  size_t vlen[3] = {0, 0, 0};
+  bool found[3] = {false, false, false};
+  int nfound = 0;
+  size_t i = 1, mark = out->len;
   int rc = 0;
 
   if (rec[0] != '{') {
     (void)snprintf(why->text, sizeof why->text, "fullname: record is not an object");
     return 1;
   }
-  /* The span was syntax-checked by peek and nests <= 512 (< cJSON's 1000):
-   * a failed parse here means cJSON ran out of memory. */
-  o = cJSON_ParseWithLength(rec, n);
-  if (o == NULL) return -ENOMEM;
+  while (nfound < 3) {
+    long kl, vl;
+    int key;
+    while (i < n && (is_ws(rec[i]) || rec[i] == ',')) i++;
+    if (i >= n || rec[i] != '"') break; /* '}': the end of the object */
+    kl = cm_json_value_skip(rec + i, n - i);
+    if (kl <= 0) return -EINVAL;
+    key = fullname_key(rec + i, (size_t)kl, scratch);
+    i += (size_t)kl;
+    while (i < n && (is_ws(rec[i]) || rec[i] == ':')) i++;
+    if (i >= n) return -EINVAL;
+    vl = cm_json_value_skip(rec + i, n - i);
+    if (vl <= 0) return -EINVAL;
+    if (key >= 0 && !found[key]) {
+      found[key] = true;
+      nfound++;
+      if (rec[i] == '"') {
+        val[key] = rec + i;
+        vlen[key] = (size_t)vl;
+      }
+    }
+    i += (size_t)vl;
+  }
   for (size_t k = 0; k < 3; k++) {
-    val[k] = str_field(o, need[k]);
     if (val[k] == NULL) {
       (void)snprintf(why->text, sizeof why->text, "fullname: missing string field \"%s\"", need[k]);
-      rc = 1;
-      goto done;
+      return 1;
     }
   }
+  /* The name: fn + " " + ln, each as the C string its literal holds. */
   cm_buf_reset(scratch);
-  rc = cm_buf_puts(scratch, val[1]);
-  if (rc == 0) rc = cm_buf_append(scratch, " ", 1);
-  if (rc == 0) rc = cm_buf_puts(scratch, val[2]);
+  for (size_t k = 1; k < 3 && rc == 0; k++) {
+    if (k == 2) rc = cm_buf_append(scratch, " ", 1);
+    if (rc == 0) rc = append_unescaped(scratch, val[k], vlen[k]);
+    if (rc == -EINVAL) {
+      (void)snprintf(why->text, sizeof why->text,
+                     "fullname: field \"%s\" has a lone surrogate escape", need[k]);
+      return 1;
+    }
+  }
   if (rc == 0) rc = cm_buf_append(out, "{\"id\":", 6);
-  if (rc == 0) rc = cm_buf_append_json_str(out, val[0], strlen(val[0]));
+  if (rc == 0) {
+    const char *id = val[0] + 1;
+    size_t idlen = vlen[0] - 2;
+    if (memchr(id, '\\', idlen) != NULL) {
+      /* Unescape after the name (scratch holds it): into out's tail, then
+       * escaped again from a copy. Rare: uuids have no escapes. */
+      cm_buf_t tmp;
+      cm_buf_init(&tmp, out->max);
+      rc = append_unescaped(&tmp, val[0], vlen[0]);
+      if (rc == -EINVAL) {
+        cm_buf_free(&tmp);
+        out->len = mark;
+        if (out->data) out->data[mark] = '\0';
+        (void)snprintf(why->text, sizeof why->text,
+                       "fullname: field \"uuid\" has a lone surrogate escape");
+        return 1;
+      }
+      if (rc == 0) rc = cm_buf_append_json_str(out, tmp.data ? tmp.data : "", tmp.len);
+      cm_buf_free(&tmp);
+    } else {
+      rc = cm_buf_append_json_str(out, id, idlen);
+    }
+  }
   if (rc == 0) rc = cm_buf_append(out, ",\"name\":", 8);
-  if (rc == 0) rc = cm_buf_append_json_str(out, scratch->data, scratch->len);
+  if (rc == 0) rc = cm_buf_append_json_str(out, scratch->data ? scratch->data : "", scratch->len);
   if (rc == 0) rc = cm_buf_append(out, "}", 1);
-  if (rc < 0) out->len = mark;
-
-done:
-  cJSON_Delete(o);
+  if (rc < 0) {
+    out->len = mark;
+    if (out->data) out->data[mark] = '\0';
+  }
   return rc;
 }
 
