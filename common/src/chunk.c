@@ -487,7 +487,8 @@ static int key_id(const char *k, size_t n) {
     goto fail;                                                                                     \
   } while (0)
 
-int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen) {
+static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen,
+                     bool header_only) {
   cm_chunk_view_t v;
   unsigned seen = 0;
   size_t i, at = 0;
@@ -524,8 +525,15 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
 
     /* value */
     size_t vstart = i;
-    bool ws = false;
-    long n = span_scan(json + i, len - i, &at, &why, &ws);
+    bool ws = header_only; /* unknown without the full scan: assume some */
+    long n;
+    if (header_only && key != K_JOB && key != K_INDEX && key != K_ATTEMPT) {
+      n = cm_json_value_skip(json + i, len - i);
+      at = 0;
+      why = "malformed value";
+    } else {
+      n = span_scan(json + i, len - i, &at, &why, &ws);
+    }
     if (n < 0) FAIL("%s at byte %zu (in the value of \"%.*s\")", why, vstart + at, klen, kname);
     const char *val = json + vstart;
     size_t vlen = (size_t)n;
@@ -598,6 +606,15 @@ fail:
 }
 
 #undef FAIL
+
+int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen) {
+  return peek_impl(json, len, out, err, errlen, false);
+}
+
+int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, char *err,
+                         size_t errlen) {
+  return peek_impl(json, len, out, err, errlen, true);
+}
 
 /* ---- encoder ----------------------------------------------------------- */
 

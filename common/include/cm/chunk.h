@@ -50,6 +50,15 @@ typedef struct cm_chunk_view_s {
 int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Like cm_chunk_peek, but only the header (job, index, attempt) is
+ * syntax-checked: the other values are delimited with cm_json_value_skip
+ * (memory-safe on any input, but a malformed value may go unnoticed), so
+ * the view's spans must not be trusted until cm_chunk_peek has checked the
+ * same bytes. For a receiver that needs the header now and validates the
+ * whole chunk later, elsewhere (the mapper's loop thread vs its workers). */
+int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, char *err,
+                         size_t errlen) __attribute__((warn_unused_result));
+
 /* Encoder in three steps so records can be streamed in without a tree:
  *   cm_chunk_begin(b, &hdr)           -> {"job":"..","index":N,"attempt":N,"data":[
  *   append records separated by ','   (raw JSON text)
