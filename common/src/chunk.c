@@ -580,6 +580,12 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
     default: break; /* unknown key: its value was validated and skipped */
     }
 
+    /* The header is complete: nothing after it is needed (and in the wire
+     * form "data" follows the header, so this skips no data at all). */
+    if (header_only && (seen & (K_JOB | K_INDEX | K_ATTEMPT)) == (K_JOB | K_INDEX | K_ATTEMPT)) {
+      *out = v;
+      return 0;
+    }
     i = skip_ws(json, len, i);
     if (i >= len) FAIL("unexpected end of input at byte %zu (missing '}')", i);
     if (json[i] == ',') {

@@ -582,14 +582,12 @@ static void test_mutations(void **state) {
       cm_chunk_view_t h;
       int hrc = cm_chunk_peek_header(p, len, &h, err, sizeof err);
       if (hrc == 0) {
-        assert_true(h.data >= p && h.data + h.data_len <= p + len);
+        assert_true(h.data == NULL || (h.data >= p && h.data + h.data_len <= p + len));
         if (rc == 0) {
           assert_int_equal(h.hdr.index, v.hdr.index);
           assert_int_equal(h.hdr.attempt, v.hdr.attempt);
           assert_string_equal(h.hdr.job, v.hdr.job);
         }
-      } else {
-        assert_int_equal(rc, -EINVAL);
       }
       free(p);
     }
@@ -610,7 +608,7 @@ static void test_header_only_and_compact(void **state) {
   assert_int_equal(cm_chunk_peek(bad, strlen(bad), &v, err, sizeof err), -EINVAL);
   const char *badhdr = "{\"index\":-4,\"data\":[]}";
   assert_int_equal(cm_chunk_peek_header(badhdr, strlen(badhdr), &v, err, sizeof err), -EINVAL);
-  const char *cut = "{\"index\":4,\"data\":[\"abc";
+  const char *cut = "{\"job\":\"j\",\"index\":4,\"data\":[\"abc";
   assert_int_equal(cm_chunk_peek_header(cut, strlen(cut), &v, err, sizeof err), -EINVAL);
 
   const char *tight = "{\"index\":1,\"data\":[{\"a\":\"x y\"},2]}";

@@ -54,7 +54,9 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
  * syntax-checked: the other values are delimited with cm_json_value_skip
  * (memory-safe on any input, but a malformed value may go unnoticed), so
  * the view's spans must not be trusted until cm_chunk_peek has checked the
- * same bytes. For a receiver that needs the header now and validates the
+ * same bytes. It stops as soon as job, index and attempt are all read, so
+ * data/dead may be left unset and "missing data" or trailing bytes go
+ * unnoticed. For a receiver that needs the header now and validates the
  * whole chunk later, elsewhere (the mapper's loop thread vs its workers). */
 int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, char *err,
                          size_t errlen) __attribute__((warn_unused_result));
