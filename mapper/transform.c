@@ -25,6 +25,7 @@
 typedef enum { CM_T_IDENTITY, CM_T_FULLNAME, CM_T_BURN, CM_T_SLEEP, CM_T_FAIL } cm_transform_kind_t;
 
 #define CM_FAIL_MAX 16
+#define CM_ELEMS_MAX 1024 /* records per chunk split by the validating scan */
 
 struct cm_transform_s {
   cm_transform_kind_t kind;
@@ -402,6 +403,11 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
                        cm_transform_stats_t *st, char *err, size_t errlen) {
   cm_chunk_view_t v;
   cm_buf_t dead, scratch;
+  /* Record spans from the validating scan (no second walk over the data);
+   * chunks of more records fall back to cm_json_array_next. */
+  uint32_t el_start[CM_ELEMS_MAX], el_end[CM_ELEMS_MAX];
+  cm_json_elems_t el_spans = {el_start, el_end, CM_ELEMS_MAX, 0, false};
+  size_t el_k = 0;
   size_t mark = out->len, pos = 0, el = 0;
   const char *rec = NULL;
   uint32_t idx = 0, nrec = 0, nnew = 0, ndead = 0;
@@ -414,7 +420,7 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   cm_buf_init(&scratch, out->max);
   if (st) memset(st, 0, sizeof *st);
 
-  rc = cm_chunk_peek(in, len, &v, perr, sizeof perr);
+  rc = cm_chunk_peek_elems(in, len, &v, &el_spans, perr, sizeof perr);
   if (rc < 0) {
     set_err(err, errlen, "bad chunk: %s", perr);
     goto fail;
@@ -445,8 +451,17 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   }
   if (rc == 0) rc = cm_chunk_begin(out, &v.hdr);
   pos = 0;
-  while (rc == 0 && (more = cm_json_array_next(v.data, v.data_len, &pos, &rec, &el)) != 0) {
+  while (rc == 0) {
     reason_t why;
+    if (el_spans.ok) {
+      if (el_k == el_spans.n) break;
+      rec = v.data + el_start[el_k];
+      el = el_end[el_k] - el_start[el_k];
+      el_k++;
+      more = 1;
+    } else if ((more = cm_json_array_next(v.data, v.data_len, &pos, &rec, &el)) == 0) {
+      break;
+    }
     int r = 0;
     if (more < 0) {
       rc = more;

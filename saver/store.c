@@ -21,6 +21,7 @@
 /* How long a writer waits for another connection's lock (e.g. an operator's
  * sqlite3 shell) before the batch fails and is retried by the mapper. */
 #define CM_STORE_BUSY_MS 5000
+#define CM_STORE_ELEMS 4096 /* records per chunk split during validation */
 
 #define CM_STR_(x) #x
 #define CM_STR(x) CM_STR_(x)
@@ -97,6 +98,9 @@ struct cm_store_s {
   char *path;
   char *scratch; /* a compacted record */
   size_t scratch_cap;
+  /* Record spans of the chunk being saved, from cm_chunk_peek_elems. */
+  uint32_t el_start[CM_STORE_ELEMS], el_end[CM_STORE_ELEMS];
+  cm_json_elems_t elems;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -333,8 +337,21 @@ static int save_records(cm_store_t *s, const cm_chunk_view_t *v, uint32_t *count
 
   *count = 0;
   bind_key(st, &v->hdr);
-  while ((more = cm_json_array_next(v->data, v->data_len, &pos, &rec, &el)) == 1) {
-    const char *body = rec;
+  size_t k = 0;
+  for (;;) {
+    const char *body;
+    if (s->elems.ok) {
+      if (k == s->elems.n) {
+        more = 0;
+        break;
+      }
+      rec = v->data + s->elems.start[k];
+      el = s->elems.end[k] - s->elems.start[k];
+      k++;
+    } else if ((more = cm_json_array_next(v->data, v->data_len, &pos, &rec, &el)) != 1) {
+      break;
+    }
+    body = rec;
     size_t blen = el;
     if (el == 4 && memcmp(rec, "null", 4) == 0) {
       idx++; /* a dead record's slot: skipped, the others keep theirs */
@@ -471,7 +488,8 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
     cm_chunk_view_t v;
     char perr[128];
 
-    if (cm_chunk_peek(it->json, it->len, &v, perr, sizeof perr) < 0) {
+    s->elems = (cm_json_elems_t){s->el_start, s->el_end, CM_STORE_ELEMS, 0, false};
+    if (cm_chunk_peek_elems(it->json, it->len, &v, &s->elems, perr, sizeof perr) < 0) {
       it->status = -EINVAL;
       set_err(it->err, sizeof it->err, "bad chunk: %s", perr);
       continue;

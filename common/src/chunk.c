@@ -168,7 +168,8 @@ static size_t skip_ws_note(const char *s, size_t len, size_t i, bool *ws) {
 }
 
 /* The validator; *ws is set when whitespace occurs between tokens. */
-static long span_scan(const char *s, size_t len, size_t *errpos, const char **why, bool *ws) {
+static long span_scan(const char *s, size_t len, size_t *errpos, const char **why, bool *ws,
+                      cm_json_elems_t *el) {
   /* Iterative with an explicit container stack (not recursion), so hostile
    * nesting costs a bounded, small amount of thread-pool stack. */
   char stack[CM_JSON_MAX_DEPTH];
@@ -191,6 +192,13 @@ static long span_scan(const char *s, size_t len, size_t *errpos, const char **wh
       goto fail;
     }
     char c = s[i];
+    if (depth == 1 && el != NULL) {
+      /* An element of the outer array starts here. */
+      if (el->n < el->cap)
+        el->start[el->n] = (uint32_t)i;
+      else
+        el = NULL; /* too many: ok stays false, the caller splits by itself */
+    }
     if (c == '{' || c == '[') {
       if (depth == CM_JSON_MAX_DEPTH) {
         at = i;
@@ -211,7 +219,11 @@ static long span_scan(const char *s, size_t len, size_t *errpos, const char **wh
     if (i == (size_t)-1) goto fail;
 
   after_value:
-    if (depth == 0) return (long)i;
+    if (depth == 0) {
+      if (el != NULL) el->ok = true;
+      return (long)i;
+    }
+    if (depth == 1 && el != NULL) el->end[el->n++] = (uint32_t)i;
     i = skip_ws_note(s, len, i, ws);
     if (i >= len) {
       at = i;
@@ -263,7 +275,7 @@ fail:
 
 long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const char **why) {
   bool ws = false;
-  return span_scan(s, len, errpos, why, &ws);
+  return span_scan(s, len, errpos, why, &ws, NULL);
 }
 
 long cm_json_value_span(const char *s, size_t len) {
@@ -487,8 +499,10 @@ static int key_id(const char *k, size_t n) {
     goto fail;                                                                                     \
   } while (0)
 
+static bool vlen_fits(size_t n) { return n <= UINT32_MAX; }
+
 static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen,
-                     bool header_only) {
+                     bool header_only, cm_json_elems_t *elems) {
   cm_chunk_view_t v;
   unsigned seen = 0;
   size_t i, at = 0;
@@ -532,7 +546,13 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
       at = 0;
       why = "malformed value";
     } else {
-      n = span_scan(json + i, len - i, &at, &why, &ws);
+      cm_json_elems_t *el = key == K_DATA ? elems : NULL;
+      if (el != NULL) {
+        el->n = 0;
+        el->ok = false;
+        if (!vlen_fits(len - i)) el = NULL;
+      }
+      n = span_scan(json + i, len - i, &at, &why, &ws, el);
     }
     if (n < 0) FAIL("%s at byte %zu (in the value of \"%.*s\")", why, vstart + at, klen, kname);
     const char *val = json + vstart;
@@ -614,12 +634,18 @@ fail:
 #undef FAIL
 
 int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen) {
-  return peek_impl(json, len, out, err, errlen, false);
+  return peek_impl(json, len, out, err, errlen, false, NULL);
+}
+
+int cm_chunk_peek_elems(const char *json, size_t len, cm_chunk_view_t *out, cm_json_elems_t *elems,
+                        char *err, size_t errlen) {
+  if (elems != NULL) elems->ok = false;
+  return peek_impl(json, len, out, err, errlen, false, elems);
 }
 
 int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, char *err,
                          size_t errlen) {
-  return peek_impl(json, len, out, err, errlen, true);
+  return peek_impl(json, len, out, err, errlen, true, NULL);
 }
 
 /* ---- encoder ----------------------------------------------------------- */

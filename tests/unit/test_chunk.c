@@ -570,9 +570,26 @@ static void test_mutations(void **state) {
         size_t pos = 0, el;
         const char *e;
         int more;
-        while ((more = cm_json_array_next(v.data, v.data_len, &pos, &e, &el)) == 1)
+        /* The validating scan's element spans are array_next's. */
+        uint32_t st[8], en[8];
+        cm_json_elems_t es = {st, en, 8, 0, false};
+        cm_chunk_view_t v2;
+        assert_int_equal(cm_chunk_peek_elems(p, len, &v2, &es, err, sizeof err), 0);
+        assert_true(es.ok);
+        size_t ne = 0;
+        while ((more = cm_json_array_next(v.data, v.data_len, &pos, &e, &el)) == 1) {
           assert_true(e >= v.data && e + el <= v.data + v.data_len);
+          assert_true(ne < es.n);
+          assert_int_equal(st[ne], (uint32_t)(e - v.data));
+          assert_int_equal(en[ne], (uint32_t)(e - v.data + el));
+          ne++;
+        }
         assert_int_equal(more, 0);
+        assert_int_equal(ne, es.n);
+        /* Too small an array: ok is false, nothing else changes. */
+        cm_json_elems_t tiny = {st, en, 1, 0, false};
+        assert_int_equal(cm_chunk_peek_elems(p, len, &v2, &tiny, err, sizeof err), 0);
+        assert_true(tiny.ok == (ne <= 1));
       } else {
         assert_int_equal(rc, -EINVAL);
         assert_true(err[0] != '\0');

@@ -50,6 +50,21 @@ typedef struct cm_chunk_view_s {
 int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Element spans of the data array, found by the validating scan itself so
+ * a caller does not walk the records a second time: element k is
+ * data[start[k] .. end[k]) (offsets from view.data). ok is false when the
+ * array had more than cap elements (or no data was found): then split the
+ * data with cm_json_array_next as usual. */
+typedef struct cm_json_elems_s {
+  uint32_t *start, *end; /* caller's arrays of cap entries */
+  size_t cap, n;
+  bool ok;
+} cm_json_elems_t;
+
+/* cm_chunk_peek that also fills elems (may be NULL). */
+int cm_chunk_peek_elems(const char *json, size_t len, cm_chunk_view_t *out, cm_json_elems_t *elems,
+                        char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Like cm_chunk_peek, but only the header (job, index, attempt) is
  * syntax-checked: the other values are delimited with cm_json_value_skip
  * (memory-safe on any input, but a malformed value may go unnoticed), so
