@@ -489,7 +489,10 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
     char perr[128];
 
     s->elems = (cm_json_elems_t){s->el_start, s->el_end, CM_STORE_ELEMS, 0, false};
-    if (cm_chunk_peek_elems(it->json, it->len, &v, &s->elems, perr, sizeof perr) < 0) {
+    if (it->view != NULL) {
+      v = *it->view;
+      if (it->elems != NULL && it->elems->ok) s->elems = *it->elems;
+    } else if (cm_chunk_peek_elems(it->json, it->len, &v, &s->elems, perr, sizeof perr) < 0) {
       it->status = -EINVAL;
       set_err(it->err, sizeof it->err, "bad chunk: %s", perr);
       continue;
