@@ -22,6 +22,9 @@
  * sqlite3 shell) before the batch fails and is retried by the mapper. */
 #define CM_STORE_BUSY_MS 5000
 #define CM_STORE_ELEMS 4096 /* records per chunk split during validation */
+/* Records per multi-row INSERT: one statement execution per group instead
+ * of per record (VDBE setup, step and reset are per statement). */
+#define CM_STORE_GROUP 32
 
 #define CM_STR_(x) #x
 #define CM_STR(x) CM_STR_(x)
@@ -59,12 +62,13 @@ enum {
   ST_INS_CHUNK,
   ST_GET_CHUNK,
   ST_INS_RECORD,
+  ST_INS_RECORDS_N,
   ST_INS_DEAD,
   ST_UPD_CHUNK,
   ST_COUNT
 };
 
-static const char *const stmt_sql[ST_COUNT] = {
+static const char *stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -78,6 +82,7 @@ static const char *const stmt_sql[ST_COUNT] = {
      * chunk was syntax-checked by cm_chunk_peek, so every body is valid
      * JSON (whitespace between tokens removed, see save_records). */
     [ST_INS_RECORD] = "INSERT INTO records(job, chunk, idx, body) VALUES(?1, ?2, ?3, ?4)",
+    [ST_INS_RECORDS_N] = NULL, /* built at open: CM_STORE_GROUP rows of (?1, ?2, ?, ?) */
     /* A non-object entry, or one with neither idx nor line, yields a NULL
      * idx and fails the NOT NULL constraint: the item is refused, rather
      * than a dead letter being dropped silently. -> gives JSON text. */
@@ -271,9 +276,19 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
   if (rc < 0) goto fail;
 
   for (int k = 0; k < ST_COUNT; k++) {
-    src = sqlite3_prepare_v3(s->db, stmt_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &s->st[k], NULL);
+    char multi[64 + CM_STORE_GROUP * 32];
+    const char *sql = stmt_sql[k];
+    if (k == ST_INS_RECORDS_N) {
+      size_t o = (size_t)snprintf(multi, sizeof multi,
+                                  "INSERT INTO records(job, chunk, idx, body) VALUES");
+      for (int r = 0; r < CM_STORE_GROUP; r++)
+        o += (size_t)snprintf(multi + o, sizeof multi - o, "%s(?1, ?2, ?%d, ?%d)", r ? "," : "",
+                              3 + 2 * r, 4 + 2 * r);
+      sql = multi;
+    }
+    src = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[k], NULL);
     if (src != SQLITE_OK) {
-      set_err(err, errlen, "preparing \"%s\": %s", stmt_sql[k], sqlite3_errmsg(s->db));
+      set_err(err, errlen, "preparing \"%.80s\": %s", sql, sqlite3_errmsg(s->db));
       rc = sqlite_errno(src);
       goto fail;
     }
@@ -327,19 +342,71 @@ static void bind_key(sqlite3_stmt *st, const cm_chunk_hdr_t *h) {
  * into a tree and prints every record again: 2-3x slower on 550-byte
  * records). A record with whitespace between tokens is stored compacted, as
  * json_each stored it. Returns the SQLite code of the last step. */
+/* Inserts rows [0, n) of the pending group g: one multi-row INSERT for a
+ * full group, single-row INSERTs for a partial one. */
+typedef struct {
+  int64_t idx[CM_STORE_GROUP];
+  const char *body[CM_STORE_GROUP];
+  int len[CM_STORE_GROUP];
+  int n;
+} group_t;
+
+static int flush_group(cm_store_t *s, const cm_chunk_hdr_t *h, group_t *g, char *msg,
+                       size_t msglen) {
+  int rc = SQLITE_DONE;
+  if (g->n == CM_STORE_GROUP) {
+    sqlite3_stmt *st = s->st[ST_INS_RECORDS_N];
+    bind_key(st, h);
+    for (int r = 0; r < g->n; r++) {
+      (void)sqlite3_bind_int64(st, 3 + 2 * r, g->idx[r]);
+      (void)sqlite3_bind_text(st, 4 + 2 * r, g->body[r], g->len[r], SQLITE_STATIC);
+    }
+    rc = sqlite3_step(st);
+    (void)sqlite3_reset(st);
+  } else {
+    sqlite3_stmt *st = s->st[ST_INS_RECORD];
+    bind_key(st, h);
+    for (int r = 0; r < g->n && rc == SQLITE_DONE; r++) {
+      (void)sqlite3_bind_int64(st, 3, g->idx[r]);
+      (void)sqlite3_bind_text(st, 4, g->body[r], g->len[r], SQLITE_STATIC);
+      rc = sqlite3_step(st);
+      (void)sqlite3_reset(st);
+    }
+  }
+  if (rc != SQLITE_DONE) set_err(msg, msglen, "%s", sqlite3_errmsg(s->db));
+  g->n = 0;
+  return rc;
+}
+
+/* Inserts the non-null elements of the view's data array, each bound as its
+ * own raw span (measured against one INSERT .. SELECT FROM json_each(data)
+ * per chunk, which parses the chunk into a tree and prints every record
+ * again), CM_STORE_GROUP rows per statement. A record with whitespace
+ * between tokens is stored compacted, as json_each stored it. Returns the
+ * SQLite code of the last step. */
 static int save_records(cm_store_t *s, const cm_chunk_view_t *v, uint32_t *count, char *msg,
                         size_t msglen) {
-  sqlite3_stmt *st = s->st[ST_INS_RECORD];
-  size_t pos = 0, el = 0;
+  size_t pos = 0, el = 0, k = 0, used = 0;
   const char *rec = NULL;
   int64_t idx = 0;
   int more, rc = SQLITE_DONE;
+  group_t g;
 
+  g.n = 0;
   *count = 0;
-  bind_key(st, &v->hdr);
-  size_t k = 0;
+  if (v->data_ws && v->data_len > s->scratch_cap) {
+    /* Compacted records of one chunk all fit in data_len bytes. */
+    char *p = realloc(s->scratch, v->data_len);
+    if (p == NULL) {
+      set_err(msg, msglen, "out of memory");
+      return SQLITE_NOMEM;
+    }
+    s->scratch = p;
+    s->scratch_cap = v->data_len;
+  }
   for (;;) {
     const char *body;
+    size_t blen;
     if (s->elems.ok) {
       if (k == s->elems.n) {
         more = 0;
@@ -351,42 +418,37 @@ static int save_records(cm_store_t *s, const cm_chunk_view_t *v, uint32_t *count
     } else if ((more = cm_json_array_next(v->data, v->data_len, &pos, &rec, &el)) != 1) {
       break;
     }
-    body = rec;
-    size_t blen = el;
     if (el == 4 && memcmp(rec, "null", 4) == 0) {
       idx++; /* a dead record's slot: skipped, the others keep theirs */
       continue;
     }
+    body = rec;
+    blen = el;
     if (v->data_ws && cm_json_compact(rec, el, NULL) != el) {
-      if (el > s->scratch_cap) {
-        char *p = realloc(s->scratch, el);
-        if (p == NULL) {
-          set_err(msg, msglen, "out of memory");
-          rc = SQLITE_NOMEM;
-          break;
-        }
-        s->scratch = p;
-        s->scratch_cap = el;
-      }
-      blen = cm_json_compact(rec, el, s->scratch);
-      body = s->scratch;
+      /* Each compacted record gets its own part of scratch: the group
+       * binds them all before it runs. */
+      blen = cm_json_compact(rec, el, s->scratch + used);
+      body = s->scratch + used;
+      used += blen;
     }
-    (void)sqlite3_bind_int64(st, 3, idx);
-    (void)sqlite3_bind_text(st, 4, body, (int)blen, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    (void)sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-      set_err(msg, msglen, "%s", sqlite3_errmsg(s->db));
-      break;
-    }
+    g.idx[g.n] = idx;
+    g.body[g.n] = body;
+    g.len[g.n] = (int)blen;
+    g.n++;
     (*count)++;
     idx++;
+    if (g.n == CM_STORE_GROUP) {
+      rc = flush_group(s, &v->hdr, &g, msg, msglen);
+      if (rc != SQLITE_DONE) break;
+    }
   }
+  if (rc == SQLITE_DONE && g.n > 0) rc = flush_group(s, &v->hdr, &g, msg, msglen);
   if (more < 0 && rc == SQLITE_DONE) {
     set_err(msg, msglen, "malformed \"data\" array");
     rc = SQLITE_ERROR;
   }
-  (void)sqlite3_clear_bindings(st);
+  (void)sqlite3_clear_bindings(s->st[ST_INS_RECORD]);
+  (void)sqlite3_clear_bindings(s->st[ST_INS_RECORDS_N]);
   return rc;
 }
 
