@@ -180,6 +180,7 @@ def stage(kind, transform, records, **kw):
     for k, v in kw.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
     nats = None
+    d = None
     if kind == "nats":
         port = free_port()
         d = tempfile.mkdtemp(prefix="cmbench-nats-")
@@ -195,6 +196,8 @@ def stage(kind, transform, records, **kw):
     finally:
         if nats:
             nats.stop()
+        if d:
+            shutil.rmtree(d, ignore_errors=True)  # a 1M-record store is ~600 MB
     return r
 
 
