@@ -1,12 +1,16 @@
 /* mapper - takes leased chunks from the fetcher, maps them on the thread
  * pool, and hands the results to a saver by request/reply.
  *
- * Flow control is credit: the mapper has `slots` = workers + prefetch places
- * for chunks. A slot is taken when a chunk arrives and given back only when
- * a saver has confirmed the mapped chunk (or it was NAKed / handed back), and
- * every change of the free count is announced on P.credit. So the fetcher
- * never sends more than the mapper can hold, and a slow saver slows the whole
- * pipeline instead of filling memory.
+ * Flow control is credit: the mapper has `slots` = workers + prefetch +
+ * save-window places for chunks. A slot is taken when a chunk arrives and
+ * given back only when a saver has confirmed the mapped chunk (or it was
+ * NAKed / handed back). The credit it announces on P.credit is the smaller
+ * of two windows: chunks not mapped yet (at most workers + prefetch, so
+ * queues stay short and the tail of a job balances across mappers) and
+ * chunks held at all (at most all slots, so a slow saver slows the whole
+ * pipeline instead of filling memory). A chunk waiting for its saver's
+ * commit no longer blocks the next one from being mapped: the save round
+ * trip (an fsync) overlaps with mapping.
  *
  * The loop thread never maps: uv_queue_work runs the transform on the libuv
  * thread pool (UV_THREADPOOL_SIZE = --concurrency), leaving the loop free for
@@ -55,6 +59,7 @@ struct mapper_s {
   const char *transform_spec;
   int64_t concurrency;
   int64_t prefetch;
+  int64_t save_window;
   int64_t save_timeout_ms;
   cm_transform_opts_t topts; /* exec:/plugin: settings */
   cm_transform_t *t;
@@ -71,6 +76,7 @@ struct mapper_s {
   char credit_subject[256];
   char save_subject[256];
   char nak_subject[256];
+  char fetcher_id[128]; /* the last fetcher heard on P.heartbeat */
   char *inbox; /* "<inbox>" ; replies come to "<inbox>.<slot>.<seq>" */
 
   bool draining;
@@ -83,13 +89,23 @@ struct mapper_s {
   Chunkmill__Lease *lease_ptrs[MAPPER_MAX_SLOTS];
 };
 
+/* Chunks we can take now: min(unmapped window, all slots) minus use. */
+static int mapper_free(const mapper_t *m) {
+  int unmapped = 0, free_all = m->nslots - m->used, free_map;
+  for (int i = 0; i < m->nslots; i++)
+    unmapped += m->slots[i].state == SLOT_QUEUED || m->slots[i].state == SLOT_WORKING;
+  free_map = (int)(m->concurrency + m->prefetch) - unmapped;
+  if (free_map < 0) free_map = 0;
+  return free_map < free_all ? free_map : free_all;
+}
+
 static void mapper_send_credit(mapper_t *m) {
   Chunkmill__Credit c = CHUNKMILL__CREDIT__INIT;
   if (!cm_nats_connected(cm_daemon_nats(m->d))) return;
   c.mapper_id = (char *)cm_daemon_id(m->d);
   c.subject = m->chunk_subject;
   c.version = (char *)m->cfg.version;
-  c.free = m->draining ? 0 : (uint32_t)(m->nslots - m->used);
+  c.free = m->draining ? 0 : (uint32_t)mapper_free(m);
   c.received = m->received;
   c.draining = m->draining;
   (void)cm_daemon_publish_proto(m->d, m->credit_subject, &c.base);
@@ -240,6 +256,8 @@ static void slot_work_done(uv_work_t *w, int status) {
     slot_free(s);
   } else {
     slot_send_save(s);
+    /* Mapped: its place in the unmapped window is free again. */
+    mapper_send_credit(m);
   }
   mapper_start_work(m);
 }
@@ -272,7 +290,9 @@ static void mapper_on_chunk(void *ud, natsMsg *msg) {
   int len = natsMsg_GetDataLength(msg);
 
   m->received++;
-  if (cm_chunk_peek(data, (size_t)len, &v, err, sizeof(err)) != 0) {
+  /* Header only: the worker's transform checks the whole chunk (and NAKs a
+   * malformed one), so the loop thread does not scan ~55 KB twice. */
+  if (cm_chunk_peek_header(data, (size_t)len, &v, err, sizeof(err)) != 0) {
     /* Without a header there is no lease to NAK; the lease expires. */
     cm_log_error("dropping a malformed chunk message (%d bytes): %s", len, err);
     natsMsg_Destroy(msg);
@@ -302,6 +322,21 @@ static void mapper_on_chunk(void *ud, natsMsg *msg) {
   m->used++;
   cm_gauge_set(m->m_slots_used, m->used);
   mapper_start_work(m);
+}
+
+/* A fetcher we have not heard before (first start, or a restart) may have
+ * missed our last credit: send it now rather than at our next heartbeat. */
+static void mapper_on_heartbeat(void *ud, natsMsg *msg) {
+  mapper_t *m = ud;
+  Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(
+      NULL, (size_t)natsMsg_GetDataLength(msg), (const uint8_t *)natsMsg_GetData(msg));
+  if (hb != NULL && hb->role != NULL && strcmp(hb->role, "fetcher") == 0 && hb->id != NULL &&
+      strncmp(hb->id, m->fetcher_id, sizeof(m->fetcher_id)) != 0) {
+    snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", hb->id);
+    mapper_send_credit(m);
+  }
+  chunkmill__heartbeat__free_unpacked(hb, NULL);
+  natsMsg_Destroy(msg);
 }
 
 /* ---- daemon hooks ---- */
@@ -436,6 +471,9 @@ int main(int argc, char **argv) {
       {"prefetch", CM_OPT_INT, "-1", -1, 512, NULL, NULL,
        "extra chunks held ready besides those being mapped (-1: as many as workers)",
        &m.prefetch},
+      {"save-window", CM_OPT_INT, "64", 0, 1000, NULL, NULL,
+       "mapped chunks that may wait for a saver's confirmation while more are mapped",
+       &m.save_window},
       {"save-timeout", CM_OPT_DURATION, "10s", 100, 600000, NULL, NULL,
        "time to wait for a saver's confirmation before sending the result again",
        &m.save_timeout_ms},
@@ -466,7 +504,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (m.prefetch < 0) m.prefetch = m.concurrency;
-  m.nslots = (int)(m.concurrency + m.prefetch);
+  m.nslots = (int)(m.concurrency + m.prefetch + m.save_window);
   if (m.nslots > MAPPER_MAX_SLOTS) m.nslots = MAPPER_MAX_SLOTS;
   /* The thread pool is sized on first use: set it before anything queues. */
   snprintf(threads, sizeof(threads), "%lld", (long long)m.concurrency);
@@ -528,7 +566,9 @@ int main(int argc, char **argv) {
   snprintf(subj, sizeof(subj), "%s.>", m.inbox ? m.inbox : "_INBOX.x");
   if (m.inbox == NULL ||
       cm_nats_subscribe(cm_daemon_nats(m.d), m.chunk_subject, NULL, mapper_on_chunk, &m, NULL) != 0 ||
-      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_reply, &m, NULL) != 0) {
+      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_reply, &m, NULL) != 0 ||
+      cm_subject(subj, sizeof(subj), m.cfg.prefix, "heartbeat") != 0 ||
+      cm_nats_subscribe(cm_daemon_nats(m.d), subj, NULL, mapper_on_heartbeat, &m, NULL) != 0) {
     cm_log_error("cannot subscribe");
     cm_daemon_exit(m.d, 1);
   }

@@ -1,13 +1,11 @@
 /* transform.c - the built-in record transforms (see transform.h).
  *
  * A chunk is read with cm_chunk_peek (header + a syntax-checked data span)
- * and its records are visited one by one as raw spans, so identity, burn
- * and sleep never build a tree; only fullname parses each record (cJSON).
+ * and its records are visited one by one as raw spans: no transform builds
+ * a tree (fullname scans a record's top-level keys, see map_fullname).
  * The output is streamed into the caller's buffer with cm_chunk_begin/end.
  * Nothing here is static and mutable: one cm_transform_t is shared by all
- * worker threads. (cJSON 1.7.15 itself writes a global error position on
- * every parse, with the same values on success; it is only read by
- * cJSON_GetErrorPtr, which nothing here calls.) */
+ * worker threads. */
 #define _GNU_SOURCE /* memmem */
 #include "transform.h"
 
@@ -22,6 +20,7 @@
 #include <time.h>
 
 #include "cm/chunk.h"
+#include "cm/err.h"
 #include "exec.h"
 #include "plugin_host.h"
 
@@ -39,6 +38,7 @@ typedef enum {
 } cm_transform_kind_t;
 
 #define CM_FAIL_MAX 16
+#define CM_ELEMS_MAX 1024 /* records per chunk split by the validating scan */
 
 struct cm_transform_s {
   cm_transform_kind_t kind;
@@ -66,15 +66,6 @@ static int parse_fail(const char *s, cm_transform_t *t) {
   return t->nfail > 0 ? 0 : -EINVAL;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  (void)vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Strict decimal: digits only (no sign, blanks or exponent), <= max. */
 static int parse_arg(const char *s, uint32_t min, uint32_t max, uint32_t *out) {
@@ -104,7 +95,7 @@ int cm_transform_create_ex(cm_transform_t **out, const char *spec, const cm_tran
   t = calloc(1, sizeof *t);
   if (t == NULL) {
     rc = -ENOMEM;
-    set_err(err, errlen, "out of memory");
+    cm_set_err(err, errlen, "out of memory");
     goto fail;
   }
   if (strcmp(spec, "identity") == 0) {
@@ -114,21 +105,21 @@ int cm_transform_create_ex(cm_transform_t **out, const char *spec, const cm_tran
   } else if (strncmp(spec, "burn:", 5) == 0) {
     t->kind = CM_T_BURN;
     if (parse_arg(spec + 5, 1, CM_BURN_MAX, &t->arg) < 0) {
-      set_err(err, errlen, "bad transform \"%.64s\": N in burn:N must be an integer 1..%u", spec,
+      cm_set_err(err, errlen, "bad transform \"%.64s\": N in burn:N must be an integer 1..%u", spec,
               CM_BURN_MAX);
       goto fail;
     }
   } else if (strncmp(spec, "sleep:", 6) == 0) {
     t->kind = CM_T_SLEEP;
     if (parse_arg(spec + 6, 0, CM_SLEEP_MAX_MS, &t->arg) < 0) {
-      set_err(err, errlen, "bad transform \"%.64s\": MS in sleep:MS must be an integer 0..%u", spec,
+      cm_set_err(err, errlen, "bad transform \"%.64s\": MS in sleep:MS must be an integer 0..%u", spec,
               CM_SLEEP_MAX_MS);
       goto fail;
     }
   } else if (strncmp(spec, "fail:", 5) == 0) {
     t->kind = CM_T_FAIL;
     if (parse_fail(spec + 5, t) < 0) {
-      set_err(err, errlen,
+      cm_set_err(err, errlen,
               "bad transform \"%.64s\": fail:I,J,... needs 1..%d chunk indexes", spec,
               CM_FAIL_MAX);
       goto fail;
@@ -140,7 +131,7 @@ int cm_transform_create_ex(cm_transform_t **out, const char *spec, const cm_tran
     t->kind = CM_T_PLUGIN;
     if ((rc = cm_plugin_load(&t->plugin, spec + 7, o ? o->arg : NULL, err, errlen)) < 0) goto fail;
   } else {
-    set_err(err, errlen,
+    cm_set_err(err, errlen,
             "unknown transform \"%.64s\": expected identity, fullname, burn:N, sleep:MS, "
             "exec:COMMAND, plugin:PATH.so",
             spec);
@@ -191,58 +182,191 @@ static void sleep_ms(uint32_t ms) {
   }
 }
 
-static const char *str_field(const cJSON *o, const char *key) {
-  const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsString(f) && f->valuestring ? f->valuestring : NULL;
+static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return c - 'A' + 10; /* the span was validated: a hex digit */
+}
+
+static uint32_t hex4(const char *p) {
+  return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
+}
+
+/* Appends the value of the validated string literal lit[0..n) (quotes
+ * included) to b, as a C string would hold it: the text stops at a \u0000
+ * (what the cJSON-based version produced, whose valuestring is
+ * NUL-terminated). Returns 0, -EINVAL for a lone surrogate, or a buffer
+ * error. */
+static int append_unescaped(cm_buf_t *b, const char *lit, size_t n) {
+  size_t i = 1, end = n - 1;
+  while (i < end) {
+    const char *bs = memchr(lit + i, '\\', end - i);
+    size_t run = bs ? (size_t)(bs - (lit + i)) : end - i;
+    int rc = cm_buf_append(b, lit + i, run);
+    if (rc < 0) return rc;
+    i += run;
+    if (i >= end) break;
+    char e = lit[i + 1], u8[4];
+    size_t k = 0;
+    uint32_t cp;
+    i += 2;
+    switch (e) {
+    case 'b': cp = '\b'; break;
+    case 'f': cp = '\f'; break;
+    case 'n': cp = '\n'; break;
+    case 'r': cp = '\r'; break;
+    case 't': cp = '\t'; break;
+    case 'u':
+      cp = hex4(lit + i);
+      i += 4;
+      if (cp >= 0xD800 && cp < 0xDC00) {
+        if (i + 6 > end || lit[i] != '\\' || lit[i + 1] != 'u') return -EINVAL;
+        uint32_t lo = hex4(lit + i + 2);
+        if (lo < 0xDC00 || lo >= 0xE000) return -EINVAL;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        i += 6;
+      } else if (cp >= 0xDC00 && cp < 0xE000) {
+        return -EINVAL;
+      }
+      if (cp == 0) return 0; /* the C string ends here */
+      break;
+    default: cp = (unsigned char)e; break; /* '"', '\\', '/' */
+    }
+    if (cp < 0x80) {
+      u8[k++] = (char)cp;
+    } else if (cp < 0x800) {
+      u8[k++] = (char)(0xC0 | (cp >> 6));
+      u8[k++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      u8[k++] = (char)(0xE0 | (cp >> 12));
+      u8[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+      u8[k++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+      u8[k++] = (char)(0xF0 | (cp >> 18));
+      u8[k++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+      u8[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+      u8[k++] = (char)(0x80 | (cp & 0x3F));
+    }
+    rc = cm_buf_append(b, u8, k);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
+/* Which of uuid, fn, ln (0..2) the key literal k[0..n) (quotes included)
+ * names, or -1. Keys are compared by value, escapes resolved, as an object
+ * lookup does; tmp holds an escaped key's value. */
+static int fullname_key(const char *k, size_t n, cm_buf_t *tmp) {
+  static const char *const need[] = {"uuid", "fn", "ln"};
+  const char *name = k + 1;
+  size_t len = n - 2;
+  if (memchr(name, '\\', len) != NULL) {
+    cm_buf_reset(tmp);
+    if (append_unescaped(tmp, k, n) < 0 || tmp->data == NULL) return -1;
+    name = tmp->data;
+    len = tmp->len;
+  }
+  for (int j = 0; j < 3; j++)
+    if (len == strlen(need[j]) && memcmp(name, need[j], len) == 0) return j;
+  return -1;
 }
 
 /* fullname: {"id":<uuid>,"name":"<fn> <ln>"}. Returns 0 with the record
  * appended to out, 1 with *why filled (dead letter, nothing appended), or a
- * negative errno. scratch is reused across records to build the name. */
+ * negative errno. scratch is reused across records to build the name.
+ *
+ * No tree: the record (syntax-checked by cm_chunk_peek) is scanned over its
+ * top-level keys only, values skipped with cm_json_value_skip, and the scan
+ * stops once the three fields are found. As with an object lookup, the
+ * first occurrence of a key counts and it must be a string. The output is
+ * byte for byte what the cJSON-based version produced. */
 static int map_fullname(const char *rec, size_t n, cm_buf_t *out, cm_buf_t *scratch,
                         reason_t *why) {
   static const char *const need[] = {"uuid", "fn", "ln"};
-  const char *val[3];
-  cJSON *o = NULL;
-  size_t mark = out->len;
+  const char *val[3] = {NULL, NULL, NULL};
+  size_t vlen[3] = {0, 0, 0};
+  bool found[3] = {false, false, false};
+  int nfound = 0;
+  size_t i = 1, mark = out->len;
   int rc = 0;
 
   if (rec[0] != '{') {
     (void)snprintf(why->text, sizeof why->text, "fullname: record is not an object");
     return 1;
   }
-  /* The span was syntax-checked by peek and nests <= 512 (< cJSON's 1000),
-   * but cJSON also rejects valid JSON peek accepts: a \u escape of a lone
-   * UTF-16 surrogate ("\ud800"). That is this record's problem, not the
-   * chunk's: a dead letter, like any other record fullname cannot map
-   * (found by tests/fuzz/fuzz_transform). */
-  o = cJSON_ParseWithLength(rec, n);
-  if (o == NULL) {
-    (void)snprintf(why->text, sizeof why->text,
-                   "fullname: record not readable (e.g. a lone surrogate \\u escape)");
-    return 1;
+  while (nfound < 3) {
+    long kl, vl;
+    int key;
+    while (i < n && (is_ws(rec[i]) || rec[i] == ',')) i++;
+    if (i >= n || rec[i] != '"') break; /* '}': the end of the object */
+    kl = cm_json_value_skip(rec + i, n - i);
+    if (kl <= 0) return -EINVAL;
+    key = fullname_key(rec + i, (size_t)kl, scratch);
+    i += (size_t)kl;
+    while (i < n && (is_ws(rec[i]) || rec[i] == ':')) i++;
+    if (i >= n) return -EINVAL;
+    vl = cm_json_value_skip(rec + i, n - i);
+    if (vl <= 0) return -EINVAL;
+    if (key >= 0 && !found[key]) {
+      found[key] = true;
+      nfound++;
+      if (rec[i] == '"') {
+        val[key] = rec + i;
+        vlen[key] = (size_t)vl;
+      }
+    }
+    i += (size_t)vl;
   }
   for (size_t k = 0; k < 3; k++) {
-    val[k] = str_field(o, need[k]);
     if (val[k] == NULL) {
       (void)snprintf(why->text, sizeof why->text, "fullname: missing string field \"%s\"", need[k]);
-      rc = 1;
-      goto done;
+      return 1;
     }
   }
+  /* The name: fn + " " + ln, each as the C string its literal holds. */
   cm_buf_reset(scratch);
-  rc = cm_buf_puts(scratch, val[1]);
-  if (rc == 0) rc = cm_buf_append(scratch, " ", 1);
-  if (rc == 0) rc = cm_buf_puts(scratch, val[2]);
+  for (size_t k = 1; k < 3 && rc == 0; k++) {
+    if (k == 2) rc = cm_buf_append(scratch, " ", 1);
+    if (rc == 0) rc = append_unescaped(scratch, val[k], vlen[k]);
+    if (rc == -EINVAL) {
+      (void)snprintf(why->text, sizeof why->text,
+                     "fullname: field \"%s\" has a lone surrogate escape", need[k]);
+      return 1;
+    }
+  }
   if (rc == 0) rc = cm_buf_append(out, "{\"id\":", 6);
-  if (rc == 0) rc = cm_buf_append_json_str(out, val[0], strlen(val[0]));
+  if (rc == 0) {
+    const char *id = val[0] + 1;
+    size_t idlen = vlen[0] - 2;
+    if (memchr(id, '\\', idlen) != NULL) {
+      /* Unescape after the name (scratch holds it): into out's tail, then
+       * escaped again from a copy. Rare: uuids have no escapes. */
+      cm_buf_t tmp;
+      cm_buf_init(&tmp, out->max);
+      rc = append_unescaped(&tmp, val[0], vlen[0]);
+      if (rc == -EINVAL) {
+        cm_buf_free(&tmp);
+        out->len = mark;
+        if (out->data) out->data[mark] = '\0';
+        (void)snprintf(why->text, sizeof why->text,
+                       "fullname: field \"uuid\" has a lone surrogate escape");
+        return 1;
+      }
+      if (rc == 0) rc = cm_buf_append_json_str(out, tmp.data ? tmp.data : "", tmp.len);
+      cm_buf_free(&tmp);
+    } else {
+      rc = cm_buf_append_json_str(out, id, idlen);
+    }
+  }
   if (rc == 0) rc = cm_buf_append(out, ",\"name\":", 8);
-  if (rc == 0) rc = cm_buf_append_json_str(out, scratch->data, scratch->len);
+  if (rc == 0) rc = cm_buf_append_json_str(out, scratch->data ? scratch->data : "", scratch->len);
   if (rc == 0) rc = cm_buf_append(out, "}", 1);
-  if (rc < 0) out->len = mark;
-
-done:
-  cJSON_Delete(o);
+  if (rc < 0) {
+    out->len = mark;
+    if (out->data) out->data[mark] = '\0';
+  }
   return rc;
 }
 
@@ -402,7 +526,7 @@ static int exec_batch_run(const cm_transform_t *t, const cm_chunk_view_t *v, exe
   while ((more = cm_json_array_next(v->data, v->data_len, &pos, &rec, &el)) == 1)
     if (!(el == 4 && memcmp(rec, "null", 4) == 0)) cnt++;
   if (more < 0) {
-    set_err(err, errlen, "bad chunk: malformed \"data\" array");
+    cm_set_err(err, errlen, "bad chunk: malformed \"data\" array");
     return more;
   }
   if (cnt == 0) return 0;
@@ -411,7 +535,7 @@ static int exec_batch_run(const cm_transform_t *t, const cm_chunk_view_t *v, exe
   b->off = calloc(cnt, sizeof *b->off);
   b->ln = calloc(cnt, sizeof *b->ln);
   if (!b->rec || !b->len || !b->off || !b->ln) {
-    set_err(err, errlen, "out of memory");
+    cm_set_err(err, errlen, "out of memory");
     return -ENOMEM;
   }
   pos = 0;
@@ -427,6 +551,11 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
                        cm_transform_stats_t *st, char *err, size_t errlen) {
   cm_chunk_view_t v;
   cm_buf_t dead, scratch;
+  /* Record spans from the validating scan (no second walk over the data);
+   * chunks of more records fall back to cm_json_array_next. */
+  uint32_t el_start[CM_ELEMS_MAX], el_end[CM_ELEMS_MAX];
+  cm_json_elems_t el_spans = {el_start, el_end, CM_ELEMS_MAX, 0, false};
+  size_t el_k = 0;
   size_t mark = out->len, pos = 0, el = 0;
   const char *rec = NULL;
   uint32_t idx = 0, nrec = 0, nnew = 0, ndead = 0;
@@ -443,16 +572,16 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   cm_buf_init(&xb.lines, out->max);
   if (st) memset(st, 0, sizeof *st);
 
-  rc = cm_chunk_peek(in, len, &v, perr, sizeof perr);
+  rc = cm_chunk_peek_elems(in, len, &v, &el_spans, perr, sizeof perr);
   if (rc < 0) {
-    set_err(err, errlen, "bad chunk: %s", perr);
+    cm_set_err(err, errlen, "bad chunk: %s", perr);
     goto fail;
   }
   if (t->kind == CM_T_SLEEP && t->arg > 0) sleep_ms(t->arg);
   for (size_t i = 0; t->kind == CM_T_FAIL && i < t->nfail; i++)
     if (t->fail[i] == v.hdr.index) {
       rc = -EINVAL;
-      set_err(err, errlen, "fail: chunk %" PRIu64 " fails on purpose", v.hdr.index);
+      cm_set_err(err, errlen, "fail: chunk %" PRIu64 " fails on purpose", v.hdr.index);
       goto fail;
     }
   if (t->kind == CM_T_EXEC && (rc = exec_batch_run(t, &v, &xb, err, errlen)) < 0) goto fail;
@@ -467,7 +596,7 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
     while (rc == 0 && (more = cm_json_array_next(v.dead, v.dead_len, &pos, &rec, &el)) != 0) {
       if (more < 0) {
         rc = more;
-        set_err(err, errlen, "bad chunk: malformed \"dead\" array");
+        cm_set_err(err, errlen, "bad chunk: malformed \"dead\" array");
         goto fail;
       }
       if (ndead > 0) rc = cm_buf_append(&dead, ",", 1);
@@ -477,12 +606,21 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   }
   if (rc == 0) rc = cm_chunk_begin(out, &v.hdr);
   pos = 0;
-  while (rc == 0 && (more = cm_json_array_next(v.data, v.data_len, &pos, &rec, &el)) != 0) {
+  while (rc == 0) {
     reason_t why;
+    if (el_spans.ok) {
+      if (el_k == el_spans.n) break;
+      rec = v.data + el_start[el_k];
+      el = el_end[el_k] - el_start[el_k];
+      el_k++;
+      more = 1;
+    } else if ((more = cm_json_array_next(v.data, v.data_len, &pos, &rec, &el)) == 0) {
+      break;
+    }
     int r = 0;
     if (more < 0) {
       rc = more;
-      set_err(err, errlen, "bad chunk: malformed \"data\" array");
+      cm_set_err(err, errlen, "bad chunk: malformed \"data\" array");
       goto fail;
     }
     if (idx > 0) rc = cm_buf_append(out, ",", 1);
@@ -511,7 +649,7 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
       r = map_plugin(t, pst, rec, el, out, &scratch, &why);
       if (r < 0 && r != -ENOMEM && r != -E2BIG) {
         rc = r;
-        set_err(err, errlen, "%s", why.text);
+        cm_set_err(err, errlen, "%s", why.text);
         goto fail;
       }
       break;
@@ -531,12 +669,12 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
   if (rc == 0) rc = cm_chunk_end(out, ndead ? dead.data : NULL, ndead ? dead.len : 0);
   if (rc < 0) {
     if (rc == -E2BIG)
-      set_err(err, errlen, "mapped chunk %" PRIu64 " exceeds the %zu-byte limit", v.hdr.index,
+      cm_set_err(err, errlen, "mapped chunk %" PRIu64 " exceeds the %zu-byte limit", v.hdr.index,
               out->max);
     else if (rc == -ENOMEM)
-      set_err(err, errlen, "out of memory mapping chunk %" PRIu64, v.hdr.index);
+      cm_set_err(err, errlen, "out of memory mapping chunk %" PRIu64, v.hdr.index);
     else
-      set_err(err, errlen, "mapping chunk %" PRIu64 " failed (error %d)", v.hdr.index, rc);
+      cm_set_err(err, errlen, "mapping chunk %" PRIu64 " failed (error %d)", v.hdr.index, rc);
     goto fail;
   }
   if (st) {

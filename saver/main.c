@@ -18,6 +18,19 @@
 #define SAVER_MAX_BATCH 128
 #define SAVER_MAX_BATCH_BYTES (64u * 1024 * 1024)
 #define SAVER_MAX_QUEUE 4096
+#define SAVER_ELEMS 1024 /* records per chunk split on arrival */
+
+/* A received chunk, checked on the loop thread as it arrives (in parallel
+ * with the commit of the previous batch on the worker), so the commit
+ * thread only binds and writes. */
+typedef struct saver_msg_s {
+  natsMsg *m;
+  int peek_rc;
+  char perr[128];
+  cm_chunk_view_t v;
+  cm_json_elems_t elems;
+  uint32_t el_start[SAVER_ELEMS], el_end[SAVER_ELEMS];
+} saver_msg_t;
 
 typedef struct saver_s {
   cm_common_cfg_t cfg;
@@ -28,13 +41,13 @@ typedef struct saver_s {
   char ack_subject[256];
 
   /* FIFO of received messages not yet in a batch (loop thread only). */
-  natsMsg *queue[SAVER_MAX_QUEUE];
+  saver_msg_t *queue[SAVER_MAX_QUEUE];
   size_t qhead, qlen;
 
   /* The batch being committed (owned by the worker while busy). */
   uv_work_t work;
   bool busy;
-  natsMsg *batch_msgs[SAVER_MAX_BATCH];
+  saver_msg_t *batch_msgs[SAVER_MAX_BATCH];
   cm_store_item_t items[SAVER_MAX_BATCH];
   size_t nbatch;
   int batch_rc;
@@ -49,6 +62,12 @@ typedef struct saver_s {
 } saver_t;
 
 static void saver_start_batch(saver_t *s);
+
+static void saver_msg_free(saver_msg_t *sm) {
+  if (sm == NULL) return;
+  natsMsg_Destroy(sm->m);
+  free(sm);
+}
 
 static void saver_maybe_finish(saver_t *s) {
   if (s->shutting_down && !s->busy && s->qlen == 0) {
@@ -79,7 +98,8 @@ static void saver_commit_done(uv_work_t *w, int status) {
   if (s->batch_rc == 0) cm_counter_inc(s->m_commits);
   for (size_t i = 0; i < s->nbatch; i++) {
     cm_store_item_t *it = &s->items[i];
-    natsMsg *m = s->batch_msgs[i];
+    saver_msg_t *sm = s->batch_msgs[i];
+    natsMsg *m = sm->m;
     if (s->batch_rc != 0) {
       /* Nothing committed: the mapper keeps its result and retries. */
       cm_counter_inc(s->m_errors);
@@ -120,7 +140,7 @@ static void saver_commit_done(uv_work_t *w, int status) {
                it->status == 1 ? "true" : "false", it->records, it->dead);
     }
     saver_reply(s, m, body);
-    natsMsg_Destroy(m);
+    saver_msg_free(sm);
     s->batch_msgs[i] = NULL;
   }
   if (s->batch_rc != 0) cm_log_error("commit of %zu chunks failed", s->nbatch);
@@ -135,16 +155,20 @@ static void saver_start_batch(saver_t *s) {
   if (s->busy || s->qlen == 0) return;
   s->nbatch = 0;
   while (s->qlen > 0 && s->nbatch < SAVER_MAX_BATCH) {
-    natsMsg *m = s->queue[s->qhead];
-    size_t len = (size_t)natsMsg_GetDataLength(m);
+    saver_msg_t *sm = s->queue[s->qhead];
+    size_t len = (size_t)natsMsg_GetDataLength(sm->m);
     if (s->nbatch > 0 && bytes + len > SAVER_MAX_BATCH_BYTES) break;
     s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
     s->qlen--;
     bytes += len;
     memset(&s->items[s->nbatch], 0, sizeof(s->items[0]));
-    s->items[s->nbatch].json = natsMsg_GetData(m);
+    s->items[s->nbatch].json = natsMsg_GetData(sm->m);
     s->items[s->nbatch].len = len;
-    s->batch_msgs[s->nbatch] = m;
+    if (sm->peek_rc == 0) {
+      s->items[s->nbatch].view = &sm->v;
+      s->items[s->nbatch].elems = &sm->elems;
+    }
+    s->batch_msgs[s->nbatch] = sm;
     s->nbatch++;
   }
   cm_gauge_set(s->m_queue, (double)s->qlen);
@@ -159,14 +183,21 @@ static void saver_start_batch(saver_t *s) {
 
 static void saver_on_save(void *ud, natsMsg *m) {
   saver_t *s = ud;
-  if (s->qlen == SAVER_MAX_QUEUE) {
+  saver_msg_t *sm;
+  if (s->qlen == SAVER_MAX_QUEUE || (sm = malloc(sizeof(*sm))) == NULL) {
     /* Flow control upstream keeps us far from this; if it happens the
      * mapper retries after its timeout. */
     saver_reply(s, m, "{\"ok\":false,\"retry\":true,\"error\":\"saver queue full\"}");
     natsMsg_Destroy(m);
     return;
   }
-  s->queue[(s->qhead + s->qlen) % SAVER_MAX_QUEUE] = m;
+  sm->m = m;
+  sm->elems = (cm_json_elems_t){sm->el_start, sm->el_end, SAVER_ELEMS, 0, false};
+  /* A chunk that fails here is peeked again by the store, which reports
+   * the reason in its own words. */
+  sm->peek_rc = cm_chunk_peek_elems(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &sm->v,
+                                    &sm->elems, sm->perr, sizeof(sm->perr));
+  s->queue[(s->qhead + s->qlen) % SAVER_MAX_QUEUE] = sm;
   s->qlen++;
   cm_gauge_set(s->m_queue, (double)s->qlen);
   saver_start_batch(s);
@@ -205,7 +236,7 @@ static void saver_shutdown(void *ud, bool forced) {
     /* Whatever is not committed was never acknowledged: the mappers keep
      * their results and retry elsewhere. Drop the queue. */
     while (s->qlen > 0) {
-      natsMsg_Destroy(s->queue[s->qhead]);
+      saver_msg_free(s->queue[s->qhead]);
       s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
       s->qlen--;
     }
@@ -218,7 +249,7 @@ static void saver_shutdown(void *ud, bool forced) {
 static void saver_close(void *ud) {
   saver_t *s = ud;
   while (s->qlen > 0) {
-    natsMsg_Destroy(s->queue[s->qhead]);
+    saver_msg_free(s->queue[s->qhead]);
     s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
     s->qlen--;
   }

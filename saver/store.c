@@ -1,7 +1,8 @@
 /* store.c - the saver's results database (see store.h).
  *
- * The chunk's data span goes to SQLite as one bound text value and is
- * split there with json_each, so the saver never builds a JSON tree. Every
+ * The chunk's data array is split with cm_json_array_next and each record
+ * is bound as its own text (no JSON tree anywhere); dead letters, rare,
+ * are split by SQLite's json_each. Every
  * statement is prepared once at open. A batch is one BEGIN IMMEDIATE ..
  * COMMIT (one fsync for many chunks); each item runs inside its own
  * SAVEPOINT so a bad item is rolled back alone. */
@@ -21,6 +22,10 @@
 /* How long a writer waits for another connection's lock (e.g. an operator's
  * sqlite3 shell) before the batch fails and is retried by the mapper. */
 #define CM_STORE_BUSY_MS 5000
+#define CM_STORE_ELEMS 4096 /* records per chunk split during validation */
+/* Records per multi-row INSERT: one statement execution per group instead
+ * of per record (VDBE setup, step and reset are per statement). */
+#define CM_STORE_GROUP 32
 
 #define CM_STR_(x) #x
 #define CM_STR(x) CM_STR_(x)
@@ -57,13 +62,14 @@ enum {
   ST_ROLLBACK_TO,
   ST_INS_CHUNK,
   ST_GET_CHUNK,
-  ST_INS_RECORDS,
+  ST_INS_RECORD,
+  ST_INS_RECORDS_N,
   ST_INS_DEAD,
   ST_UPD_CHUNK,
   ST_COUNT
 };
 
-static const char *const stmt_sql[ST_COUNT] = {
+static const char *stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -73,16 +79,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INS_CHUNK] = "INSERT OR IGNORE INTO chunks(job, chunk, records, dead, attempt, saved_at)"
                      " VALUES(?1, ?2, 0, 0, ?3, ?4)",
     [ST_GET_CHUNK] = "SELECT records, dead FROM chunks WHERE job = ?1 AND chunk = ?2",
-    /* json_each's value is SQL-typed: objects and arrays come back as JSON
-     * text, but a string comes back unquoted and true/false as 1/0, so
-     * those are turned back into JSON to keep body valid JSON. null slots
-     * are dead records: skipped, and idx (= key) keeps the others' slots. */
-    [ST_INS_RECORDS] = "INSERT INTO records(job, chunk, idx, body)"
-                       " SELECT ?1, ?2, key,"
-                       "  CASE type WHEN 'object' THEN value WHEN 'array' THEN value"
-                       "   WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
-                       "   ELSE json_quote(value) END"
-                       " FROM json_each(?3) WHERE type <> 'null'",
+    /* One row per non-null slot of "data", its raw text bound as is: the
+     * chunk was syntax-checked by cm_chunk_peek, so every body is valid
+     * JSON (whitespace between tokens removed, see save_records). */
+    [ST_INS_RECORD] = "INSERT INTO records(job, chunk, idx, body) VALUES(?1, ?2, ?3, ?4)",
+    [ST_INS_RECORDS_N] = NULL, /* built at open: CM_STORE_GROUP rows of (?1, ?2, ?, ?) */
     /* A non-object entry, or one with neither idx nor line, yields a NULL
      * idx and fails the NOT NULL constraint: the item is refused, rather
      * than a dead letter being dropped silently. -> gives JSON text. */
@@ -101,6 +102,11 @@ struct cm_store_s {
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
   char *path;
+  char *scratch; /* a compacted record */
+  size_t scratch_cap;
+  /* Record spans of the chunk being saved, from cm_chunk_peek_elems. */
+  uint32_t el_start[CM_STORE_ELEMS], el_end[CM_STORE_ELEMS];
+  cm_json_elems_t elems;
 };
 
 
@@ -262,9 +268,19 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
   if (rc < 0) goto fail;
 
   for (int k = 0; k < ST_COUNT; k++) {
-    src = sqlite3_prepare_v3(s->db, stmt_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &s->st[k], NULL);
+    char multi[64 + CM_STORE_GROUP * 32];
+    const char *sql = stmt_sql[k];
+    if (k == ST_INS_RECORDS_N) {
+      size_t o = (size_t)snprintf(multi, sizeof multi,
+                                  "INSERT INTO records(job, chunk, idx, body) VALUES");
+      for (int r = 0; r < CM_STORE_GROUP; r++)
+        o += (size_t)snprintf(multi + o, sizeof multi - o, "%s(?1, ?2, ?%d, ?%d)", r ? "," : "",
+                              3 + 2 * r, 4 + 2 * r);
+      sql = multi;
+    }
+    src = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[k], NULL);
     if (src != SQLITE_OK) {
-      cm_set_err(err, errlen, "preparing \"%s\": %s", stmt_sql[k], sqlite3_errmsg(s->db));
+      cm_set_err(err, errlen, "preparing \"%.80s\": %s", sql, sqlite3_errmsg(s->db));
       rc = sqlite_errno(src);
       goto fail;
     }
@@ -291,6 +307,7 @@ void cm_store_close(cm_store_t *s) {
    * missed a statement. */
   if (s->db) (void)sqlite3_close_v2(s->db);
   free(s->path);
+  free(s->scratch);
   free(s);
 }
 
@@ -309,6 +326,122 @@ static void bind_key(sqlite3_stmt *st, const cm_chunk_hdr_t *h) {
    * as the step's error, so they need no separate check. */
   (void)sqlite3_bind_text(st, 1, h->job, -1, SQLITE_STATIC);
   (void)sqlite3_bind_int64(st, 2, (sqlite3_int64)h->index);
+}
+
+/* Inserts the non-null elements of the view's data array, one prepared
+ * INSERT per record binding the record's own span (measured against one
+ * INSERT .. SELECT FROM json_each(data) per chunk, which parses the chunk
+ * into a tree and prints every record again: 2-3x slower on 550-byte
+ * records). A record with whitespace between tokens is stored compacted, as
+ * json_each stored it. Returns the SQLite code of the last step. */
+/* Inserts rows [0, n) of the pending group g: one multi-row INSERT for a
+ * full group, single-row INSERTs for a partial one. */
+typedef struct {
+  int64_t idx[CM_STORE_GROUP];
+  const char *body[CM_STORE_GROUP];
+  int len[CM_STORE_GROUP];
+  int n;
+} group_t;
+
+static int flush_group(cm_store_t *s, const cm_chunk_hdr_t *h, group_t *g, char *msg,
+                       size_t msglen) {
+  int rc = SQLITE_DONE;
+  if (g->n == CM_STORE_GROUP) {
+    sqlite3_stmt *st = s->st[ST_INS_RECORDS_N];
+    bind_key(st, h);
+    for (int r = 0; r < g->n; r++) {
+      (void)sqlite3_bind_int64(st, 3 + 2 * r, g->idx[r]);
+      (void)sqlite3_bind_text(st, 4 + 2 * r, g->body[r], g->len[r], SQLITE_STATIC);
+    }
+    rc = sqlite3_step(st);
+    (void)sqlite3_reset(st);
+  } else {
+    sqlite3_stmt *st = s->st[ST_INS_RECORD];
+    bind_key(st, h);
+    for (int r = 0; r < g->n && rc == SQLITE_DONE; r++) {
+      (void)sqlite3_bind_int64(st, 3, g->idx[r]);
+      (void)sqlite3_bind_text(st, 4, g->body[r], g->len[r], SQLITE_STATIC);
+      rc = sqlite3_step(st);
+      (void)sqlite3_reset(st);
+    }
+  }
+  if (rc != SQLITE_DONE) cm_set_err(msg, msglen, "%s", sqlite3_errmsg(s->db));
+  g->n = 0;
+  return rc;
+}
+
+/* Inserts the non-null elements of the view's data array, each bound as its
+ * own raw span (measured against one INSERT .. SELECT FROM json_each(data)
+ * per chunk, which parses the chunk into a tree and prints every record
+ * again), CM_STORE_GROUP rows per statement. A record with whitespace
+ * between tokens is stored compacted, as json_each stored it. Returns the
+ * SQLite code of the last step. */
+static int save_records(cm_store_t *s, const cm_chunk_view_t *v, uint32_t *count, char *msg,
+                        size_t msglen) {
+  size_t pos = 0, el = 0, k = 0, used = 0;
+  const char *rec = NULL;
+  int64_t idx = 0;
+  int more, rc = SQLITE_DONE;
+  group_t g;
+
+  g.n = 0;
+  *count = 0;
+  if (v->data_ws && v->data_len > s->scratch_cap) {
+    /* Compacted records of one chunk all fit in data_len bytes. */
+    char *p = realloc(s->scratch, v->data_len);
+    if (p == NULL) {
+      cm_set_err(msg, msglen, "out of memory");
+      return SQLITE_NOMEM;
+    }
+    s->scratch = p;
+    s->scratch_cap = v->data_len;
+  }
+  for (;;) {
+    const char *body;
+    size_t blen;
+    if (s->elems.ok) {
+      if (k == s->elems.n) {
+        more = 0;
+        break;
+      }
+      rec = v->data + s->elems.start[k];
+      el = s->elems.end[k] - s->elems.start[k];
+      k++;
+    } else if ((more = cm_json_array_next(v->data, v->data_len, &pos, &rec, &el)) != 1) {
+      break;
+    }
+    if (el == 4 && memcmp(rec, "null", 4) == 0) {
+      idx++; /* a dead record's slot: skipped, the others keep theirs */
+      continue;
+    }
+    body = rec;
+    blen = el;
+    if (v->data_ws && cm_json_compact(rec, el, NULL) != el) {
+      /* Each compacted record gets its own part of scratch: the group
+       * binds them all before it runs. */
+      blen = cm_json_compact(rec, el, s->scratch + used);
+      body = s->scratch + used;
+      used += blen;
+    }
+    g.idx[g.n] = idx;
+    g.body[g.n] = body;
+    g.len[g.n] = (int)blen;
+    g.n++;
+    (*count)++;
+    idx++;
+    if (g.n == CM_STORE_GROUP) {
+      rc = flush_group(s, &v->hdr, &g, msg, msglen);
+      if (rc != SQLITE_DONE) break;
+    }
+  }
+  if (rc == SQLITE_DONE && g.n > 0) rc = flush_group(s, &v->hdr, &g, msg, msglen);
+  if (more < 0 && rc == SQLITE_DONE) {
+    cm_set_err(msg, msglen, "malformed \"data\" array");
+    rc = SQLITE_ERROR;
+  }
+  (void)sqlite3_clear_bindings(s->st[ST_INS_RECORD]);
+  (void)sqlite3_clear_bindings(s->st[ST_INS_RECORDS_N]);
+  return rc;
 }
 
 /* Saves one peeked item inside its savepoint. Returns 0 or 1 (duplicate)
@@ -342,11 +475,8 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
     return 1;
   }
 
-  bind_key(st[ST_INS_RECORDS], &v->hdr);
-  (void)sqlite3_bind_text(st[ST_INS_RECORDS], 3, v->data, (int)v->data_len, SQLITE_STATIC);
-  rc = run(s->db, st[ST_INS_RECORDS], msg, sizeof msg);
+  rc = save_records(s, v, &it->records, msg, sizeof msg);
   if (rc != SQLITE_DONE) goto sqlfail;
-  it->records = (uint32_t)sqlite3_changes(s->db);
 
   if (v->dead) {
     bind_key(st[ST_INS_DEAD], &v->hdr);
@@ -412,7 +542,11 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
     cm_chunk_view_t v;
     char perr[128];
 
-    if (cm_chunk_peek(it->json, it->len, &v, perr, sizeof perr) < 0) {
+    s->elems = (cm_json_elems_t){s->el_start, s->el_end, CM_STORE_ELEMS, 0, false};
+    if (it->view != NULL) {
+      v = *it->view;
+      if (it->elems != NULL && it->elems->ok) s->elems = *it->elems;
+    } else if (cm_chunk_peek_elems(it->json, it->len, &v, &s->elems, perr, sizeof perr) < 0) {
       it->status = -EINVAL;
       cm_set_err(it->err, sizeof it->err, "bad chunk: %s", perr);
       continue;

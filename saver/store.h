@@ -47,6 +47,11 @@ typedef struct cm_store_item_s {
   /* in */
   const char *json; /* a mapped chunk in wire form; borrowed */
   size_t len;
+  /* Optional: json already checked by cm_chunk_peek_elems (rc 0) into view
+   * and elems, e.g. on another thread while the previous batch committed;
+   * then it is not scanned again. NULL: save_batch peeks itself. */
+  const cm_chunk_view_t *view;
+  const cm_json_elems_t *elems;
   /* out */
   int status;       /* 0 saved now, 1 duplicate (already saved), <0 error */
   cm_chunk_hdr_t hdr;

@@ -161,7 +161,15 @@ static size_t scan_scalar(const char *s, size_t len, size_t i, size_t *at, const
   return scan_literal(s, len, i, at, why);
 }
 
-long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const char **why) {
+static size_t skip_ws_note(const char *s, size_t len, size_t i, bool *ws) {
+  size_t j = skip_ws(s, len, i);
+  if (j != i) *ws = true;
+  return j;
+}
+
+/* The validator; *ws is set when whitespace occurs between tokens. */
+static long span_scan(const char *s, size_t len, size_t *errpos, const char **why, bool *ws,
+                      cm_json_elems_t *el) {
   /* Iterative with an explicit container stack (not recursion), so hostile
    * nesting costs a bounded, small amount of thread-pool stack. */
   char stack[CM_JSON_MAX_DEPTH];
@@ -184,6 +192,13 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
       goto fail;
     }
     char c = s[i];
+    if (depth == 1 && el != NULL) {
+      /* An element of the outer array starts here. */
+      if (el->n < el->cap)
+        el->start[el->n] = (uint32_t)i;
+      else
+        el = NULL; /* too many: ok stays false, the caller splits by itself */
+    }
     if (c == '{' || c == '[') {
       if (depth == CM_JSON_MAX_DEPTH) {
         at = i;
@@ -191,7 +206,7 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
         goto fail;
       }
       stack[depth++] = c;
-      i = skip_ws(s, len, i + 1);
+      i = skip_ws_note(s, len, i + 1, ws);
       if (i < len && s[i] == (c == '{' ? '}' : ']')) {
         depth--;
         i++;
@@ -204,15 +219,19 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
     if (i == (size_t)-1) goto fail;
 
   after_value:
-    if (depth == 0) return (long)i;
-    i = skip_ws(s, len, i);
+    if (depth == 0) {
+      if (el != NULL) el->ok = true;
+      return (long)i;
+    }
+    if (depth == 1 && el != NULL) el->end[el->n++] = (uint32_t)i;
+    i = skip_ws_note(s, len, i, ws);
     if (i >= len) {
       at = i;
       w = "unexpected end of input (unbalanced brackets)";
       goto fail;
     }
     if (s[i] == ',') {
-      i = skip_ws(s, len, i + 1);
+      i = skip_ws_note(s, len, i + 1, ws);
       if (stack[depth - 1] == '[') continue;
       goto object_key;
     }
@@ -238,20 +257,25 @@ long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const cha
     }
     i = scan_string(s, len, i, &at, &w);
     if (i == (size_t)-1) goto fail;
-    i = skip_ws(s, len, i);
+    i = skip_ws_note(s, len, i, ws);
     if (i >= len || s[i] != ':') {
       at = i;
       w = i >= len ? "unexpected end of input (unbalanced brackets)"
                    : "expected ':' after object key";
       goto fail;
     }
-    i = skip_ws(s, len, i + 1);
+    i = skip_ws_note(s, len, i + 1, ws);
   }
 
 fail:
   if (errpos) *errpos = at;
   if (why) *why = w;
   return -EINVAL;
+}
+
+long cm_json_value_span_why(const char *s, size_t len, size_t *errpos, const char **why) {
+  bool ws = false;
+  return span_scan(s, len, errpos, why, &ws, NULL);
 }
 
 long cm_json_value_span(const char *s, size_t len) {
@@ -290,6 +314,39 @@ long cm_json_value_skip(const char *s, size_t len) {
     i++;
   }
   return -EINVAL;
+}
+
+size_t cm_json_compact(const char *s, size_t len, char *out) {
+  size_t i = 0, o = 0;
+  while (i < len) {
+    char c = s[i];
+    if (is_ws(c)) {
+      i++;
+      continue;
+    }
+    if (c != '"') {
+      if (out) out[o] = c;
+      o++;
+      i++;
+      continue;
+    }
+    /* A string: copy through its closing quote (the input is valid, so
+     * every backslash has a byte after it). */
+    size_t start = i++;
+    for (;;) {
+      i = string_run(s, len, i, false);
+      if (i >= len) break;
+      if (s[i] == '"') {
+        i++;
+        break;
+      }
+      i += 2;
+    }
+    if (i > len) i = len;
+    if (out) memcpy(out + o, s + start, i - start);
+    o += i - start;
+  }
+  return o;
 }
 
 int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **elem,
@@ -442,7 +499,10 @@ static int key_id(const char *k, size_t n) {
     goto fail;                                                                                     \
   } while (0)
 
-int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen) {
+static bool vlen_fits(size_t n) { return n <= UINT32_MAX; }
+
+static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen,
+                     bool header_only, cm_json_elems_t *elems) {
   cm_chunk_view_t v;
   unsigned seen = 0;
   size_t i, at = 0;
@@ -479,7 +539,21 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
 
     /* value */
     size_t vstart = i;
-    long n = cm_json_value_span_why(json + i, len - i, &at, &why);
+    bool ws = header_only; /* unknown without the full scan: assume some */
+    long n;
+    if (header_only && key != K_JOB && key != K_INDEX && key != K_ATTEMPT) {
+      n = cm_json_value_skip(json + i, len - i);
+      at = 0;
+      why = "malformed value";
+    } else {
+      cm_json_elems_t *el = key == K_DATA ? elems : NULL;
+      if (el != NULL) {
+        el->n = 0;
+        el->ok = false;
+        if (!vlen_fits(len - i)) el = NULL;
+      }
+      n = span_scan(json + i, len - i, &at, &why, &ws, el);
+    }
     if (n < 0) FAIL("%s at byte %zu (in the value of \"%.*s\")", why, vstart + at, klen, kname);
     const char *val = json + vstart;
     size_t vlen = (size_t)n;
@@ -514,6 +588,7 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
       if (val[0] != '[') FAIL("\"data\" is not an array");
       v.data = val;
       v.data_len = vlen;
+      v.data_ws = ws;
       break;
     case K_DEAD:
       /* null means "no dead letters", as an absent key does. */
@@ -525,6 +600,12 @@ int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err,
     default: break; /* unknown key: its value was validated and skipped */
     }
 
+    /* The header is complete: nothing after it is needed (and in the wire
+     * form "data" follows the header, so this skips no data at all). */
+    if (header_only && (seen & (K_JOB | K_INDEX | K_ATTEMPT)) == (K_JOB | K_INDEX | K_ATTEMPT)) {
+      *out = v;
+      return 0;
+    }
     i = skip_ws(json, len, i);
     if (i >= len) FAIL("unexpected end of input at byte %zu (missing '}')", i);
     if (json[i] == ',') {
@@ -551,6 +632,21 @@ fail:
 }
 
 #undef FAIL
+
+int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen) {
+  return peek_impl(json, len, out, err, errlen, false, NULL);
+}
+
+int cm_chunk_peek_elems(const char *json, size_t len, cm_chunk_view_t *out, cm_json_elems_t *elems,
+                        char *err, size_t errlen) {
+  if (elems != NULL) elems->ok = false;
+  return peek_impl(json, len, out, err, errlen, false, elems);
+}
+
+int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, char *err,
+                         size_t errlen) {
+  return peek_impl(json, len, out, err, errlen, true, NULL);
+}
 
 /* ---- encoder ----------------------------------------------------------- */
 

@@ -159,10 +159,22 @@ static double cm__rss_bytes(void *ud) {
   return (double)rss * (double)sysconf(_SC_PAGESIZE);
 }
 
+/* VmHWM from /proc/self/status, not getrusage's ru_maxrss: on Linux
+ * ru_maxrss survives exec, so a daemon started by a large parent reports the
+ * parent's high-water mark instead of its own. */
 static double cm__peak_rss_bytes(void *ud) {
-  struct rusage ru;
-  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
-  return (double)ru.ru_maxrss * 1024.0;
+  char line[256];
+  double kb = 0;
+  FILE *f = fopen("/proc/self/status", "r");
+  if (f == NULL) return 0;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    if (strncmp(line, "VmHWM:", 6) == 0) {
+      kb = strtod(line + 6, NULL);
+      break;
+    }
+  }
+  fclose(f);
+  return kb * 1024.0;
 }
 
 static double cm__cpu_seconds(void *ud) {
@@ -180,6 +192,7 @@ static double cm__nats_dropped(void *ud) {
 /* ---- NATS, heartbeats ---- */
 
 static void cm__daemon_close_all(cm_daemon_t *d);
+static void cm__daemon_heartbeat(uv_timer_t *t);
 
 static void cm__daemon_nats_event(void *ud, cm_nats_event_t ev) {
   cm_daemon_t *d = ud;
@@ -206,6 +219,10 @@ static void cm__daemon_nats_event(void *ud, cm_nats_event_t ev) {
     cm__daemon_close_all(d);
   } else if (ev == CM_NATS_CONNECTED) {
     cm_log_info("nats: ready");
+    /* Announce ourselves at once instead of a period later: a mapper that
+     * hears a new fetcher's heartbeat sends its credit right away, so a job
+     * starts without waiting for the next periodic credit. */
+    cm__daemon_heartbeat(&d->heartbeat);
   }
 }
 

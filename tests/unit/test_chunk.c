@@ -570,16 +570,75 @@ static void test_mutations(void **state) {
         size_t pos = 0, el;
         const char *e;
         int more;
-        while ((more = cm_json_array_next(v.data, v.data_len, &pos, &e, &el)) == 1)
+        /* The validating scan's element spans are array_next's. */
+        uint32_t st[8], en[8];
+        cm_json_elems_t es = {st, en, 8, 0, false};
+        cm_chunk_view_t v2;
+        assert_int_equal(cm_chunk_peek_elems(p, len, &v2, &es, err, sizeof err), 0);
+        assert_true(es.ok);
+        size_t ne = 0;
+        while ((more = cm_json_array_next(v.data, v.data_len, &pos, &e, &el)) == 1) {
           assert_true(e >= v.data && e + el <= v.data + v.data_len);
+          assert_true(ne < es.n);
+          assert_int_equal(st[ne], (uint32_t)(e - v.data));
+          assert_int_equal(en[ne], (uint32_t)(e - v.data + el));
+          ne++;
+        }
         assert_int_equal(more, 0);
+        assert_int_equal(ne, es.n);
+        /* Too small an array: ok is false, nothing else changes. */
+        cm_json_elems_t tiny = {st, en, 1, 0, false};
+        assert_int_equal(cm_chunk_peek_elems(p, len, &v2, &tiny, err, sizeof err), 0);
+        assert_true(tiny.ok == (ne <= 1));
       } else {
         assert_int_equal(rc, -EINVAL);
         assert_true(err[0] != '\0');
       }
+      /* The header-only scan: never out of bounds (malloc'd to len, so
+       * ASan/valgrind see any overrun), and agrees on the header. */
+      cm_chunk_view_t h;
+      int hrc = cm_chunk_peek_header(p, len, &h, err, sizeof err);
+      if (hrc == 0) {
+        assert_true(h.data == NULL || (h.data >= p && h.data + h.data_len <= p + len));
+        if (rc == 0) {
+          assert_int_equal(h.hdr.index, v.hdr.index);
+          assert_int_equal(h.hdr.attempt, v.hdr.attempt);
+          assert_string_equal(h.hdr.job, v.hdr.job);
+        }
+      }
       free(p);
     }
   }
+}
+
+/* cm_chunk_peek_header checks the header only; cm_chunk_compact removes
+ * whitespace between tokens and nothing else; peek reports data_ws. */
+static void test_header_only_and_compact(void **state) {
+  (void)state;
+  cm_chunk_view_t v;
+  char err[160];
+  const char *bad = "{\"job\":\"j\",\"index\":4,\"attempt\":2,\"data\":[{\"a\":tru}]}";
+  assert_int_equal(cm_chunk_peek_header(bad, strlen(bad), &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.job, "j");
+  assert_int_equal(v.hdr.index, 4);
+  assert_int_equal(v.hdr.attempt, 2);
+  assert_int_equal(cm_chunk_peek(bad, strlen(bad), &v, err, sizeof err), -EINVAL);
+  const char *badhdr = "{\"index\":-4,\"data\":[]}";
+  assert_int_equal(cm_chunk_peek_header(badhdr, strlen(badhdr), &v, err, sizeof err), -EINVAL);
+  const char *cut = "{\"job\":\"j\",\"index\":4,\"data\":[\"abc";
+  assert_int_equal(cm_chunk_peek_header(cut, strlen(cut), &v, err, sizeof err), -EINVAL);
+
+  const char *tight = "{\"index\":1,\"data\":[{\"a\":\"x y\"},2]}";
+  assert_int_equal(cm_chunk_peek(tight, strlen(tight), &v, err, sizeof err), 0);
+  assert_false(v.data_ws);
+  const char *loose = "{\"index\":1,\"data\":[ {\"a\" : \"x y\\\" \" ,\n\"b\":[1, 2]} ]}";
+  assert_int_equal(cm_chunk_peek(loose, strlen(loose), &v, err, sizeof err), 0);
+  assert_true(v.data_ws);
+  char out[128];
+  size_t n = cm_json_compact(v.data, v.data_len, NULL);
+  assert_int_equal(cm_json_compact(v.data, v.data_len, out), n);
+  assert_int_equal(n, strlen("[{\"a\":\"x y\\\" \",\"b\":[1,2]}]"));
+  assert_memory_equal(out, "[{\"a\":\"x y\\\" \",\"b\":[1,2]}]", n);
 }
 
 int main(void) {
@@ -599,6 +658,7 @@ int main(void) {
       cmocka_unit_test(test_array_next),
       cmocka_unit_test(test_truncations),
       cmocka_unit_test(test_mutations),
+      cmocka_unit_test(test_header_only_and_compact),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,6 +238,32 @@ static void test_null_slots_and_scalars(void **state) {
   cm_store_close(s);
 }
 
+/* More records than one multi-row INSERT group, with whitespace to compact
+ * and null slots spread across the groups. */
+static void test_groups_compact_nulls(void **state) {
+  ctx_t *c = *state;
+  cm_store_t *s = open_store(c, CM_SYNC_NORMAL);
+  cm_store_item_t it;
+  char js[8192];
+  size_t o = (size_t)snprintf(js, sizeof js, "{\"job\":\"g\",\"index\":3,\"data\":[");
+  for (int k = 0; k < 75; k++)
+    o += (size_t)snprintf(js + o, sizeof js - o, "%s%s", k ? " , " : "",
+                          k % 7 == 3 ? "null" : k % 2 ? "{ \"k\" : [ 1 , \"a b\" ] }" : "{\"k\":2}");
+  (void)snprintf(js + o, sizeof js - o, "]}");
+  save1(s, js, &it);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(it.records, 75 - 11);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records WHERE job = 'g'"), 64);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records WHERE job = 'g' AND idx % 7 = 3"), 0);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records WHERE job = 'g' AND idx % 2 = 1 AND "
+                            "body = '{\"k\":[1,\"a b\"]}'"),
+                   31);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records WHERE job = 'g' AND idx % 2 = 0 AND "
+                            "body = '{\"k\":2}'"),
+                   33);
+  cm_store_close(s);
+}
+
 static void test_duplicate(void **state) {
   ctx_t *c = *state;
   cm_store_t *s = open_store(c, CM_SYNC_NORMAL);
@@ -556,6 +582,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_save_fixture, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bodies_parsed_equal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_null_slots_and_scalars, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_groups_compact_nulls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_duplicate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batch_with_bad_items, setup, teardown),
       cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),

@@ -15,6 +15,7 @@
 #ifndef CM_CHUNK_H
 #define CM_CHUNK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,7 @@ typedef struct cm_chunk_view_s {
   cm_chunk_hdr_t hdr;
   const char *data; /* points into the input: "[...]" including brackets */
   size_t data_len;
+  bool data_ws; /* data has whitespace between tokens (false: compact JSON) */
   const char *dead; /* "[...]" or NULL when absent */
   size_t dead_len;
 } cm_chunk_view_t;
@@ -47,6 +49,32 @@ typedef struct cm_chunk_view_s {
  * the object, is an error. err names the byte offset of the problem. */
 int cm_chunk_peek(const char *json, size_t len, cm_chunk_view_t *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* Element spans of the data array, found by the validating scan itself so
+ * a caller does not walk the records a second time: element k is
+ * data[start[k] .. end[k]) (offsets from view.data). ok is false when the
+ * array had more than cap elements (or no data was found): then split the
+ * data with cm_json_array_next as usual. */
+typedef struct cm_json_elems_s {
+  uint32_t *start, *end; /* caller's arrays of cap entries */
+  size_t cap, n;
+  bool ok;
+} cm_json_elems_t;
+
+/* cm_chunk_peek that also fills elems (may be NULL). */
+int cm_chunk_peek_elems(const char *json, size_t len, cm_chunk_view_t *out, cm_json_elems_t *elems,
+                        char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Like cm_chunk_peek, but only the header (job, index, attempt) is
+ * syntax-checked: the other values are delimited with cm_json_value_skip
+ * (memory-safe on any input, but a malformed value may go unnoticed), so
+ * the view's spans must not be trusted until cm_chunk_peek has checked the
+ * same bytes. It stops as soon as job, index and attempt are all read, so
+ * data/dead may be left unset and "missing data" or trailing bytes go
+ * unnoticed. For a receiver that needs the header now and validates the
+ * whole chunk later, elsewhere (the mapper's loop thread vs its workers). */
+int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, char *err,
+                         size_t errlen) __attribute__((warn_unused_result));
 
 /* Encoder in three steps so records can be streamed in without a tree:
  *   cm_chunk_begin(b, &hdr)           -> {"job":"..","index":N,"attempt":N,"data":[
@@ -82,5 +110,12 @@ long cm_json_value_skip(const char *s, size_t len);
  * view's spans are). Borrowed pointers into arr. */
 int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **elem,
                        size_t *elem_len) __attribute__((warn_unused_result));
+
+/* Copies the syntax-checked JSON value s[0..len) to out without the
+ * whitespace between tokens (string contents, escapes included, are copied
+ * as written) and returns the new length. out == NULL only measures, so
+ * "cm_json_compact(s, len, NULL) == len" means s is compact already. out
+ * needs len bytes (no NUL is written). */
+size_t cm_json_compact(const char *s, size_t len, char *out);
 
 #endif
