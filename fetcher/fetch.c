@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cm/chunk.h"
 #include "cm/log.h"
@@ -44,6 +45,7 @@ typedef struct member_s {
   int64_t last_seen_ms;
   int64_t joined_ms;
   int64_t first_dispatch_ms; /* -1 until it got work */
+  int64_t period_ms;         /* its heartbeat period (0 until heard) */
   bool draining;
   uint64_t acked;
 } member_t;
@@ -455,8 +457,16 @@ static void fetch_pump(cm_fetch_t *f) {
       rc = cm_nats_publish(cm_daemon_nats(f->d), m->subject, NULL, f->buf.data, f->buf.len);
     if (rc != 0) {
       /* Not sent: back to pending at once (it did not reach anyone). */
-      cm_log_warn("could not send chunk %" PRIu64 " to %s (%d): will retry", index, m->id, rc);
-      fetch_release(f, index, attempt, now + 100, "dispatch failed");
+      char reason[160];
+      if (rc == -EMSGSIZE)
+        snprintf(reason, sizeof(reason),
+                 "chunk of %zu bytes exceeds the NATS server's max_payload (use a smaller "
+                 "--chunk-size)",
+                 f->buf.len);
+      else
+        snprintf(reason, sizeof(reason), "dispatch failed: %s", strerror(-rc));
+      cm_log_warn("could not send chunk %" PRIu64 " to %s: %s", index, m->id, reason);
+      fetch_release(f, index, attempt, now + 100, reason);
       break;
     }
     m->sent++;
@@ -606,6 +616,7 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
     int64_t now = now_ms(f);
     if (m != NULL) {
       m->last_seen_ms = now;
+      m->period_ms = hb->period_ms;
       /* Leases the mapper reports as in hand are alive: keep them. */
       for (size_t i = 0; i < hb->n_inflight; i++) {
         Chunkmill__Lease *l = hb->inflight[i];
@@ -651,7 +662,9 @@ static void fetch_tick(uv_timer_t *t) {
   if (cm_nats_connected(cm_daemon_nats(f->d))) {
     for (int i = 0; i < f->nmembers; i++) {
       member_t *m = &f->members[i];
-      if (!m->active || now - m->last_seen_ms <= 3 * hb) continue;
+      /* Three of the mapper's own periods (it may beat slower than us). */
+      if (!m->active || now - m->last_seen_ms <= 3 * (m->period_ms > hb ? m->period_ms : hb))
+        continue;
       release_ctx_t g = {f, now, "mapper stopped sending heartbeats", true};
       int held = cm_ledger_each_held(f->ledger, m->id, release_one, &g);
       cm_counter_inc(f->m_departed);
@@ -817,6 +830,13 @@ void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
 
 void cm_fetch_close(cm_fetch_t *f) {
   if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at close");
+  if (f->rd.busy) {
+    /* A source read (e.g. an HTTP page with retries) cannot be interrupted
+     * and the loop would wait for it. The ledger is flushed and a read that
+     * was not stored is simply read again at the next start: leave now. */
+    cm_log_warn("stopping while a source read is in flight (it is redone at the next start)");
+    _exit(cm_daemon_exit_code(f->d));
+  }
   uv_close((uv_handle_t *)&f->tick, NULL);
   uv_close((uv_handle_t *)&f->flush, NULL);
   uv_close((uv_handle_t *)&f->progress, NULL);

@@ -172,11 +172,25 @@ static void slot_save_timeout(uv_timer_t *t) {
 static void slot_send_save(slot_t *s) {
   mapper_t *m = s->m;
   char reply[300];
+  int rc;
   s->save_seq = ++m->save_seq;
   s->save_tries++;
   snprintf(reply, sizeof(reply), "%s.%d.%llu", m->inbox, s->idx, (unsigned long long)s->save_seq);
   s->state = SLOT_SAVING;
-  if (cm_nats_publish(cm_daemon_nats(m->d), m->save_subject, reply, s->out.data, s->out.len) != 0) {
+  rc = cm_nats_publish(cm_daemon_nats(m->d), m->save_subject, reply, s->out.data, s->out.len);
+  if (rc == -EMSGSIZE) {
+    /* Retrying cannot help: say why and let the fetcher's max-deliver
+     * decide, instead of keeping the lease alive forever. */
+    char reason[200];
+    snprintf(reason, sizeof(reason),
+             "mapped chunk of %zu bytes exceeds the NATS server's max_payload", s->out.len);
+    cm_counter_inc(m->m_err);
+    cm_log_error("chunk %llu: %s", (unsigned long long)s->hdr.index, reason);
+    mapper_nak(m, s, reason, false);
+    slot_free(s);
+    return;
+  }
+  if (rc != 0) {
     /* Disconnected: retry soon (the timer path does the backoff). */
     (void)uv_timer_start(&s->timer, slot_save_timeout, 0, 0);
     return;
@@ -425,7 +439,7 @@ static void mapper_close(void *ud) {
      * and the loop would wait for it. Nothing is left to lose: leave now. */
     cm_log_warn("stopping with %d transforms still running; their chunks were handed back",
                 m->working);
-    _exit(0);
+    _exit(cm_daemon_exit_code(m->d));
   }
   for (int i = 0; i < m->nslots; i++) {
     slot_t *s = &m->slots[i];

@@ -54,6 +54,7 @@ typedef struct saver_s {
   double batch_seconds;
 
   bool shutting_down;
+  bool exited; /* cm_daemon_exit called */
   bool store_ok;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
@@ -62,6 +63,11 @@ typedef struct saver_s {
 } saver_t;
 
 static void saver_start_batch(saver_t *s);
+
+static void saver_exit(saver_t *s) {
+  s->exited = true;
+  cm_daemon_exit(s->d, 0);
+}
 
 static void saver_msg_free(saver_msg_t *sm) {
   if (sm == NULL) return;
@@ -72,7 +78,7 @@ static void saver_msg_free(saver_msg_t *sm) {
 static void saver_maybe_finish(saver_t *s) {
   if (s->shutting_down && !s->busy && s->qlen == 0) {
     cm_log_info("saver drained: every received chunk is committed and acknowledged");
-    cm_daemon_exit(s->d, 0);
+    saver_exit(s);
   }
 }
 
@@ -184,6 +190,12 @@ static void saver_start_batch(saver_t *s) {
 static void saver_on_save(void *ud, natsMsg *m) {
   saver_t *s = ud;
   saver_msg_t *sm;
+  if (s->exited) {
+    /* Already leaving: nothing would acknowledge it. The mapper keeps the
+     * result and another saver (or this one, restarted) takes it. */
+    natsMsg_Destroy(m);
+    return;
+  }
   if (s->qlen == SAVER_MAX_QUEUE || (sm = malloc(sizeof(*sm))) == NULL) {
     /* Flow control upstream keeps us far from this; if it happens the
      * mapper retries after its timeout. */
@@ -240,7 +252,7 @@ static void saver_shutdown(void *ud, bool forced) {
       s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
       s->qlen--;
     }
-    if (!s->busy) cm_daemon_exit(s->d, 0);
+    if (!s->busy) saver_exit(s);
     return;
   }
   saver_maybe_finish(s);

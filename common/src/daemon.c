@@ -417,6 +417,7 @@ cm_nats_t *cm_daemon_nats(cm_daemon_t *d) { return d->nats; }
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d) { return &d->cfg; }
 const char *cm_daemon_id(cm_daemon_t *d) { return d->id; }
 bool cm_daemon_draining(cm_daemon_t *d) { return d->draining; }
+int cm_daemon_exit_code(cm_daemon_t *d) { return d->exit_code; }
 int64_t cm_daemon_now_ms(cm_daemon_t *d) {
   uv_update_time(&d->loop);
   return (int64_t)uv_now(&d->loop);

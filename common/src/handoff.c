@@ -40,7 +40,10 @@ static void cm__handoff_drain(cm_handoff_t *h, int cancelled) {
     if (n > 0) uv_cond_broadcast(&h->not_full);
     uv_mutex_unlock(&h->lock);
     if (n == 0) return;
-    for (size_t i = 0; i < n; i++) batch[i].fn(batch[i].arg, cancelled);
+    /* An item may close the handoff (the NATS CLOSED event tears the
+     * connection down): what follows it in the batch is cancelled, never
+     * run against freed owners. */
+    for (size_t i = 0; i < n; i++) batch[i].fn(batch[i].arg, cancelled || h->closing);
   }
 }
 

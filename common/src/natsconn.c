@@ -358,12 +358,13 @@ int cm_nats_subscribe(cm_nats_t *n, const char *subject, const char *queue, cm_n
 int cm_nats_publish(cm_nats_t *n, const char *subject, const char *reply, const void *data,
                     size_t len) {
   natsStatus st;
-  if (n->nc == NULL) return -ENOTCONN;
+  if (n == NULL || n->nc == NULL) return -ENOTCONN;
   if (reply != NULL)
     st = natsConnection_PublishRequest(n->nc, subject, reply, data, (int)len);
   else
     st = natsConnection_Publish(n->nc, subject, data, (int)len);
   if (st != NATS_OK) {
+    if (st == NATS_MAX_PAYLOAD) return -EMSGSIZE; /* permanent: too big for the server */
     return st == NATS_CONNECTION_CLOSED ? -ENOTCONN : -EIO;
   }
   return 0;
@@ -374,7 +375,7 @@ void cm_nats_unsubscribe_all(cm_nats_t *n) {
     if (n->subs[i].sub != NULL) (void)natsSubscription_Unsubscribe(n->subs[i].sub);
 }
 
-bool cm_nats_connected(const cm_nats_t *n) { return atomic_load(&n->connected); }
+bool cm_nats_connected(const cm_nats_t *n) { return n != NULL && atomic_load(&n->connected); }
 
 char *cm_nats_new_inbox(cm_nats_t *n) {
   natsInbox *inbox = NULL;

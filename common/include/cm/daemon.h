@@ -72,6 +72,8 @@ cm_nats_t *cm_daemon_nats(cm_daemon_t *d);
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d);
 const char *cm_daemon_id(cm_daemon_t *d);
 bool cm_daemon_draining(cm_daemon_t *d);
+/* The code cm_daemon_run will return (for a forced _exit). */
+int cm_daemon_exit_code(cm_daemon_t *d);
 bool cm_daemon_ready(cm_daemon_t *d);
 /* Milliseconds on a monotonic clock (uv_now of the loop, updated). */
 int64_t cm_daemon_now_ms(cm_daemon_t *d);

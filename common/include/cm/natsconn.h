@@ -39,7 +39,8 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
 /* queue may be NULL. pending_limit_bytes 0 = nats.c default. */
 int cm_nats_subscribe(cm_nats_t *n, const char *subject, const char *queue, cm_nats_msg_fn fn,
                       void *ud, natsSubscription **out) __attribute__((warn_unused_result));
-/* 0, -ENOTCONN before the first connect or after close, -EIO otherwise.
+/* 0; -ENOTCONN after close (or n NULL); -EMSGSIZE when the message is larger
+ * than the server's max_payload (permanent); -EIO otherwise.
  * While reconnecting, nats.c buffers the message (up to 32 MiB). Callers
  * that rely on a retry path elsewhere may ignore the result. */
 int cm_nats_publish(cm_nats_t *n, const char *subject, const char *reply, const void *data,
