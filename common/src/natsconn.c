@@ -149,9 +149,17 @@ static void cm__nats_diagnose(cm_nats_t *n) {
   st = natsConnection_Connect(&probe, n->diag_opts);
   if (st != NATS_OK) {
     const char *detail = nats_GetLastError(NULL);
+    char stack[512] = "";
+    if (detail == NULL || detail[0] == '\0' || strcmp(detail, natsStatus_GetText(st)) == 0) {
+      /* Some paths leave only the status text on top: the stack has the
+       * TLS library's or the server's words further down. One line. */
+      if (nats_GetLastErrorStack(stack, sizeof(stack)) == NATS_OK)
+        for (char *c = stack; *c; c++)
+          if (*c == '\n' || *c == '\r') *c = ' ';
+      detail = stack;
+    }
     cm_log_error("nats: cannot connect to %s: %s%s%s", n->url, natsStatus_GetText(st),
-                 detail != NULL && detail[0] != '\0' ? ": " : "",
-                 detail != NULL ? detail : "");
+                 detail[0] != '\0' ? ": " : "", detail);
   }
   natsConnection_Destroy(probe); /* NULL-safe; closes it if it did connect */
 }
@@ -186,9 +194,10 @@ static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
     st = natsSubscription_SetPendingLimits(s->sub, CM__NATS_PENDING_MSGS, CM__NATS_PENDING_BYTES);
   if (st != NATS_OK) {
     cm_log_error("nats: cannot subscribe to %s: %s", s->subject, natsStatus_GetText(st));
-    /* nats.c closed the connection before it ever connected, and the owner
-     * is about to give up: say why now, before the closed callback (which
-     * would) races with the shutdown. Blocks at most the connect timeout. */
+    /* nats.c closed the connection before it ever connected (a permanent
+     * error: TLS, authorization) and the owner is about to give up: say why
+     * now, before the closed callback (which would) races with the
+     * shutdown. Blocks at most the connect timeout. */
     if (!atomic_load(&n->ever_connected) && natsConnection_IsClosed(n->nc)) cm__nats_diagnose(n);
     return -EIO;
   }
