@@ -15,24 +15,9 @@
 #include <string.h>
 
 #include "cm/chunk.h"
+#include "fixture.h"
 
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long n = ftell(f);
-  assert_true(n > 0);
-  rewind(f);
-  char *p = malloc((size_t)n + 1);
-  assert_non_null(p);
-  assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-  p[n] = '\0';
-  fclose(f);
-  *len = (size_t)n;
-  return p;
-}
-
-static char *fixture(size_t *len) { return read_file(CM_FIXTURES_DIR "/app9-chunk.json", len); }
+static char *fixture(size_t *len) { return cm_test_fixture(len); }
 
 /* Peeks a NUL-terminated literal; returns rc, err in err. */
 static int peek_str(const char *s, cm_chunk_view_t *v, char *err, size_t errlen) {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cm/chunk.h"
+#include "fixture.h"
 #include "store.h"
 
 typedef struct {
@@ -38,16 +39,7 @@ static int setup(void **state) {
   assert_non_null(mkdtemp(c->dir));
   (void)snprintf(c->path, sizeof c->path, "%s/results.db", c->dir);
 
-  FILE *f = fopen(CM_FIXTURES_DIR "/app9-chunk.json", "rb");
-  assert_non_null(f);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long n = ftell(f);
-  rewind(f);
-  c->fixture = malloc((size_t)n + 1);
-  assert_int_equal(fread(c->fixture, 1, (size_t)n, f), (size_t)n);
-  c->fixture[n] = '\0';
-  c->fixture_len = (size_t)n;
-  fclose(f);
+  c->fixture = cm_test_fixture(&c->fixture_len);
 
   cm_chunk_view_t v;
   char err[160];

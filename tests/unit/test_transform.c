@@ -19,25 +19,12 @@
 #include <time.h>
 
 #include "cm/chunk.h"
+#include "fixture.h"
 #include "transform.h"
 
 #define OUT_MAX (16u << 20)
 
-static char *read_fixture(size_t *len) {
-  FILE *f = fopen(CM_FIXTURES_DIR "/app9-chunk.json", "rb");
-  assert_non_null(f);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long n = ftell(f);
-  assert_true(n > 0);
-  rewind(f);
-  char *p = malloc((size_t)n + 1);
-  assert_non_null(p);
-  assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-  p[n] = '\0';
-  fclose(f);
-  *len = (size_t)n;
-  return p;
-}
+static char *read_fixture(size_t *len) { return cm_test_fixture(len); }
 
 static cm_transform_t *make(const char *spec) {
   cm_transform_t *t = NULL;
