@@ -184,74 +184,21 @@ static void sleep_ms(uint32_t ms) {
 
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return c - 'A' + 10; /* the span was validated: a hex digit */
-}
-
-static uint32_t hex4(const char *p) {
-  return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
-}
-
 /* Appends the value of the validated string literal lit[0..n) (quotes
  * included) to b, as a C string would hold it: the text stops at a \u0000
  * (what the cJSON-based version produced, whose valuestring is
  * NUL-terminated). Returns 0, -EINVAL for a lone surrogate, or a buffer
  * error. */
 static int append_unescaped(cm_buf_t *b, const char *lit, size_t n) {
-  size_t i = 1, end = n - 1;
-  while (i < end) {
-    const char *bs = memchr(lit + i, '\\', end - i);
-    size_t run = bs ? (size_t)(bs - (lit + i)) : end - i;
-    int rc = cm_buf_append(b, lit + i, run);
-    if (rc < 0) return rc;
-    i += run;
-    if (i >= end) break;
-    char e = lit[i + 1], u8[4];
-    size_t k = 0;
-    uint32_t cp;
-    i += 2;
-    switch (e) {
-    case 'b': cp = '\b'; break;
-    case 'f': cp = '\f'; break;
-    case 'n': cp = '\n'; break;
-    case 'r': cp = '\r'; break;
-    case 't': cp = '\t'; break;
-    case 'u':
-      cp = hex4(lit + i);
-      i += 4;
-      if (cp >= 0xD800 && cp < 0xDC00) {
-        if (i + 6 > end || lit[i] != '\\' || lit[i + 1] != 'u') return -EINVAL;
-        uint32_t lo = hex4(lit + i + 2);
-        if (lo < 0xDC00 || lo >= 0xE000) return -EINVAL;
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        i += 6;
-      } else if (cp >= 0xDC00 && cp < 0xE000) {
-        return -EINVAL;
-      }
-      if (cp == 0) return 0; /* the C string ends here */
-      break;
-    default: cp = (unsigned char)e; break; /* '"', '\\', '/' */
-    }
-    if (cp < 0x80) {
-      u8[k++] = (char)cp;
-    } else if (cp < 0x800) {
-      u8[k++] = (char)(0xC0 | (cp >> 6));
-      u8[k++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      u8[k++] = (char)(0xE0 | (cp >> 12));
-      u8[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-      u8[k++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-      u8[k++] = (char)(0xF0 | (cp >> 18));
-      u8[k++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-      u8[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-      u8[k++] = (char)(0x80 | (cp & 0x3F));
-    }
-    rc = cm_buf_append(b, u8, k);
-    if (rc < 0) return rc;
+  long len;
+  int rc = cm_buf_reserve(b, n); /* the value is never longer than its literal */
+  if (rc < 0) return rc;
+  len = cm_json_unescape(lit, n, b->data + b->len, n, CM_UNESCAPE_NUL_ENDS);
+  if (len < 0) {
+    b->data[b->len] = '\0';
+    return (int)len;
   }
+  b->len += (size_t)len;
   return 0;
 }
 

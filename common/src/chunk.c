@@ -415,11 +415,7 @@ static uint32_t hex4(const char *p) {
   return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
 }
 
-/* Unescapes the string literal lit[0..n) (quotes included, already
- * validated by scan_string) into dst (cap bytes incl. NUL). Returns the
- * length, -E2BIG when it does not fit, -EINVAL for a NUL or a lone
- * surrogate (neither survives as a C string / valid UTF-8). */
-static long unescape(const char *lit, size_t n, char *dst, size_t cap) {
+long cm_json_unescape(const char *lit, size_t n, char *dst, size_t cap, int flags) {
   size_t o = 0;
   for (size_t i = 1; i + 1 < n;) {
     char c = lit[i];
@@ -451,7 +447,11 @@ static long unescape(const char *lit, size_t n, char *dst, size_t cap) {
       } else if (cp >= 0xDC00 && cp < 0xE000) {
         return -EINVAL;
       }
-      if (cp == 0) return -EINVAL;
+      if (cp == 0) {
+        if (!(flags & CM_UNESCAPE_NUL_ENDS)) return -EINVAL;
+        dst[o] = '\0'; /* the C string ends here */
+        return (long)o;
+      }
       break;
     default: cp = (unsigned char)e; break; /* '"', '\\', '/' */
     }
@@ -567,7 +567,7 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
     switch (key) {
     case K_JOB: {
       if (val[0] != '"') FAIL("\"job\" is not a string");
-      long jl = unescape(val, vlen, v.hdr.job, sizeof v.hdr.job);
+      long jl = cm_json_unescape(val, vlen, v.hdr.job, sizeof v.hdr.job, 0);
       if (jl == -E2BIG) FAIL("job name longer than %d bytes", CM_JOB_MAX - 1);
       if (jl < 0) FAIL("job name has a NUL or a lone surrogate escape");
       break;

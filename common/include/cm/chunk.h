@@ -118,4 +118,13 @@ int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **el
  * needs len bytes (no NUL is written). */
 size_t cm_json_compact(const char *s, size_t len, char *out);
 
+/* Unescapes the JSON string literal lit[0..n) (quotes included, already
+ * validated, e.g. by cm_chunk_peek) into dst (cap bytes including the NUL;
+ * the result is never longer than n - 2). Returns the length, -E2BIG when it
+ * does not fit, -EINVAL for a lone surrogate or, without
+ * CM_UNESCAPE_NUL_ENDS, an escaped NUL (\u0000). With CM_UNESCAPE_NUL_ENDS the
+ * text ends at an escaped NUL, as a C string would hold it. */
+#define CM_UNESCAPE_NUL_ENDS 1
+long cm_json_unescape(const char *lit, size_t n, char *dst, size_t cap, int flags);
+
 #endif
