@@ -933,6 +933,11 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
 
   (void)cm_subject(f->chunk_prefix, sizeof(f->chunk_prefix), cc->prefix, "chunk");
   (void)cm_subject(f->dead_subject, sizeof(f->dead_subject), cc->prefix, "dead");
+  (void)uv_timer_init(loop, &f->tick);
+  (void)uv_timer_init(loop, &f->flush);
+  (void)uv_timer_init(loop, &f->progress);
+  (void)uv_timer_init(loop, &f->due);
+  f->tick.data = f->flush.data = f->progress.data = f->due.data = f;
   (void)cm_subject(subj, sizeof(subj), cc->prefix, "credit");
   rc |= cm_nats_subscribe(n, subj, NULL, fetch_on_credit, f, NULL);
   (void)cm_subject(subj, sizeof(subj), cc->prefix, "ack");
@@ -942,14 +947,13 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   (void)cm_subject(subj, sizeof(subj), cc->prefix, "heartbeat");
   rc |= cm_nats_subscribe(n, subj, NULL, fetch_on_heartbeat, f, NULL);
   if (rc != 0) {
-    cm_fetch_destroy(f);
+    /* Subscriptions made so far still point at f, and messages may be on
+     * their way: hand f out anyway (stopped) so it lives until the daemon
+     * has closed NATS; the caller exits. */
+    f->stopping = true;
+    *out = f;
     return -EIO;
   }
-  (void)uv_timer_init(loop, &f->tick);
-  (void)uv_timer_init(loop, &f->flush);
-  (void)uv_timer_init(loop, &f->progress);
-  (void)uv_timer_init(loop, &f->due);
-  f->tick.data = f->flush.data = f->progress.data = f->due.data = f;
   (void)uv_timer_start(&f->tick, fetch_tick, FETCH_TICK_MS, FETCH_TICK_MS);
   (void)uv_timer_start(&f->flush, fetch_flush, FETCH_FLUSH_MS, FETCH_FLUSH_MS);
   if (cfg->progress_ms > 0)

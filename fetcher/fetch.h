@@ -24,7 +24,9 @@ typedef struct cm_fetch_cfg_s {
 typedef struct cm_fetch_s cm_fetch_t;
 
 /* Borrows d, ledger and source (they outlive the dispatcher). Subscribes and
- * starts the timers. */
+ * starts the timers. On a subscription failure it returns -EIO but still
+ * sets *out (stopped, timers idle): earlier subscriptions point at it, so it
+ * must live until NATS is closed; destroy it after cm_daemon_run. */
 int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
                     cm_ledger_t *ledger, cm_source_t *source) __attribute__((warn_unused_result));
 /* Daemon hooks, forwarded by main.c. */

@@ -7,8 +7,9 @@ import json
 from harness import Pipeline, check, dump_logs_on_failure, finish, http_get, wait_until
 
 RECORDS = 100000
-# A small window slows the job enough to stop it half-way reliably.
-P = Pipeline("restart", records=RECORDS, mappers=2, transform="fullname",
+# A small window and 3 ms per chunk keep the job at roughly 1-2 s whatever
+# the machine, so it can be stopped half-way reliably.
+P = Pipeline("restart", records=RECORDS, mappers=2, transform="sleep:3",
              extra_fetcher=["--once", "--max-inflight", "2", "--job", "r"])
 state = {}
 

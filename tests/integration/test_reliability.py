@@ -141,7 +141,7 @@ check("kill -9 one of 4 mappers: re-dispatched within 3 heartbeats, exact",
       lambda: run("mkill", mapper_killed, records=15000, mappers=4, transform="sleep:40",
                   extra_mapper=["--concurrency", "2"]))
 check("kill -9 the saver and restart it: exact",
-      lambda: run("skill", saver_killed, records=50000, mappers=2, transform="fullname",
+      lambda: run("skill", saver_killed, records=50000, mappers=2, transform="sleep:10",
                   extra_mapper=["--save-timeout", "1s"]))
 check("nats-server stopped and restarted: 503 then 200, exact",
       lambda: run("nats", nats_restarted, records=40000, mappers=2, transform="sleep:10",
