@@ -488,6 +488,27 @@ out:
   return ret;
 }
 
+/* A pending chunk rebuilt from its ledger row (its payload, if any, is in
+ * the payloads table). NULL on out-of-memory. */
+static cm__chunk_t *cm__chunk_from_row(uint64_t idx, uint32_t attempt, uint32_t base_attempt,
+                                       int64_t not_before_ms, const unsigned char *reason,
+                                       uint32_t records) {
+  cm__chunk_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->idx = idx;
+  c->attempt = attempt;
+  c->base_attempt = base_attempt;
+  c->not_before_ms = not_before_ms;
+  c->records = records;
+  c->state = CM_CHUNK_PENDING;
+  c->payload_in_db = true;
+  if (reason && !(c->reason = cm__strdup((const char *)reason))) {
+    free(c);
+    return NULL;
+  }
+  return c;
+}
+
 /* Loads the job's pending chunks (after recovery there are no leased ones).
  * Dead chunks stay on disk; replay_dead or a late ack brings one back. */
 static int cm__job_load(cm_ledger_t *l) {
@@ -499,19 +520,11 @@ static int cm__job_load(cm_ledger_t *l) {
     if ((ret = cm__set_reserve(&l->set)) < 0) goto out;
     if ((ret = cm__heap_reserve(&l->ready)) < 0) goto out;
     if ((ret = cm__heap_reserve(&l->wait)) < 0) goto out;
-    if (!(c = calloc(1, sizeof *c))) {
-      ret = -ENOMEM;
-      goto out;
-    }
-    c->idx = (uint64_t)sqlite3_column_int64(st, 0);
-    c->attempt = (uint32_t)sqlite3_column_int64(st, 1);
-    c->base_attempt = (uint32_t)sqlite3_column_int64(st, 2);
-    c->not_before_ms = sqlite3_column_int64(st, 3);
-    const unsigned char *reason = sqlite3_column_text(st, 4);
-    c->records = (uint32_t)sqlite3_column_int64(st, 5);
-    c->state = CM_CHUNK_PENDING;
-    c->payload_in_db = true;
-    if (reason && !(c->reason = cm__strdup((const char *)reason))) {
+    c = cm__chunk_from_row((uint64_t)sqlite3_column_int64(st, 0),
+                           (uint32_t)sqlite3_column_int64(st, 1),
+                           (uint32_t)sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+                           sqlite3_column_text(st, 4), (uint32_t)sqlite3_column_int64(st, 5));
+    if (!c) {
       ret = -ENOMEM;
       goto out;
     }
@@ -869,18 +882,11 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
     if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
         (ret = cm__queue_reserve(l)) < 0)
       goto out;
-    if (!(c = calloc(1, sizeof *c))) {
-      ret = -ENOMEM;
-      goto out;
-    }
-    c->idx = idx;
-    c->attempt = (uint32_t)sqlite3_column_int64(st, 1);
-    c->base_attempt = c->attempt; /* a fresh max_deliver budget */
-    const unsigned char *reason = sqlite3_column_text(st, 2);
-    c->records = (uint32_t)sqlite3_column_int64(st, 3);
-    c->state = CM_CHUNK_PENDING;
-    c->payload_in_db = true;
-    if (reason && !(c->reason = cm__strdup((const char *)reason))) {
+    uint32_t attempt = (uint32_t)sqlite3_column_int64(st, 1);
+    /* base_attempt = attempt: a fresh max_deliver budget. */
+    c = cm__chunk_from_row(idx, attempt, attempt, 0, sqlite3_column_text(st, 2),
+                           (uint32_t)sqlite3_column_int64(st, 3));
+    if (!c) {
       ret = -ENOMEM;
       goto out;
     }
