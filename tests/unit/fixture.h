@@ -1,17 +1,21 @@
-/* fixture.h - the unit tests' access to ../shared/fixtures/app9-chunk.json
- * (a real chunk of the original example). Include after <cmocka.h>. */
+/* fixture.h - the unit tests' access to tests/fixtures/app9-chunk.json
+ * (a real chunk of the original example, committed with the project).
+ * Include after <cmocka.h>. */
 #ifndef CM_TEST_FIXTURE_H
 #define CM_TEST_FIXTURE_H
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
-/* The whole file, NUL-terminated; caller frees. */
+/* The whole file, NUL-terminated; caller frees. A missing or unreadable
+ * file fails the test with its path and the reason. */
 static inline char *cm_test_read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   long n;
   char *p;
-  assert_non_null(f);
+  if (f == NULL) fail_msg("cannot open test fixture %s: %s", path, strerror(errno));
   assert_int_equal(fseek(f, 0, SEEK_END), 0);
   n = ftell(f);
   assert_true(n > 0);

@@ -6,6 +6,8 @@
 /* cmocka after the headers it needs */
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -106,13 +108,10 @@ static void test_gen_shape_like_fixture(void **state) {
   assert_int_equal(cm_source_total_chunks(s), 10);
 
   /* The fixture's first record gives the keys and their order. */
-  FILE *f = fopen(CM_FIXTURES_DIR "/app9-chunk.json", "rb");
-  assert_non_null(f);
-  static char fx[1 << 17];
-  size_t fl = fread(fx, 1, sizeof fx - 1, f);
-  fclose(f);
-  fx[fl] = '\0';
+  size_t fl;
+  char *fx = cm_test_fixture(&fl);
   cJSON *fixture = cJSON_Parse(fx);
+  free(fx);
   assert_non_null(fixture);
   cJSON *frec = cJSON_GetArrayItem(cJSON_GetObjectItem(fixture, "data"), 0);
   assert_non_null(frec);
