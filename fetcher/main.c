@@ -167,7 +167,7 @@ int main(int argc, char **argv) {
   char err[768] = "";
   int probe = 0, rc;
 
-  rc = cm_daemon_main_config("fetcher", "fetcher: splits a source into chunks and leases them to mappers",
+  rc = cm_daemon_main_config("fetcher", "splits a source into chunks and leases them to mappers",
                              &f->cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;
@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
     return rc;
   }
   if (cm_ledger_open(&f->ledger, f->ledger_path, err, sizeof(err)) != 0) {
-    fprintf(stderr, "fetcher: cannot open --ledger %s: %s\n", f->ledger_path, err);
+    fprintf(stderr, "fetcher: cannot open --ledger: %s\n", err); /* err names the file */
     cm_source_close(src);
     return 1;
   }

@@ -1,5 +1,5 @@
 /* app9.h - the mapper speaking the original example's wire protocol
- * (`--protocol app9`, DESIGN.md "Compatibility profile", docs/app9.md).
+ * (`--protocol app9`, docs/design.md "Compatibility profile").
  *
  *   mapper_status  in "anyone_listening" -> out "im_listening" (when idle)
  *   mapper_data    in {"index":N,"data":[users]}, queue group mapper.workers,

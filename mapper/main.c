@@ -469,10 +469,10 @@ int main(int argc, char **argv) {
   cm_opt_t own[] = {
       {"transform", CM_OPT_STRING, "fullname", 0, 0, transforms, NULL,
        "identity | fullname | burn:N | sleep:MS | exec:COMMAND | plugin:PATH.so | fail:I,J "
-       "(chunks I,J fail: for tests)", &m.transform_spec},
+       "(chunks I and J fail, for tests)", &m.transform_spec},
       {"transform-arg", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
-       "setting for exec:/plugin: transforms (env CHUNKMILL_TRANSFORM_ARG of exec children; "
-       "the argument of a plugin's init)", &m.topts.arg},
+       "setting for exec:/plugin: transforms: exec children get it in their environment under "
+       "the same name, a plugin's init as its argument", &m.topts.arg},
       {"exec-timeout", CM_OPT_DURATION, "30s", 100, 86400000, NULL, NULL,
        "exec: time a child may take for one chunk before it is killed and the chunk NAKed",
        &m.topts.exec_timeout_ms},
@@ -504,7 +504,7 @@ int main(int argc, char **argv) {
   cm_metrics_t *mt;
 
   snprintf(defconc, sizeof(defconc), "%ld", cores > 0 ? cores : 1);
-  rc = cm_daemon_main_config("mapper", "mapper: maps leased chunks on a thread pool", &m.cfg, own,
+  rc = cm_daemon_main_config("mapper", "maps leased chunks on a thread pool", &m.cfg, own,
                              sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;

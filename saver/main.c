@@ -296,7 +296,7 @@ int main(int argc, char **argv) {
   int probe = 0, rc;
   cm_metrics_t *m;
 
-  rc = cm_daemon_main_config("saver", "saver: stores mapped chunks in SQLite, acks after commit",
+  rc = cm_daemon_main_config("saver", "stores mapped chunks in SQLite, acks after commit",
                              &s.cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;
@@ -306,8 +306,10 @@ int main(int argc, char **argv) {
                      strcmp(s.sync, "normal") == 0 ? CM_SYNC_NORMAL : CM_SYNC_FULL, err,
                      sizeof(err));
   if (rc != 0) {
-    fprintf(stderr, "saver: cannot open results database --db %s: %s\n", s.db_path, err);
-    cm_log_error("cannot open results database %s: %s", s.db_path, err);
+    /* err names the file and the reason ("cannot open results database X:
+     * ..."); add only which option it came from. */
+    fprintf(stderr, "saver: --db: %s\n", err);
+    cm_log_error("--db: %s", err);
     return 1;
   }
   s.store_ok = true;

@@ -70,7 +70,19 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
   if (n < 0 || (size_t)n + nown > CM__MAX_OPTS) return -ENOSPC;
   memcpy(opts + n, own, nown * sizeof(*own));
   rc = cm_config_parse(opts, (size_t)n + nown, argc, argv, role, summary, stdout, stderr);
+  if (rc == 2) {
+    printf("%s %s\n", role, CM_VERSION);
+    return 1;
+  }
   if (rc != 0) return rc;
+  /* The whole command line is checked before main opens any file. */
+  if (cm_http_check_addr(cfg->http_addr) != 0) {
+    fprintf(stderr,
+            "%s: invalid value \"%s\" for --http: use HOST:PORT, :PORT or PORT (numeric host "
+            "or localhost, port 0..65535)\n",
+            role, cfg->http_addr);
+    return -EINVAL;
+  }
   if (cfg->probe != NULL) {
     int st = cm_http_probe(cfg->http_addr, cfg->probe, 2000);
     if (st != 200) {
@@ -82,6 +94,13 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
     }
     *probe_status = st == 200 ? 0 : 1;
     return 2;
+  }
+  {
+    char err[512] = "";
+    if (cm_nats_check_options(cfg, err, sizeof(err)) != 0) {
+      fprintf(stderr, "%s: %s\n", role, err);
+      return -EINVAL;
+    }
   }
   if (cfg->id == NULL) {
     char host[64] = "host";

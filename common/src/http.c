@@ -663,3 +663,8 @@ fail:
   if (fd >= 0) close(fd);
   return rc;
 }
+
+int cm_http_check_addr(const char *addr) {
+  struct sockaddr_storage ss;
+  return parse_addr(addr, "0.0.0.0", &ss);
+}

@@ -6,7 +6,7 @@
  * thread. Publishing from the loop thread is safe (nats.c is thread-safe and
  * buffers; its flusher thread writes).
  *
- * Why not nats.c's libuv adapter (DESIGN.md proposed it): measured here with
+ * Why not nats.c's libuv adapter (docs/design.md proposed it): measured here with
  * nats.c 3.4 and libuv 1.44, a reconnect after the server restarts makes the
  * adapter attach a new uv_poll to a reused socket number while the old
  * handle is still closing, and libuv aborts inside uv_run (reproduced: stop
@@ -440,4 +440,12 @@ void cm_nats_destroy(cm_nats_t *n) {
   natsOptions_Destroy(n->opts);
   natsOptions_Destroy(n->diag_opts);
   free(n);
+}
+
+int cm_nats_check_options(const cm_common_cfg_t *cfg, char *err, size_t errlen) {
+  natsOptions *o = NULL;
+  /* The diagnostic variant registers no callbacks, so no cm_nats_t is needed. */
+  int rc = cm__nats_opts(NULL, &o, true, cfg, "check", err, errlen);
+  natsOptions_Destroy(o);
+  return rc;
 }

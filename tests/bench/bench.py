@@ -5,6 +5,7 @@ same data. One JSON object per line, per scenario and stage, then a summary
 object with the ratios. See docs/performance.md.
 """
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -115,6 +116,33 @@ def _sampler():
 
 threading.Thread(target=_sampler, daemon=True).start()
 
+_tmpdirs = []
+
+
+def tmpdir(prefix):
+    """A private directory under $TMPDIR, removed at exit however the run ends
+    (a 1M-record store is ~600 MB)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+def _cleanup():
+    with _children_lock:
+        left = [c for c in _children if c.ru is None]
+    for c in left:
+        try:
+            c.p.kill()
+            c.p.wait(5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    while _tmpdirs:
+        shutil.rmtree(_tmpdirs.pop(), ignore_errors=True)
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
 
 def wait_port(port, timeout=10):
     t = time.time()
@@ -128,7 +156,7 @@ def wait_port(port, timeout=10):
 
 
 def pipeline(name, records, transform, mappers=2, concurrency=None, chunk_size=100):
-    d = tempfile.mkdtemp(prefix=f"cmbench-{name}-")
+    d = tmpdir(f"cmbench-{name}-")
     port = free_port()
     nats = Child(["nats-server", "-a", "127.0.0.1", "-p", str(port)], f"{d}/nats.log")
     wait_port(port)
@@ -160,7 +188,9 @@ def pipeline(name, records, transform, mappers=2, concurrency=None, chunk_size=1
             if line.startswith('{"summary"'):
                 summary = json.loads(line)["summary"]
     if rc != 0 or summary.get("records") != records:
-        raise RuntimeError(f"{name}: fetcher exit {rc}, summary {summary}; see {d}")
+        with open(f"{d}/fetcher.out") as fh:
+            tail = fh.read()[-2000:]
+        raise RuntimeError(f"{name}: fetcher exit {rc}, summary {summary}; fetcher output:\n{tail}")
     out = {
         "scenario": name, "records": records, "transform": transform, "mappers": mappers,
         "seconds": round(seconds, 3), "records_per_s": round(records / seconds),
@@ -183,12 +213,12 @@ def stage(kind, transform, records, **kw):
     d = None
     if kind == "nats":
         port = free_port()
-        d = tempfile.mkdtemp(prefix="cmbench-nats-")
+        d = tmpdir("cmbench-nats-")
         nats = Child(["nats-server", "-a", "127.0.0.1", "-p", str(port)], f"{d}/nats.log")
         wait_port(port)
         argv += ["--url", f"nats://127.0.0.1:{port}"]
     if kind == "store":
-        d = tempfile.mkdtemp(prefix="cmbench-store-")
+        d = tmpdir("cmbench-store-")
         argv += ["--db", f"{d}/store.db"]
     try:
         r = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True,

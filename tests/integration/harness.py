@@ -3,11 +3,20 @@
 Every process a test starts is tracked by PID and stopped at exit (SIGTERM,
 then SIGKILL). Servers listen on 127.0.0.1 and free ports only. Every wait is
 bounded.
+
+Every file a test writes goes into a directory from tmpdir() (under $TMPDIR;
+ctest points it into the build tree), removed at exit however the test ends:
+passed, failed, exception, SIGTERM (ctest's timeout) or SIGINT. Set
+CM_KEEP_TMP=1 to keep them for a post-mortem (their paths are printed).
+CM_TEST_FORCE_FAIL=1 makes every check() fail after its test ran
+(tests/integration/test_tmp_cleanup.py proves that a failing run leaves
+nothing behind).
 """
 import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -20,7 +29,25 @@ import urllib.request
 
 BIN_DIR = os.environ.get("CM_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 _procs = []
+_tmpdirs = []
 _results = {"passed": 0, "failed": 0}
+
+
+def tmpdir(prefix="cm-"):
+    """A new private directory under $TMPDIR, removed at exit (see above)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+_log_dir = None
+
+
+def _default_log_dir():
+    global _log_dir
+    if _log_dir is None:
+        _log_dir = tmpdir("cm-logs-")
+    return _log_dir
 
 
 def bin_path(name):
@@ -41,8 +68,8 @@ class Proc:
     def __init__(self, name, argv, env=None, log_dir=None):
         self.name = name
         self.argv = argv
-        self.log_path = os.path.join(log_dir or tempfile.gettempdir(), f"{name}.log")
-        self.out_path = os.path.join(log_dir or tempfile.gettempdir(), f"{name}.out")
+        self.log_path = os.path.join(log_dir or _default_log_dir(), f"{name}.log")
+        self.out_path = os.path.join(log_dir or _default_log_dir(), f"{name}.out")
         self._log = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
         full_env = dict(os.environ)
@@ -97,6 +124,13 @@ def _cleanup():
                 p.wait(5)
         except Exception:
             pass
+    keep = os.environ.get("CM_KEEP_TMP", "") not in ("", "0")
+    while _tmpdirs:
+        d = _tmpdirs.pop()
+        if keep:
+            print(f"CM_KEEP_TMP: kept {d}", flush=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 atexit.register(_cleanup)
@@ -108,6 +142,7 @@ def _on_signal(signum, frame):
 
 
 signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
 
 
 def wait_until(pred, timeout, interval=0.05, what="condition"):
@@ -175,7 +210,7 @@ class Pipeline:
 
     def __init__(self, name, records=100000, mappers=2, transform="fullname", extra_fetcher=(),
                  extra_mapper=(), workdir=None, prefix=None, chunk_size=100):
-        self.workdir = workdir or tempfile.mkdtemp(prefix=f"cm-{name}-")
+        self.workdir = workdir or tmpdir(f"cm-{name}-")
         self.nats = Nats(self.workdir)
         self.prefix = prefix or f"t{os.getpid()}"
         self.db = os.path.join(self.workdir, "results.db")
@@ -301,6 +336,9 @@ def check(name, fn):
     t0 = time.monotonic()
     try:
         fn()
+        if os.environ.get("CM_TEST_FORCE_FAIL", "") not in ("", "0"):
+            raise AssertionError(f"forced failure (CM_TEST_FORCE_FAIL is set) with {_tmpdirs} "
+                                 "in place")
         _results["passed"] += 1
         print(f"PASS {name} ({time.monotonic() - t0:.1f}s)", flush=True)
     except Exception as e:  # noqa: BLE001 - report every failure kind

@@ -13,15 +13,14 @@ authorization errors: the daemon exits 1). Secrets never appear in a log.
 import os
 import shutil
 import subprocess
-import tempfile
 
 from harness import (Nats, Proc, bin_path, check, finish, free_port, http_get, log_lines,
-                     wait_until)
+                     tmpdir, wait_until)
 
 RECORDS = 5000
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE_CONF = os.path.join(ROOT, "deploy", "nats", "nats-server.conf")
-WORK = tempfile.mkdtemp(prefix="cm-security-")
+WORK = tmpdir("cm-security-")  # removed at exit; CM_KEEP_TMP=1 keeps it
 PASSWORDS = {"fetcher": "fetcher-pw-Q7x2", "mapper": "mapper-pw-K9m4", "saver": "saver-pw-Z3v8",
              "ops": "ops-pw-H5n1"}
 WRONG_PASSWORD = "wrong-pw-J6c0"
@@ -309,8 +308,4 @@ check("no password or token in any log", no_secrets)
 for p in ALL_PROCS:
     if p.alive():
         p.stop()
-if __import__("harness")._results["failed"] == 0:
-    shutil.rmtree(WORK, ignore_errors=True)  # kept for inspection on failure
-else:
-    print(f"logs and certificates kept in {WORK}")
 finish()

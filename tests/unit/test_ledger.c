@@ -15,10 +15,11 @@
 #include <unistd.h>
 
 #include "ledger.h"
+#include "tmpdir.h"
 
 #define SRC "gen:users records=1000 seed=1 chunk=100"
 
-static char g_dir[256];
+static char g_dir[CM_TEST_PATH_MAX];
 static int g_seq;
 
 /* ---- commit counting --------------------------------------------------
@@ -43,17 +44,14 @@ static int hook_entry(sqlite3 *db, const char **errmsg, const void *api) {
 
 static int setup(void **state) {
   (void)state;
-  snprintf(g_dir, sizeof g_dir, "/tmp/cm-test-ledger-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
+  cm_test_mkdtemp(g_dir, sizeof g_dir, "cm-test-ledger");
   return sqlite3_auto_extension((void (*)(void))hook_entry) == SQLITE_OK ? 0 : -1;
 }
 
 static int teardown(void **state) {
-  char cmd[300];
   (void)state;
   sqlite3_reset_auto_extension();
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return cm_test_rmtree(g_dir) == 0 ? 0 : -1;
 }
 
 /* A fresh file name per call. */

@@ -21,11 +21,12 @@
 
 #include "cm/chunk.h"
 #include "fixture.h"
+#include "tmpdir.h"
 #include "store.h"
 
 typedef struct {
-  char dir[64];
-  char path[128];
+  char dir[CM_TEST_PATH_MAX];
+  char path[CM_TEST_PATH_MAX + 16];
   char *fixture; /* the app9 chunk */
   size_t fixture_len;
   const char *rec[100]; /* its records, raw */
@@ -35,11 +36,9 @@ typedef struct {
 static int setup(void **state) {
   ctx_t *c = calloc(1, sizeof *c);
   assert_non_null(c);
-  memcpy(c->dir, "/tmp/cm_store_XXXXXX", 21);
-  assert_non_null(mkdtemp(c->dir));
-  (void)snprintf(c->path, sizeof c->path, "%s/results.db", c->dir);
-
   c->fixture = cm_test_fixture(&c->fixture_len);
+  cm_test_mkdtemp(c->dir, sizeof c->dir, "cm_store");
+  (void)snprintf(c->path, sizeof c->path, "%s/results.db", c->dir);
 
   cm_chunk_view_t v;
   char err[160];
@@ -53,16 +52,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   ctx_t *c = *state;
-  const char *sfx[] = {"", "-wal", "-shm", "-journal"};
-  for (int k = 0; k < 4; k++) {
-    char p[160];
-    (void)snprintf(p, sizeof p, "%s%s", c->path, sfx[k]);
-    (void)unlink(p);
-  }
-  (void)rmdir(c->dir);
+  int rc = cm_test_rmtree(c->dir);
   free(c->fixture);
   free(c);
-  return 0;
+  return rc == 0 ? 0 : -1;
 }
 
 static cm_store_t *open_store(ctx_t *c, cm_store_sync_t sync) {
@@ -418,7 +411,7 @@ static void test_schema_versions(void **state) {
   sqlite3_close(db);
   assert_int_equal(cm_store_open(&s, c->path, CM_SYNC_NORMAL, err, sizeof err), -ENOTSUP);
   assert_null(s);
-  char want[256];
+  char want[CM_TEST_PATH_MAX + 160];
   (void)snprintf(want, sizeof want,
                  "results database %s has schema version 2; this saver supports up to 1", c->path);
   assert_string_equal(err, want);

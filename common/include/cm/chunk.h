@@ -1,6 +1,6 @@
 /* chunk.h - the JSON chunk codec (I/O-free).
  *
- * Wire form (DESIGN.md), always written with "data" last:
+ * Wire form (docs/design.md), always written with "data" last:
  *   {"job":"users","index":17,"attempt":2,"data":[ ...records... ]}
  * A mapped chunk (mapper -> saver) may carry dead letters after "data":
  *   {"job":..,"index":..,"attempt":..,"data":[..., null, ...],

@@ -50,9 +50,11 @@ typedef struct cm_daemon_hooks_s {
 } cm_daemon_hooks_t;
 
 /* Parses the command line for `role` with the common options plus
- * `own[0..nown)`. Handles --help (returns 1: exit 0), --probe (returns 2 and
- * sets *probe_status to the exit code), invalid input (returns -EINVAL: exit
- * 2), and initialises logging. Fills cfg->id when unset. */
+ * `own[0..nown)`. Handles --help and --version (returns 1: exit 0), --probe
+ * (returns 2 and sets *probe_status to the exit code), invalid input,
+ * including an --http address or NATS settings cm_daemon_create would refuse
+ * (returns -EINVAL: exit 2; nothing has been opened yet), and initialises
+ * logging. Fills cfg->id when unset. */
 int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t *cfg,
                           const cm_opt_t *own, size_t nown, int argc, char **argv,
                           int *probe_status);

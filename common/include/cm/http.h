@@ -65,4 +65,9 @@ void cm_http_close(cm_http_t *h);
  * errno on connection failure or timeout. No libuv loop needed. */
 int cm_http_probe(const char *addr, const char *path, int timeout_ms);
 
+/* 0 if addr is an address cm_http_create accepts (syntax only: numeric host
+ * or localhost, port 0..65535), else -EINVAL. For checking the command line
+ * before anything is opened. */
+int cm_http_check_addr(const char *addr);
+
 #endif

@@ -62,4 +62,10 @@ void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms);
  * and closes the loop handles. NULL-safe. */
 void cm_nats_destroy(cm_nats_t *n);
 
+/* Checks the NATS settings of cfg as cm_nats_create would use them (URL
+ * syntax as far as nats.c checks it, TLS files readable, certificate and key
+ * given together) without connecting. 0, or -EINVAL with the reason in err.
+ * For checking the command line before anything is opened. */
+int cm_nats_check_options(const cm_common_cfg_t *cfg, char *err, size_t errlen);
+
 #endif
