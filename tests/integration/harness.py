@@ -33,9 +33,10 @@ _tmpdirs = []
 _results = {"passed": 0, "failed": 0}
 
 
-def tmpdir(prefix="cm-"):
-    """A new private directory under $TMPDIR, removed at exit (see above)."""
-    d = tempfile.mkdtemp(prefix=prefix)
+def tmpdir(prefix="cm-", parent=None):
+    """A new private directory under $TMPDIR (or parent), removed at exit (see
+    above)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir=parent)
     _tmpdirs.append(d)
     return d
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 from harness import bin_path, check, finish, tmpdir
 
@@ -119,9 +120,27 @@ def run_help_options():
         assert re.search(rf"^  {opt} ", fh, re.M), f"scripts/run --help names {opt}, fetcher has none"
 
 
+def run_bad_args():
+    # Refused before anything is installed or built: exit 2 naming the option.
+    for args, named in [(["--mappers"], "--mappers needs a value"),
+                        (["--concurrency"], "--concurrency needs a value"),
+                        (["--mappers", "x"], "--mappers must be a positive integer")]:
+        rc, out, err = run([os.path.join(ROOT, "scripts", "run")] + args,
+                           env={"CM_BUILD_DIR": "/nonexistent"})
+        assert rc == 2 and named in err, f"scripts/run {' '.join(args)}: exit {rc}: {err!r}"
+
+
 def no_root_no_sudo():
-    # A user who is not root and has no sudo (as root here: run as nobody).
-    d = tmpdir("cm-cli-nosudo-")
+    # A user who is not root and has no sudo (as root here: run as nobody,
+    # from a folder nobody can reach: $TMPDIR may be under /root).
+    base = tempfile.gettempdir()
+    p = base
+    while p != "/":
+        if not os.stat(p).st_mode & 0o001:
+            base = "/tmp"
+            break
+        p = os.path.dirname(p)
+    d = tmpdir("cm-cli-nosudo-", parent=base)
     os.chmod(d, 0o755)
     lib = os.path.join(d, "lib.sh")
     shutil.copy(os.path.join(ROOT, "scripts", "lib.sh"), lib)
@@ -157,6 +176,7 @@ check("mapper --help: --transform values once, CHUNKMILL_TRANSFORM_ARG once", ma
 check("scripts/* --help: the header comment, no code", scripts_help)
 check("scripts/run --help: --concurrency and real fetcher options before any build",
       run_help_options)
+check("scripts/run with a missing or bad value: exit 2 naming the option", run_bad_args)
 check("no root and no sudo: missing packages named with the apt-get line, non-zero exit",
       no_root_no_sudo)
 finish()
