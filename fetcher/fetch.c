@@ -709,10 +709,14 @@ static double g_backlog(void *ud) {
 
 static double g_oldest(void *ud) {
   cm_fetch_t *f = ud;
-  /* Approximation: chunks never dispatched have waited since this run
-   * started; 0 when nothing is waiting. */
-  if (f->complete || g_backlog(ud) <= 0) return 0;
-  return (double)(now_ms(f) - f->start_ms) / 1000.0;
+  cm_job_info_t info;
+  bool unread;
+  if (f->complete) return 0;
+  cm_ledger_info(f->ledger, &info);
+  /* Chunks not read yet wait too when the source has more. */
+  unread = !info.source_done &&
+           (f->total_chunks < 0 || (int64_t)info.next_index < f->total_chunks);
+  return (double)cm_ledger_oldest_pending_ms(f->ledger, unread) / 1000.0;
 }
 
 static double g_inflight(void *ud) { return (double)cm_ledger_leased_count(((cm_fetch_t *)ud)->ledger); }
@@ -856,7 +860,7 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   static const double lat_bounds[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
                                       0.015,  0.02,  0.03,  0.05,  0.075, 0.1,    0.15,
                                       0.2,    0.3,   0.5,   0.75,  1,     2.5,    5,
-                                      10,     30};
+                                      10,     15,    20,    30,  60,     120,    300};
   int rc = 0;
   *out = NULL;
   if (f == NULL) return -ENOMEM;
@@ -907,7 +911,7 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
                                    "Naks or releases ignored because the lease had moved on.",
                                    NULL);
   f->m_latency = cm_metrics_histogram(m, "chunkmill_fetcher_chunk_latency_seconds",
-                                      "Time from dispatch to ack.", NULL, lat_bounds,
+                                      "Time from a chunk's first dispatch (this run) to its ack.", NULL, lat_bounds,
                                       sizeof(lat_bounds) / sizeof(lat_bounds[0]));
   f->m_complete = cm_metrics_gauge(m, "chunkmill_fetcher_job_complete", "1 once the job is done.",
                                    NULL);
@@ -915,7 +919,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
                             "Chunks waiting for a mapper (not done, not leased).", NULL, g_backlog,
                             f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_oldest_pending_age_seconds",
-                            "Age of the oldest chunk waiting for a mapper.", NULL, g_oldest, f);
+                            "Seconds the oldest pending chunk has waited since it became pending (0 when none).",
+                            NULL, g_oldest, f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_inflight_chunks", "Chunks leased right now.",
                             NULL, g_inflight, f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_mappers", "Mappers known alive.", NULL,
