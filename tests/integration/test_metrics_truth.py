@@ -165,6 +165,11 @@ def versions_never_mislabelled():
     assert versions["other"]["members"] == len(reported) - 16, versions
 
 
+def fetcher_exits_clean():
+    rc = P.fetcher.stop()
+    assert rc == 0, (rc, P.fetcher.log()[-3000:])
+
+
 def stop_first():
     P.stop_all()
     shutil.rmtree(P.workdir, ignore_errors=True)
@@ -202,6 +207,7 @@ def stop_second():
 try:
     check("oldest pending age is the oldest chunk's, not the uptime", oldest_pending_age)
     check("18 live versions: none counted under another's name", versions_never_mislabelled)
+    check("the fetcher exits 0 on SIGTERM", fetcher_exits_clean)
     stop_first()
     check("latency quantiles never exceed the job's duration", latency_quantiles_within_job_time)
 except Exception:
