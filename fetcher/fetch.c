@@ -860,7 +860,7 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   static const double lat_bounds[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
                                       0.015,  0.02,  0.03,  0.05,  0.075, 0.1,    0.15,
                                       0.2,    0.3,   0.5,   0.75,  1,     2.5,    5,
-                                      10,     15,    20,    30,  60,     120,    300};
+                                      10,     15,    20,    30,    60,    120,    300};
   int rc = 0;
   *out = NULL;
   if (f == NULL) return -ENOMEM;
@@ -910,17 +910,19 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   f->m_fenced = cm_metrics_counter(m, "chunkmill_fetcher_fenced_total",
                                    "Naks or releases ignored because the lease had moved on.",
                                    NULL);
-  f->m_latency = cm_metrics_histogram(m, "chunkmill_fetcher_chunk_latency_seconds",
-                                      "Time from a chunk's first dispatch (this run) to its ack.", NULL, lat_bounds,
-                                      sizeof(lat_bounds) / sizeof(lat_bounds[0]));
+  f->m_latency = cm_metrics_histogram(
+      m, "chunkmill_fetcher_chunk_latency_seconds",
+      "Time from a chunk's first dispatch (this run) to its ack.", NULL, lat_bounds,
+      sizeof(lat_bounds) / sizeof(lat_bounds[0]));
   f->m_complete = cm_metrics_gauge(m, "chunkmill_fetcher_job_complete", "1 once the job is done.",
                                    NULL);
   (void)cm_metrics_gauge_fn(m, "chunkmill_backlog_chunks",
                             "Chunks waiting for a mapper (not done, not leased).", NULL, g_backlog,
                             f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_oldest_pending_age_seconds",
-                            "Seconds the oldest pending chunk has waited since it became pending (0 when none).",
-                            NULL, g_oldest, f);
+  (void)cm_metrics_gauge_fn(
+      m, "chunkmill_oldest_pending_age_seconds",
+      "Seconds the oldest pending chunk has waited since it became pending (0 when none).",
+      NULL, g_oldest, f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_inflight_chunks", "Chunks leased right now.",
                             NULL, g_inflight, f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_mappers", "Mappers known alive.", NULL,

@@ -1,6 +1,7 @@
 /* ledger_mem.c - the ledger's in-memory index of live chunks: an
- * open-addressing hash table by chunk index and the binary heaps that order
- * them, and the FIFO of pending chunks (see ledger_mem.h). Pure data structures: no SQLite, no I/O. */
+ * open-addressing hash table by chunk index, the binary heaps that order
+ * them, and the FIFO of pending chunks (see ledger_mem.h). Pure data
+ * structures: no SQLite, no I/O. */
 #include "ledger_mem.h"
 
 #include <errno.h>
