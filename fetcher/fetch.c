@@ -25,9 +25,12 @@
 
 #include "cm/chunk.h"
 #include "cm/log.h"
+#include "versions.h"
 
 #define FETCH_MAX_MEMBERS 1024
-#define FETCH_MAX_VERSIONS 16
+/* A version with no mapper left is dropped from /status after this long
+ * without events (its slot is then free for a new version). */
+#define FETCH_VERSION_IDLE_MS (10 * 60 * 1000)
 #define FETCH_LAT_SLOTS 65536
 #define FETCH_FLUSH_MS 50
 #define FETCH_TICK_MS 100
@@ -38,7 +41,8 @@ typedef struct member_s {
   bool active;
   char id[128];
   char subject[256];
-  int version; /* index into versions[] */
+  cm_version_h version;
+  char version_name[CM_VERSIONS_NAME_MAX]; /* as the mapper reports it */
   uint32_t free;
   uint64_t received;
   uint64_t sent;
@@ -50,15 +54,10 @@ typedef struct member_s {
   uint64_t acked;
 } member_t;
 
-typedef struct version_s {
-  char name[64];
-  uint64_t acked, naks, expired, dispatched;
-} version_t;
-
 typedef struct lat_s {
   uint64_t index;
-  int64_t t_ms;
-  int version;
+  int64_t t_ms;          /* first dispatch of the chunk in this run */
+  cm_version_h version;  /* of the mapper that got the latest attempt */
   bool used;
 } lat_t;
 
@@ -86,8 +85,7 @@ struct cm_fetch_s {
 
   member_t members[FETCH_MAX_MEMBERS];
   int nmembers;
-  version_t versions[FETCH_MAX_VERSIONS];
-  int nversions;
+  cm_versions_t *versions;
   lat_t lat[FETCH_LAT_SLOTS];
 
   uv_timer_t tick, flush, progress, due;
@@ -115,14 +113,6 @@ struct cm_fetch_s {
 static int64_t now_ms(cm_fetch_t *f) { return cm_daemon_now_ms(f->d); }
 
 /* ---- versions and members ---- */
-
-static int version_slot(cm_fetch_t *f, const char *name) {
-  for (int i = 0; i < f->nversions; i++)
-    if (strcmp(f->versions[i].name, name) == 0) return i;
-  if (f->nversions == FETCH_MAX_VERSIONS) return FETCH_MAX_VERSIONS - 1;
-  snprintf(f->versions[f->nversions].name, sizeof(f->versions[0].name), "%s", name);
-  return f->nversions++;
-}
 
 static member_t *member_find(cm_fetch_t *f, const char *id) {
   for (int i = 0; i < f->nmembers; i++)
@@ -174,10 +164,13 @@ static int64_t backoff_ms(uint32_t attempt) {
   return (int64_t)(base * (0.5 + (double)rand() / ((double)RAND_MAX + 1.0)));
 }
 
-static void lat_put(cm_fetch_t *f, uint64_t index, int64_t t, int version) {
+/* Latency runs from a chunk's first dispatch in this run: a redelivery
+ * keeps the start, so the histogram shows how long chunks took to be saved
+ * once sent, retries included, and never more than the run has lasted. */
+static void lat_put(cm_fetch_t *f, uint64_t index, int64_t t, cm_version_h version) {
   lat_t *l = &f->lat[index % FETCH_LAT_SLOTS];
+  if (!l->used || l->index != index) l->t_ms = t;
   l->index = index;
-  l->t_ms = t;
   l->version = version;
   l->used = true;
 }
@@ -475,7 +468,7 @@ static void fetch_pump(cm_fetch_t *f) {
       cm_log_info("mapper %s got its first chunk %.3f s after joining", m->id,
                   (double)(now - m->joined_ms) / 1000.0);
     }
-    f->versions[m->version].dispatched++;
+    cm_versions_count(f->versions, m->version, CM_VERSION_DISPATCHED, now);
     lat_put(f, index, now, m->version);
     cm_counter_inc(f->m_dispatched);
     if (attempt > 1) cm_counter_inc(f->m_redelivered);
@@ -522,9 +515,17 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
       cm_log_error("member table full: ignoring mapper %s", c->mapper_id);
       goto out;
     }
-    m->version = version_slot(f, c->version != NULL && c->version[0] ? c->version : "unknown");
-    cm_log_info("mapper %s (version %s) joined with %u free slots", m->id,
-                f->versions[m->version].name, c->free);
+    snprintf(m->version_name, sizeof(m->version_name), "%s",
+             c->version != NULL && c->version[0] ? c->version : "unknown");
+    m->version = cm_versions_join(f->versions, m->version_name, now_ms(f));
+    cm_log_info("mapper %s (version %s, counted as %s) joined with %u free slots", m->id,
+                m->version_name, cm_versions_name(f->versions, m->version), c->free);
+  } else if (c->version != NULL && c->version[0] &&
+             strncmp(c->version, m->version_name, sizeof(m->version_name) - 1) != 0) {
+    /* Restarted under the same id with another version (StatefulSet). */
+    cm_versions_leave(f->versions, m->version, now_ms(f));
+    snprintf(m->version_name, sizeof(m->version_name), "%s", c->version);
+    m->version = cm_versions_join(f->versions, m->version_name, now_ms(f));
   }
   snprintf(m->subject, sizeof(m->subject), "%s", c->subject);
   m->free = c->free;
@@ -560,7 +561,7 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
     cm_counter_add(f->m_records, a->records);
     if (l != NULL) {
       cm_histogram_observe(f->m_latency, (double)(now_ms(f) - l->t_ms) / 1000.0);
-      f->versions[l->version].acked++;
+      cm_versions_count(f->versions, l->version, CM_VERSION_ACKED, now_ms(f));
       l->used = false;
     }
     fetch_check_complete(f);
@@ -595,7 +596,7 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
     lat_t *l = lat_get(f, n->index);
     int64_t wait = n->retry_after_ms > 0 ? (int64_t)n->retry_after_ms : backoff_ms(n->attempt);
     cm_counter_inc(f->m_naks);
-    if (l != NULL) f->versions[l->version].naks++;
+    if (l != NULL) cm_versions_count(f->versions, l->version, CM_VERSION_NAK, now);
     cm_log_warn("chunk %" PRIu64 " attempt %u failed on %s: %s", n->index, n->attempt,
                 n->mapper_id ? n->mapper_id : "?", n->reason ? n->reason : "");
     fetch_release(f, n->index, n->attempt, now + wait, n->reason ? n->reason : "nak");
@@ -645,7 +646,7 @@ static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *
   /* A lease that ends without an ack or nak may never have reached its
    * mapper (lost in a reconnect): stop counting it as in transit. */
   if (m != NULL && m->sent > m->received) m->sent--;
-  if (l != NULL) c->f->versions[l->version].expired++;
+  if (l != NULL) cm_versions_count(c->f->versions, l->version, CM_VERSION_EXPIRED, c->now);
   fetch_release(c->f, index, attempt, c->at_once ? c->now : c->now + backoff_ms(attempt),
                 c->reason);
 }
@@ -657,6 +658,7 @@ static void fetch_tick(uv_timer_t *t) {
   release_ctx_t c = {f, now, "lease expired (ack wait)", false};
   int n;
   if (f->stopping) return;
+  cm_versions_sweep(f->versions, now);
   /* The member table only ages while we can hear the members: an outage
    * of our own connection must not look like every mapper dying. */
   if (cm_nats_connected(cm_daemon_nats(f->d))) {
@@ -671,6 +673,7 @@ static void fetch_tick(uv_timer_t *t) {
       cm_log_warn("mapper %s missed 3 heartbeats: gone; %d chunks it held are pending again",
                   m->id, held);
       m->active = false;
+      cm_versions_leave(f->versions, m->version, now);
     }
     n = cm_ledger_each_expired(f->ledger, now, release_one, &c);
     if (n > 0) {
@@ -706,10 +709,14 @@ static double g_backlog(void *ud) {
 
 static double g_oldest(void *ud) {
   cm_fetch_t *f = ud;
-  /* Approximation: chunks never dispatched have waited since this run
-   * started; 0 when nothing is waiting. */
-  if (f->complete || g_backlog(ud) <= 0) return 0;
-  return (double)(now_ms(f) - f->start_ms) / 1000.0;
+  cm_job_info_t info;
+  bool unread;
+  if (f->complete) return 0;
+  cm_ledger_info(f->ledger, &info);
+  /* Chunks not read yet wait too when the source has more. */
+  unread = !info.source_done &&
+           (f->total_chunks < 0 || (int64_t)info.next_index < f->total_chunks);
+  return (double)cm_ledger_oldest_pending_ms(f->ledger, unread) / 1000.0;
 }
 
 static double g_inflight(void *ud) { return (double)cm_ledger_leased_count(((cm_fetch_t *)ud)->ledger); }
@@ -764,8 +771,8 @@ int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
     first = false;
     rc |= cm_buf_append_json_str(out, m->id, strlen(m->id));
     rc |= cm_buf_puts(out, ",\"role\":\"mapper\",\"version\":");
-    rc |= cm_buf_append_json_str(out, f->versions[m->version].name,
-                                 strlen(f->versions[m->version].name));
+    /* The member's own version; "versions" may count it as "other". */
+    rc |= cm_buf_append_json_str(out, m->version_name, strlen(m->version_name));
     rc |= cm_buf_printf(out,
                         ",\"free\":%u,\"sent\":%" PRIu64 ",\"received\":%" PRIu64
                         ",\"draining\":%s,\"last_seen_ms_ago\":%" PRId64 "}",
@@ -773,18 +780,7 @@ int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
                         now - m->last_seen_ms);
   }
   rc |= cm_buf_puts(out, "],\"versions\":{");
-  for (int i = 0; i < f->nversions; i++) {
-    version_t *v = &f->versions[i];
-    uint64_t errors = v->naks + v->expired;
-    uint64_t outcomes = v->acked + errors;
-    if (i > 0) rc |= cm_buf_puts(out, ",");
-    rc |= cm_buf_append_json_str(out, v->name, strlen(v->name));
-    rc |= cm_buf_printf(out,
-                        ":{\"dispatched\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"naks\":%" PRIu64
-                        ",\"expired\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"error_ratio\":%.4f}",
-                        v->dispatched, v->acked, v->naks, v->expired, errors,
-                        outcomes > 0 ? (double)errors / (double)outcomes : 0.0);
-  }
+  rc |= cm_versions_json(f->versions, out);
   rc |= cm_buf_puts(out, "}");
   return rc;
 }
@@ -845,6 +841,7 @@ void cm_fetch_close(cm_fetch_t *f) {
 
 void cm_fetch_destroy(cm_fetch_t *f) {
   if (f == NULL) return;
+  cm_versions_destroy(f->versions);
   cm_buf_free(&f->buf);
   cm_buf_free(&f->rd.buf);
   cm_buf_free(&f->rd.bad);
@@ -863,10 +860,14 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   static const double lat_bounds[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
                                       0.015,  0.02,  0.03,  0.05,  0.075, 0.1,    0.15,
                                       0.2,    0.3,   0.5,   0.75,  1,     2.5,    5,
-                                      10,     30};
+                                      10,     15,    20,    30,    60,    120,    300};
   int rc = 0;
   *out = NULL;
   if (f == NULL) return -ENOMEM;
+  if (cm_versions_create(&f->versions, CM_VERSIONS_MAX, FETCH_VERSION_IDLE_MS) != 0) {
+    free(f);
+    return -ENOMEM;
+  }
   f->d = d;
   f->cfg = *cfg;
   f->ledger = ledger;
@@ -909,16 +910,19 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   f->m_fenced = cm_metrics_counter(m, "chunkmill_fetcher_fenced_total",
                                    "Naks or releases ignored because the lease had moved on.",
                                    NULL);
-  f->m_latency = cm_metrics_histogram(m, "chunkmill_fetcher_chunk_latency_seconds",
-                                      "Time from dispatch to ack.", NULL, lat_bounds,
-                                      sizeof(lat_bounds) / sizeof(lat_bounds[0]));
+  f->m_latency = cm_metrics_histogram(
+      m, "chunkmill_fetcher_chunk_latency_seconds",
+      "Time from a chunk's first dispatch (this run) to its ack.", NULL, lat_bounds,
+      sizeof(lat_bounds) / sizeof(lat_bounds[0]));
   f->m_complete = cm_metrics_gauge(m, "chunkmill_fetcher_job_complete", "1 once the job is done.",
                                    NULL);
   (void)cm_metrics_gauge_fn(m, "chunkmill_backlog_chunks",
                             "Chunks waiting for a mapper (not done, not leased).", NULL, g_backlog,
                             f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_oldest_pending_age_seconds",
-                            "Age of the oldest chunk waiting for a mapper.", NULL, g_oldest, f);
+  (void)cm_metrics_gauge_fn(
+      m, "chunkmill_oldest_pending_age_seconds",
+      "Seconds the oldest pending chunk has waited since it became pending (0 when none).",
+      NULL, g_oldest, f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_inflight_chunks", "Chunks leased right now.",
                             NULL, g_inflight, f);
   (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_mappers", "Mappers known alive.", NULL,
