@@ -25,6 +25,7 @@
 
 #include "cm/chunk.h"
 #include "cm/log.h"
+#include "cm/ratelimit.h"
 
 #define FETCH_MAX_MEMBERS 1024
 #define FETCH_MAX_VERSIONS 16
@@ -33,6 +34,10 @@
 #define FETCH_TICK_MS 100
 #define FETCH_RECONNECT_GRACE_MS 3000
 #define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
+/* The loop thread never waits longer than this for another process's lock
+ * on the ledger: a busy ledger is a failed flush, retried by the timer. */
+#define FETCH_LEDGER_BUSY_MS 10
+#define FETCH_LEDGER_LOG_MS 5000
 
 typedef struct member_s {
   bool active;
@@ -105,6 +110,15 @@ struct cm_fetch_s {
   bool stopping;
   bool fatal;
   uint64_t dead_this_run;
+
+  /* The last ledger flush failed (disk full, I/O, locked): dispatch and
+   * source reading pause, readiness is 503, completion waits, until a flush
+   * succeeds. */
+  bool ledger_failing;
+  bool exit_when_flushed; /* graceful shutdown waits for the ledger */
+  uint64_t ledger_failures;
+  char ledger_err[300];
+  cm_ratelimit_t ledger_log, ledger_ok_log;
 
   cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
       *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced;
@@ -211,6 +225,46 @@ static void fetch_release(cm_fetch_t *f, uint64_t index, uint32_t attempt, int64
   if (rc == 2) fetch_publish_dead(f, index, attempt, reason);
 }
 
+/* ---- ledger health ---- */
+
+/* Writes the queued ledger changes and tracks whether the ledger can be
+ * written: one log line with SQLite's reason when it starts failing, then
+ * at most one per FETCH_LEDGER_LOG_MS, one when it works again. Returns the
+ * flush's result. */
+static int fetch_flush_now(cm_fetch_t *f) {
+  int rc;
+  uint64_t more = 0;
+  if (cm_ledger_unflushed(f->ledger) == 0) return 0;
+  rc = cm_ledger_flush(f->ledger);
+  if (rc == 0) {
+    /* The limiter is not reset: a ledger that flaps still logs at most one
+     * failure per period. */
+    if (f->ledger_failing && cm_ratelimit_allow(&f->ledger_ok_log, now_ms(f), NULL)) {
+      cm_log_info("ledger is writable again after %" PRIu64 " failed flushes: resuming",
+                  f->ledger_failures);
+    }
+    f->ledger_failing = false;
+    f->ledger_failures = 0;
+    return 0;
+  }
+  f->ledger_failing = true;
+  f->ledger_failures++;
+  snprintf(f->ledger_err, sizeof(f->ledger_err), "%s",
+           cm_ledger_errmsg(f->ledger)[0] ? cm_ledger_errmsg(f->ledger) : strerror(-rc));
+  if (cm_ratelimit_allow(&f->ledger_log, now_ms(f), &more))
+    cm_log_error("ledger cannot be written (%" PRIu64 " failed flushes, %" PRIu64
+                 " not logged, %zu changes held): %s; dispatch and source reading are paused "
+                 "until it can",
+                 f->ledger_failures, more, cm_ledger_unflushed(f->ledger), f->ledger_err);
+  return rc;
+}
+
+bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen) {
+  if (!f->ledger_failing) return true;
+  snprintf(why, whylen, "ledger cannot be written: %s", f->ledger_err);
+  return false;
+}
+
 /* ---- completion and progress ---- */
 
 static void fetch_check_complete(cm_fetch_t *f) {
@@ -219,9 +273,12 @@ static void fetch_check_complete(cm_fetch_t *f) {
   uint64_t run_records;
   int code;
   if (f->complete || !cm_ledger_job_complete(f->ledger)) return;
+  /* Complete only once the ledger says so: with unwritten acks a restart
+   * would redo them, so "complete" (and exit 0) waits for the flush timer
+   * to get them written. */
+  if (fetch_flush_now(f) != 0) return;
   f->complete = true;
   cm_gauge_set(f->m_complete, 1);
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at completion");
   cm_ledger_info(f->ledger, &info);
   secs = cm_wall_time() - f->start_wall;
   run_records = info.records_done - f->records_at_start;
@@ -283,7 +340,7 @@ static void fetch_fatal(cm_fetch_t *f, const char *what) {
   f->stopping = true;
   cm_log_error("%s", what);
   fprintf(stderr, "fetcher: %s\n", what);
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed");
+  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed: %s", f->ledger_err);
   cm_daemon_exit(f->d, 1);
 }
 
@@ -325,7 +382,7 @@ static void fetch_read_done(uv_work_t *w, int status) {
 
 static void fetch_start_read(cm_fetch_t *f) {
   cm_job_info_t info;
-  if (f->rd.busy || f->rd.ready || f->stopping) return;
+  if (f->rd.busy || f->rd.ready || f->stopping || f->ledger_failing) return;
   cm_ledger_info(f->ledger, &info);
   if (info.source_done) return;
   f->rd.busy = true;
@@ -386,6 +443,11 @@ static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
       fetch_fatal(f, "ledger: cannot store chunk");
       return 0;
     }
+    /* A sequential source (stdin, an HTTP API) may not give the same chunk
+     * twice: its payload is in the ledger before anyone sees the chunk. If
+     * the write fails, the chunk waits (pending, in memory) for the ledger
+     * to recover; reading pauses meanwhile. */
+    if (fetch_flush_now(f) != 0) return 0;
     *index = info.next_index;
     fetch_start_read(f); /* read ahead while this one is dispatched */
     return 1;
@@ -439,7 +501,8 @@ static void fetch_arm_due(cm_fetch_t *f, int64_t now);
 
 static void fetch_pump(cm_fetch_t *f) {
   int64_t now;
-  if (f->stopping || f->complete || !cm_nats_connected(cm_daemon_nats(f->d))) return;
+  if (f->stopping || f->complete || f->ledger_failing || !cm_nats_connected(cm_daemon_nats(f->d)))
+    return;
   now = now_ms(f);
   while ((int64_t)cm_ledger_leased_count(f->ledger) < f->cfg.max_inflight) {
     member_t *m = fetch_pick(f);
@@ -684,8 +747,18 @@ static void fetch_tick(uv_timer_t *t) {
 
 static void fetch_flush(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
-  if (cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0)
-    cm_log_error("ledger flush failed; will retry");
+  bool was_failing = f->ledger_failing;
+  if (fetch_flush_now(f) != 0) return;
+  if (f->exit_when_flushed) {
+    f->exit_when_flushed = false;
+    cm_log_info("ledger written: stopping");
+    cm_daemon_exit(f->d, 0);
+    return;
+  }
+  if (was_failing) {
+    fetch_check_complete(f);
+    fetch_pump(f);
+  }
 }
 
 /* ---- status, metrics ---- */
@@ -824,12 +897,28 @@ void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
    * the file and become pending at the next start; the saver acks what the
    * mappers still deliver and the redelivery is deduplicated. */
   f->stopping = true;
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at shutdown");
-  cm_daemon_exit(f->d, 0);
+  if (fetch_flush_now(f) == 0) {
+    f->exit_when_flushed = false;
+    cm_daemon_exit(f->d, 0);
+    return;
+  }
+  if (!forced) {
+    /* Keep trying (the flush timer) until the drain deadline. */
+    f->exit_when_flushed = true;
+    cm_log_warn("stopping: waiting for the ledger to become writable (%zu changes held): %s",
+                cm_ledger_unflushed(f->ledger), f->ledger_err);
+    return;
+  }
+  f->exit_when_flushed = false;
+  cm_log_error("stopping with %zu ledger changes not written (they are redone at the next "
+               "start): %s",
+               cm_ledger_unflushed(f->ledger), f->ledger_err);
+  fprintf(stderr, "fetcher: ledger cannot be written: %s\n", f->ledger_err);
+  cm_daemon_exit(f->d, 1);
 }
 
 void cm_fetch_close(cm_fetch_t *f) {
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at close");
+  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed at close: %s", f->ledger_err);
   if (f->rd.busy) {
     /* A source read (e.g. an HTTP page with retries) cannot be interrupted
      * and the loop would wait for it. The ledger is flushed and a read that
@@ -883,6 +972,9 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   cm_ledger_info(ledger, &info);
   f->records_at_start = info.records_done;
   f->last_progress_records = info.records_done;
+  f->ledger_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(FETCH_LEDGER_LOG_MS);
+  f->ledger_ok_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(FETCH_LEDGER_LOG_MS);
+  cm_ledger_set_busy_timeout(ledger, FETCH_LEDGER_BUSY_MS);
   /* Jitter only needs variety between runs; keep the conversion in range. */
   srand((unsigned)((uint64_t)(f->start_wall * 1000.0) & 0xffffffffu));
 

@@ -13,6 +13,7 @@
 #include "cm/daemon.h"
 #include "app9.h"
 #include "cm/log.h"
+#include "cm/ratelimit.h"
 #include "store.h"
 
 #define SAVER_MAX_BATCH 128
@@ -56,6 +57,12 @@ typedef struct saver_s {
   bool shutting_down;
   bool exited; /* cm_daemon_exit called */
   bool store_ok;
+  /* The last commit failed for a reason that is not the data's (disk full,
+   * I/O, locked): not ready until a commit succeeds again. */
+  bool store_failing;
+  char store_err[200];
+  uint64_t store_failures; /* failed commits since the store last worked */
+  cm_ratelimit_t store_log, store_ok_log;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
   cm_histogram_t *m_commit_s, *m_batch_chunks;
@@ -95,6 +102,43 @@ static void saver_commit_work(uv_work_t *w) {
   s->batch_seconds = cm_wall_time() - t0;
 }
 
+/* Body of a "not saved now, send it again" reply: the mapper keeps its
+ * result and retries with backoff, without using up a delivery. */
+static void saver_retry_body(char *body, size_t len, const char *why) {
+  cm_buf_t b;
+  cm_buf_init(&b, 400);
+  if (cm_buf_append_json_str(&b, why, strlen(why)) != 0) cm_buf_reset(&b);
+  snprintf(body, len, "{\"ok\":false,\"retry\":true,\"temporary\":true,\"error\":%s}",
+           b.len > 0 ? b.data : "\"?\"");
+  cm_buf_free(&b);
+}
+
+/* Readiness and the log follow the store's health: one line when it starts
+ * failing (with SQLite's reason), then at most one per 5 s, one when it
+ * works again. */
+static void saver_store_health(saver_t *s, int rc, const char *why) {
+  int64_t now = cm_daemon_now_ms(s->d);
+  uint64_t more = 0;
+  if (rc == 0) {
+    /* The limiter is not reset: a store that flaps (a commit fails, a
+     * smaller one fits) still logs at most one failure per period. */
+    if (s->store_failing && cm_ratelimit_allow(&s->store_ok_log, now, NULL)) {
+      cm_log_info("results database %s is writable again after %llu failed commits", s->db_path,
+                  (unsigned long long)s->store_failures);
+    }
+    s->store_failing = false;
+    s->store_failures = 0;
+    return;
+  }
+  s->store_failing = true;
+  s->store_failures++;
+  snprintf(s->store_err, sizeof(s->store_err), "%s", why);
+  if (cm_ratelimit_allow(&s->store_log, now, &more))
+    cm_log_error("results database %s cannot be written (%llu failed commits so far, %llu not "
+                 "logged): %s; nothing of those batches is acknowledged, the mappers retry",
+                 s->db_path, (unsigned long long)s->store_failures, (unsigned long long)more, why);
+}
+
 static void saver_commit_done(uv_work_t *w, int status) {
   saver_t *s = w->data;
   char body[512];
@@ -106,10 +150,11 @@ static void saver_commit_done(uv_work_t *w, int status) {
     cm_store_item_t *it = &s->items[i];
     saver_msg_t *sm = s->batch_msgs[i];
     natsMsg *m = sm->m;
-    if (s->batch_rc != 0) {
-      /* Nothing committed: the mapper keeps its result and retries. */
+    if (s->batch_rc != 0 || cm_store_status_temporary(it->status)) {
+      /* Nothing committed, or not for a reason of this chunk's data: the
+       * mapper keeps its result and retries. */
       cm_counter_inc(s->m_errors);
-      snprintf(body, sizeof(body), "{\"ok\":false,\"retry\":true,\"error\":\"commit failed\"}");
+      saver_retry_body(body, sizeof(body), it->err[0] ? it->err : "commit failed");
     } else if (it->status < 0) {
       /* This chunk itself is unusable; the mapper NAKs it with our reason. */
       char esc[400];
@@ -149,7 +194,15 @@ static void saver_commit_done(uv_work_t *w, int status) {
     saver_msg_free(sm);
     s->batch_msgs[i] = NULL;
   }
-  if (s->batch_rc != 0) cm_log_error("commit of %zu chunks failed", s->nbatch);
+  if (s->nbatch > 0) {
+    const char *why = "commit failed";
+    for (size_t i = 0; i < s->nbatch; i++)
+      if (cm_store_status_temporary(s->items[i].status) && s->items[i].err[0]) {
+        why = s->items[i].err;
+        break;
+      }
+    saver_store_health(s, s->batch_rc, why);
+  }
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   saver_start_batch(s);
@@ -219,6 +272,10 @@ static bool saver_ready(void *ud, char *why, size_t whylen) {
   saver_t *s = ud;
   if (!s->store_ok) {
     snprintf(why, whylen, "results database not open");
+    return false;
+  }
+  if (s->store_failing) {
+    snprintf(why, whylen, "results database cannot be written: %s", s->store_err);
     return false;
   }
   return true;
@@ -311,6 +368,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   s.store_ok = true;
+  s.store_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(5000);
+  s.store_ok_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(5000);
   if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
     rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
     cm_store_close(s.store);
