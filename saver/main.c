@@ -40,6 +40,7 @@ typedef struct saver_s {
   cm_daemon_t *d;
   cm_store_t *store;
   char ack_subject[256];
+  natsSubscription *save_sub;
 
   /* FIFO of received messages not yet in a batch (loop thread only). */
   saver_msg_t *queue[SAVER_MAX_QUEUE];
@@ -55,6 +56,7 @@ typedef struct saver_s {
   double batch_seconds;
 
   bool shutting_down;
+  bool sub_drained; /* no more save requests will arrive */
   bool exited; /* cm_daemon_exit called */
   bool store_ok;
   /* The last commit failed for a reason that is not the data's (disk full,
@@ -83,7 +85,7 @@ static void saver_msg_free(saver_msg_t *sm) {
 }
 
 static void saver_maybe_finish(saver_t *s) {
-  if (s->shutting_down && !s->busy && s->qlen == 0) {
+  if (s->shutting_down && s->sub_drained && !s->busy && s->qlen == 0) {
     cm_log_info("saver drained: every received chunk is committed and acknowledged");
     saver_exit(s);
   }
@@ -296,11 +298,26 @@ static int saver_status(void *ud, cm_buf_t *out) {
   return rc;
 }
 
+/* Loop thread: the save subscription delivered its last message. */
+static void saver_sub_drained(void *ud) {
+  saver_t *s = ud;
+  s->sub_drained = true;
+  saver_maybe_finish(s);
+}
+
 static void saver_shutdown(void *ud, bool forced) {
   saver_t *s = ud;
+  bool first = !s->shutting_down;
   s->shutting_down = true;
-  /* Take no new chunks; what is queued or committing still completes. */
+  /* Take no new chunks, but every request nats.c already received for us
+   * is still delivered, committed and answered (a dropped one would leave
+   * its mapper waiting --save-timeout): drain, not unsubscribe. */
+  if (first && !forced &&
+      cm_nats_drain_sub(cm_daemon_nats(s->d), s->save_sub, cm_daemon_cfg(s->d)->drain_timeout_ms,
+                        saver_sub_drained, s) == 0)
+    return;
   cm_nats_unsubscribe_all(cm_daemon_nats(s->d));
+  s->sub_drained = true;
   if (forced) {
     /* Whatever is not committed was never acknowledged: the mappers keep
      * their results and retry elsewhere. Drop the queue. */
@@ -406,7 +423,8 @@ int main(int argc, char **argv) {
   {
     char subj[256];
     (void)cm_subject(subj, sizeof(subj), s.cfg.prefix, "save");
-    if (cm_nats_subscribe(cm_daemon_nats(s.d), subj, "savers", saver_on_save, &s, NULL) != 0) {
+    if (cm_nats_subscribe(cm_daemon_nats(s.d), subj, "savers", saver_on_save, &s, &s.save_sub) !=
+        0) {
       cm_log_error("cannot subscribe to %s", subj);
       cm_daemon_exit(s.d, 1);
     }
