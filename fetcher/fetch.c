@@ -25,7 +25,7 @@
 
 #include "cm/chunk.h"
 #include "cm/log.h"
-#include "cm/ratelimit.h"
+#include "ledger_health.h"
 
 #define FETCH_MAX_MEMBERS 1024
 #define FETCH_MAX_VERSIONS 16
@@ -34,10 +34,6 @@
 #define FETCH_TICK_MS 100
 #define FETCH_RECONNECT_GRACE_MS 3000
 #define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
-/* The loop thread never waits longer than this for another process's lock
- * on the ledger: a busy ledger is a failed flush, retried by the timer. */
-#define FETCH_LEDGER_BUSY_MS 10
-#define FETCH_LEDGER_LOG_MS 5000
 
 typedef struct member_s {
   bool active;
@@ -111,14 +107,11 @@ struct cm_fetch_s {
   bool fatal;
   uint64_t dead_this_run;
 
-  /* The last ledger flush failed (disk full, I/O, locked): dispatch and
-   * source reading pause, readiness is 503, completion waits, until a flush
-   * succeeds. */
-  bool ledger_failing;
+  /* health.failing: the last ledger flush failed (disk full, I/O, locked):
+   * dispatch and source reading pause, readiness is 503, completion waits,
+   * until a flush succeeds. */
+  cm_ledger_health_t health;
   bool exit_when_flushed; /* graceful shutdown waits for the ledger */
-  uint64_t ledger_failures;
-  char ledger_err[300];
-  cm_ratelimit_t ledger_log, ledger_ok_log;
 
   cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
       *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced;
@@ -227,42 +220,10 @@ static void fetch_release(cm_fetch_t *f, uint64_t index, uint32_t attempt, int64
 
 /* ---- ledger health ---- */
 
-/* Writes the queued ledger changes and tracks whether the ledger can be
- * written: one log line with SQLite's reason when it starts failing, then
- * at most one per FETCH_LEDGER_LOG_MS, one when it works again. Returns the
- * flush's result. */
-static int fetch_flush_now(cm_fetch_t *f) {
-  int rc;
-  uint64_t more = 0;
-  if (cm_ledger_unflushed(f->ledger) == 0) return 0;
-  rc = cm_ledger_flush(f->ledger);
-  if (rc == 0) {
-    /* The limiter is not reset: a ledger that flaps still logs at most one
-     * failure per period. */
-    if (f->ledger_failing && cm_ratelimit_allow(&f->ledger_ok_log, now_ms(f), NULL)) {
-      cm_log_info("ledger is writable again after %" PRIu64 " failed flushes: resuming",
-                  f->ledger_failures);
-    }
-    f->ledger_failing = false;
-    f->ledger_failures = 0;
-    return 0;
-  }
-  f->ledger_failing = true;
-  f->ledger_failures++;
-  snprintf(f->ledger_err, sizeof(f->ledger_err), "%s",
-           cm_ledger_errmsg(f->ledger)[0] ? cm_ledger_errmsg(f->ledger) : strerror(-rc));
-  if (cm_ratelimit_allow(&f->ledger_log, now_ms(f), &more))
-    cm_log_error("ledger cannot be written (%" PRIu64 " failed flushes, %" PRIu64
-                 " not logged, %zu changes held): %s; dispatch and source reading are paused "
-                 "until it can",
-                 f->ledger_failures, more, cm_ledger_unflushed(f->ledger), f->ledger_err);
-  return rc;
-}
+static int fetch_flush_now(cm_fetch_t *f) { return cm_ledger_health_flush(&f->health, now_ms(f)); }
 
 bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen) {
-  if (!f->ledger_failing) return true;
-  snprintf(why, whylen, "ledger cannot be written: %s", f->ledger_err);
-  return false;
+  return cm_ledger_health_ready(&f->health, why, whylen);
 }
 
 /* ---- completion and progress ---- */
@@ -340,7 +301,7 @@ static void fetch_fatal(cm_fetch_t *f, const char *what) {
   f->stopping = true;
   cm_log_error("%s", what);
   fprintf(stderr, "fetcher: %s\n", what);
-  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed: %s", f->ledger_err);
+  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed: %s", f->health.err);
   cm_daemon_exit(f->d, 1);
 }
 
@@ -382,7 +343,7 @@ static void fetch_read_done(uv_work_t *w, int status) {
 
 static void fetch_start_read(cm_fetch_t *f) {
   cm_job_info_t info;
-  if (f->rd.busy || f->rd.ready || f->stopping || f->ledger_failing) return;
+  if (f->rd.busy || f->rd.ready || f->stopping || f->health.failing) return;
   cm_ledger_info(f->ledger, &info);
   if (info.source_done) return;
   f->rd.busy = true;
@@ -501,7 +462,7 @@ static void fetch_arm_due(cm_fetch_t *f, int64_t now);
 
 static void fetch_pump(cm_fetch_t *f) {
   int64_t now;
-  if (f->stopping || f->complete || f->ledger_failing || !cm_nats_connected(cm_daemon_nats(f->d)))
+  if (f->stopping || f->complete || f->health.failing || !cm_nats_connected(cm_daemon_nats(f->d)))
     return;
   now = now_ms(f);
   while ((int64_t)cm_ledger_leased_count(f->ledger) < f->cfg.max_inflight) {
@@ -747,7 +708,7 @@ static void fetch_tick(uv_timer_t *t) {
 
 static void fetch_flush(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
-  bool was_failing = f->ledger_failing;
+  bool was_failing = f->health.failing;
   if (fetch_flush_now(f) != 0) return;
   if (f->exit_when_flushed) {
     f->exit_when_flushed = false;
@@ -906,19 +867,19 @@ void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
     /* Keep trying (the flush timer) until the drain deadline. */
     f->exit_when_flushed = true;
     cm_log_warn("stopping: waiting for the ledger to become writable (%zu changes held): %s",
-                cm_ledger_unflushed(f->ledger), f->ledger_err);
+                cm_ledger_unflushed(f->ledger), f->health.err);
     return;
   }
   f->exit_when_flushed = false;
   cm_log_error("stopping with %zu ledger changes not written (they are redone at the next "
                "start): %s",
-               cm_ledger_unflushed(f->ledger), f->ledger_err);
-  fprintf(stderr, "fetcher: ledger cannot be written: %s\n", f->ledger_err);
+               cm_ledger_unflushed(f->ledger), f->health.err);
+  fprintf(stderr, "fetcher: ledger cannot be written: %s\n", f->health.err);
   cm_daemon_exit(f->d, 1);
 }
 
 void cm_fetch_close(cm_fetch_t *f) {
-  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed at close: %s", f->ledger_err);
+  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed at close: %s", f->health.err);
   if (f->rd.busy) {
     /* A source read (e.g. an HTTP page with retries) cannot be interrupted
      * and the loop would wait for it. The ledger is flushed and a read that
@@ -972,9 +933,7 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   cm_ledger_info(ledger, &info);
   f->records_at_start = info.records_done;
   f->last_progress_records = info.records_done;
-  f->ledger_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(FETCH_LEDGER_LOG_MS);
-  f->ledger_ok_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(FETCH_LEDGER_LOG_MS);
-  cm_ledger_set_busy_timeout(ledger, FETCH_LEDGER_BUSY_MS);
+  cm_ledger_health_init(&f->health, ledger);
   /* Jitter only needs variety between runs; keep the conversion in range. */
   srand((unsigned)((uint64_t)(f->start_wall * 1000.0) & 0xffffffffu));
 

@@ -13,8 +13,8 @@
 #include "cm/daemon.h"
 #include "app9.h"
 #include "cm/log.h"
-#include "cm/ratelimit.h"
 #include "store.h"
+#include "store_health.h"
 
 #define SAVER_MAX_BATCH 128
 #define SAVER_MAX_BATCH_BYTES (64u * 1024 * 1024)
@@ -59,12 +59,9 @@ typedef struct saver_s {
   bool sub_drained; /* no more save requests will arrive */
   bool exited; /* cm_daemon_exit called */
   bool store_ok;
-  /* The last commit failed for a reason that is not the data's (disk full,
-   * I/O, locked): not ready until a commit succeeds again. */
-  bool store_failing;
-  char store_err[200];
-  uint64_t store_failures; /* failed commits since the store last worked */
-  cm_ratelimit_t store_log, store_ok_log;
+  /* failing: the last commit failed for a reason that is not the data's
+   * (disk full, I/O, locked): not ready until a commit succeeds again. */
+  cm_store_health_t health;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
   cm_histogram_t *m_commit_s, *m_batch_chunks;
@@ -113,32 +110,6 @@ static void saver_retry_body(char *body, size_t len, const char *why) {
   snprintf(body, len, "{\"ok\":false,\"retry\":true,\"temporary\":true,\"error\":%s}",
            b.len > 0 ? b.data : "\"?\"");
   cm_buf_free(&b);
-}
-
-/* Readiness and the log follow the store's health: one line when it starts
- * failing (with SQLite's reason), then at most one per 5 s, one when it
- * works again. */
-static void saver_store_health(saver_t *s, int rc, const char *why) {
-  int64_t now = cm_daemon_now_ms(s->d);
-  uint64_t more = 0;
-  if (rc == 0) {
-    /* The limiter is not reset: a store that flaps (a commit fails, a
-     * smaller one fits) still logs at most one failure per period. */
-    if (s->store_failing && cm_ratelimit_allow(&s->store_ok_log, now, NULL)) {
-      cm_log_info("results database %s is writable again after %llu failed commits", s->db_path,
-                  (unsigned long long)s->store_failures);
-    }
-    s->store_failing = false;
-    s->store_failures = 0;
-    return;
-  }
-  s->store_failing = true;
-  s->store_failures++;
-  snprintf(s->store_err, sizeof(s->store_err), "%s", why);
-  if (cm_ratelimit_allow(&s->store_log, now, &more))
-    cm_log_error("results database %s cannot be written (%llu failed commits so far, %llu not "
-                 "logged): %s; nothing of those batches is acknowledged, the mappers retry",
-                 s->db_path, (unsigned long long)s->store_failures, (unsigned long long)more, why);
 }
 
 static void saver_commit_done(uv_work_t *w, int status) {
@@ -203,7 +174,8 @@ static void saver_commit_done(uv_work_t *w, int status) {
         why = s->items[i].err;
         break;
       }
-    saver_store_health(s, s->batch_rc, why);
+    cm_store_health_note(&s->health, s->batch_rc, why, "the mappers retry",
+                         cm_daemon_now_ms(s->d));
   }
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
@@ -276,11 +248,7 @@ static bool saver_ready(void *ud, char *why, size_t whylen) {
     snprintf(why, whylen, "results database not open");
     return false;
   }
-  if (s->store_failing) {
-    snprintf(why, whylen, "results database cannot be written: %s", s->store_err);
-    return false;
-  }
-  return true;
+  return cm_store_health_ready(&s->health, why, whylen);
 }
 
 static int saver_status(void *ud, cm_buf_t *out) {
@@ -385,8 +353,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   s.store_ok = true;
-  s.store_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(5000);
-  s.store_ok_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(5000);
+  cm_store_health_init(&s.health, s.db_path);
   if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
     rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
     cm_store_close(s.store);
