@@ -9,10 +9,11 @@
  * Output: one chunk per credit on P.chunk.<mapper-id>, within the global
  * window --max-inflight.
  *
- * Durability is the ledger's: a chunk is dispatched only after its lease is
- * recorded (write-behind, flushed every FLUSH_MS in one transaction); a lost
- * unflushed lease or ack only causes a redelivery, which the saver
- * deduplicates. */
+ * Durability is the ledger's: leases and acks are written behind (flushed
+ * every FLUSH_MS in one transaction); a lost unflushed lease or ack only
+ * causes a redelivery, which the saver deduplicates. A chunk of a sequential
+ * source is in the ledger before it is first sent. While the ledger cannot
+ * be written nothing is sent or read (ledger_health.h). */
 #include "fetch.h"
 
 #include <errno.h>
