@@ -23,11 +23,11 @@ struct cm_handoff_s {
   cm__handoff_item_t *ring;
   size_t cap, head, count;
   bool closing;
-  bool keep; /* cm_handoff_close_keep: never freed */
+  bool keep; /* cm_handoff_keep: never freed */
   struct cm_handoff_s *kept_next;
 };
 
-/* Handoffs closed with cm_handoff_close_keep, so their memory stays
+/* Handoffs marked with cm_handoff_keep, so their memory stays
  * reachable for the threads that may still post (and for leak checkers). */
 static struct cm_handoff_s *cm__handoff_kept;
 static uv_mutex_t cm__handoff_kept_lock;
@@ -148,7 +148,7 @@ void cm_handoff_close(cm_handoff_t *h) {
   uv_close((uv_handle_t *)&h->async, cm__handoff_close_cb);
 }
 
-void cm_handoff_close_keep(cm_handoff_t *h) {
+void cm_handoff_keep(cm_handoff_t *h) {
   if (h == NULL) return;
   uv_once(&cm__handoff_kept_once, cm__handoff_kept_init);
   uv_mutex_lock(&cm__handoff_kept_lock);
@@ -156,5 +156,4 @@ void cm_handoff_close_keep(cm_handoff_t *h) {
   h->kept_next = cm__handoff_kept;
   cm__handoff_kept = h;
   uv_mutex_unlock(&cm__handoff_kept_lock);
-  cm_handoff_close(h);
 }

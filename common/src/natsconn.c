@@ -471,21 +471,25 @@ void cm_nats_destroy(cm_nats_t *n) {
     natsConnection_Destroy(n->nc);
     n->nc = NULL;
   }
-  /* nats.c's threads may still be finishing a callback that posts into the
-   * handoff: wait for the library to stop before the handoff goes away. */
+  /* Messages still queued for the loop are released now, while the library
+   * is alive (natsMsg_Destroy after nats_CloseAndWait crashes in nats.c's
+   * GC). The handoff's memory is freed by its close callback, which cannot
+   * run before this (loop) thread returns to the loop. */
+  cm_handoff_close(n->ho);
+  /* nats.c's threads may still be finishing a callback that reads n and
+   * posts into the handoff: wait for the library to stop. */
   st = nats_CloseAndWait(2000);
   if (st == NATS_TIMEOUT) {
     /* A nats.c thread is still running and may yet call one of our
-     * callbacks, which read n and post into the handoff: freeing them now
-     * would be a use after free. Keep both for the rest of the process
-     * (it is exiting); the handle is closed, posts keep failing. */
+     * callbacks: freeing n or the handoff now would be a use after free.
+     * Keep both for the rest of the process (it is exiting); posts keep
+     * failing with -ESHUTDOWN. */
     cm_log_warn("nats: library threads still running 2 s after close; keeping their state");
-    cm_handoff_close_keep(n->ho);
+    cm_handoff_keep(n->ho);
     n->kept_next = cm__nats_kept;
     cm__nats_kept = n;
     return;
   }
-  cm_handoff_close(n->ho); /* frees itself in its close callback */
   for (int i = 0; i < n->nsubs; i++) {
     free(n->subs[i].subject);
     free(n->subs[i].queue);

@@ -32,11 +32,12 @@ void cm_handoff_stop(cm_handoff_t *h);
 /* Loop thread. Runs the queued items with cancelled=1, closes the async
  * handle; memory is freed in its close callback. NULL-safe. */
 void cm_handoff_close(cm_handoff_t *h);
-/* Like cm_handoff_close, but the memory is never freed: for when producer
- * threads may still be running (e.g. they did not stop in time). Their posts
- * keep failing with -ESHUTDOWN instead of touching freed memory. The block
- * stays reachable (no leak report). NULL-safe. */
-void cm_handoff_close_keep(cm_handoff_t *h);
+/* Loop thread, after cm_handoff_close and before the loop runs again: the
+ * memory is never freed, for when producer threads may still be running
+ * (e.g. they did not stop in time). Their posts keep failing with
+ * -ESHUTDOWN instead of touching freed memory. The block stays reachable
+ * (no leak report). NULL-safe. */
+void cm_handoff_keep(cm_handoff_t *h);
 size_t cm_handoff_depth(cm_handoff_t *h);
 
 #endif
