@@ -880,13 +880,15 @@ void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
 }
 
 void cm_fetch_close(cm_fetch_t *f) {
-  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed at close: %s", f->health.err);
+  int unwritten = fetch_flush_now(f) != 0;
+  if (unwritten) cm_log_error("ledger flush failed at close: %s", f->health.err);
   if (f->rd.busy) {
     /* A source read (e.g. an HTTP page with retries) cannot be interrupted
      * and the loop would wait for it. The ledger is flushed and a read that
      * was not stored is simply read again at the next start: leave now. */
     cm_log_warn("stopping while a source read is in flight (it is redone at the next start)");
-    _exit(cm_daemon_exit_code(f->d));
+    /* Never 0 with state the ledger does not hold. */
+    _exit(unwritten && cm_daemon_exit_code(f->d) == 0 ? 1 : cm_daemon_exit_code(f->d));
   }
   uv_close((uv_handle_t *)&f->tick, NULL);
   uv_close((uv_handle_t *)&f->flush, NULL);

@@ -269,6 +269,7 @@ static int saver_status(void *ud, cm_buf_t *out) {
 /* Loop thread: the save subscription delivered its last message. */
 static void saver_sub_drained(void *ud) {
   saver_t *s = ud;
+  if (s->sub_drained) return; /* a forced stop got there first */
   s->sub_drained = true;
   saver_maybe_finish(s);
 }
