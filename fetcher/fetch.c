@@ -9,10 +9,11 @@
  * Output: one chunk per credit on P.chunk.<mapper-id>, within the global
  * window --max-inflight.
  *
- * Durability is the ledger's: a chunk is dispatched only after its lease is
- * recorded (write-behind, flushed every FLUSH_MS in one transaction); a lost
- * unflushed lease or ack only causes a redelivery, which the saver
- * deduplicates. */
+ * Durability is the ledger's: leases and acks are written behind (flushed
+ * every FLUSH_MS in one transaction); a lost unflushed lease or ack only
+ * causes a redelivery, which the saver deduplicates. A chunk of a sequential
+ * source is in the ledger before it is first sent. While the ledger cannot
+ * be written nothing is sent or read (ledger_health.h). */
 #include "fetch.h"
 
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include "cm/chunk.h"
 #include "cm/log.h"
 #include "versions.h"
+#include "ledger_health.h"
 
 #define FETCH_MAX_MEMBERS 1024
 /* A version with no mapper left is dropped from /status after this long
@@ -103,6 +105,12 @@ struct cm_fetch_s {
   bool stopping;
   bool fatal;
   uint64_t dead_this_run;
+
+  /* health.failing: the last ledger flush failed (disk full, I/O, locked):
+   * dispatch and source reading pause, readiness is 503, completion waits,
+   * until a flush succeeds. */
+  cm_ledger_health_t health;
+  bool exit_when_flushed; /* graceful shutdown waits for the ledger */
 
   cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
       *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced;
@@ -204,6 +212,14 @@ static void fetch_release(cm_fetch_t *f, uint64_t index, uint32_t attempt, int64
   if (rc == 2) fetch_publish_dead(f, index, attempt, reason);
 }
 
+/* ---- ledger health ---- */
+
+static int fetch_flush_now(cm_fetch_t *f) { return cm_ledger_health_flush(&f->health, now_ms(f)); }
+
+bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen) {
+  return cm_ledger_health_ready(&f->health, why, whylen);
+}
+
 /* ---- completion and progress ---- */
 
 static void fetch_check_complete(cm_fetch_t *f) {
@@ -212,9 +228,12 @@ static void fetch_check_complete(cm_fetch_t *f) {
   uint64_t run_records;
   int code;
   if (f->complete || !cm_ledger_job_complete(f->ledger)) return;
+  /* Complete only once the ledger says so: with unwritten acks a restart
+   * would redo them, so "complete" (and exit 0) waits for the flush timer
+   * to get them written. */
+  if (fetch_flush_now(f) != 0) return;
   f->complete = true;
   cm_gauge_set(f->m_complete, 1);
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at completion");
   cm_ledger_info(f->ledger, &info);
   secs = cm_wall_time() - f->start_wall;
   run_records = info.records_done - f->records_at_start;
@@ -276,7 +295,7 @@ static void fetch_fatal(cm_fetch_t *f, const char *what) {
   f->stopping = true;
   cm_log_error("%s", what);
   fprintf(stderr, "fetcher: %s\n", what);
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed");
+  if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed: %s", f->health.err);
   cm_daemon_exit(f->d, 1);
 }
 
@@ -318,7 +337,7 @@ static void fetch_read_done(uv_work_t *w, int status) {
 
 static void fetch_start_read(cm_fetch_t *f) {
   cm_job_info_t info;
-  if (f->rd.busy || f->rd.ready || f->stopping) return;
+  if (f->rd.busy || f->rd.ready || f->stopping || f->health.failing) return;
   cm_ledger_info(f->ledger, &info);
   if (info.source_done) return;
   f->rd.busy = true;
@@ -379,6 +398,11 @@ static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
       fetch_fatal(f, "ledger: cannot store chunk");
       return 0;
     }
+    /* A sequential source (stdin, an HTTP API) may not give the same chunk
+     * twice: its payload is in the ledger before anyone sees the chunk. If
+     * the write fails, the chunk waits (pending, in memory) for the ledger
+     * to recover; reading pauses meanwhile. */
+    if (fetch_flush_now(f) != 0) return 0;
     *index = info.next_index;
     fetch_start_read(f); /* read ahead while this one is dispatched */
     return 1;
@@ -432,7 +456,8 @@ static void fetch_arm_due(cm_fetch_t *f, int64_t now);
 
 static void fetch_pump(cm_fetch_t *f) {
   int64_t now;
-  if (f->stopping || f->complete || !cm_nats_connected(cm_daemon_nats(f->d))) return;
+  if (f->stopping || f->complete || f->health.failing || !cm_nats_connected(cm_daemon_nats(f->d)))
+    return;
   now = now_ms(f);
   while ((int64_t)cm_ledger_leased_count(f->ledger) < f->cfg.max_inflight) {
     member_t *m = fetch_pick(f);
@@ -687,8 +712,18 @@ static void fetch_tick(uv_timer_t *t) {
 
 static void fetch_flush(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
-  if (cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0)
-    cm_log_error("ledger flush failed; will retry");
+  bool was_failing = f->health.failing;
+  if (fetch_flush_now(f) != 0) return;
+  if (f->exit_when_flushed) {
+    f->exit_when_flushed = false;
+    cm_log_info("ledger written: stopping");
+    cm_daemon_exit(f->d, 0);
+    return;
+  }
+  if (was_failing) {
+    fetch_check_complete(f);
+    fetch_pump(f);
+  }
 }
 
 /* ---- status, metrics ---- */
@@ -820,18 +855,36 @@ void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
    * the file and become pending at the next start; the saver acks what the
    * mappers still deliver and the redelivery is deduplicated. */
   f->stopping = true;
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at shutdown");
-  cm_daemon_exit(f->d, 0);
+  if (fetch_flush_now(f) == 0) {
+    f->exit_when_flushed = false;
+    cm_daemon_exit(f->d, 0);
+    return;
+  }
+  if (!forced) {
+    /* Keep trying (the flush timer) until the drain deadline. */
+    f->exit_when_flushed = true;
+    cm_log_warn("stopping: waiting for the ledger to become writable (%zu changes held): %s",
+                cm_ledger_unflushed(f->ledger), f->health.err);
+    return;
+  }
+  f->exit_when_flushed = false;
+  cm_log_error("stopping with %zu ledger changes not written (they are redone at the next "
+               "start): %s",
+               cm_ledger_unflushed(f->ledger), f->health.err);
+  fprintf(stderr, "fetcher: ledger cannot be written: %s\n", f->health.err);
+  cm_daemon_exit(f->d, 1);
 }
 
 void cm_fetch_close(cm_fetch_t *f) {
-  if (cm_ledger_flush(f->ledger) != 0) cm_log_error("ledger flush failed at close");
+  int unwritten = fetch_flush_now(f) != 0;
+  if (unwritten) cm_log_error("ledger flush failed at close: %s", f->health.err);
   if (f->rd.busy) {
     /* A source read (e.g. an HTTP page with retries) cannot be interrupted
      * and the loop would wait for it. The ledger is flushed and a read that
      * was not stored is simply read again at the next start: leave now. */
     cm_log_warn("stopping while a source read is in flight (it is redone at the next start)");
-    _exit(cm_daemon_exit_code(f->d));
+    /* Never 0 with state the ledger does not hold. */
+    _exit(unwritten && cm_daemon_exit_code(f->d) == 0 ? 1 : cm_daemon_exit_code(f->d));
   }
   uv_close((uv_handle_t *)&f->tick, NULL);
   uv_close((uv_handle_t *)&f->flush, NULL);
@@ -884,6 +937,7 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   cm_ledger_info(ledger, &info);
   f->records_at_start = info.records_done;
   f->last_progress_records = info.records_done;
+  cm_ledger_health_init(&f->health, ledger);
   /* Jitter only needs variety between runs; keep the conversion in range. */
   srand((unsigned)((uint64_t)(f->start_wall * 1000.0) & 0xffffffffu));
 

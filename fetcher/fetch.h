@@ -5,6 +5,7 @@
 #define CM_FETCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cm/daemon.h"
@@ -32,6 +33,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
 /* Daemon hooks, forwarded by main.c. */
 void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev);
 int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out);
+/* Readiness: false (with the reason) while the ledger cannot be written. */
+bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen);
 void cm_fetch_shutdown(cm_fetch_t *f, bool forced);
 void cm_fetch_close(cm_fetch_t *f);
 void cm_fetch_heartbeat(cm_fetch_t *f, Chunkmill__Heartbeat *hb);

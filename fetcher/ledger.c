@@ -466,6 +466,8 @@ void cm_ledger_close(cm_ledger_t *l) {
 
 const char *cm_ledger_errmsg(const cm_ledger_t *l) { return l->errmsg; }
 
+void cm_ledger_set_busy_timeout(cm_ledger_t *l, int ms) { (void)sqlite3_busy_timeout(l->db, ms); }
+
 /* ---- jobs -------------------------------------------------------------- */
 
 static double cm__now_s(void) {

@@ -145,6 +145,10 @@ size_t cm_ledger_unflushed(const cm_ledger_t *l);
 /* sqlite's message for the last failed operation ("ledger PATH: database is
  * locked"), for logging a failed flush. Borrowed; valid until the next call. */
 const char *cm_ledger_errmsg(const cm_ledger_t *l);
+/* How long a ledger call waits for another connection's lock before it
+ * fails with -EBUSY (the open uses 5 s). The dispatcher sets a few ms: it
+ * runs on the loop thread, and a failed flush is simply retried. */
+void cm_ledger_set_busy_timeout(cm_ledger_t *l, int ms);
 /* Chunks held in memory: pending + leased, plus done/dead ones whose change
  * is not flushed yet. Done chunks leave memory at the flush (tests, metrics). */
 size_t cm_ledger_memory_chunks(const cm_ledger_t *l);

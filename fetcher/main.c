@@ -42,6 +42,10 @@ static int h_status(void *ud, cm_buf_t *out) {
   fetcher_t *f = ud;
   return f->fetch != NULL ? cm_fetch_status(f->fetch, out) : 0;
 }
+static bool h_ready(void *ud, char *why, size_t whylen) {
+  fetcher_t *f = ud;
+  return f->fetch == NULL || cm_fetch_ready(f->fetch, why, whylen);
+}
 static void h_shutdown(void *ud, bool forced) {
   fetcher_t *f = ud;
   if (f->fetch != NULL)
@@ -156,6 +160,7 @@ int main(int argc, char **argv) {
        &f->http.http_retries},
   };
   cm_daemon_hooks_t hooks = {.on_nats = h_on_nats,
+                             .ready = h_ready,
                              .status = h_status,
                              .shutdown = h_shutdown,
                              .close = h_close,
@@ -251,6 +256,11 @@ int main(int argc, char **argv) {
   rc = cm_daemon_run(d);
   cm_daemon_destroy(d);
   cm_fetch_destroy(f->fetch);
+  /* Never report success with state the ledger does not hold. */
+  if (rc == 0 && cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0) {
+    fprintf(stderr, "fetcher: ledger cannot be written: %s\n", cm_ledger_errmsg(f->ledger));
+    rc = 1;
+  }
 done:
   cm_ledger_close(f->ledger);
   cm_source_close(src);

@@ -26,6 +26,7 @@
 #include "cm/daemon.h"
 #include "app9.h"
 #include "cm/log.h"
+#include "cm/ratelimit.h"
 #include "transform.h"
 
 #define MAPPER_MAX_SLOTS 1024
@@ -160,7 +161,7 @@ static void slot_save_timeout(uv_timer_t *t) {
     int64_t backoff = 100LL << (s->save_tries < 5 ? s->save_tries : 5);
     cm_counter_inc(m->m_retries);
     if (s->save_tries == 1 || s->save_tries % 10 == 0)
-      cm_log_warn("no reply from a saver for chunk %llu (try %d): retrying in %lld ms",
+      cm_log_warn("chunk %llu not saved yet (try %d): sending it again in %lld ms",
                   (unsigned long long)s->hdr.index, s->save_tries, (long long)backoff);
     s->state = SLOT_RETRY;
     (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)backoff, 0);
@@ -234,6 +235,17 @@ static void mapper_on_reply(void *ud, natsMsg *msg) {
       mapper_nak(m, s, reason, false);
       slot_free(s);
     } else {
+      /* "retry":true: the saver could not store it now (e.g. its disk is
+       * full). Keep the result and send it again after a backoff: the
+       * chunk is not at fault, so this costs no delivery. One line per 5 s
+       * for all chunks: a full disk answers every one of them. */
+      static cm_ratelimit_t rl = CM_RATELIMIT_INIT(5000);
+      uint64_t more = 0;
+      if (cm_ratelimit_allow(&rl, cm_daemon_now_ms(m->d), &more))
+        cm_log_warn("saver could not save chunk %llu now (try %d; %llu such replies not logged): "
+                    "%.*s",
+                    (unsigned long long)s->hdr.index, s->save_tries, (unsigned long long)more,
+                    len > 300 ? 300 : len, body);
       s->state = SLOT_SAVING;
       slot_save_timeout(&s->timer);
     }

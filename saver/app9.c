@@ -20,6 +20,7 @@
 #include "cm/chunk.h"
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "store_health.h"
 
 #define APP9_MAX_BATCH 128
 #define APP9_MAX_BATCH_BYTES (64u * 1024 * 1024)
@@ -45,6 +46,7 @@ typedef struct app9_saver_s {
   double batch_seconds;
 
   bool shutting_down;
+  cm_store_health_t health;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_errors, *m_commits, *m_dropped;
   cm_histogram_t *m_commit_s;
@@ -121,8 +123,16 @@ static void a9s_commit_done(uv_work_t *w, int status) {
     s->msgs[i] = NULL;
     cm_buf_reset(&s->wire[i]);
   }
-  if (s->batch_rc != 0)
-    cm_log_error("commit of %zu chunks failed: not confirmed, they will be sent again", s->nbatch);
+  if (s->nbatch > 0) {
+    const char *why = "commit failed";
+    for (size_t i = 0; i < s->nbatch; i++)
+      if (cm_store_status_temporary(s->items[i].status) && s->items[i].err[0]) {
+        why = s->items[i].err;
+        break;
+      }
+    cm_store_health_note(&s->health, s->batch_rc, why,
+                         "not confirmed: the fetcher sends them again", cm_daemon_now_ms(s->d));
+  }
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   a9s_start_batch(s);
@@ -185,6 +195,11 @@ static int a9s_status(void *ud, cm_buf_t *out) {
   return rc;
 }
 
+static bool a9s_ready(void *ud, char *why, size_t whylen) {
+  app9_saver_t *s = ud;
+  return cm_store_health_ready(&s->health, why, whylen);
+}
+
 static void a9s_shutdown(void *ud, bool forced) {
   app9_saver_t *s = ud;
   s->shutting_down = true;
@@ -243,7 +258,8 @@ static void a9s_metrics(app9_saver_t *s) {
 }
 
 int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_store_t *store, const char *db_path) {
-  cm_daemon_hooks_t hooks = {.status = a9s_status,
+  cm_daemon_hooks_t hooks = {.ready = a9s_ready,
+                             .status = a9s_status,
                              .shutdown = a9s_shutdown,
                              .close = a9s_close,
                              .heartbeat = a9s_heartbeat};
@@ -252,6 +268,7 @@ int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_store_t *store, const char 
   if (s == NULL) return 1;
   s->store = store;
   s->db_path = db_path;
+  cm_store_health_init(&s->health, db_path);
   for (size_t i = 0; i < APP9_MAX_BATCH; i++) cm_buf_init(&s->wire[i], APP9_MAX_CHUNK);
   if (cm_daemon_create(&s->d, "saver", cfg, &hooks, s) != 0) {
     rc = 1;

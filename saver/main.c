@@ -14,6 +14,7 @@
 #include "app9.h"
 #include "cm/log.h"
 #include "store.h"
+#include "store_health.h"
 
 #define SAVER_MAX_BATCH 128
 #define SAVER_MAX_BATCH_BYTES (64u * 1024 * 1024)
@@ -39,6 +40,7 @@ typedef struct saver_s {
   cm_daemon_t *d;
   cm_store_t *store;
   char ack_subject[256];
+  natsSubscription *save_sub;
 
   /* FIFO of received messages not yet in a batch (loop thread only). */
   saver_msg_t *queue[SAVER_MAX_QUEUE];
@@ -54,8 +56,12 @@ typedef struct saver_s {
   double batch_seconds;
 
   bool shutting_down;
+  bool sub_drained; /* no more save requests will arrive */
   bool exited; /* cm_daemon_exit called */
   bool store_ok;
+  /* failing: the last commit failed for a reason that is not the data's
+   * (disk full, I/O, locked): not ready until a commit succeeds again. */
+  cm_store_health_t health;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
   cm_histogram_t *m_commit_s, *m_batch_chunks;
@@ -76,7 +82,7 @@ static void saver_msg_free(saver_msg_t *sm) {
 }
 
 static void saver_maybe_finish(saver_t *s) {
-  if (s->shutting_down && !s->busy && s->qlen == 0) {
+  if (s->shutting_down && s->sub_drained && !s->busy && s->qlen == 0) {
     cm_log_info("saver drained: every received chunk is committed and acknowledged");
     saver_exit(s);
   }
@@ -95,6 +101,17 @@ static void saver_commit_work(uv_work_t *w) {
   s->batch_seconds = cm_wall_time() - t0;
 }
 
+/* Body of a "not saved now, send it again" reply: the mapper keeps its
+ * result and retries with backoff, without using up a delivery. */
+static void saver_retry_body(char *body, size_t len, const char *why) {
+  cm_buf_t b;
+  cm_buf_init(&b, 400);
+  if (cm_buf_append_json_str(&b, why, strlen(why)) != 0) cm_buf_reset(&b);
+  snprintf(body, len, "{\"ok\":false,\"retry\":true,\"temporary\":true,\"error\":%s}",
+           b.len > 0 ? b.data : "\"?\"");
+  cm_buf_free(&b);
+}
+
 static void saver_commit_done(uv_work_t *w, int status) {
   saver_t *s = w->data;
   char body[512];
@@ -106,10 +123,11 @@ static void saver_commit_done(uv_work_t *w, int status) {
     cm_store_item_t *it = &s->items[i];
     saver_msg_t *sm = s->batch_msgs[i];
     natsMsg *m = sm->m;
-    if (s->batch_rc != 0) {
-      /* Nothing committed: the mapper keeps its result and retries. */
+    if (s->batch_rc != 0 || cm_store_status_temporary(it->status)) {
+      /* Nothing committed, or not for a reason of this chunk's data: the
+       * mapper keeps its result and retries. */
       cm_counter_inc(s->m_errors);
-      snprintf(body, sizeof(body), "{\"ok\":false,\"retry\":true,\"error\":\"commit failed\"}");
+      saver_retry_body(body, sizeof(body), it->err[0] ? it->err : "commit failed");
     } else if (it->status < 0) {
       /* This chunk itself is unusable; the mapper NAKs it with our reason. */
       char esc[400];
@@ -149,7 +167,16 @@ static void saver_commit_done(uv_work_t *w, int status) {
     saver_msg_free(sm);
     s->batch_msgs[i] = NULL;
   }
-  if (s->batch_rc != 0) cm_log_error("commit of %zu chunks failed", s->nbatch);
+  if (s->nbatch > 0) {
+    const char *why = "commit failed";
+    for (size_t i = 0; i < s->nbatch; i++)
+      if (cm_store_status_temporary(s->items[i].status) && s->items[i].err[0]) {
+        why = s->items[i].err;
+        break;
+      }
+    cm_store_health_note(&s->health, s->batch_rc, why, "the mappers retry",
+                         cm_daemon_now_ms(s->d));
+  }
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   saver_start_batch(s);
@@ -221,7 +248,7 @@ static bool saver_ready(void *ud, char *why, size_t whylen) {
     snprintf(why, whylen, "results database not open");
     return false;
   }
-  return true;
+  return cm_store_health_ready(&s->health, why, whylen);
 }
 
 static int saver_status(void *ud, cm_buf_t *out) {
@@ -239,11 +266,27 @@ static int saver_status(void *ud, cm_buf_t *out) {
   return rc;
 }
 
+/* Loop thread: the save subscription delivered its last message. */
+static void saver_sub_drained(void *ud) {
+  saver_t *s = ud;
+  if (s->sub_drained) return; /* a forced stop got there first */
+  s->sub_drained = true;
+  saver_maybe_finish(s);
+}
+
 static void saver_shutdown(void *ud, bool forced) {
   saver_t *s = ud;
+  bool first = !s->shutting_down;
   s->shutting_down = true;
-  /* Take no new chunks; what is queued or committing still completes. */
+  /* Take no new chunks, but every request nats.c already received for us
+   * is still delivered, committed and answered (a dropped one would leave
+   * its mapper waiting --save-timeout): drain, not unsubscribe. */
+  if (first && !forced &&
+      cm_nats_drain_sub(cm_daemon_nats(s->d), s->save_sub, cm_daemon_cfg(s->d)->drain_timeout_ms,
+                        saver_sub_drained, s) == 0)
+    return;
   cm_nats_unsubscribe_all(cm_daemon_nats(s->d));
+  s->sub_drained = true;
   if (forced) {
     /* Whatever is not committed was never acknowledged: the mappers keep
      * their results and retry elsewhere. Drop the queue. */
@@ -313,6 +356,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   s.store_ok = true;
+  cm_store_health_init(&s.health, s.db_path);
   if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
     rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
     cm_store_close(s.store);
@@ -349,7 +393,8 @@ int main(int argc, char **argv) {
   {
     char subj[256];
     (void)cm_subject(subj, sizeof(subj), s.cfg.prefix, "save");
-    if (cm_nats_subscribe(cm_daemon_nats(s.d), subj, "savers", saver_on_save, &s, NULL) != 0) {
+    if (cm_nats_subscribe(cm_daemon_nats(s.d), subj, "savers", saver_on_save, &s, &s.save_sub) !=
+        0) {
       cm_log_error("cannot subscribe to %s", subj);
       cm_daemon_exit(s.d, 1);
     }

@@ -313,6 +313,10 @@ void cm_store_close(cm_store_t *s) {
 
 sqlite3 *cm_store_db(cm_store_t *s) { return s->db; }
 
+bool cm_store_status_temporary(int status) {
+  return status < 0 && status != -EINVAL && status != -ERANGE && status != -E2BIG;
+}
+
 /* ---- saving ------------------------------------------------------------ */
 
 static int64_t now_ms(void) {
@@ -576,6 +580,14 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
         cm_set_err(msg, sizeof msg, "transaction rolled back after: %s", it->err);
         goto abort;
       }
+      /* Not the chunk's fault (disk full, out of memory, locked, I/O): the
+       * store is in trouble, not the data. Nothing of the batch is kept, so
+       * every chunk in it is retried whole once the store recovers. */
+      if (cm_store_status_temporary(it->status)) {
+        rc = it->status;
+        cm_set_err(why, sizeof why, "batch not saved: %s", it->err);
+        goto abort_rc;
+      }
       src = run(s->db, s->st[ST_ROLLBACK_TO], msg, sizeof msg);
       if (src != SQLITE_DONE) goto abort;
     }
@@ -589,8 +601,11 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
 
 abort:
   rc = sqlite_errno(src);
-  if (rc == 0) rc = -EIO;
+  /* A data error here (e.g. the savepoint after a constraint) is still the
+   * batch not committing: report it as the store's, to be retried. */
+  if (rc == 0 || !cm_store_status_temporary(rc)) rc = -EIO;
   cm_set_err(why, sizeof why, "batch not saved: %s", msg);
+abort_rc:
   if (!sqlite3_get_autocommit(s->db)) (void)run(s->db, s->st[ST_ROLLBACK], NULL, 0);
   fail_all(items, n, rc, why);
   return rc;

@@ -41,6 +41,8 @@ typedef struct cm__nats_sub_s {
   cm_nats_msg_fn fn;
   void *ud;
   natsSubscription *sub;
+  void (*drained)(void *ud); /* cm_nats_drain_sub */
+  void *drained_ud;
 } cm__nats_sub_t;
 
 struct cm_nats_s {
@@ -60,6 +62,7 @@ struct cm_nats_s {
   atomic_bool diagnosed;      /* cm__nats_diagnose ran (once is enough) */
   bool draining;
   bool closed_sent;
+  struct cm_nats_s *kept_next; /* cm__nats_kept */
 };
 
 typedef struct cm__nats_delivery_s {
@@ -384,6 +387,37 @@ void cm_nats_unsubscribe_all(cm_nats_t *n) {
     if (n->subs[i].sub != NULL) (void)natsSubscription_Unsubscribe(n->subs[i].sub);
 }
 
+static void cm__nats_sub_drained(void *arg, int cancelled) {
+  cm__nats_sub_t *s = arg;
+  if (!cancelled && s->drained != NULL) s->drained(s->drained_ud);
+}
+
+/* nats.c thread, after the subscription's last callback returned: queued
+ * behind every message that callback handed to the loop. */
+static void cm__nats_sub_complete(void *closure) {
+  cm__nats_sub_t *s = closure;
+  if (cm_handoff_post(s->n->ho, cm__nats_sub_drained, s) != 0) {
+    /* Closing: the owner is being torn down and waits for nothing. */
+  }
+}
+
+int cm_nats_drain_sub(cm_nats_t *n, natsSubscription *sub, int64_t timeout_ms,
+                      void (*done)(void *ud), void *ud) {
+  for (int i = 0; i < n->nsubs; i++) {
+    cm__nats_sub_t *s = &n->subs[i];
+    if (s->sub != sub || sub == NULL) continue;
+    s->drained = done;
+    s->drained_ud = ud;
+    if (natsSubscription_SetOnCompleteCB(sub, cm__nats_sub_complete, s) != NATS_OK ||
+        natsSubscription_DrainTimeout(sub, timeout_ms) != NATS_OK) {
+      s->drained = NULL;
+      return -EIO;
+    }
+    return 0;
+  }
+  return -EIO;
+}
+
 bool cm_nats_connected(const cm_nats_t *n) { return n != NULL && atomic_load(&n->connected); }
 
 char *cm_nats_new_inbox(cm_nats_t *n) {
@@ -417,9 +451,17 @@ void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
   }
 }
 
+/* Connections whose nats.c threads did not stop in time (see
+ * cm_nats_destroy): kept, and reachable, for as long as the process lives. */
+static cm_nats_t *cm__nats_kept;
+
 void cm_nats_destroy(cm_nats_t *n) {
+  natsStatus st;
   if (n == NULL) return;
   atomic_store(&n->closing, true);
+  /* No nats.c thread may stay blocked in a post waiting for this (loop)
+   * thread, which is about to wait for them: posts fail from now on. */
+  cm_handoff_stop(n->ho);
   for (int i = 0; i < n->nsubs; i++) {
     natsSubscription_Destroy(n->subs[i].sub);
     n->subs[i].sub = NULL;
@@ -429,10 +471,25 @@ void cm_nats_destroy(cm_nats_t *n) {
     natsConnection_Destroy(n->nc);
     n->nc = NULL;
   }
-  /* nats.c's threads may still be finishing a callback that posts into the
-   * handoff: wait for the library to stop before the handoff goes away. */
-  (void)nats_CloseAndWait(2000);
-  cm_handoff_close(n->ho); /* frees itself in its close callback */
+  /* Messages still queued for the loop are released now, while the library
+   * is alive (natsMsg_Destroy after nats_CloseAndWait crashes in nats.c's
+   * GC). The handoff's memory is freed by its close callback, which cannot
+   * run before this (loop) thread returns to the loop. */
+  cm_handoff_close(n->ho);
+  /* nats.c's threads may still be finishing a callback that reads n and
+   * posts into the handoff: wait for the library to stop. */
+  st = nats_CloseAndWait(2000);
+  if (st == NATS_TIMEOUT) {
+    /* A nats.c thread is still running and may yet call one of our
+     * callbacks: freeing n or the handoff now would be a use after free.
+     * Keep both for the rest of the process (it is exiting); posts keep
+     * failing with -ESHUTDOWN. */
+    cm_log_warn("nats: library threads still running 2 s after close; keeping their state");
+    cm_handoff_keep(n->ho);
+    n->kept_next = cm__nats_kept;
+    cm__nats_kept = n;
+    return;
+  }
   for (int i = 0; i < n->nsubs; i++) {
     free(n->subs[i].subject);
     free(n->subs[i].queue);

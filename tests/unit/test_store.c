@@ -523,6 +523,58 @@ static void test_commit_and_begin_failures(void **state) {
   cm_store_close(s);
 }
 
+/* A store error inside one chunk's save that SQLite does not turn into a
+ * rollback of the whole transaction (here: the file may not grow,
+ * max_page_count; the same as a full disk for that statement). It is not
+ * the chunk's fault: the whole batch fails with -ENOSPC, every item is
+ * "temporary" (retried, not NAKed), nothing is half-saved; a data error in
+ * the same batch keeps its own status. */
+static void test_item_store_error_is_temporary(void **state) {
+  ctx_t *c = *state;
+  cm_store_t *s = open_store(c, CM_SYNC_NORMAL);
+  char *small = make_chunk(c, "full", 1, 1, 0, 2, NULL, 0, NULL);
+  char *big = make_chunk(c, "full", 2, 1, 0, 100, NULL, 0, NULL);
+  const char *bad = "{\"index\":3,\"data\":[}";
+  cm_store_item_t it[3] = {{.json = small, .len = strlen(small)},
+                           {.json = bad, .len = strlen(bad)},
+                           {.json = big, .len = strlen(big)}};
+  char sql[64];
+
+  (void)snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
+                 (long long)q_int(s, "PRAGMA page_count"));
+  assert_int_equal(sqlite3_exec(cm_store_db(s), sql, NULL, NULL, NULL), SQLITE_OK);
+  int rc = cm_store_save_batch(s, it, 3);
+  assert_int_equal(rc, -ENOSPC);
+  assert_true(cm_store_status_temporary(rc));
+  assert_true(it[0].status < 0 && cm_store_status_temporary(it[0].status));
+  assert_int_equal(it[1].status, -EINVAL);
+  assert_false(cm_store_status_temporary(it[1].status));
+  assert_int_equal(it[2].status, -ENOSPC);
+  assert_non_null(strstr(it[2].err, "full"));
+  assert_non_null(strstr(it[0].err, "batch not saved"));
+  assert_int_equal(q_int(s, "SELECT count(*) FROM chunks"), 0);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 0);
+
+  /* Room again: the same batch saves both good chunks. */
+  assert_int_equal(sqlite3_exec(cm_store_db(s), "PRAGMA max_page_count = 1073741823", NULL, NULL,
+                                NULL),
+                   SQLITE_OK);
+  assert_int_equal(cm_store_save_batch(s, it, 3), 0);
+  assert_int_equal(it[0].status, 0);
+  assert_int_equal(it[1].status, -EINVAL);
+  assert_int_equal(it[2].status, 0);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 102);
+  assert_false(cm_store_status_temporary(0));
+  assert_false(cm_store_status_temporary(-ERANGE));
+  assert_false(cm_store_status_temporary(-E2BIG));
+  assert_true(cm_store_status_temporary(-EBUSY));
+  assert_true(cm_store_status_temporary(-ENOMEM));
+  assert_true(cm_store_status_temporary(-EIO));
+  free(small);
+  free(big);
+  cm_store_close(s);
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -575,6 +627,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sync_modes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_commit_and_begin_failures, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_item_store_error_is_temporary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

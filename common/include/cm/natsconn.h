@@ -48,6 +48,14 @@ int cm_nats_publish(cm_nats_t *n, const char *subject, const char *reply, const 
 /* Stops all subscriptions (messages already pending in nats.c are still
  * delivered). Used at the start of a graceful shutdown. */
 void cm_nats_unsubscribe_all(cm_nats_t *n);
+/* Drains one subscription (from cm_nats_subscribe's *out): the server stops
+ * sending to it, and every message nats.c already holds for it is still
+ * delivered to its callback; then done(ud) runs on the loop thread, after
+ * the last of those messages. After timeout_ms nats.c closes it and drops
+ * what is left (done still runs). 0, or -EIO if the drain could not start
+ * (then nothing is called: fall back to cm_nats_unsubscribe_all). */
+int cm_nats_drain_sub(cm_nats_t *n, natsSubscription *sub, int64_t timeout_ms,
+                      void (*done)(void *ud), void *ud) __attribute__((warn_unused_result));
 bool cm_nats_connected(const cm_nats_t *n);
 /* A fresh inbox subject, unique to this connection. Caller frees. */
 char *cm_nats_new_inbox(cm_nats_t *n);
