@@ -5,7 +5,8 @@
 #     no unknown fields, and passes the policy checks; broken test data is
 #     rejected (check.js);
 #   - docker-compose.yml and docker-compose.yml + docker-compose.test.yml are
-#     accepted by `docker-compose config -q`.
+#     accepted by `docker-compose config -q`; the `cluster` profile has three
+#     routed NATS nodes.
 # Installs what it needs: npm packages (npm ci, from package-lock.json) and
 # docker-compose (Debian package) when missing. Needs node >= 18 and kubectl
 # with kustomize v5 (kubectl >= 1.27).
@@ -59,6 +60,15 @@ if command -v docker-compose >/dev/null; then
     ok "docker-compose config accepts docker-compose.yml"
   else
     notok "docker-compose config accepts docker-compose.yml"; printf '    # %s\n' "$out"
+  fi
+  # The `cluster` profile: three NATS nodes routed to each other.
+  if out="$(cd "$ROOT" && docker-compose -f docker-compose.yml --profile cluster config 2>&1)" &&
+     svcs="$(cd "$ROOT" && docker-compose -f docker-compose.yml --profile cluster config --services 2>&1)" &&
+     [ "$(grep -c '^nats' <<<"$svcs")" -eq 3 ] &&
+     [ "$(grep -c 'nats-route://' <<<"$out")" -ge 2 ]; then
+    ok "docker-compose --profile cluster: three routed NATS nodes"
+  else
+    notok "docker-compose --profile cluster: three routed NATS nodes"; printf '    # %s\n' "$out" | tail -5
   fi
   if out="$(cd "$ROOT" && CHUNKMILL_TEST_DIR=/tmp/chunkmill-compose-config docker-compose \
       -f docker-compose.yml -f docker-compose.test.yml config -q 2>&1)"; then
