@@ -224,8 +224,12 @@ def case_failover():
         print(f"  redeliveries {j['redeliveries']}, re-dispatched after a failover "
               f"{m.get('chunkmill_fetcher_failover_redispatches_total')}, expired leases "
               f"{m.get('chunkmill_fetcher_lease_expired_total')}")
-        # Lost leases were re-dispatched at once, not after --ack-wait (30 s).
-        assert metrics(P.fetcher).get("chunkmill_fetcher_lease_expired_total") == 0
+        # Lost leases were re-dispatched at once, not after --ack-wait (30 s),
+        # and lost saves sent again at once, not after --save-timeout (10 s).
+        assert m.get("chunkmill_fetcher_lease_expired_total") == 0
+        waited = {mp.name: metrics(mp).get("chunkmill_mapper_save_retries_total")
+                  for mp in P.mappers}
+        assert all(v == 0 for v in waited.values()), waited
 
     check("SIGKILL the fetcher's node mid-job, restart it", kill_fetchers_node)
     check("SIGKILL a mapper's node", kill_a_mappers_node)
