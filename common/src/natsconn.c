@@ -144,8 +144,8 @@ static void cm__nats_note_server(cm_nats_t *n, natsConnection *nc) {
 
 static void cm__nats_disconnected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
-  atomic_store(&n->connected, false);
   cm__nats_note_server(n, NULL);
+  atomic_store(&n->connected, false);
   cm__nats_post_event(n, CM_NATS_DISCONNECTED);
 }
 
