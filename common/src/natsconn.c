@@ -338,8 +338,8 @@ static int cm__nats_opts(cm_nats_t *n, natsOptions **out, bool diag, const cm_co
   if (st == NATS_OK) st = natsOptions_SetName(o, name);
   if (st == NATS_OK) st = natsOptions_SetTimeout(o, 2000);
   if (st == NATS_OK) st = natsOptions_SetMaxReconnect(o, -1);
-  if (st == NATS_OK) st = natsOptions_SetReconnectWait(o, 250);
-  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(o, 250, 1000);
+  /* Backoff and jitter between rounds over the server list (nats.c then
+   * ignores its fixed reconnect wait and jitter). */
   if (st == NATS_OK && !diag)
     st = natsOptions_SetCustomReconnectDelay(o, cm__nats_reconnect_delay, n);
   if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(o, 32 * 1024 * 1024);
