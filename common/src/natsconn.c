@@ -344,7 +344,7 @@ static int cm__nats_opts(cm_nats_t *n, natsOptions **out, bool diag, const cm_co
     st = natsOptions_SetCustomReconnectDelay(o, cm__nats_reconnect_delay, n);
   if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(o, 32 * 1024 * 1024);
   /* A node that vanishes without closing its sockets (a partitioned or
-   * frozen pod) is noticed after at most ~3 pings: 2 s apart. */
+   * frozen pod) is given up after 2 unanswered pings, 2 s apart: 4-6 s. */
   if (st == NATS_OK) st = natsOptions_SetPingInterval(o, 2000);
   if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(o, 2);
   if (st == NATS_OK) st = natsOptions_SetSendAsap(o, true);

@@ -27,13 +27,15 @@ from harness import (Pipeline, check, dump_logs_on_failure, finish, http_get, lo
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--case", action="append", default=[])
+ap.add_argument("--records", type=int, default=60000,
+                help="job size, a multiple of 100 (the issue's full size: 300000)")
 args = ap.parse_args()
 CASES = args.case or ["connect", "failover", "rolling", "node-gone"]
 
-# 60,000 records, 600 chunks of 100, 60 ms per chunk on 3 mappers x 2
-# workers: the job lasts ~6 s undisturbed, long enough for the faults, short
-# enough for CI (also under ASan).
-RECORDS = 60000
+# CI size: 60,000 records, 600 chunks of 100, 60 ms per chunk on 3-4
+# mappers x 2 workers: the job lasts ~6 s undisturbed, long enough for the
+# faults, short enough for CI (also under ASan).
+RECORDS = args.records
 CHUNKS = RECORDS // 100
 
 
