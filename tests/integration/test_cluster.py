@@ -22,8 +22,8 @@ import shutil
 import sys
 import time
 
-from harness import (Pipeline, check, dump_logs_on_failure, finish, http_get, log_lines,
-                     parse_prometheus, status, wait_until)
+from harness import (Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish, free_port,
+                     http_get, log_lines, parse_prometheus, status, wait_until)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--case", action="append", default=[])
@@ -199,7 +199,29 @@ def case_connect():
                 if k.startswith("chunkmill_nats_server_info{")}
         assert sorted(info.values()) == [0.0, 1.0], info  # two servers seen, one current
 
+    def passwords_never_shown():
+        # The nodes have no authorization: the credentials in the URL are
+        # accepted and ignored, and must appear nowhere.
+        n0, n1 = P.nats.nodes[0], P.nats.nodes[1]
+        urls = f"nats://alice:Pw0rd-1@127.0.0.1:{n0.port},nats://T0ken-2@127.0.0.1:{n1.port}"
+        port = free_port()
+        m = Proc(f"mapper-secret-{port}", [bin_path("mapper"), "--nats-url", urls, "--prefix",
+                                           P.prefix, "--http", f"127.0.0.1:{port}"],
+                 log_dir=P.workdir)
+        m.port = port
+        try:
+            wait_until(lambda: http_get(port, "/readyz")[0] == 200, 10, what="mapper ready")
+            shown = m.log() + http_get(port, "/status")[1] + http_get(port, "/metrics")[1]
+            assert "alice:***@127.0.0.1" in m.log(), m.log()
+            assert "Pw0rd-1" not in shown and "T0ken-2" not in shown, shown
+            server = status(m)["nats_server"]
+            assert server in (f"nats://alice:***@127.0.0.1:{n0.port}",
+                              f"nats://***@127.0.0.1:{n1.port}"), server
+        finally:
+            m.stop()
+
     check("a list of three servers connects at once", list_connects_at_once)
+    check("passwords and tokens in the list are never shown", passwords_never_shown)
     check("/readyz is 503 only while no node is reachable", readyz_follows_the_cluster)
     finish_case(P, before)
 
