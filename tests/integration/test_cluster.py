@@ -4,8 +4,9 @@ on loopback, every daemon given the whole list (--nats-url a,b,c).
 
 Cases (one per ctest entry, `--case NAME`; no argument runs them all):
   connect    the list form connects at once; /status and /metrics name the
-             server; /readyz stays 200 while another node dies and is 503
-             only while no node is reachable
+             server; passwords and tokens in the list are shown nowhere;
+             /readyz stays 200 while another node dies and is 503 only while
+             no node is reachable
   failover   SIGKILL the fetcher's node mid-job and restart it, then SIGKILL
              a mapper's node: every record saved exactly once, the job
              complete, no mapper declared gone; prints the time from each

@@ -421,7 +421,8 @@ function isNatsContainer(c) {
 }
 
 // The nats-server configuration text a container runs with: the file named
-// by --config/-c, read from the ConfigMap mounted at its directory.
+// by --config/-c, read from the ConfigMap (or Secret) mounted at its
+// directory.
 function natsConfigOf(c, pod, ctx) {
   const argv = [...(c.command || []), ...(c.args || [])];
   let file = null;
@@ -435,16 +436,21 @@ function natsConfigOf(c, pod, ctx) {
     const dir = m.mountPath.replace(/\/$/, "");
     if (!file.startsWith(`${dir}/`)) continue;
     const v = volumes.get(m.name);
-    const cm = v && v.configMap && ctx.configMaps.get(v.configMap.name);
     const key = file.slice(dir.length + 1);
+    const cm = v && v.configMap && ctx.configMaps.get(v.configMap.name);
     if (cm && cm.data && cm.data[key] !== undefined) return cm.data[key];
+    // The configuration may live in a Secret (it can hold passwords).
+    const sec = v && v.secret && ctx.secrets.get(v.secret.secretName);
+    if (sec && sec.stringData && sec.stringData[key] !== undefined) return sec.stringData[key];
+    if (sec && sec.data && sec.data[key] !== undefined) return Buffer.from(sec.data[key], "base64").toString("utf8");
   }
   return null;
 }
 
 function natsClusterErrors(docs) {
   const errs = [];
-  const ctx = { configMaps: new Map(docs.filter((d) => d.kind === "ConfigMap").map((d) => [d.metadata.name, d])) };
+  const byKind = (k) => new Map(docs.filter((d) => d.kind === k).map((d) => [d.metadata.name, d]));
+  const ctx = { configMaps: byKind("ConfigMap"), secrets: byKind("Secret") };
   const workloads = docs.filter((d) => WORKLOAD_KINDS.has(d.kind) && d.spec && d.spec.template);
   const nats = workloads.filter((w) => ((w.spec.template.spec || {}).containers || []).some(isNatsContainer));
   if (nats.length !== 1) return [`expected one NATS workload, found ${nats.length}`];
@@ -466,7 +472,7 @@ function natsClusterErrors(docs) {
   // Routes to every pod by its stable name.
   const c = (pod.containers || []).find(isNatsContainer);
   const conf = c && natsConfigOf(c, pod, ctx);
-  if (!conf) errs.push(`${name}: nats-server does not run with a --config file from a ConfigMap`);
+  if (!conf) errs.push(`${name}: nats-server does not run with a --config file from a ConfigMap or Secret`);
   else {
     const cl = /cluster\s*\{([\s\S]*)\}/.exec(conf);
     if (!cl) errs.push(`${name}: nats.conf has no cluster block`);
