@@ -28,6 +28,7 @@
 #include "cm/log.h"
 #include "versions.h"
 #include "ledger_health.h"
+#include "cm/peers.h"
 
 #define FETCH_MAX_MEMBERS 1024
 /* A version with no mapper left is dropped from /status after this long
@@ -37,6 +38,9 @@
 #define FETCH_FLUSH_MS 50
 #define FETCH_TICK_MS 100
 #define FETCH_RECONNECT_GRACE_MS 3000
+/* After a failover, how long to let messages already on their way land
+ * before a mapper's heartbeat is trusted to list every chunk it holds. */
+#define FETCH_FAILOVER_SETTLE_MS 500
 #define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
 
 typedef struct member_s {
@@ -54,6 +58,11 @@ typedef struct member_s {
   int64_t period_ms;         /* its heartbeat period (0 until heard) */
   bool draining;
   uint64_t acked;
+  /* Set by a NATS failover (ours, this mapper's or a saver's): at its first
+   * heartbeat from reconcile_at on, leases dispatched to it before
+   * reconcile_cutoff that it does not hold were lost and go out again. */
+  int64_t reconcile_at;
+  int64_t reconcile_cutoff;
 } member_t;
 
 typedef struct lat_s {
@@ -91,6 +100,8 @@ struct cm_fetch_s {
   lat_t lat[FETCH_LAT_SLOTS];
 
   uv_timer_t tick, flush, progress, due;
+  cm_peers_t *peers;       /* reconnect counts from heartbeats */
+  bool ever_connected;
   char chunk_prefix[256];
   char dead_subject[256];
   cm_buf_t buf;
@@ -113,7 +124,7 @@ struct cm_fetch_s {
   bool exit_when_flushed; /* graceful shutdown waits for the ledger */
 
   cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
-      *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced;
+      *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced, *m_lost;
   cm_histogram_t *m_latency;
   cm_gauge_t *m_complete;
 };
@@ -633,13 +644,75 @@ out:
   natsMsg_Destroy(msg);
 }
 
+/* A NATS failover somewhere (ours, or a peer's reconnect seen in its
+ * heartbeat): messages to or from the node that died may be lost. Every
+ * mapper's leases are checked against its heartbeat once things settled
+ * (fetch_reconcile), and mappers silent right now get the reconnect grace:
+ * they are probably failing over too, not dead. */
+static void fetch_failover_seen(cm_fetch_t *f, int64_t now) {
+  int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
+  for (int i = 0; i < f->nmembers; i++) {
+    member_t *m = &f->members[i];
+    int64_t period = m->period_ms > hb ? m->period_ms : hb;
+    if (!m->active) continue;
+    m->reconcile_at = now + (period > FETCH_FAILOVER_SETTLE_MS ? period : FETCH_FAILOVER_SETTLE_MS);
+    m->reconcile_cutoff = now;
+    if (now - m->last_seen_ms > period && m->last_seen_ms < now + FETCH_RECONNECT_GRACE_MS)
+      m->last_seen_ms = now + FETCH_RECONNECT_GRACE_MS;
+  }
+}
+
+typedef struct {
+  cm_fetch_t *f;
+  member_t *m;
+  const Chunkmill__Heartbeat *hb;
+  int64_t now;
+  int n;
+} reconcile_ctx_t;
+
+static void reconcile_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
+  reconcile_ctx_t *c = ud;
+  lat_t *l = lat_get(c->f, index);
+  /* Dispatched after the failover (or unknown): it may still be on its way. */
+  if (l == NULL || l->t_ms >= c->m->reconcile_cutoff) return;
+  for (size_t i = 0; i < c->hb->n_inflight; i++) {
+    const Chunkmill__Lease *h = c->hb->inflight[i];
+    if (h->index == index && h->job != NULL && strcmp(h->job, c->f->job) == 0) return;
+  }
+  /* Never arrived, or done and its ack lost: out again at once (the saver
+   * deduplicates). Not the chunk's fault: no --max-deliver budget spent. */
+  if (cm_ledger_release(c->f->ledger, index, attempt, c->now, "lost in a NATS failover", 0) == 1) {
+    if (c->m->sent > c->m->received) c->m->sent--;
+    c->n++;
+  }
+}
+
+static void fetch_reconcile(cm_fetch_t *f, member_t *m, const Chunkmill__Heartbeat *hb,
+                            int64_t now) {
+  reconcile_ctx_t c = {f, m, hb, now, 0};
+  m->reconcile_at = 0;
+  (void)cm_ledger_each_held(f->ledger, m->id, reconcile_one, &c);
+  if (c.n > 0) {
+    cm_counter_add(f->m_lost, (uint64_t)c.n);
+    cm_log_warn("%d chunks leased to mapper %s were lost in a NATS failover: re-dispatching", c.n,
+                m->id);
+    fetch_pump(f);
+  }
+}
+
 static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
   cm_fetch_t *f = ud;
   Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                                          (const uint8_t *)natsMsg_GetData(msg));
+  int64_t now = now_ms(f);
+  if (hb != NULL && hb->role != NULL && hb->id != NULL && strcmp(hb->role, "fetcher") != 0 &&
+      cm_peers_saw(f->peers, hb->id, hb->nats_reconnects, now)) {
+    cm_log_info("%s %s reconnected to NATS (now on %s): checking the mappers' leases", hb->role,
+                hb->id, hb->nats_server != NULL && hb->nats_server[0] ? hb->nats_server : "?");
+    fetch_failover_seen(f, now);
+  }
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "mapper") == 0 && hb->id != NULL) {
     member_t *m = member_find(f, hb->id);
-    int64_t now = now_ms(f);
     if (m != NULL) {
       m->last_seen_ms = now;
       m->period_ms = hb->period_ms;
@@ -649,6 +722,8 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
         if (l->job != NULL && strcmp(l->job, f->job) == 0)
           (void)cm_ledger_extend(f->ledger, l->index, l->attempt, now + f->cfg.ack_wait_ms);
       }
+      if (m->reconcile_at != 0 && now >= m->reconcile_at && !f->stopping)
+        fetch_reconcile(f, m, hb, now);
     }
   }
   chunkmill__heartbeat__free_unpacked(hb, NULL);
@@ -837,6 +912,10 @@ void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev) {
        * jitter): give them that long before counting missed heartbeats. */
       m->last_seen_ms = now_ms(f) + FETCH_RECONNECT_GRACE_MS;
     }
+    /* A reconnect of ours (not the first connect) may have lost chunks we
+     * had just sent and acks on their way to us. */
+    if (f->ever_connected) fetch_failover_seen(f, now_ms(f));
+    f->ever_connected = true;
     fetch_check_complete(f);
     fetch_pump(f);
   }
@@ -895,6 +974,7 @@ void cm_fetch_close(cm_fetch_t *f) {
 void cm_fetch_destroy(cm_fetch_t *f) {
   if (f == NULL) return;
   cm_versions_destroy(f->versions);
+  cm_peers_destroy(f->peers);
   cm_buf_free(&f->buf);
   cm_buf_free(&f->rd.buf);
   cm_buf_free(&f->rd.bad);
@@ -918,6 +998,11 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   *out = NULL;
   if (f == NULL) return -ENOMEM;
   if (cm_versions_create(&f->versions, CM_VERSIONS_MAX, FETCH_VERSION_IDLE_MS) != 0) {
+    free(f);
+    return -ENOMEM;
+  }
+  if (cm_peers_create(&f->peers) != 0) {
+    cm_versions_destroy(f->versions);
     free(f);
     return -ENOMEM;
   }
@@ -964,6 +1049,10 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   f->m_fenced = cm_metrics_counter(m, "chunkmill_fetcher_fenced_total",
                                    "Naks or releases ignored because the lease had moved on.",
                                    NULL);
+  f->m_lost = cm_metrics_counter(m, "chunkmill_fetcher_failover_redispatches_total",
+                                 "Leases re-dispatched at once after a NATS failover because "
+                                 "their mapper did not hold them (lost with the node).",
+                                 NULL);
   f->m_latency = cm_metrics_histogram(
       m, "chunkmill_fetcher_chunk_latency_seconds",
       "Time from a chunk's first dispatch (this run) to its ack.", NULL, lat_bounds,

@@ -27,10 +27,15 @@
 #include "app9.h"
 #include "cm/log.h"
 #include "cm/ratelimit.h"
+#include "cm/peers.h"
 #include "transform.h"
 
 #define MAPPER_MAX_SLOTS 1024
 #define MAPPER_MAX_CHUNK (64u * 1024 * 1024)
+/* "No responders" for this long after the first one is a failover (a saver
+ * reconnecting, its subscription travelling over the cluster's routes):
+ * retried quickly and quietly. Longer, it is an outage worth a warning. */
+#define MAPPER_NO_RESPONDERS_GRACE_MS 5000
 
 typedef enum { SLOT_FREE, SLOT_QUEUED, SLOT_WORKING, SLOT_SAVING, SLOT_RETRY } slot_state_t;
 
@@ -52,6 +57,7 @@ typedef struct slot_s {
   uint64_t save_seq;
   int save_tries;
   double t_start;
+  double no_resp_since; /* first "no responders" of the current streak, 0: none */
   bool abandon; /* handed back while the transform was still running */
 } slot_t;
 
@@ -82,7 +88,10 @@ struct mapper_s {
 
   bool draining;
   bool forced;
+  bool ever_connected;
+  cm_peers_t *peers; /* reconnect counts of the savers and fetchers heard */
 
+  cm_counter_t *m_no_resp;
   cm_counter_t *m_ok, *m_err, *m_records, *m_dead, *m_retries, *m_handbacks;
   cm_gauge_t *m_busy, *m_workers, *m_slots_used;
   cm_histogram_t *m_process_s, *m_cycle_s;
@@ -199,6 +208,22 @@ static void slot_send_save(slot_t *s) {
   (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)m->save_timeout_ms, 0);
 }
 
+/* A failover (ours or a saver's) may have lost save requests or their
+ * replies: send every unconfirmed result again now instead of after
+ * --save-timeout. A saver that did commit it answers again (it
+ * deduplicates); the reply to the older request is recognised as stale. */
+static void mapper_resend_saves(mapper_t *m, const char *why) {
+  int n = 0;
+  for (int i = 0; i < m->nslots; i++) {
+    slot_t *s = &m->slots[i];
+    if (s->state != SLOT_SAVING && s->state != SLOT_RETRY) continue;
+    (void)uv_timer_stop(&s->timer);
+    slot_send_save(s);
+    n++;
+  }
+  if (n > 0) cm_log_info("%s: sent %d unconfirmed results to the savers again", why, n);
+}
+
 static void mapper_on_reply(void *ud, natsMsg *msg) {
   mapper_t *m = ud;
   const char *subj = natsMsg_GetSubject(msg);
@@ -213,10 +238,22 @@ static void mapper_on_reply(void *ud, natsMsg *msg) {
   if (s->state != SLOT_SAVING || s->save_seq != seq) goto out; /* stale reply */
   (void)uv_timer_stop(&s->timer);
   if (natsMsg_IsNoResponders(msg)) {
+    double now = cm_wall_time();
+    cm_counter_inc(m->m_no_resp);
+    if (s->no_resp_since == 0) s->no_resp_since = now;
+    if ((now - s->no_resp_since) * 1000.0 < MAPPER_NO_RESPONDERS_GRACE_MS) {
+      /* No saver subscribed where we are, right now: after a failover the
+       * savers' subscription is still on its way over the routes. Not a
+       * failure: ask again soon (100-200 ms), without a warning. */
+      s->state = SLOT_RETRY;
+      (void)uv_timer_start(&s->timer, slot_save_timeout, 100 + (uint64_t)(rand() % 100), 0);
+      goto out;
+    }
     s->state = SLOT_SAVING; /* let the timeout path schedule the retry now */
     slot_save_timeout(&s->timer);
     goto out;
   }
+  s->no_resp_since = 0;
   {
     const char *body = natsMsg_GetData(msg);
     int len = natsMsg_GetDataLength(msg);
@@ -342,6 +379,7 @@ static void mapper_on_chunk(void *ud, natsMsg *msg) {
   s->state = SLOT_QUEUED;
   s->arrival = ++m->arrivals;
   s->save_tries = 0;
+  s->no_resp_since = 0;
   s->abandon = false;
   s->t_start = cm_wall_time();
   cm_buf_init(&s->out, MAPPER_MAX_CHUNK);
@@ -350,17 +388,24 @@ static void mapper_on_chunk(void *ud, natsMsg *msg) {
   mapper_start_work(m);
 }
 
-/* A fetcher we have not heard before (first start, or a restart) may have
- * missed our last credit: send it now rather than at our next heartbeat. */
+/* A fetcher we have not heard before (first start, or a restart), or one
+ * that has just reconnected to NATS, may have missed our last credit: send
+ * it now rather than at our next heartbeat. A saver that has just
+ * reconnected may have lost our requests or its replies: resend them. */
 static void mapper_on_heartbeat(void *ud, natsMsg *msg) {
   mapper_t *m = ud;
   Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(
       NULL, (size_t)natsMsg_GetDataLength(msg), (const uint8_t *)natsMsg_GetData(msg));
+  bool reconnected = false;
+  if (hb != NULL && hb->role != NULL && hb->id != NULL && strcmp(hb->role, "mapper") != 0)
+    reconnected = cm_peers_saw(m->peers, hb->id, hb->nats_reconnects,
+                               (int64_t)(cm_wall_time() * 1000.0));
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "fetcher") == 0 && hb->id != NULL &&
-      strncmp(hb->id, m->fetcher_id, sizeof(m->fetcher_id)) != 0) {
+      (reconnected || strncmp(hb->id, m->fetcher_id, sizeof(m->fetcher_id)) != 0)) {
     snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", hb->id);
     mapper_send_credit(m);
   }
+  if (reconnected && strcmp(hb->role, "saver") == 0) mapper_resend_saves(m, "a saver reconnected");
   chunkmill__heartbeat__free_unpacked(hb, NULL);
   natsMsg_Destroy(msg);
 }
@@ -369,7 +414,12 @@ static void mapper_on_heartbeat(void *ud, natsMsg *msg) {
 
 static void mapper_on_nats(void *ud, cm_nats_event_t ev) {
   mapper_t *m = ud;
-  if (ev == CM_NATS_CONNECTED) mapper_send_credit(m);
+  if (ev != CM_NATS_CONNECTED) return;
+  mapper_send_credit(m);
+  /* Our subscriptions went out first on the new connection, so the replies
+   * to these requests find their way back. */
+  if (m->ever_connected) mapper_resend_saves(m, "reconnected to NATS");
+  m->ever_connected = true;
 }
 
 static void mapper_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
@@ -541,7 +591,8 @@ int main(int argc, char **argv) {
     cm_transform_destroy(m.t);
     return rc;
   }
-  if (cm_daemon_create(&m.d, "mapper", &m.cfg, &hooks, &m) != 0) {
+  if (cm_peers_create(&m.peers) != 0 || cm_daemon_create(&m.d, "mapper", &m.cfg, &hooks, &m) != 0) {
+    cm_peers_destroy(m.peers);
     cm_transform_destroy(m.t);
     return 1;
   }
@@ -560,6 +611,10 @@ int main(int argc, char **argv) {
                                 "Records the transform rejected (dead letters).", labels);
   m.m_retries = cm_metrics_counter(mt, "chunkmill_mapper_save_retries_total",
                                    "Mapped chunks sent to the savers again (no reply in time).",
+                                   NULL);
+  m.m_no_resp = cm_metrics_counter(mt, "chunkmill_mapper_save_no_responders_total",
+                                   "Save requests answered \"no responders\" (no saver "
+                                   "subscribed where this mapper is connected), retried.",
                                    NULL);
   m.m_handbacks = cm_metrics_counter(mt, "chunkmill_mapper_handbacks_total",
                                      "Chunks handed back to the fetcher unprocessed.", NULL);
@@ -603,6 +658,7 @@ int main(int argc, char **argv) {
   rc = cm_daemon_run(m.d);
   cm_daemon_destroy(m.d);
   cm_transform_destroy(m.t);
+  cm_peers_destroy(m.peers);
   free(m.inbox);
   return rc;
 }

@@ -18,11 +18,13 @@
 #include "cm/natsconn.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cm/buf.h"
 #include "cm/handoff.h"
 #include "cm/log.h"
 
@@ -53,7 +55,14 @@ struct cm_nats_s {
   cm_handoff_t *ho;
   cm_nats_event_fn fn;
   void *ud;
-  char url[512];
+  char url[512]; /* the configured list, redacted (logs) */
+  char **servers; /* the configured list, split (owned) */
+  int nservers;
+  /* The server of the current connection (redacted; "" while connected to
+   * none), written by nats.c threads in the connection callbacks. */
+  pthread_mutex_t server_mu;
+  char server[256];
+  atomic_uint_fast64_t reconnects;
   cm__nats_sub_t subs[CM__NATS_MAX_SUBS];
   int nsubs;
   atomic_bool connected;
@@ -125,17 +134,43 @@ static void cm__nats_post_event(cm_nats_t *n, cm_nats_event_t ev) {
   if (cm_handoff_post(n->ho, cm__nats_emit, e) != 0) free(e);
 }
 
+/* Records which server nc is on now (redacted), or none. Any thread. */
+static void cm__nats_note_server(cm_nats_t *n, natsConnection *nc) {
+  char raw[256] = "";
+  char red[256] = "";
+  if (nc != NULL && natsConnection_GetConnectedUrl(nc, raw, sizeof(raw)) == NATS_OK)
+    cm_nats_redact_url(raw, red, sizeof(red));
+  pthread_mutex_lock(&n->server_mu);
+  snprintf(n->server, sizeof(n->server), "%s", red);
+  pthread_mutex_unlock(&n->server_mu);
+}
+
 static void cm__nats_disconnected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  cm__nats_note_server(n, NULL);
   atomic_store(&n->connected, false);
   cm__nats_post_event(n, CM_NATS_DISCONNECTED);
 }
 
 static void cm__nats_reconnected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  cm__nats_note_server(n, nc);
+  atomic_fetch_add(&n->reconnects, 1);
   atomic_store(&n->connected, true);
   atomic_store(&n->ever_connected, true);
   cm__nats_post_event(n, CM_NATS_CONNECTED);
+}
+
+/* nats.c reconnect thread, after every server of the list failed once
+ * more: exponential backoff from 250 ms, capped at 2 s, with +-50% jitter so
+ * that the clients of a restarted cluster do not come back in lockstep.
+ * Within a round nats.c tries the next server at once, so losing one node
+ * of a cluster costs no wait at all. */
+static int64_t cm__nats_reconnect_delay(natsConnection *nc, int attempts, void *closure) {
+  double base = 250.0;
+  for (int i = 1; i < attempts && base < 2000.0; i++) base *= 2.0;
+  if (base > 2000.0) base = 2000.0;
+  return (int64_t)(base * (0.5 + (double)rand() / ((double)RAND_MAX + 1.0)));
 }
 
 /* nats.c thread, the connection closed by itself before it ever connected.
@@ -210,25 +245,86 @@ static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
 /* nats.c thread: the first successful connect (retry-on-failed-connect). */
 static void cm__nats_connected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  cm__nats_note_server(n, nc);
   atomic_store(&n->connected, true);
   atomic_store(&n->ever_connected, true);
   cm__nats_post_event(n, CM_NATS_CONNECTED);
 }
 
-static void cm__nats_redact_url(const char *in, char *out, size_t outlen) {
-  /* nats://user:pass@host -> nats://user:***@host: never log secrets. */
-  const char *at = strrchr(in, '@');
-  const char *scheme = strstr(in, "://");
-  const char *colon;
-  if (at == NULL || scheme == NULL || at < scheme) {
-    snprintf(out, outlen, "%s", in);
-    return;
+/* One URL: user:PASSWORD@host keeps the user, TOKEN@host keeps nothing of
+ * the credentials; either way three stars take their place. */
+static int cm__nats_redact_one(const char *in, size_t len, cm_buf_t *out) {
+  const char *end = in + len;
+  const char *host = in, *at = NULL, *colon;
+  for (const char *p = in; p + 3 <= end; p++)
+    if (memcmp(p, "://", 3) == 0) {
+      host = p + 3; /* without a scheme, nats.c assumes nats:// */
+      break;
+    }
+  for (const char *p = end; p > host; p--)
+    if (p[-1] == '@') {
+      at = p - 1;
+      break;
+    }
+  if (at == NULL) return cm_buf_append(out, in, len);
+  colon = memchr(host, ':', (size_t)(at - host));
+  return cm_buf_append(out, in, (size_t)((colon != NULL ? colon + 1 : host) - in)) |
+         cm_buf_puts(out, "***") | cm_buf_append(out, at, (size_t)(end - at));
+}
+
+void cm_nats_redact_url(const char *in, char *out, size_t outlen) {
+  cm_buf_t b;
+  const char *p = in;
+  int rc = 0;
+  if (outlen == 0) return;
+  cm_buf_init(&b, 64 * 1024);
+  for (;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+    rc |= cm__nats_redact_one(p, len, &b);
+    if (comma == NULL) break;
+    rc |= cm_buf_puts(&b, ",");
+    p = comma + 1;
   }
-  colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-  if (colon == NULL)
-    snprintf(out, outlen, "%.*s***%s", (int)(scheme + 3 - in), in, at);
-  else
-    snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - in), in, at);
+  /* Out of memory: say nothing rather than something unredacted. */
+  snprintf(out, outlen, "%.*s", rc == 0 ? (int)b.len : 0, rc == 0 && b.data ? b.data : "");
+  cm_buf_free(&b);
+}
+
+/* Splits the comma-separated --nats-url into n->servers (blanks around an
+ * item are ignored). An empty item is an error: "a,,b" is a typo. */
+static int cm__nats_split_servers(cm_nats_t *n, const char *list, char *err, size_t errlen) {
+  const char *p = list;
+  int count = 1;
+  for (const char *c = list; *c; c++) count += *c == ',';
+  n->servers = calloc((size_t)count, sizeof(char *));
+  if (n->servers == NULL) return -ENOMEM;
+  for (;;) {
+    const char *comma = strchr(p, ',');
+    const char *end = comma != NULL ? comma : p + strlen(p);
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    if (end == p) {
+      snprintf(err, errlen,
+               "invalid value for --nats-url: empty server URL in the list \"%s\" (give "
+               "comma-separated URLs such as nats://a:4222,nats://b:4222)",
+               n->url);
+      return -EINVAL;
+    }
+    n->servers[n->nservers] = strndup(p, (size_t)(end - p));
+    if (n->servers[n->nservers] == NULL) return -ENOMEM;
+    n->nservers++;
+    if (comma == NULL) break;
+    p = comma + 1;
+  }
+  return 0;
+}
+
+static void cm__nats_free_servers(cm_nats_t *n) {
+  for (int i = 0; i < n->nservers; i++) free(n->servers[i]);
+  free(n->servers);
+  n->servers = NULL;
+  n->nservers = 0;
 }
 
 /* Builds *out. diag: the options of the one-shot diagnostic connect (no
@@ -238,15 +334,22 @@ static int cm__nats_opts(cm_nats_t *n, natsOptions **out, bool diag, const cm_co
   natsStatus st = natsOptions_Create(out);
   natsOptions *o = *out;
   const char *what = "options";
-  if (st == NATS_OK) st = natsOptions_SetURL(o, cfg->nats_url), what = "--nats-url";
+  /* The whole list, in random order (nats.c shuffles it unless told not
+   * to), plus the servers the cluster tells us about (discovered). */
+  if (st == NATS_OK)
+    st = natsOptions_SetServers(o, (const char **)n->servers, n->nservers), what = "--nats-url";
   if (st == NATS_OK) st = natsOptions_SetName(o, name);
   if (st == NATS_OK) st = natsOptions_SetTimeout(o, 2000);
   if (st == NATS_OK) st = natsOptions_SetMaxReconnect(o, -1);
-  if (st == NATS_OK) st = natsOptions_SetReconnectWait(o, 250);
-  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(o, 250, 1000);
+  /* Backoff and jitter between rounds over the server list (nats.c then
+   * ignores its fixed reconnect wait and jitter). */
+  if (st == NATS_OK && !diag)
+    st = natsOptions_SetCustomReconnectDelay(o, cm__nats_reconnect_delay, n);
   if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(o, 32 * 1024 * 1024);
-  if (st == NATS_OK) st = natsOptions_SetPingInterval(o, 5000);
-  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(o, 3);
+  /* A node that vanishes without closing its sockets (a partitioned or
+   * frozen pod) is given up after 2 unanswered pings, 2 s apart: 4-6 s. */
+  if (st == NATS_OK) st = natsOptions_SetPingInterval(o, 2000);
+  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(o, 2);
   if (st == NATS_OK) st = natsOptions_SetSendAsap(o, true);
   if (st == NATS_OK) st = natsOptions_SetIgnoreDiscoveredServers(o, false);
   if (!diag) {
@@ -302,10 +405,21 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
   atomic_init(&n->closing, false);
   atomic_init(&n->ever_connected, false);
   atomic_init(&n->diagnosed, false);
-  cm__nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  atomic_init(&n->reconnects, 0);
+  pthread_mutex_init(&n->server_mu, NULL);
+  cm_nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  if ((rc = cm__nats_split_servers(n, cfg->nats_url, err, errlen)) != 0) {
+    if (rc == -ENOMEM) snprintf(err, errlen, "out of memory");
+    cm__nats_free_servers(n);
+    pthread_mutex_destroy(&n->server_mu);
+    free(n);
+    return rc;
+  }
 
   if ((rc = cm_handoff_create(&n->ho, loop, CM__NATS_HANDOFF_CAP)) != 0) {
     snprintf(err, errlen, "handoff: %s", uv_strerror(rc));
+    cm__nats_free_servers(n);
+    pthread_mutex_destroy(&n->server_mu);
     free(n);
     return rc;
   }
@@ -316,6 +430,7 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
    * keeps trying in the background (connected_cb fires then). */
   st = natsConnection_Connect(&n->nc, n->opts);
   if (st == NATS_OK) {
+    cm__nats_note_server(n, n->nc);
     atomic_store(&n->connected, true);
     atomic_store(&n->ever_connected, true);
     cm__nats_post_event(n, CM_NATS_CONNECTED);
@@ -336,6 +451,8 @@ fail:
   natsOptions_Destroy(n->opts);
   natsOptions_Destroy(n->diag_opts);
   cm_handoff_close(n->ho); /* frees itself in its close callback */
+  cm__nats_free_servers(n);
+  pthread_mutex_destroy(&n->server_mu);
   free(n);
   return rc;
 }
@@ -420,6 +537,21 @@ int cm_nats_drain_sub(cm_nats_t *n, natsSubscription *sub, int64_t timeout_ms,
 
 bool cm_nats_connected(const cm_nats_t *n) { return n != NULL && atomic_load(&n->connected); }
 
+const char *cm_nats_url(const cm_nats_t *n) { return n != NULL ? n->url : ""; }
+
+void cm_nats_server(cm_nats_t *n, char *out, size_t outlen) {
+  if (outlen == 0) return;
+  out[0] = '\0';
+  if (n == NULL) return;
+  pthread_mutex_lock(&n->server_mu);
+  snprintf(out, outlen, "%s", n->server);
+  pthread_mutex_unlock(&n->server_mu);
+}
+
+uint64_t cm_nats_reconnects(const cm_nats_t *n) {
+  return n != NULL ? (uint64_t)atomic_load(&n->reconnects) : 0;
+}
+
 char *cm_nats_new_inbox(cm_nats_t *n) {
   natsInbox *inbox = NULL;
   char *s;
@@ -496,6 +628,8 @@ void cm_nats_destroy(cm_nats_t *n) {
   }
   natsOptions_Destroy(n->opts);
   natsOptions_Destroy(n->diag_opts);
+  cm__nats_free_servers(n);
+  pthread_mutex_destroy(&n->server_mu);
   free(n);
 }
 

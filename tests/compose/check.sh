@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/compose/check.sh - `docker-compose config -q` accepts
-# docker-compose.yml and docker-compose.yml + docker-compose.test.yml, and
+# docker-compose.yml and docker-compose.yml + docker-compose.test.yml, the
+# `cluster` profile has three routed NATS nodes, and
 # rejects a compose file with a wrong type (so the check can fail). Needs
 # docker-compose (Debian package, in scripts/lib.sh CM_TEST_PKGS), no engine.
 # Without it: one "SKIP: ..." line naming it and exit 77 (ctest: skipped).
@@ -23,6 +24,15 @@ if out="$(cd "$ROOT" && docker-compose -f docker-compose.yml config -q 2>&1)"; t
   ok "docker-compose config accepts docker-compose.yml"
 else
   notok "docker-compose config accepts docker-compose.yml"; printf '    # %s\n' "$out"
+fi
+# The `cluster` profile: three NATS nodes routed to each other.
+if out="$(cd "$ROOT" && docker-compose -f docker-compose.yml --profile cluster config 2>&1)" &&
+   svcs="$(cd "$ROOT" && docker-compose -f docker-compose.yml --profile cluster config --services 2>&1)" &&
+   [ "$(grep -c '^nats' <<<"$svcs")" -eq 3 ] &&
+   [ "$(grep -c 'nats-route://' <<<"$out")" -ge 2 ]; then
+  ok "docker-compose --profile cluster: three routed NATS nodes"
+else
+  notok "docker-compose --profile cluster: three routed NATS nodes"; printf '    # %s\n' "$out" | tail -5
 fi
 # The test override bind-mounts $CHUNKMILL_TEST_DIR; `config` only renders
 # the path, it creates nothing there.

@@ -206,13 +206,84 @@ class Nats:
             return json.loads(r.read())
 
 
+class NatsCluster:
+    """n nats-servers routed to each other on loopback (cluster "c"): every
+    node has its own client, route and monitoring port. `url` is the whole
+    list, comma separated, as a user passes it to --nats-url."""
+
+    def __init__(self, workdir, n=3):
+        self.workdir = workdir
+        self.route_ports = [free_port() for _ in range(n)]
+        self.nodes = []
+        for i in range(n):
+            routes = ",".join(f"nats-route://127.0.0.1:{p}"
+                              for j, p in enumerate(self.route_ports) if j != i)
+            self.nodes.append(Nats(workdir, extra=[
+                "--cluster_name", "c", "--cluster", f"nats://127.0.0.1:{self.route_ports[i]}",
+                "--routes", routes]))
+        self.wait_routes()
+
+    @property
+    def url(self):
+        return ",".join(node.url for node in self.nodes)
+
+    def alive(self, i):
+        return self.nodes[i].proc.alive()
+
+    def routes(self, i):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.nodes[i].mon}/routez",
+                                    timeout=2) as r:
+            return json.loads(r.read())["num_routes"]
+
+    def wait_routes(self, timeout=20):
+        """Every live node routes to every other live node."""
+        live = [i for i in range(len(self.nodes)) if self.alive(i)]
+
+        def meshed():
+            try:
+                return all(self.routes(i) >= len(live) - 1 for i in live)
+            except OSError:
+                return False
+
+        wait_until(meshed, timeout, interval=0.1, what="NATS cluster routes")
+
+    def node_of(self, server_url):
+        """Index of the node a daemon's /status "nats_server" names, or None."""
+        for i, node in enumerate(self.nodes):
+            if server_url and server_url.rstrip("/").endswith(f":{node.port}"):
+                return i
+        return None
+
+    def kill9(self, i):
+        self.nodes[i].proc.kill9()
+
+    def freeze_and_kill(self, i, freeze_s):
+        """SIGSTOP node i for freeze_s, then SIGKILL it: a node that hangs
+        before it dies. What its clients and routes sent it meanwhile sits
+        in its socket buffers and is lost, as on a real crash under load."""
+        self.nodes[i].proc.signal(signal.SIGSTOP)
+        time.sleep(freeze_s)
+        self.nodes[i].proc.kill9()
+
+    def start(self, i):
+        self.nodes[i].start()
+
+    def stop(self):
+        for node in self.nodes:
+            if node.proc.alive():
+                node.stop()
+
+
 class Pipeline:
-    """nats-server + saver + N mappers + fetcher in one temp dir."""
+    """nats-server (or a cluster of nats_nodes routed servers) + saver + N
+    mappers + fetcher in one temp dir."""
 
     def __init__(self, name, records=100000, mappers=2, transform="fullname", extra_fetcher=(),
-                 extra_mapper=(), workdir=None, prefix=None, chunk_size=100):
+                 extra_mapper=(), workdir=None, prefix=None, chunk_size=100, nats_nodes=1,
+                 heartbeat="200ms"):
         self.workdir = workdir or tmpdir(f"cm-{name}-")
-        self.nats = Nats(self.workdir)
+        self.nats = Nats(self.workdir) if nats_nodes <= 1 else NatsCluster(self.workdir, nats_nodes)
+        self.heartbeat = heartbeat
         self.prefix = prefix or f"t{os.getpid()}"
         self.db = os.path.join(self.workdir, "results.db")
         self.ledger = os.path.join(self.workdir, "ledger.db")
@@ -230,7 +301,7 @@ class Pipeline:
 
     def common(self, role, port):
         return ["--nats-url", self.nats.url, "--prefix", self.prefix, "--http",
-                f"127.0.0.1:{port}", "--heartbeat", "200ms"]
+                f"127.0.0.1:{port}", "--heartbeat", self.heartbeat]
 
     def start_saver(self, name="saver"):
         port = free_port()

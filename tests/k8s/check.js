@@ -11,8 +11,14 @@
 //      non-root and hardened securityContexts, grace period above the drain
 //      timeout, fetcher/saver Recreate with one replica, references that
 //      resolve (ConfigMaps, PVCs, Services, PDBs, autoscalers, analyses).
+//   5. NATS runs clustered (k8s/base and every overlay): a StatefulSet of 3
+//      nats-server pods with a headless Service, cluster routes to each pod
+//      by its stable name, a PodDisruptionBudget (minAvailable 2), pod
+//      anti-affinity, probes, and the daemons' CHUNKMILL_NATS_URL naming a
+//      Service of those pods.
 // Then it runs the same checks over testdata/broken.yaml, whose objects are
-// each broken on purpose, and asserts every one is rejected for its reason.
+// each broken on purpose, and asserts every one is rejected for its reason;
+// the NATS cluster check is run over broken copies of k8s/base.
 //
 // Usage: node check.js [--repo DIR] [--verbose]
 // Prints one `ok`/`not ok` line per test and closes with
@@ -407,6 +413,121 @@ function policyErrors(docs) {
   return result;
 }
 
+// ---- 5. NATS cluster ---------------------------------------------------------
+const NATS_REPLICAS = 3;
+
+function isNatsContainer(c) {
+  return /(^|\/)nats(:|@|$)/.test(String(c.image || ""));
+}
+
+// The nats-server configuration text a container runs with: the file named
+// by --config/-c, read from the ConfigMap (or Secret) mounted at its
+// directory.
+function natsConfigOf(c, pod, ctx) {
+  const argv = [...(c.command || []), ...(c.args || [])];
+  let file = null;
+  for (let i = 0; i < argv.length; i++) {
+    if ((argv[i] === "--config" || argv[i] === "-c") && i + 1 < argv.length) file = argv[i + 1];
+    else if (String(argv[i]).startsWith("--config=")) file = String(argv[i]).slice(9);
+  }
+  if (!file) return null;
+  const volumes = new Map((pod.volumes || []).map((v) => [v.name, v]));
+  for (const m of c.volumeMounts || []) {
+    const dir = m.mountPath.replace(/\/$/, "");
+    if (!file.startsWith(`${dir}/`)) continue;
+    const v = volumes.get(m.name);
+    const key = file.slice(dir.length + 1);
+    const cm = v && v.configMap && ctx.configMaps.get(v.configMap.name);
+    if (cm && cm.data && cm.data[key] !== undefined) return cm.data[key];
+    // The configuration may live in a Secret (it can hold passwords).
+    const sec = v && v.secret && ctx.secrets.get(v.secret.secretName);
+    if (sec && sec.stringData && sec.stringData[key] !== undefined) return sec.stringData[key];
+    if (sec && sec.data && sec.data[key] !== undefined) return Buffer.from(sec.data[key], "base64").toString("utf8");
+  }
+  return null;
+}
+
+function natsClusterErrors(docs) {
+  const errs = [];
+  const byKind = (k) => new Map(docs.filter((d) => d.kind === k).map((d) => [d.metadata.name, d]));
+  const ctx = { configMaps: byKind("ConfigMap"), secrets: byKind("Secret") };
+  const workloads = docs.filter((d) => WORKLOAD_KINDS.has(d.kind) && d.spec && d.spec.template);
+  const nats = workloads.filter((w) => ((w.spec.template.spec || {}).containers || []).some(isNatsContainer));
+  if (nats.length !== 1) return [`expected one NATS workload, found ${nats.length}`];
+  const w = nats[0];
+  const name = `${w.kind}/${w.metadata.name}`;
+  const tpl = w.spec.template;
+  const pod = tpl.spec || {};
+  const labels = (tpl.metadata && tpl.metadata.labels) || {};
+  if (w.kind !== "StatefulSet") errs.push(`${name}: NATS must be a StatefulSet (stable names for the routes)`);
+  if (w.spec.replicas !== NATS_REPLICAS) errs.push(`${name}: replicas must be ${NATS_REPLICAS} (got ${w.spec.replicas})`);
+  // Headless Service behind the pods' stable names.
+  const svcs = docs.filter((d) => d.kind === "Service" && d.spec && d.spec.selector && labelsMatch({ matchLabels: d.spec.selector }, labels));
+  const headless = svcs.find((d) => d.metadata.name === w.spec.serviceName);
+  if (!headless) errs.push(`${name}: serviceName ${w.spec.serviceName} is not a Service selecting the NATS pods`);
+  else {
+    if (headless.spec.clusterIP !== "None") errs.push(`Service/${headless.metadata.name}: not headless (clusterIP: None)`);
+    if (!(headless.spec.ports || []).some((p) => p.port === 6222 || p.name === "cluster")) errs.push(`Service/${headless.metadata.name}: no cluster (route) port`);
+  }
+  // Routes to every pod by its stable name.
+  const c = (pod.containers || []).find(isNatsContainer);
+  const conf = c && natsConfigOf(c, pod, ctx);
+  if (!conf) errs.push(`${name}: nats-server does not run with a --config file from a ConfigMap or Secret`);
+  else {
+    const cl = /cluster\s*\{([\s\S]*)\}/.exec(conf);
+    if (!cl) errs.push(`${name}: nats.conf has no cluster block`);
+    else {
+      if (!/\bname\s*[:=]/.test(cl[1])) errs.push(`${name}: the cluster block has no name`);
+      for (let i = 0; i < NATS_REPLICAS; i++) {
+        const host = `${w.metadata.name}-${i}.${w.spec.serviceName}`;
+        if (!new RegExp(`nats-route://${host.replace(/\./g, "\\.")}(\\.|:)`).test(cl[1])) errs.push(`${name}: no cluster route to ${host}`);
+      }
+    }
+  }
+  // PDB.
+  const pdb = docs.find((d) => d.kind === "PodDisruptionBudget" && labelsMatch(d.spec.selector, labels));
+  if (!pdb) errs.push(`${name}: no PodDisruptionBudget selects the NATS pods`);
+  else if (pdb.spec.minAvailable !== NATS_REPLICAS - 1) errs.push(`PodDisruptionBudget/${pdb.metadata.name}: minAvailable must be ${NATS_REPLICAS - 1} (got ${pdb.spec.minAvailable})`);
+  // Anti-affinity between the NATS pods.
+  const aa = (pod.affinity && pod.affinity.podAntiAffinity) || {};
+  const terms = [...(aa.requiredDuringSchedulingIgnoredDuringExecution || []),
+    ...(aa.preferredDuringSchedulingIgnoredDuringExecution || []).map((p) => p.podAffinityTerm)];
+  if (!terms.some((t) => t && t.topologyKey && labelsMatch(t.labelSelector, labels))) errs.push(`${name}: no pod anti-affinity between the NATS pods`);
+  if (c && (!c.readinessProbe || !c.livenessProbe)) errs.push(`${name}: nats-server needs readiness and liveness probes`);
+  // The daemons use a Service of the NATS pods.
+  const svcNames = new Set(svcs.map((d) => d.metadata.name));
+  for (const d of workloads) {
+    for (const dc of (d.spec.template.spec || {}).containers || []) {
+      if (!daemonOf(dc)) continue;
+      const url = settingOf(dc, "nats-url", ctx);
+      for (const u of String(url || "").split(",")) {
+        const m = /^\s*(?:nats|tls):\/\/(?:[^@/]*@)?([^:/.]+)/.exec(u);
+        if (!m || !svcNames.has(m[1])) errs.push(`${d.kind}/${d.metadata.name} container ${dc.name}: CHUNKMILL_NATS_URL ${url} is not a Service of the NATS pods`);
+      }
+    }
+  }
+  return errs;
+}
+
+// Broken copies of a rendering, each of which the cluster check must reject.
+function natsClusterMutations(docs) {
+  const copy = () => JSON.parse(JSON.stringify(docs));
+  const natsOf = (ds) => ds.find((d) => WORKLOAD_KINDS.has(d.kind) && ((d.spec.template.spec || {}).containers || []).some(isNatsContainer));
+  return [
+    ["a single NATS replica", "replicas must be 3", (ds) => { natsOf(ds).spec.replicas = 1; }],
+    ["no PodDisruptionBudget", "no PodDisruptionBudget", (ds) => ds.filter((d) => d.kind !== "PodDisruptionBudget")],
+    ["no anti-affinity", "no pod anti-affinity", (ds) => { delete natsOf(ds).spec.template.spec.affinity; }],
+    ["no routes", "no cluster route to", (ds) => {
+      for (const d of ds) if (d.kind === "ConfigMap" && d.data) for (const k of Object.keys(d.data)) d.data[k] = d.data[k].replace(/nats-route:\/\/[^\s\]]+/g, "");
+    }],
+    ["a Deployment", "must be a StatefulSet", (ds) => { natsOf(ds).kind = "Deployment"; }],
+  ].map(([what, expect, mutate]) => {
+    const ds = copy();
+    const out = mutate(ds);
+    return [what, expect, Array.isArray(out) ? out : ds];
+  });
+}
+
 // ---- running -------------------------------------------------------------
 let passed = 0;
 let failed = 0;
@@ -458,6 +579,7 @@ function renderTargets() {
 
 function main() {
   const kinds = new Set();
+  let baseDocs = null;
   for (const dir of renderTargets()) {
     const rel = path.relative(REPO, dir);
     let docs;
@@ -474,10 +596,20 @@ function main() {
     report(collect(r.schema).length === 0, `${rel}: every object validates against its schema`, collect(r.schema));
     report(collect(r.strict).length === 0, `${rel}: no unknown fields (strict pass)`, collect(r.strict));
     report(collect(r.policy).length === 0, `${rel}: policy`, collect(r.policy));
+    const ne = natsClusterErrors(docs);
+    report(ne.length === 0, `${rel}: NATS runs as a ${NATS_REPLICAS}-node cluster (StatefulSet, headless Service, routes, PDB, anti-affinity)`, ne);
+    if (rel === path.join("k8s", "base")) baseDocs = docs;
+  }
+  // The cluster check can fail.
+  if (baseDocs) {
+    for (const [what, expect, ds] of natsClusterMutations(baseDocs)) {
+      const errs = natsClusterErrors(ds);
+      report(errs.some((e) => e.includes(expect)), `NATS cluster check rejects k8s/base with ${what} (${expect})`, errs);
+    }
   }
   // Every kind the issue asks for is present somewhere.
   const want = ["v1 Namespace", "v1 ConfigMap", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
-    "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "autoscaling/v2 HorizontalPodAutoscaler",
+    "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "apps/v1 StatefulSet", "autoscaling/v2 HorizontalPodAutoscaler",
     "keda.sh/v1alpha1 ScaledObject", "argoproj.io/v1alpha1 Rollout", "argoproj.io/v1alpha1 AnalysisTemplate",
     "monitoring.coreos.com/v1 ServiceMonitor"];
   const missing = want.filter((k) => !kinds.has(k));
