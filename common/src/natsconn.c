@@ -635,8 +635,17 @@ void cm_nats_destroy(cm_nats_t *n) {
 
 int cm_nats_check_options(const cm_common_cfg_t *cfg, char *err, size_t errlen) {
   natsOptions *o = NULL;
-  /* The diagnostic variant registers no callbacks, so no cm_nats_t is needed. */
-  int rc = cm__nats_opts(NULL, &o, true, cfg, "check", err, errlen);
+  /* The diagnostic variant registers no callbacks: a scratch cm_nats_t
+   * holding only the split server list is enough. */
+  cm_nats_t *n = calloc(1, sizeof *n);
+  int rc;
+  if (n == NULL) return -ENOMEM;
+  cm_nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  rc = cm__nats_split_servers(n, cfg->nats_url, err, errlen);
+  if (rc == -ENOMEM) snprintf(err, errlen, "out of memory");
+  if (rc == 0) rc = cm__nats_opts(n, &o, true, cfg, "check", err, errlen);
   natsOptions_Destroy(o);
+  cm__nats_free_servers(n);
+  free(n);
   return rc;
 }
