@@ -26,6 +26,7 @@
 #include "cm/daemon.h"
 #include "app9.h"
 #include "cm/log.h"
+#include "exec.h"
 #include "transform.h"
 
 #define MAPPER_MAX_SLOTS 1024
@@ -463,6 +464,7 @@ int main(int argc, char **argv) {
   static char idbuf[128];
   static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:",
                                            "exec:",    "plugin:",  NULL};
+  static const char *const framings[] = {"lines", "chunk", NULL};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   char defconc[24];
   char threads[24];
@@ -476,6 +478,14 @@ int main(int argc, char **argv) {
       {"exec-timeout", CM_OPT_DURATION, "30s", 100, 86400000, NULL, NULL,
        "exec: time a child may take for one chunk before it is killed and the chunk NAKed",
        &m.topts.exec_timeout_ms},
+      {"exec-framing", CM_OPT_STRING, "lines", 0, 0, framings, NULL,
+       "exec: lines = one long-lived child per worker, answers checked by count and "
+       "--exec-settle; chunk = a child per chunk, answers read until EOF (no timing involved)",
+       &m.topts.exec_framing},
+      {"exec-settle", CM_OPT_DURATION, "20ms", 0, 60000, NULL, NULL,
+       "exec (lines): quiet time on the child's stdout after a chunk's last answer before the "
+       "chunk counts; output in it fails the chunk as out of step",
+       &m.topts.exec_settle_ms},
       {"exec-cwd", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "exec: working directory of the children (default: the mapper's)", &m.topts.exec_cwd},
       {"exec-env", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
@@ -513,6 +523,9 @@ int main(int argc, char **argv) {
   sanitize_token(idbuf);
   m.cfg.id = idbuf;
 
+  /* User code (exec children, plugins) gets no NATS credentials: they were
+   * read into m.cfg above and are not needed in the environment any more. */
+  cm_exec_scrub_environ();
   if (cm_transform_create_ex(&m.t, m.transform_spec, &m.topts, err, sizeof(err)) != 0) {
     fprintf(stderr, "mapper: invalid value \"%s\" for --transform: %s\n", m.transform_spec, err);
     return 2;

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""exec: a child that is out of step never gets its lines saved under
+another record's key (issue 10, part 2).
+
+Each case maps a 500-record file (5 chunks of 100) through a misbehaving
+python3 child and then checks EVERY saved row against the transform of its
+own input record (input i sits at chunk (i-1)//100, idx (i-1)%100):
+
+- a banner line at start-up;
+- one extra line 50 ms after its last answer (a timer in the child);
+- two lines for one record, 100 ms apart;
+- stdout closed half-way through one chunk (the child keeps running).
+
+Chunks whose every attempt is out of step end dead after --max-deliver 2
+(the job still completes, --allow-dead); all other chunks are saved whole.
+The same checks run with --exec-framing chunk, where a child per chunk is
+read to EOF. The NAK reasons quote the stray line.
+"""
+import json
+import os
+
+from harness import Pipeline, check, dump_logs_on_failure, finish, log_lines
+
+N = 500
+failed = []
+
+PRELUDE = r'''
+import json, os, sys, threading, time
+def answer(r):
+    return json.dumps({"i": r["i"], "up": r["fn"].upper()})
+'''
+
+BANNER = PRELUDE + r'''
+print("mapper v1.2 starting up", flush=True)
+for line in sys.stdin:
+    print(answer(json.loads(line)), flush=True)
+'''
+
+TRAILING = PRELUDE + r'''
+lock = threading.Lock()
+timer = None
+def extra():
+    with lock:
+        print("trailing debug line", flush=True)
+for line in sys.stdin:
+    with lock:
+        if timer is not None:
+            timer.cancel()
+        print(answer(json.loads(line)), flush=True)
+        timer = threading.Timer(0.05, extra)
+        timer.daemon = True
+        timer.start()
+'''
+
+DOUBLE = PRELUDE + r'''
+for line in sys.stdin:
+    r = json.loads(line)
+    print(answer(r), flush=True)
+    if r["i"] == 237:
+        time.sleep(0.1)
+        print(answer(r), flush=True)
+'''
+
+EARLY_CLOSE = PRELUDE + r'''
+for line in sys.stdin:
+    r = json.loads(line)
+    if r["i"] == 350:
+        sys.stdout.flush()
+        os.close(1)
+        time.sleep(3600)
+    print(answer(r), flush=True)
+'''
+
+GOOD = PRELUDE + r'''
+for line in sys.stdin:
+    print(answer(json.loads(line)), flush=True)
+'''
+
+
+def expected(i):
+    return {"i": i, "up": f"ADA{i}"}
+
+
+def run_case(name, script, framing="lines", dead_chunks=None, reason_has=None):
+    P = Pipeline(name, records=0, mappers=1,
+                 transform="exec:" + json.dumps(["python3", "-u", "-c", script]),
+                 extra_mapper=["--exec-settle", "200ms", "--exec-framing", framing,
+                               "--exec-timeout", "20s", "--concurrency", "2"])
+    try:
+        path = os.path.join(P.workdir, "in.ndjson")
+        with open(path, "w") as fh:
+            for i in range(1, N + 1):
+                fh.write(json.dumps({"i": i, "fn": f"ada{i}"}) + "\n")
+        P.wait_ready([P.saver] + P.mappers)
+        f = P.start_fetcher(["--once", "--job", name, "--source", f"file:{path}",
+                             "--max-deliver", "2", "--allow-dead"])
+        rc = f.wait(150)
+        assert rc == 0, (rc, f.log()[-1500:])
+        rows = P.db_query("SELECT chunk, idx, body FROM records ORDER BY chunk, idx")
+        wrong = [(c, i, b) for c, i, b in rows if json.loads(b) != expected(c * 100 + i + 1)]
+        assert not wrong, f"{len(wrong)} of {len(rows)} rows misfiled, e.g. {wrong[:3]}"
+        saved = sorted({c for c, _, _ in rows})
+        for c in saved:  # a saved chunk is saved whole
+            assert sum(1 for r in rows if r[0] == c) == 100, c
+        dead = [e["msg"] for e in log_lines(f) if "is dead after 2 deliveries" in e["msg"]]
+        assert len(saved) + len(dead) == N // 100, (saved, dead)
+        if dead_chunks is not None:
+            assert sorted(set(range(N // 100)) - set(saved)) == dead_chunks, (saved, dead)
+        if reason_has is not None:
+            fails = [e["msg"] for e in log_lines(f) if "failed on" in e["msg"]]
+            assert any(reason_has in m for m in fails), (reason_has, fails[:5])
+        m = P.mappers[0]
+        assert m.alive(), "the mapper died"
+        return P, m
+    except Exception:
+        failed.append(P)
+        raise
+    finally:
+        P.stop_all()
+
+
+def banner():
+    # Every child prints it, so every attempt of every chunk fails.
+    run_case("banner", BANNER, dead_chunks=[0, 1, 2, 3, 4],
+             reason_has='first line "mapper v1.2 starting up"')
+
+
+def trailing_line():
+    # The trailing line comes 50 ms after each chunk's last answer: inside
+    # the 200 ms settle time, so every attempt fails; never misfiled.
+    run_case("trailing", TRAILING, dead_chunks=[0, 1, 2, 3, 4],
+             reason_has='extra line "trailing debug line"')
+
+
+def double_answer():
+    run_case("double", DOUBLE, dead_chunks=[2], reason_has="is out of step: more output")
+
+
+def early_close():
+    run_case("early-close", EARLY_CLOSE, dead_chunks=[3],
+             reason_has="closed its stdout after 49 of 100 answer lines")
+
+
+def good_child_both_framings():
+    for framing in ("lines", "chunk"):
+        run_case("good-" + framing, GOOD, framing=framing, dead_chunks=[])
+
+
+def chunk_framing_misbehaving():
+    run_case("chunk-banner", BANNER, framing="chunk", dead_chunks=[0, 1, 2, 3, 4],
+             reason_has='first line "mapper v1.2 starting up"')
+    run_case("chunk-double", DOUBLE, framing="chunk", dead_chunks=[2],
+             reason_has="is out of step: more output")
+
+
+check("exec: a banner line is never taken as an answer", banner)
+check("exec: a line 50 ms after the last answer fails that chunk", trailing_line)
+check("exec: two lines for one record fail the chunk", double_answer)
+check("exec: stdout closed early fails the chunk at once", early_close)
+check("exec: well-behaved child, lines and chunk framing: all saved", good_child_both_framings)
+check("exec: chunk framing: banner and double answers never misfiled",
+      chunk_framing_misbehaving)
+for p in failed:
+    dump_logs_on_failure(p)
+finish()
