@@ -12,8 +12,12 @@
  * queued and mapped in turn.
  *
  * Threads: nats.c delivers mapper_data messages and the drain-complete
- * notice on its threads; they go through this module's own handoff to the
- * loop thread. The transform runs on the libuv thread pool. */
+ * notice on its threads; they go to the loop thread through the
+ * connection's handoff (cm_nats_post), which stays open until nats.c's
+ * threads have stopped: a drain-complete notice that nats.c fires while the
+ * connection closes at shutdown (the server gone at the same moment) finds
+ * it still there and is dropped as cancelled. The transform runs on the
+ * libuv thread pool. */
 #include "cm/app9wire.h"
 #include "app9.h"
 
@@ -25,12 +29,10 @@
 
 #include "cm/chunk.h"
 #include "cm/daemon.h"
-#include "cm/handoff.h"
 #include "cm/log.h"
 
 #define APP9_MAX_SUBS 64    /* the current subscription + those still draining */
 #define APP9_QUEUE_MAX 64   /* chunks that arrived while busy */
-#define APP9_HANDOFF_CAP 1024
 #define APP9_MAX_CHUNK (64u * 1024 * 1024)
 #define APP9_DRAIN_MS 10000
 #define APP9_RETRY_MS 100
@@ -54,7 +56,7 @@ typedef struct a9_item_s {
 struct app9_mapper_s {
   cm_daemon_t *d;
   const cm_transform_t *t;
-  cm_handoff_t *ho;
+  cm_nats_t *nats; /* the daemon's connection; outlives nats.c's threads */
   a9_sub_t subs[APP9_MAX_SUBS];
   a9_sub_t *active; /* subscribed to mapper_data (idle) */
   uv_timer_t retry; /* re-try becoming idle (no subscription slot free) */
@@ -98,7 +100,7 @@ static void a9m_post(app9_mapper_t *a, natsMsg *msg, a9_sub_t *closed) {
   it->a = a;
   it->msg = msg;
   it->closed = closed;
-  if (cm_handoff_post(a->ho, a9m_deliver, it) != 0) {
+  if (cm_nats_post(a->nats, a9m_deliver, it) != 0) {
     natsMsg_Destroy(msg);
     free(it);
   }
@@ -323,7 +325,7 @@ static void a9m_on_chunk(app9_mapper_t *a, natsMsg *msg) {
 static void a9m_deliver(void *arg, int cancelled) {
   a9_item_t *it = arg;
   app9_mapper_t *a = it->a;
-  if (cancelled) {
+  if (cancelled || a->closed) {
     natsMsg_Destroy(it->msg);
   } else if (it->msg != NULL) {
     a9m_on_chunk(a, it->msg);
@@ -403,9 +405,7 @@ static void a9m_shutdown(void *ud, bool forced) {
 
 static void a9m_close(void *ud) {
   app9_mapper_t *a = ud;
-  a->closed = true;
-  cm_handoff_close(a->ho); /* drops queued deliveries; frees itself later */
-  a->ho = NULL;
+  a->closed = true; /* deliveries still queued are cancelled from now on */
   for (int i = 0; i < APP9_MAX_SUBS; i++)
     if (a->subs[i].sub != NULL) {
       natsSubscription_Destroy(a->subs[i].sub);
@@ -485,8 +485,8 @@ int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t) {
   (void)uv_timer_init(cm_daemon_loop(a->d), &a->retry);
   a->retry.data = a;
   a9m_metrics(a, cfg);
-  if (cm_handoff_create(&a->ho, cm_daemon_loop(a->d), APP9_HANDOFF_CAP) != 0 ||
-      cm_nats_subscribe(cm_daemon_nats(a->d), CM_APP9_SUBJ_STATUS, NULL, a9m_on_status, a, NULL) != 0) {
+  a->nats = cm_daemon_nats(a->d);
+  if (cm_nats_subscribe(cm_daemon_nats(a->d), CM_APP9_SUBJ_STATUS, NULL, a9m_on_status, a, NULL) != 0) {
     cm_log_error("cannot set up the app9 subscriptions");
     cm_daemon_exit(a->d, 1);
   } else {
