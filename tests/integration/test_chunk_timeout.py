@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""--chunk-timeout: a transform that never returns cannot hold its chunk
+forever (issue 10, part 3).
+
+A plugin (examples/plugin/hang.c) loops forever on the one record that
+contains "hang":true (record 250, chunk 2 of 5). With --chunk-timeout 1s and
+--max-deliver 2:
+- the job completes (exit 0 with --allow-dead): chunk 2 is dead after its
+  two attempts, the other 400 records are saved exactly (each row checked
+  against its input);
+- chunkmill_mapper_chunk_timeouts_total is 2 and
+  chunkmill_mapper_stuck_workers 2: both attempts landed on the mapper's
+  two workers, which stay stuck (a thread cannot be interrupted);
+- /healthz is 503 once both workers are stuck, naming the reason;
+- SIGTERM still stops the mapper promptly with exit 0.
+"""
+import json
+import os
+import signal
+import time
+
+from harness import (BIN_DIR, Pipeline, check, dump_logs_on_failure, finish, http_get, log_lines,
+                     parse_prometheus, wait_until)
+
+HANG = os.path.join(BIN_DIR, "examples", "plugin", "hang.so")
+N = 500
+failed = []
+
+
+def hung_plugin():
+    P = Pipeline("chunk-timeout", records=0, mappers=1, transform=f"plugin:{HANG}",
+                 extra_mapper=["--concurrency", "2", "--chunk-timeout", "1s"])
+    try:
+        path = os.path.join(P.workdir, "in.ndjson")
+        with open(path, "w") as fh:
+            for i in range(1, N + 1):
+                r = {"i": i, "hang": True} if i == 250 else {"i": i}
+                fh.write(json.dumps(r, separators=(",", ":")) + "\n")
+        P.wait_ready([P.saver] + P.mappers)
+        m = P.mappers[0]
+        f = P.start_fetcher(["--once", "--job", "ct", "--source", f"file:{path}",
+                             "--max-deliver", "2", "--allow-dead", "--ack-wait", "60s"])
+        rc = f.wait(60)
+        assert rc == 0, (rc, f.log()[-1500:])
+        rows = P.db_query("SELECT chunk, idx, body FROM records ORDER BY chunk, idx")
+        assert len(rows) == 400, len(rows)
+        for c, i, b in rows:
+            assert c != 2 and json.loads(b) == {"i": c * 100 + i + 1}, (c, i, b)
+        dead = [e["msg"] for e in log_lines(f) if "is dead after 2 deliveries" in e["msg"]]
+        assert len(dead) == 1 and "chunk 2 " in dead[0], dead
+        fails = [e["msg"] for e in log_lines(f) if "failed on" in e["msg"]]
+        assert sum("did not finish within --chunk-timeout (1000 ms)" in x for x in fails) == 2, fails
+        s, _ = parse_prometheus(http_get(m.port, "/metrics")[1])
+        assert s["chunkmill_mapper_chunk_timeouts_total"] == 2, s
+        assert s["chunkmill_mapper_stuck_workers"] == 2, s
+        st, body = http_get(m.port, "/healthz")
+        assert st == 503 and "all 2 workers stuck" in body, (st, body)
+        t0 = time.monotonic()
+        m.signal(signal.SIGTERM)
+        assert m.wait(15) == 0, m.log()[-800:]
+        assert time.monotonic() - t0 < 10
+    except Exception:
+        failed.append(P)
+        raise
+    finally:
+        P.stop_all()
+
+
+def one_stuck_still_healthy():
+    # 3 workers, --max-deliver 1: the hanging chunk is tried once and dead;
+    # one worker stays stuck and /healthz stays 200 (two still work).
+    P = Pipeline("chunk-timeout-1", records=0, mappers=1, transform=f"plugin:{HANG}",
+                 extra_mapper=["--concurrency", "3", "--chunk-timeout", "1s"])
+    try:
+        path = os.path.join(P.workdir, "in.ndjson")
+        with open(path, "w") as fh:
+            for i in range(1, 201):
+                r = {"i": i, "hang": True} if i == 150 else {"i": i}
+                fh.write(json.dumps(r, separators=(",", ":")) + "\n")
+        P.wait_ready([P.saver] + P.mappers)
+        m = P.mappers[0]
+        f = P.start_fetcher(["--once", "--job", "ct1", "--source", f"file:{path}",
+                             "--max-deliver", "1", "--allow-dead"])
+        assert f.wait(60) == 0, f.log()[-800:]
+        assert P.db_query("SELECT count(*) FROM records") == [(100,)]
+        wait_until(lambda: parse_prometheus(http_get(m.port, "/metrics")[1])[0]
+                   .get("chunkmill_mapper_stuck_workers") == 1, 10, what="one stuck worker")
+        assert http_get(m.port, "/healthz")[0] == 200
+    except Exception:
+        failed.append(P)
+        raise
+    finally:
+        P.stop_all()
+
+
+check("chunk-timeout: a plugin that never returns: job completes, chunk dead, /healthz 503",
+      hung_plugin)
+check("chunk-timeout: one stuck worker of three: /healthz stays 200", one_stuck_still_healthy)
+for p in failed:
+    dump_logs_on_failure(p)
+finish()
