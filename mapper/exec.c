@@ -44,6 +44,15 @@ extern char **environ;
 
 typedef struct cm__xw_s cm__xw_t;
 
+/* Orphan reaping, for the whole process (every cm_exec_t): g_spawn_mu is
+ * held around uv_spawn and while reaping, so a child some libuv loop owns
+ * (listed in g_owned) is never waited for by a reaper: libuv would then
+ * never see it exit. */
+#define CM__EXEC_OWNED_MAX 4096
+static pthread_mutex_t g_spawn_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_owned[CM__EXEC_OWNED_MAX];
+static int g_nowned;
+
 struct cm_exec_s {
   char **argv; /* NULL-terminated, owned */
   char **envp; /* NULL-terminated, owned */
@@ -58,12 +67,7 @@ struct cm_exec_s {
   bool busy[CM__EXEC_MAX_WORKERS];
   int nw;
   unsigned long spawned;
-  /* Orphan reaping: spawn_mu is held around uv_spawn and while reaping, so
-   * a child libuv owns (listed in owned[]) is never waited for by us. */
-  pthread_mutex_t spawn_mu;
-  pthread_cond_t reap_cv;
-  int owned[CM__EXEC_MAX_WORKERS];
-  int nowned;
+  pthread_cond_t reap_cv; /* with g_spawn_mu */
   bool reaper_on, reaper_stop;
   pthread_t reaper;
   unsigned long reaped;
@@ -335,30 +339,27 @@ fail:
 
 /* ---- orphaned grandchildren ------------------------------------------ */
 
-static bool owned_locked(const cm_exec_t *e, int pid) {
-  for (int i = 0; i < e->nowned; i++)
-    if (e->owned[i] == pid) return true;
+static bool owned_locked(int pid) {
+  for (int i = 0; i < g_nowned; i++)
+    if (g_owned[i] == pid) return true;
   return false;
 }
 
-static void own(cm_exec_t *e, int pid, bool add) {
-  pthread_mutex_lock(&e->spawn_mu);
-  if (add && e->nowned < CM__EXEC_MAX_WORKERS) {
-    e->owned[e->nowned++] = pid;
-  } else if (!add) {
-    for (int i = 0; i < e->nowned; i++)
-      if (e->owned[i] == pid) {
-        e->owned[i] = e->owned[--e->nowned];
-        break;
-      }
-  }
-  pthread_mutex_unlock(&e->spawn_mu);
+/* libuv has reaped pid (its exit callback ran): no longer ours to skip. */
+static void disown(int pid) {
+  pthread_mutex_lock(&g_spawn_mu);
+  for (int i = 0; i < g_nowned; i++)
+    if (g_owned[i] == pid) {
+      g_owned[i] = g_owned[--g_nowned];
+      break;
+    }
+  pthread_mutex_unlock(&g_spawn_mu);
 }
 
-/* Waits (WNOHANG) for pid unless libuv owns it. spawn_mu held. */
+/* Waits (WNOHANG) for pid unless libuv owns it. g_spawn_mu held. */
 static void reap_pid(cm_exec_t *e, int pid) {
   int st;
-  if (pid <= 0 || owned_locked(e, pid)) return;
+  if (pid <= 0 || owned_locked(pid)) return;
   if (waitpid(pid, &st, WNOHANG) == pid) {
     e->reaped++;
     cm_counter_inc(e->m_reaped);
@@ -367,7 +368,7 @@ static void reap_pid(cm_exec_t *e, int pid) {
 
 /* Our children that libuv does not own: from /proc/self/task/T/children
  * (every thread's list: orphans are re-parented to one of our threads), or,
- * without that file, zombies in /proc whose parent is us. spawn_mu held. */
+ * without that file, zombies in /proc whose parent is us. g_spawn_mu held. */
 static void reap_orphans(cm_exec_t *e) {
   DIR *d = opendir("/proc/self/task");
   struct dirent *de;
@@ -408,24 +409,24 @@ static void reap_orphans(cm_exec_t *e) {
 
 static void *reaper_main(void *arg) {
   cm_exec_t *e = arg;
-  pthread_mutex_lock(&e->spawn_mu);
+  pthread_mutex_lock(&g_spawn_mu);
   while (!e->reaper_stop) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += (long)CM__EXEC_REAP_MS * 1000000L;
     ts.tv_sec += ts.tv_nsec / 1000000000L;
     ts.tv_nsec %= 1000000000L;
-    (void)pthread_cond_timedwait(&e->reap_cv, &e->spawn_mu, &ts);
+    (void)pthread_cond_timedwait(&e->reap_cv, &g_spawn_mu, &ts);
     if (!e->reaper_stop) reap_orphans(e);
   }
-  pthread_mutex_unlock(&e->spawn_mu);
+  pthread_mutex_unlock(&g_spawn_mu);
   return NULL;
 }
 
 unsigned long cm_exec_reaped(const cm_exec_t *e) {
-  pthread_mutex_lock((pthread_mutex_t *)&e->spawn_mu);
+  pthread_mutex_lock(&g_spawn_mu);
   unsigned long n = e->reaped;
-  pthread_mutex_unlock((pthread_mutex_t *)&e->spawn_mu);
+  pthread_mutex_unlock(&g_spawn_mu);
   return n;
 }
 
@@ -441,7 +442,7 @@ int cm_exec_create(cm_exec_t **out, const char *cmd, const cm_transform_opts_t *
     e = NULL;
     goto nomem;
   }
-  if (pthread_mutex_init(&e->spawn_mu, NULL) != 0 || pthread_cond_init(&e->reap_cv, NULL) != 0) {
+  if (pthread_cond_init(&e->reap_cv, NULL) != 0) {
     pthread_mutex_destroy(&e->mu);
     free(e);
     e = NULL;
@@ -506,10 +507,10 @@ void cm_exec_set_metrics(cm_exec_t *e, cm_metrics_t *m) {
   e->m_protocol = cm_metrics_counter(
       m, "chunkmill_exec_protocol_errors_total",
       "exec children out of step: output that answers no record, or stdout closed early.", NULL);
-  pthread_mutex_lock(&e->spawn_mu);
+  pthread_mutex_lock(&g_spawn_mu);
   e->m_reaped = cm_metrics_counter(m, "chunkmill_exec_orphans_reaped_total",
                                    "Orphaned descendants of exec children reaped.", NULL);
-  pthread_mutex_unlock(&e->spawn_mu);
+  pthread_mutex_unlock(&g_spawn_mu);
 }
 
 unsigned long cm_exec_spawned(const cm_exec_t *e) {
@@ -550,7 +551,7 @@ static void kill_child(cm__xw_t *w) {
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
   cm__xw_t *w = p->data;
-  own(w->e, w->pid > 0 ? w->pid : p->pid, false); /* libuv has reaped it */
+  disown(w->pid);
   w->exited = true;
   w->status = status;
   w->term_signal = sig;
@@ -734,10 +735,10 @@ static int spawn_child(cm__xw_t *w, char *err, size_t errlen) {
   po.flags = UV_PROCESS_DETACHED; /* own process group: killed as a whole */
   w->open = 4;
   w->running = true;
-  pthread_mutex_lock(&e->spawn_mu);
+  pthread_mutex_lock(&g_spawn_mu);
   rc = uv_spawn(&w->loop, &w->proc, &po);
-  if (rc == 0 && e->nowned < CM__EXEC_MAX_WORKERS) e->owned[e->nowned++] = w->proc.pid;
-  pthread_mutex_unlock(&e->spawn_mu);
+  if (rc == 0 && g_nowned < CM__EXEC_OWNED_MAX) g_owned[g_nowned++] = w->proc.pid;
+  pthread_mutex_unlock(&g_spawn_mu);
   if (rc < 0) {
     w->exited = true;
     close_child(w);
@@ -798,14 +799,13 @@ void cm_exec_destroy(cm_exec_t *e) {
     worker_free(e->w[i]);
   }
   if (e->reaper_on) {
-    pthread_mutex_lock(&e->spawn_mu);
+    pthread_mutex_lock(&g_spawn_mu);
     e->reaper_stop = true;
     pthread_cond_signal(&e->reap_cv);
-    pthread_mutex_unlock(&e->spawn_mu);
+    pthread_mutex_unlock(&g_spawn_mu);
     (void)pthread_join(e->reaper, NULL);
   }
   pthread_cond_destroy(&e->reap_cv);
-  pthread_mutex_destroy(&e->spawn_mu);
   free_vec(e->argv);
   free_vec(e->envp);
   free(e->cwd);
@@ -1031,8 +1031,8 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
     cm_buf_reset(lines);
   } else if (e->per_chunk || w->out_eof) {
     /* Done with this child (its stdout is closed): the next chunk gets a
-     * new one, which is no restart. Its process group goes with it. */
-    if (w->pid > 0) (void)kill(-w->pid, SIGKILL);
+     * new one, which is no restart. (Its group is not signalled once it
+     * has been reaped: the id may belong to someone else by then.) */
     kill_child(w);
   }
 out:
