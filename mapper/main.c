@@ -648,7 +648,7 @@ int main(int argc, char **argv) {
   setenv("UV_THREADPOOL_SIZE", threads, 1);
 
   if (strcmp(m.cfg.protocol, "app9") == 0) { /* the original example's protocol */
-    rc = cm_mapper_app9_run(&m.cfg, m.t);
+    rc = cm_mapper_app9_run(&m.cfg, m.t, m.chunk_timeout_ms);
     cm_transform_destroy(m.t);
     return rc;
   }

@@ -13,14 +13,20 @@ contains "hang":true (record 250, chunk 2 of 5). With --chunk-timeout 1s and
   two workers, which stay stuck (a thread cannot be interrupted);
 - /healthz is 503 once both workers are stuck, naming the reason;
 - SIGTERM still stops the mapper promptly with exit 0.
+With 3 workers and one stuck, /healthz stays 200. In --protocol app9 (one
+chunk at a time, no NAK) the stuck mapper drops the chunk and is not alive
+(503); the fetcher's resend reaches a second mapper and the job is exact.
 """
 import json
 import os
+import shutil
 import signal
+import sqlite3
+import tempfile
 import time
 
-from harness import (BIN_DIR, Pipeline, check, dump_logs_on_failure, finish, http_get, log_lines,
-                     parse_prometheus, wait_until)
+from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish,
+                     free_port, http_get, log_lines, parse_prometheus, status, wait_until)
 
 HANG = os.path.join(BIN_DIR, "examples", "plugin", "hang.so")
 N = 500
@@ -93,9 +99,68 @@ def one_stuck_still_healthy():
         P.stop_all()
 
 
+def app9_mode():
+    # --protocol app9 (one chunk at a time, no NAK): the stuck mapper drops
+    # the chunk and reports 503; the fetcher sends it again after
+    # --ack-wait to a second mapper (whose plugin has no trigger), and the
+    # job completes exactly.
+    workdir = tempfile.mkdtemp(prefix="cm-ct-app9-")
+    nats = Nats(workdir)
+    procs = []
+
+    def daemon(role, *extra):
+        port = free_port()
+        p = Proc(f"{role}-{port}", [bin_path(role), "--protocol", "app9", "--nats-url", nats.url,
+                                    "--http", f"127.0.0.1:{port}", "--heartbeat", "200ms"] +
+                 list(extra), log_dir=workdir)
+        p.port = port
+        procs.append(p)
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 20, what=f"{role} ready")
+        return p
+
+    try:
+        path = os.path.join(workdir, "in.ndjson")
+        with open(path, "w") as fh:
+            for i in range(1, N + 1):
+                r = {"i": i, "hang": True} if i == 250 else {"i": i}
+                fh.write(json.dumps(r, separators=(",", ":")) + "\n")
+        db = os.path.join(workdir, "r.db")
+        daemon("saver", "--db", db)
+        m1 = daemon("mapper", "--transform", f"plugin:{HANG}", "--chunk-timeout", "1s", "--id",
+                    "m1")
+        f = daemon("fetcher", "--source", f"file:{path}", "--ledger",
+                   os.path.join(workdir, "l.db"), "--job", "a9", "--ack-wait", "2s")
+        wait_until(lambda: http_get(m1.port, "/healthz")[0] == 503, 20, what="m1 stuck")
+        st, body = http_get(m1.port, "/healthz")
+        assert "stuck in a transform past --chunk-timeout" in body, body
+        s, _ = parse_prometheus(http_get(m1.port, "/metrics")[1])
+        assert s["chunkmill_mapper_chunk_timeouts_total"] == 1, s
+        daemon("mapper", "--transform", f"plugin:{HANG}", "--transform-arg", "no-such-text",
+               "--id", "m2")
+        wait_until(lambda: (status(f) or {"job": {"complete": False}})["job"]["complete"], 60,
+                   interval=0.2, what="job complete")
+        con = sqlite3.connect(db, timeout=10)
+        try:
+            rows = con.execute("SELECT chunk, idx, body FROM records").fetchall()
+        finally:
+            con.close()
+        assert len(rows) == N, len(rows)
+        assert sorted(json.loads(b)["i"] for _, _, b in rows) == list(range(1, N + 1))
+        t0 = time.monotonic()
+        m1.signal(signal.SIGTERM)
+        assert m1.wait(15) == 0, m1.log()[-800:]
+        assert time.monotonic() - t0 < 10
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        nats.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 check("chunk-timeout: a plugin that never returns: job completes, chunk dead, /healthz 503",
       hung_plugin)
 check("chunk-timeout: one stuck worker of three: /healthz stays 200", one_stuck_still_healthy)
+check("chunk-timeout: app9 mode: stuck mapper 503, chunk sent again, job exact", app9_mode)
 for p in failed:
     dump_logs_on_failure(p)
 finish()
