@@ -60,6 +60,7 @@ struct cm_exec_s {
   int64_t timeout_ms;
   int64_t settle_ms;
   bool per_chunk; /* framing "chunk": one child per chunk */
+  bool tagged;    /* framing "tagged": "<seq>\t" before every line, both ways */
   cm_metrics_t *metrics;
   cm_counter_t *m_progress, *m_restarts, *m_protocol, *m_reaped;
   pthread_mutex_t mu;
@@ -92,6 +93,8 @@ struct cm__xw_s {
   size_t want, got, scan; /* lines wanted/received; bytes scanned for '\n' */
   size_t line_start;      /* where the line being received starts */
   size_t extra_off, extra_len; /* the first line beyond `want`, if any */
+  uint64_t seq;           /* tagged: records this child has answered */
+  bool bad_tag;           /* tagged: a line without the expected tag */
   uv_timer_t settle;
   bool out_eof, write_done, timed_out, overflow, settled;
   int io_err;
@@ -451,12 +454,16 @@ int cm_exec_create(cm_exec_t **out, const char *cmd, const cm_transform_opts_t *
   e->timeout_ms = o && o->exec_timeout_ms > 0 ? o->exec_timeout_ms : 30000;
   e->settle_ms = o && o->exec_settle_ms > 0 ? o->exec_settle_ms : 0;
   if (o && o->exec_framing && *o->exec_framing && strcmp(o->exec_framing, "lines") != 0) {
-    if (strcmp(o->exec_framing, "chunk") != 0) {
-      cm_set_err(err, errlen, "--exec-framing \"%.32s\": expected lines or chunk", o->exec_framing);
+    if (strcmp(o->exec_framing, "chunk") == 0) {
+      e->per_chunk = true;
+    } else if (strcmp(o->exec_framing, "tagged") == 0) {
+      e->tagged = true;
+    } else {
+      cm_set_err(err, errlen, "--exec-framing \"%.32s\": expected lines, chunk or tagged",
+                 o->exec_framing);
       rc = -EINVAL;
       goto fail;
     }
-    e->per_chunk = true;
   }
   if ((e->argv = calloc(CM__EXEC_MAX_ARGS + 1, sizeof(char *))) == NULL) goto nomem;
   while (*cmd && is_blank(*cmd)) cmd++;
@@ -600,9 +607,24 @@ static void on_stdout(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     }
     size_t end = (size_t)(nl - w->lines->data);
     if (w->got < w->want) {
-      size_t l = end - w->line_start;
-      if (l > 0 && w->lines->data[w->line_start + l - 1] == '\r') l--;
-      w->off[w->got] = w->line_start;
+      size_t start = w->line_start;
+      if (w->e->tagged) {
+        /* "<seq>\t": the sequence number of the record it answers. */
+        char want[24];
+        int k = snprintf(want, sizeof want, "%" PRIu64 "\t", w->seq + w->got + 1);
+        if (k <= 0 || end - start < (size_t)k ||
+            memcmp(w->lines->data + start, want, (size_t)k) != 0) {
+          w->bad_tag = true;
+          w->extra_off = start;
+          w->extra_len = end - start;
+          (void)uv_read_stop(s);
+          return;
+        }
+        start += (size_t)k;
+      }
+      size_t l = end - start;
+      if (l > 0 && w->lines->data[start + l - 1] == '\r') l--;
+      w->off[w->got] = start;
       w->ln[w->got] = l;
     } else if (w->got == w->want) {
       w->extra_off = w->line_start;
@@ -713,6 +735,7 @@ static int spawn_child(cm__xw_t *w, char *err, size_t errlen) {
   w->exited = false;
   w->status = 0;
   w->term_signal = 0;
+  w->seq = 0;
   (void)uv_pipe_init(&w->loop, &w->in, 0);
   (void)uv_pipe_init(&w->loop, &w->out, 0);
   (void)uv_pipe_init(&w->loop, &w->errp, 0);
@@ -927,8 +950,10 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
   if (!w->running && (rc = spawn_child(w, err, errlen)) < 0) goto out;
 
   for (size_t i = 0; i < n && rc == 0; i++) {
-    size_t mark = inb.len;
-    rc = cm_buf_append(&inb, recs[i], lens[i]);
+    size_t mark;
+    if (e->tagged) rc = cm_buf_printf(&inb, "%" PRIu64 "\t", w->seq + i + 1);
+    mark = inb.len;
+    if (rc == 0) rc = cm_buf_append(&inb, recs[i], lens[i]);
     /* JSON has no raw newlines inside strings: any here are blanks. */
     for (size_t k = mark; rc == 0 && k < inb.len; k++)
       if (inb.data[k] == '\n' || inb.data[k] == '\r') inb.data[k] = ' ';
@@ -943,7 +968,7 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
   w->ln = ln;
   w->want = n;
   w->got = w->scan = w->line_start = w->extra_off = w->extra_len = 0;
-  w->out_eof = w->write_done = w->timed_out = w->overflow = w->settled = false;
+  w->out_eof = w->write_done = w->timed_out = w->overflow = w->settled = w->bad_tag = false;
   w->io_err = 0;
   cm_buf_reset(lines);
   {
@@ -962,8 +987,13 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
   for (;;) {
     bool all = w->got == w->want && w->scan == lines->len && w->write_done;
     if (w->got > w->want || (w->got == w->want && w->scan < lines->len)) break; /* extra */
-    if (w->timed_out || w->overflow || w->io_err) break;
-    if (e->per_chunk) {
+    if (w->timed_out || w->overflow || w->io_err || w->bad_tag) break;
+    if (e->tagged) {
+      /* Every answer names its record: no settle time is needed, and
+       * whatever comes after the last one is caught before the next chunk
+       * (or by its tags) without touching this one. */
+      if (all || w->out_eof) break;
+    } else if (e->per_chunk) {
       /* Only EOF and exit end a chunk: nothing depends on timing. */
       if (w->exited && w->out_eof) break;
     } else {
@@ -988,7 +1018,16 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
   (void)uv_read_stop((uv_stream_t *)&w->errp);
 
   (void)snprintf(when, sizeof when, "after %zu of %zu answer lines", w->got < n ? w->got : n, n);
-  if (w->got > w->want || (w->got == w->want && w->scan < lines->len)) {
+  if (w->bad_tag) {
+    char q[CM__EXEC_QUOTE_MAX + 8];
+    quote_line(lines->data + w->extra_off, w->extra_len, q, sizeof q);
+    cm_set_err(err, errlen,
+               "exec: child %s (pid %d) is out of step: answer line %zu should start with "
+               "\"%" PRIu64 "<TAB>\": \"%s\"",
+               e->argv[0], w->pid, w->got + 1, w->seq + w->got + 1, q);
+    cm_counter_inc(e->m_protocol);
+    rc = -EPROTO;
+  } else if (!e->tagged && (w->got > w->want || (w->got == w->want && w->scan < lines->len))) {
     char q1[CM__EXEC_QUOTE_MAX + 8], q2[CM__EXEC_QUOTE_MAX + 8];
     size_t xl = w->got > w->want ? w->extra_len : lines->len - w->line_start;
     size_t xo = w->got > w->want ? w->extra_off : w->line_start;
@@ -1023,6 +1062,21 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
     cm_set_err(err, errlen, "exec: child %s (pid %d): pipe error: %s", e->argv[0], w->pid,
             uv_strerror(w->io_err));
     rc = -EIO;
+  }
+  if (rc == 0) w->seq += n;
+  if (rc == 0 && e->tagged && (w->got > w->want || w->scan < lines->len)) {
+    /* The answers carried the right tags, so they stand; what followed
+     * them answers nothing: the child is out of step for the next chunk. */
+    char q[CM__EXEC_QUOTE_MAX + 8];
+    size_t xo = w->got > w->want ? w->extra_off : w->line_start;
+    size_t xl = w->got > w->want ? w->extra_len : lines->len - w->line_start;
+    quote_line(lines->data + xo, xl, q, sizeof q);
+    cm_log_warn("exec: child %s (pid %d) is out of step: it wrote \"%s\" after its last answer; "
+                "restarting it",
+                e->argv[0], w->pid, q);
+    cm_counter_inc(e->m_protocol);
+    cm_counter_inc(e->m_restarts);
+    kill_child(w);
   }
   if (rc < 0) {
     /* The child is out of step with us (or gone): never reuse it. */

@@ -34,6 +34,15 @@
  *                    lines or the chunk fails. Nothing depends on timing:
  *                    no line can be misread, at the cost of a process
  *                    start per chunk.
+ *   tagged           one long-lived child per worker; every record line is
+ *                    "<seq>\t<record>" and every answer must be
+ *                    "<seq>\t<answer>" with the same seq (1, 2, 3... over the
+ *                    child's life). An answer whose tag is not the next
+ *                    expected one fails the chunk; a chunk is committed as
+ *                    soon as its N tagged answers are in. Output after them
+ *                    (before or during the next chunk) can only carry a
+ *                    wrong tag, so it is caught without touching committed
+ *                    answers: no timing is involved and no settle time.
  *
  * Its stderr lines are
  *   progress:N          counted (chunkmill_exec_progress_total) and logged

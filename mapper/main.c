@@ -569,7 +569,7 @@ int main(int argc, char **argv) {
   static char idbuf[128];
   static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:",
                                            "exec:",    "plugin:",  NULL};
-  static const char *const framings[] = {"lines", "chunk", NULL};
+  static const char *const framings[] = {"lines", "chunk", "tagged", NULL};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   char defconc[24];
   char threads[24];
@@ -585,7 +585,8 @@ int main(int argc, char **argv) {
        &m.topts.exec_timeout_ms},
       {"exec-framing", CM_OPT_STRING, "lines", 0, 0, framings, NULL,
        "exec: lines = one long-lived child per worker, answers checked by count and "
-       "--exec-settle; chunk = a child per chunk, answers read until EOF (no timing involved)",
+       "--exec-settle; chunk = a child per chunk, answers read until EOF; tagged = long-lived, "
+       "every line both ways starts with the record's sequence number and a TAB",
        &m.topts.exec_framing},
       {"exec-settle", CM_OPT_DURATION, "20ms", 0, 60000, NULL, NULL,
        "exec (lines): quiet time on the child's stdout after a chunk's last answer before the "

@@ -45,7 +45,8 @@ typedef struct cm_transform_opts_s {
   int64_t exec_timeout_ms; /* per chunk; <= 0: 30 s */
   const char *exec_cwd;    /* working directory of children; NULL: ours */
   const char *exec_env;    /* "KEY=VAL,KEY2=VAL2" added to children's env */
-  const char *exec_framing; /* "lines" (NULL: the same) or "chunk"; see exec.h */
+  const char *exec_framing; /* "lines" (NULL: the same), "chunk" or "tagged";
+                               see exec.h */
   int64_t exec_settle_ms;   /* lines framing: quiet time after a chunk's last
                                answer before it counts; <= 0: none */
 } cm_transform_opts_t;

@@ -14,7 +14,8 @@ own input record (input i sits at chunk (i-1)//100, idx (i-1)%100):
 Chunks whose every attempt is out of step end dead after --max-deliver 2
 (the job still completes, --allow-dead); all other chunks are saved whole.
 The same checks run with --exec-framing chunk, where a child per chunk is
-read to EOF. The NAK reasons quote the stray line.
+read to EOF, and --exec-framing tagged, where every line carries the
+record's sequence number. The NAK reasons quote the stray line.
 """
 import json
 import os
@@ -74,6 +75,45 @@ for line in sys.stdin:
 GOOD = PRELUDE + r'''
 for line in sys.stdin:
     print(answer(json.loads(line)), flush=True)
+'''
+
+
+TAGGED_PRELUDE = PRELUDE + r'''
+def read():
+    for line in sys.stdin:
+        tag, rec = line.rstrip("\n").split("\t", 1)
+        yield tag, json.loads(rec)
+'''
+
+TAGGED_GOOD = TAGGED_PRELUDE + r'''
+for tag, r in read():
+    print(tag + "\t" + answer(r), flush=True)
+'''
+
+TAGGED_DOUBLE = TAGGED_PRELUDE + r'''
+for tag, r in read():
+    print(tag + "\t" + answer(r), flush=True)
+    if r["i"] == 237:
+        time.sleep(0.1)
+        print(tag + "\t" + answer(r), flush=True)
+'''
+
+TAGGED_TRAILING = TAGGED_PRELUDE + r'''
+lock = threading.Lock()
+timer = None
+last = ["0"]
+def extra():
+    with lock:
+        print(last[0] + "\t" + "{}", flush=True)   # repeats the last tag
+for tag, r in read():
+    with lock:
+        if timer is not None:
+            timer.cancel()
+        print(tag + "\t" + answer(r), flush=True)
+        last[0] = tag
+        timer = threading.Timer(0.05, extra)
+        timer.daemon = True
+        timer.start()
 '''
 
 
@@ -153,6 +193,17 @@ def chunk_framing_misbehaving():
              reason_has="is out of step: more output")
 
 
+def tagged():
+    run_case("tagged-good", TAGGED_GOOD, framing="tagged", dead_chunks=[])
+    run_case("tagged-banner", BANNER, framing="tagged", dead_chunks=[0, 1, 2, 3, 4],
+             reason_has='should start with "1<TAB>": "mapper v1.2 starting up"')
+    run_case("tagged-double", TAGGED_DOUBLE, framing="tagged", dead_chunks=[2],
+             reason_has="is out of step: answer line 38 should start with")
+    # A late line carrying a stale tag: the chunk before it stands (its
+    # answers were tagged right); the next one never takes it as an answer.
+    run_case("tagged-trailing", TAGGED_TRAILING, framing="tagged")
+
+
 check("exec: a banner line is never taken as an answer", banner)
 check("exec: a line 50 ms after the last answer fails that chunk", trailing_line)
 check("exec: two lines for one record fail the chunk", double_answer)
@@ -160,6 +211,8 @@ check("exec: stdout closed early fails the chunk at once", early_close)
 check("exec: well-behaved child, lines and chunk framing: all saved", good_child_both_framings)
 check("exec: chunk framing: banner and double answers never misfiled",
       chunk_framing_misbehaving)
+check("exec: tagged framing: good child saved; banner, double, late lines never misfiled",
+      tagged)
 for p in failed:
     dump_logs_on_failure(p)
 finish()

@@ -355,6 +355,39 @@ static void test_stdout_closed_early(void **st) {
   cm_transform_destroy(t);
 }
 
+/* --exec-framing tagged: "<seq>\t" both ways, seq running over the child's
+ * life; `cat` answers every record with itself and its tag. */
+static void test_tagged_framing(void **st) {
+  cm_transform_t *t = NULL;
+  cm_buf_t out;
+  char err[256] = "";
+  cm_transform_opts_t o = {.exec_framing = "tagged"};
+  const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
+  assert_int_equal(cm_transform_create_ex(&t, "exec:cat", &o, err, sizeof err), 0);
+  cm_buf_init(&out, OUT_MAX);
+  for (int i = 0; i < 3; i++) { /* tags 1,2 then 3,4 then 5,6 on one child */
+    cm_buf_reset(&out);
+    assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), 0);
+    assert_non_null(strstr(out.data, "\"data\":[{\"n\":1},{\"n\":2}]"));
+  }
+  cm_transform_destroy(t);
+  /* untagged output (a banner) and an answer with a stale tag fail */
+  assert_int_equal(
+      cm_transform_create_ex(&t, "exec:sh -c 'echo hello; exec cat'", &o, err, sizeof err), 0);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "answer line 1 should start with \"1<TAB>\": \"hello\""));
+  cm_transform_destroy(t);
+  assert_int_equal(cm_transform_create_ex(&t,
+                                          "exec:sh -c 'read -r l; echo \"$l\"; echo \"$l\"; "
+                                          "exec cat'",
+                                          &o, err, sizeof err),
+                   0);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "answer line 2 should start with \"2<TAB>\""));
+  cm_buf_free(&out);
+  cm_transform_destroy(t);
+}
+
 static void test_secret_env_names(void **st) {
   assert_true(cm_exec_env_is_secret("CHUNKMILL_NATS_PASSWORD=x"));
   assert_true(cm_exec_env_is_secret("CHUNKMILL_NATS_TOKEN=x"));
@@ -384,6 +417,7 @@ int main(void) {
       cmocka_unit_test(test_settle_catches_banner),
       cmocka_unit_test(test_chunk_framing),
       cmocka_unit_test(test_stdout_closed_early),
+      cmocka_unit_test(test_tagged_framing),
       cmocka_unit_test(test_secret_env_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
