@@ -23,6 +23,7 @@ struct cm_handoff_s {
   cm__handoff_item_t *ring;
   size_t cap, head, count;
   bool closing;
+  bool keep; /* abandoned: never freed (another thread may still post) */
 };
 
 static void cm__handoff_drain(cm_handoff_t *h, int cancelled) {
@@ -54,6 +55,7 @@ static void cm__handoff_async_cb(uv_async_t *a) {
 
 static void cm__handoff_close_cb(uv_handle_t *handle) {
   cm_handoff_t *h = handle->data;
+  if (h->keep) return;
   uv_cond_destroy(&h->not_full);
   uv_mutex_destroy(&h->lock);
   free(h->ring);
@@ -125,12 +127,23 @@ size_t cm_handoff_depth(cm_handoff_t *h) {
   return n;
 }
 
-void cm_handoff_close(cm_handoff_t *h) {
+void cm_handoff_shutdown(cm_handoff_t *h) {
   if (h == NULL) return;
   uv_mutex_lock(&h->lock);
   h->closing = true;
   uv_cond_broadcast(&h->not_full);
   uv_mutex_unlock(&h->lock);
+}
+
+void cm_handoff_close(cm_handoff_t *h) {
+  if (h == NULL) return;
+  cm_handoff_shutdown(h);
   cm__handoff_drain(h, 1);
   uv_close((uv_handle_t *)&h->async, cm__handoff_close_cb);
+}
+
+void cm_handoff_abandon(cm_handoff_t *h) {
+  if (h == NULL) return;
+  h->keep = true;
+  cm_handoff_close(h);
 }

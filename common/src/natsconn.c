@@ -425,6 +425,10 @@ void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
 void cm_nats_destroy(cm_nats_t *n) {
   if (n == NULL) return;
   atomic_store(&n->closing, true);
+  /* From here on callbacks are refused, not queued: a nats.c thread waiting
+   * for room in a full handoff (the loop no longer drains it) returns, so
+   * nats_CloseAndWait below is not left waiting for it. */
+  cm_handoff_shutdown(n->ho);
   for (int i = 0; i < n->nsubs; i++) {
     natsSubscription_Destroy(n->subs[i].sub);
     n->subs[i].sub = NULL;
@@ -436,7 +440,14 @@ void cm_nats_destroy(cm_nats_t *n) {
   }
   /* nats.c's threads may still be finishing a callback that posts into the
    * handoff: wait for the library to stop before the handoff goes away. */
-  (void)nats_CloseAndWait(2000);
+  if (nats_CloseAndWait(2000) != NATS_OK) {
+    /* A thread of nats.c is still running and may still call one of our
+     * callbacks: keep everything it can reach (n, its handoff) allocated;
+     * its posts are refused. */
+    cm_log_warn("nats: the client library did not stop within 2 s; its state is left allocated");
+    cm_handoff_abandon(n->ho);
+    return;
+  }
   cm_handoff_close(n->ho); /* frees itself in its close callback */
   for (int i = 0; i < n->nsubs; i++) {
     free(n->subs[i].subject);

@@ -104,10 +104,77 @@ static void test_close_cancels_pending_and_refuses_new(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A producer blocked on a full queue (the loop no longer drains it, as
+ * during a teardown) is released by cm_handoff_shutdown with -ESHUTDOWN;
+ * what was queued is cancelled by the close. */
+typedef struct {
+  ctx_t *c;
+  int rc;
+} blocked_t;
+
+static void blocked_producer(void *arg) {
+  blocked_t *b = arg;
+  item_t *it = malloc(sizeof(*it));
+  it->c = b->c;
+  it->seq = 99;
+  b->rc = cm_handoff_post(b->c->h, item_fn, it);
+  if (b->rc != 0) free(it);
+}
+
+static void test_shutdown_releases_blocked_poster(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  ctx_t c = {0};
+  uv_thread_t t;
+  blocked_t b = {&c, 1};
+  assert_int_equal(uv_loop_init(&loop), 0);
+  c.loop_thread = uv_thread_self();
+  assert_int_equal(cm_handoff_create(&c.h, &loop, 2), 0);
+  for (int i = 1; i <= 2; i++) {
+    item_t *it = malloc(sizeof(*it));
+    it->c = &c;
+    it->seq = i;
+    assert_int_equal(cm_handoff_post(c.h, item_fn, it), 0);
+  }
+  assert_int_equal(uv_thread_create(&t, blocked_producer, &b), 0);
+  uv_sleep(100); /* the producer is now (most likely) waiting for room */
+  cm_handoff_shutdown(c.h);
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_int_equal(b.rc, -ESHUTDOWN);
+  cm_handoff_close(c.h);
+  assert_int_equal(c.cancelled, 2);
+  assert_int_equal(c.ran, 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* An abandoned handoff stays valid after its close completed: a late post
+ * (a library thread that outlived the teardown) is refused, not a use after
+ * free (ASan would say). */
+static cm_handoff_t *g_abandoned; /* reachable: never freed, by design */
+
+static void test_abandoned_refuses_late_posts(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  ctx_t c = {0};
+  int dummy = 0;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  c.loop_thread = uv_thread_self();
+  assert_int_equal(cm_handoff_create(&c.h, &loop, 4), 0);
+  g_abandoned = c.h;
+  cm_handoff_abandon(c.h);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(cm_handoff_post(c.h, item_fn, &dummy), -ESHUTDOWN);
+  assert_int_equal(cm_handoff_post(NULL, item_fn, &dummy), -ESHUTDOWN);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cross_thread_order_and_backpressure),
       cmocka_unit_test(test_close_cancels_pending_and_refuses_new),
+      cmocka_unit_test(test_shutdown_releases_blocked_poster),
+      cmocka_unit_test(test_abandoned_refuses_late_posts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,15 @@ int cm_handoff_post(cm_handoff_t *h, cm_handoff_fn fn, void *arg)
 /* Loop thread. Runs the queued items with cancelled=1, closes the async
  * handle; memory is freed in its close callback. NULL-safe. */
 void cm_handoff_close(cm_handoff_t *h);
+/* Any thread. From now on posts are refused (-ESHUTDOWN) and a poster
+ * waiting for room returns at once; what is queued stays for close (which
+ * cancels it). For the start of a teardown that waits for the posting
+ * threads to end: none of them can then be stuck in a post. NULL-safe. */
+void cm_handoff_shutdown(cm_handoff_t *h);
+/* Loop thread. cm_handoff_close, but the memory is never freed: for when
+ * some thread may still call cm_handoff_post (it gets -ESHUTDOWN). A leak
+ * on purpose, once, instead of a use after free. NULL-safe. */
+void cm_handoff_abandon(cm_handoff_t *h);
 size_t cm_handoff_depth(cm_handoff_t *h);
 
 #endif
