@@ -124,8 +124,12 @@ static void mapper_maybe_exit(mapper_t *m) {
       ; /* mapper_shutdown(forced) said what it handed back */
     else if (m->drain_handed_back > 0)
       cm_log_warn("mapper stopped: %d mapped chunks were handed back to the fetcher because no "
-                  "saver confirmed them; no chunk in hand",
-                  m->drain_handed_back);
+                  "saver confirmed them; no chunk in hand%s",
+                  m->drain_handed_back,
+                  cm_nats_connected(cm_daemon_nats(m->d))
+                      ? ""
+                      : " (NATS is not connected: the hand-backs may not arrive, and the "
+                        "fetcher then re-dispatches those chunks after --ack-wait)");
     else
       cm_log_info("mapper drained: no chunk in hand");
     if (m->stuck > 0)
