@@ -30,7 +30,6 @@ from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, dump_logs_o
 
 HANG = os.path.join(BIN_DIR, "examples", "plugin", "hang.so")
 N = 500
-failed = []
 
 
 def hung_plugin():
@@ -66,10 +65,11 @@ def hung_plugin():
         assert m.wait(15) == 0, m.log()[-800:]
         assert time.monotonic() - t0 < 10
     except Exception:
-        failed.append(P)
+        dump_logs_on_failure(P)
         raise
     finally:
         P.stop_all()
+        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def one_stuck_still_healthy():
@@ -93,10 +93,11 @@ def one_stuck_still_healthy():
                    .get("chunkmill_mapper_stuck_workers") == 1, 10, what="one stuck worker")
         assert http_get(m.port, "/healthz")[0] == 200
     except Exception:
-        failed.append(P)
+        dump_logs_on_failure(P)
         raise
     finally:
         P.stop_all()
+        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def app9_mode():
@@ -161,6 +162,4 @@ check("chunk-timeout: a plugin that never returns: job completes, chunk dead, /h
       hung_plugin)
 check("chunk-timeout: one stuck worker of three: /healthz stays 200", one_stuck_still_healthy)
 check("chunk-timeout: app9 mode: stuck mapper 503, chunk sent again, job exact", app9_mode)
-for p in failed:
-    dump_logs_on_failure(p)
 finish()

@@ -21,11 +21,11 @@ record's sequence number. The NAK reasons quote the stray line.
 """
 import json
 import os
+import shutil
 
 from harness import Pipeline, check, dump_logs_on_failure, finish, log_lines
 
 N = 500
-failed = []
 
 PRELUDE = r'''
 import json, os, sys, threading, time
@@ -158,10 +158,11 @@ def run_case(name, script, framing="lines", dead_chunks=None, reason_has=None, s
         assert m.alive(), "the mapper died"
         return P, m
     except Exception:
-        failed.append(P)
+        dump_logs_on_failure(P)
         raise
     finally:
         P.stop_all()
+        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def banner():
@@ -220,6 +221,4 @@ check("exec: chunk framing: banner and double answers never misfiled",
       chunk_framing_misbehaving)
 check("exec: tagged framing: good child saved; banner, double, late lines never misfiled",
       tagged)
-for p in failed:
-    dump_logs_on_failure(p)
 finish()

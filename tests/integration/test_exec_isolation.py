@@ -20,6 +20,7 @@
 import ctypes
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -27,7 +28,6 @@ from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, dump_logs_o
                      finish, free_port, http_get, parse_prometheus, wait_until)
 
 ENVPROBE = os.path.join(BIN_DIR, "examples", "plugin", "envprobe.so")
-failed = []
 
 CHILD = r'''
 import json, os, sys
@@ -156,10 +156,11 @@ def orphans_are_reaped():
         assert s.get("chunkmill_exec_orphans_reaped_total", 0) >= 3, s.get(
             "chunkmill_exec_orphans_reaped_total")
     except Exception:
-        failed.append(P)
+        dump_logs_on_failure(P)
         raise
     finally:
         P.stop_all()
+        shutil.rmtree(P.workdir, ignore_errors=True)
         for pid in zombies_of({os.getpid()}):  # strangers we inherited
             try:
                 os.waitpid(pid, os.WNOHANG)
@@ -170,6 +171,4 @@ def orphans_are_reaped():
 
 check("exec child and plugin: only stdio, no NATS credentials", exec_child_and_plugin_see_no_secrets)
 check("exec: orphaned grandchildren of killed children are reaped", orphans_are_reaped)
-for p in failed:
-    dump_logs_on_failure(p)
 finish()

@@ -11,6 +11,7 @@
   back instead of claiming it drained.
 """
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -18,7 +19,6 @@ import time
 from harness import (Nats, Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish,
                      free_port, http_get, log_lines, wait_until)
 
-failed = []
 ROUNDS = 30
 PARALLEL = 5
 
@@ -60,13 +60,15 @@ def stop_with_server(protocol):
         for k in range(ROUNDS // PARALLEL):
             codes += one_round(workdir, protocol, k)
         bad = [c for c in codes if c != 0]
+        if bad:
+            for name in sorted(os.listdir(workdir)):
+                if name.startswith("mapper-") and name.endswith(".log"):
+                    with open(os.path.join(workdir, name), errors="replace") as fh:
+                        tail = fh.read().splitlines()[-3:]
+                    print(f"---- {name}:", *tail, sep="\n  ")
         assert not bad, f"{len(bad)} of {len(codes)} exits not 0: {codes}"
     finally:
-        if not any(c != 0 for c in codes):
-            import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print("logs kept in", workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def no_saver_left(kill_saver):
@@ -100,10 +102,11 @@ def no_saver_left(kill_saver):
             assert ("handed back to the fetcher because no saver confirmed them" in last or
                     last == "mapper drained: no chunk in hand"), msgs[-6:]
     except Exception:
-        failed.append(P)
+        dump_logs_on_failure(P)
         raise
     finally:
         P.stop_all()
+        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 check(f"mapper exec: SIGTERM while nats-server stops, native x{ROUNDS}: exit 0",
@@ -114,6 +117,4 @@ check("mapper: saver killed, SIGTERM: chunks handed back at once, log says so",
       lambda: no_saver_left(True))
 check("mapper: SIGTERM to saver, mapper and fetcher at once: mapper exits promptly",
       lambda: no_saver_left(False))
-for p in failed:
-    dump_logs_on_failure(p)
 finish()
