@@ -453,14 +453,16 @@ int cm_exec_create(cm_exec_t **out, const char *cmd, const cm_transform_opts_t *
   }
   e->timeout_ms = o && o->exec_timeout_ms > 0 ? o->exec_timeout_ms : 30000;
   e->settle_ms = o && o->exec_settle_ms > 0 ? o->exec_settle_ms : 0;
-  if (o && o->exec_framing && *o->exec_framing && strcmp(o->exec_framing, "lines") != 0) {
-    if (strcmp(o->exec_framing, "chunk") == 0) {
+  {
+    /* The default is the framing that needs nothing of the child and that
+     * no timing can confuse. */
+    const char *fr = o && o->exec_framing && *o->exec_framing ? o->exec_framing : "chunk";
+    if (strcmp(fr, "chunk") == 0) {
       e->per_chunk = true;
-    } else if (strcmp(o->exec_framing, "tagged") == 0) {
+    } else if (strcmp(fr, "tagged") == 0) {
       e->tagged = true;
-    } else {
-      cm_set_err(err, errlen, "--exec-framing \"%.32s\": expected lines, chunk or tagged",
-                 o->exec_framing);
+    } else if (strcmp(fr, "lines") != 0) {
+      cm_set_err(err, errlen, "--exec-framing \"%.32s\": expected chunk, tagged or lines", fr);
       rc = -EINVAL;
       goto fail;
     }
@@ -994,8 +996,15 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
        * (or by its tags) without touching this one. */
       if (all || w->out_eof) break;
     } else if (e->per_chunk) {
-      /* Only EOF and exit end a chunk: nothing depends on timing. */
+      /* Only EOF and exit end a chunk: nothing depends on timing. (EOF
+       * before the last answer: the child cannot answer any more; a short
+       * wait for its exit only says which of the two it was.) */
       if (w->exited && w->out_eof) break;
+      if (w->out_eof && w->got < w->want) {
+        if (w->settled) break;
+        if (!uv_is_active((uv_handle_t *)&w->settle))
+          (void)uv_timer_start(&w->settle, on_settle, CM__EXEC_EXIT_GRACE_MS, 0);
+      }
     } else {
       if (w->out_eof && (all || w->exited || w->settled)) break;
       if (w->out_eof) {

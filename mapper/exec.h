@@ -3,37 +3,23 @@
  * mapped chunk).
  *
  * A cm_exec_t owns a pool of workers. A worker is a private uv_loop_t and
- * the one long-lived child it spawned (uv_spawn, stdin/stdout/stderr
- * pipes). A thread-pool thread checks a worker out for one chunk and back
- * in afterwards, so a worker is only ever run by one thread at a time and
- * the daemon's own loop is never touched; there are at most as many
- * workers (children) as chunks mapped at once (--concurrency).
+ * the child it spawned (uv_spawn, stdin/stdout/stderr pipes). A thread-pool
+ * thread checks a worker out for one chunk and back in afterwards, so a
+ * worker is only ever run by one thread at a time and the daemon's own loop
+ * is never touched; there are at most as many workers (children) as chunks
+ * mapped at once (--concurrency).
  *
  * Contract with the child, per chunk: the records are written to its stdin,
  * one compact JSON record per line; it answers exactly one line per input
  * line on stdout, in order, and writes nothing else there. Framing (how the
  * mapper knows which line answers which record):
  *
- *   lines (default)  one long-lived child per worker. A chunk's N answers
- *                    are committed only when (a) the child wrote nothing on
- *                    stdout since the previous chunk was committed (checked
- *                    before the chunk is written: such output means the
- *                    child is out of step; it is killed and a new one gets
- *                    the chunk), (b) exactly N lines arrived, and (c) no
- *                    further byte arrived within the settle time after the
- *                    N-th (exec_settle_ms). Extra lines, or stdout closed
- *                    before the N-th answer, fail the chunk (-EPROTO, the
- *                    offending line quoted in err) and kill the child.
- *                    Limit: an extra line early in a chunk is only caught
- *                    if the chunk's true last answer follows the N-th line
- *                    within the settle time; a child that is slower than
- *                    that on its last record can still be misread.
- *   chunk            one child per chunk: the records are written, stdin is
+ *   chunk (default)  one child per chunk: the records are written, stdin is
  *                    closed, and the answers are read until stdout reaches
  *                    EOF and the child has exited with status 0. Exactly N
  *                    lines or the chunk fails. Nothing depends on timing:
  *                    no line can be misread, at the cost of a process
- *                    start per chunk.
+ *                    start per chunk; any filter works unchanged.
  *   tagged           one long-lived child per worker; every record line is
  *                    "<seq>\t<record>" and every answer must be
  *                    "<seq>\t<answer>" with the same seq (1, 2, 3... over the
@@ -43,6 +29,21 @@
  *                    (before or during the next chunk) can only carry a
  *                    wrong tag, so it is caught without touching committed
  *                    answers: no timing is involved and no settle time.
+ *   lines            one long-lived child per worker, untagged. A chunk's N
+ *                    answers are committed only when (a) the child wrote
+ *                    nothing on stdout since the previous chunk was
+ *                    committed (checked before the chunk is written: such
+ *                    output means the child is out of step; it is killed
+ *                    and a new one gets the chunk), (b) exactly N lines
+ *                    arrived, and (c) no further byte arrived within the
+ *                    settle time after the N-th (exec_settle_ms). Extra
+ *                    lines, or stdout closed before the N-th answer, fail
+ *                    the chunk (-EPROTO, the offending line quoted in err)
+ *                    and kill the child. Limit: an extra line early in a
+ *                    chunk is only caught if the chunk's true last answer
+ *                    follows the N-th line within the settle time; a child
+ *                    that is slower than that on its last record can still
+ *                    be misread. Opt-in only.
  *
  * Its stderr lines are
  *   progress:N          counted (chunkmill_exec_progress_total) and logged

@@ -573,7 +573,7 @@ int main(int argc, char **argv) {
   static char idbuf[128];
   static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:",
                                            "exec:",    "plugin:",  NULL};
-  static const char *const framings[] = {"lines", "chunk", "tagged", NULL};
+  static const char *const framings[] = {"chunk", "tagged", "lines", NULL};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   char defconc[24];
   char threads[24];
@@ -587,10 +587,10 @@ int main(int argc, char **argv) {
       {"exec-timeout", CM_OPT_DURATION, "30s", 100, 86400000, NULL, NULL,
        "exec: time a child may take for one chunk before it is killed and the chunk NAKed",
        &m.topts.exec_timeout_ms},
-      {"exec-framing", CM_OPT_STRING, "lines", 0, 0, framings, NULL,
-       "exec: lines = one long-lived child per worker, answers checked by count and "
-       "--exec-settle; chunk = a child per chunk, answers read until EOF; tagged = long-lived, "
-       "every line both ways starts with the record's sequence number and a TAB",
+      {"exec-framing", CM_OPT_STRING, "chunk", 0, 0, framings, NULL,
+       "exec: chunk = a child per chunk, answers read until EOF; tagged = one long-lived child "
+       "per worker, every line both ways starts with the record's sequence number and a TAB; "
+       "lines = long-lived, answers checked by count and --exec-settle only",
        &m.topts.exec_framing},
       {"exec-settle", CM_OPT_DURATION, "20ms", 0, 60000, NULL, NULL,
        "exec (lines): quiet time on the child's stdout after a chunk's last answer before the "

@@ -15,9 +15,10 @@ own input record (input i sits at chunk (i-1)//100, idx (i-1)%100):
 
 Chunks whose every attempt is out of step end dead after --max-deliver 2
 (the job still completes, --allow-dead); all other chunks are saved whole.
-The same checks run with --exec-framing chunk, where a child per chunk is
-read to EOF, and --exec-framing tagged, where every line carries the
-record's sequence number. The NAK reasons quote the stray line.
+They run with the default framing (a child per chunk, read to EOF), again
+with --exec-framing lines (long-lived children, answers counted, settle
+time), and the tagged framing (every line carries the record's sequence
+number) with its own children. The NAK reasons quote the stray line.
 """
 import json
 import os
@@ -53,8 +54,7 @@ for line in sys.stdin:
         if timer is not None:
             timer.cancel()
         print(answer(r), flush=True)
-        timer = threading.Timer(0.05, extra)
-        timer.daemon = True
+        timer = threading.Timer(0.05, extra)  # not a daemon: it runs before exit too
         timer.start()
 '''
 
@@ -126,11 +126,13 @@ def expected(i):
     return {"i": i, "up": f"ADA{i}"}
 
 
-def run_case(name, script, framing="lines", dead_chunks=None, reason_has=None, settle="200ms"):
+def run_case(name, script, framing=None, dead_chunks=None, reason_has=None, settle="200ms"):
+    """framing None: the default (no --exec-framing flag)."""
     P = Pipeline(name, records=0, mappers=1,
                  transform="exec:" + json.dumps(["python3", "-u", "-c", script]),
-                 extra_mapper=["--exec-settle", settle, "--exec-framing", framing,
-                               "--exec-timeout", "20s", "--concurrency", "2"])
+                 extra_mapper=["--exec-settle", settle, "--exec-timeout", "20s",
+                               "--concurrency", "2"] +
+                 (["--exec-framing", framing] if framing else []))
     try:
         path = os.path.join(P.workdir, "in.ndjson")
         with open(path, "w") as fh:
@@ -165,40 +167,41 @@ def run_case(name, script, framing="lines", dead_chunks=None, reason_has=None, s
         shutil.rmtree(P.workdir, ignore_errors=True)
 
 
-def banner():
+def banner(framing=None):
     # Every child prints it, so every attempt of every chunk fails.
-    run_case("banner", BANNER, dead_chunks=[0, 1, 2, 3, 4],
+    run_case("banner", BANNER, framing, dead_chunks=[0, 1, 2, 3, 4],
              reason_has='first line "mapper v1.2 starting up"')
 
 
-def trailing_line():
-    # The trailing line comes 50 ms after each chunk's last answer: inside
-    # the settle time (1 s: margin for a loaded machine), so every attempt
-    # fails; never misfiled. (Were it missed, it would land in the next
-    # chunk ahead of that chunk's first, slow answer: caught by count.)
-    run_case("trailing", TRAILING, dead_chunks=[0, 1, 2, 3, 4],
+def trailing_line(framing=None):
+    # The trailing line comes 50 ms after each chunk's last answer. Default
+    # framing: before the child exits, so inside what is read to EOF.
+    # lines: inside the settle time (1 s: margin for a loaded machine).
+    # Every attempt fails; never misfiled. (Were it missed in lines mode, it
+    # would land in the next chunk ahead of that chunk's first, slow answer:
+    # caught by count.)
+    run_case("trailing", TRAILING, framing, dead_chunks=[0, 1, 2, 3, 4],
              reason_has='extra line "trailing debug line"', settle="1s")
 
 
-def double_answer():
-    run_case("double", DOUBLE, dead_chunks=[2], reason_has="is out of step: more output")
+def double_answer(framing=None):
+    run_case("double", DOUBLE, framing, dead_chunks=[2],
+             reason_has="is out of step: more output")
 
 
-def early_close():
-    run_case("early-close", EARLY_CLOSE, dead_chunks=[3],
+def early_close(framing=None):
+    run_case("early-close", EARLY_CLOSE, framing, dead_chunks=[3],
              reason_has="closed its stdout after 49 of 100 answer lines")
 
 
-def good_child_both_framings():
-    for framing in ("lines", "chunk"):
-        run_case("good-" + framing, GOOD, framing=framing, dead_chunks=[])
+def good_child_every_framing():
+    for framing in (None, "lines", "chunk"):
+        run_case(f"good-{framing}", GOOD, framing, dead_chunks=[])
 
 
-def chunk_framing_misbehaving():
-    run_case("chunk-banner", BANNER, framing="chunk", dead_chunks=[0, 1, 2, 3, 4],
-             reason_has='first line "mapper v1.2 starting up"')
-    run_case("chunk-double", DOUBLE, framing="chunk", dead_chunks=[2],
-             reason_has="is out of step: more output")
+def lines_framing():
+    for case in (banner, trailing_line, double_answer, early_close):
+        case("lines")
 
 
 def tagged():
@@ -216,9 +219,9 @@ check("exec: a banner line is never taken as an answer", banner)
 check("exec: a line 50 ms after the last answer fails that chunk", trailing_line)
 check("exec: two lines for one record fail the chunk", double_answer)
 check("exec: stdout closed early fails the chunk at once", early_close)
-check("exec: well-behaved child, lines and chunk framing: all saved", good_child_both_framings)
-check("exec: chunk framing: banner and double answers never misfiled",
-      chunk_framing_misbehaving)
+check("exec: well-behaved child, every framing: all saved", good_child_every_framing)
+check("exec: --exec-framing lines (long-lived, settle 200 ms / 1 s): the same four cases",
+      lines_framing)
 check("exec: tagged framing: good child saved; banner, double, late lines never misfiled",
       tagged)
 finish()

@@ -266,8 +266,9 @@ static void test_stray_output_between_chunks(void **st) {
   const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
   const char *c2 = "{\"index\":8,\"data\":[{\"n\":3},{\"n\":4}]}";
   struct timespec ts = {0, 400 * 1000000L};
+  cm_transform_opts_t o = {.exec_framing = "lines"};
   assert_int_equal(cm_metrics_create(&m), 0);
-  assert_int_equal(cm_transform_create_ex(&t, py, NULL, err, sizeof err), 0);
+  assert_int_equal(cm_transform_create_ex(&t, py, &o, err, sizeof err), 0);
   cm_transform_set_metrics(t, m);
   cm_buf_init(&out, OUT_MAX);
   assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), 0);
@@ -289,7 +290,7 @@ static void test_settle_catches_banner(void **st) {
   cm_transform_t *t = NULL;
   cm_buf_t out;
   char err[256] = "";
-  cm_transform_opts_t o = {.exec_settle_ms = 100};
+  cm_transform_opts_t o = {.exec_framing = "lines", .exec_settle_ms = 100};
   const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
   assert_int_equal(
       cm_transform_create_ex(&t, "exec:sh -c 'echo hello banner; exec cat'", &o, err, sizeof err),
@@ -303,8 +304,9 @@ static void test_settle_catches_banner(void **st) {
   cm_transform_destroy(t);
 }
 
-/* --exec-framing chunk: a child per chunk, read to EOF: a line written
- * 300 ms after the answers (longer than any settle) still fails it. */
+/* --exec-framing chunk (the default): a child per chunk, read to EOF: a
+ * line written 300 ms after the answers (longer than any settle) still
+ * fails it. */
 static void test_chunk_framing(void **st) {
   cm_transform_t *t = NULL;
   cm_metrics_t *m = NULL;
@@ -313,7 +315,7 @@ static void test_chunk_framing(void **st) {
   cm_transform_opts_t o = {.exec_framing = "chunk"};
   const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
   assert_int_equal(cm_metrics_create(&m), 0);
-  assert_int_equal(cm_transform_create_ex(&t, "exec:cat", &o, err, sizeof err), 0);
+  assert_int_equal(cm_transform_create_ex(&t, "exec:cat", NULL, err, sizeof err), 0); /* default */
   cm_transform_set_metrics(t, m);
   cm_buf_init(&out, OUT_MAX);
   for (int i = 0; i < 3; i++) {
@@ -343,7 +345,7 @@ static void test_stdout_closed_early(void **st) {
   cm_transform_t *t = NULL;
   cm_buf_t out;
   char err[256] = "";
-  cm_transform_opts_t o = {.exec_timeout_ms = 20000};
+  cm_transform_opts_t o = {.exec_framing = "lines", .exec_timeout_ms = 20000};
   const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
   assert_int_equal(cm_transform_create_ex(&t, "exec:sh -c 'read -r l; echo $l; exec >&-; sleep 30'",
                                           &o, err, sizeof err),
