@@ -97,6 +97,7 @@ struct cm__xw_s {
   bool bad_tag;           /* tagged: a line without the expected tag */
   uv_timer_t settle;
   bool out_eof, write_done, timed_out, overflow, settled;
+  bool err_eof; /* stderr reached EOF (framing chunk: its last lines read) */
   int io_err;
   cm_buf_t ebuf; /* the stderr line being assembled */
 };
@@ -693,6 +694,7 @@ static void on_stderr(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     if (w->ebuf.len > 0) handle_err_line(w, w->ebuf.data, w->ebuf.len);
     cm_buf_reset(&w->ebuf);
     (void)uv_read_stop(s);
+    if (n == UV_EOF) w->err_eof = true;
     return;
   }
   for (ssize_t i = 0; i < n;) {
@@ -971,6 +973,7 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
   w->want = n;
   w->got = w->scan = w->line_start = w->extra_off = w->extra_len = 0;
   w->out_eof = w->write_done = w->timed_out = w->overflow = w->settled = w->bad_tag = false;
+  w->err_eof = false;
   w->io_err = 0;
   cm_buf_reset(lines);
   {
@@ -999,8 +1002,13 @@ int cm_exec_run(cm_exec_t *e, const char *const *recs, const size_t *lens, size_
       /* Only EOF and exit end a chunk: nothing depends on timing. (EOF
        * before the last answer: the child cannot answer any more; a short
        * wait for its exit only says which of the two it was.) */
-      if (w->exited && w->out_eof) break;
-      if (w->out_eof && w->got < w->want) {
+      if (w->exited && w->out_eof) {
+        /* Its last stderr lines (counters) too, unless a descendant keeps
+         * stderr open: then not longer than a moment. */
+        if (w->err_eof || w->settled) break;
+        if (!uv_is_active((uv_handle_t *)&w->settle))
+          (void)uv_timer_start(&w->settle, on_settle, CM__EXEC_EXIT_GRACE_MS, 0);
+      } else if (w->out_eof && w->got < w->want) {
         if (w->settled) break;
         if (!uv_is_active((uv_handle_t *)&w->settle))
           (void)uv_timer_start(&w->settle, on_settle, CM__EXEC_EXIT_GRACE_MS, 0);
