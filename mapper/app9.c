@@ -13,11 +13,11 @@
  *
  * Threads: nats.c delivers mapper_data messages and the drain-complete
  * notice on its threads; they go to the loop thread through the
- * connection's handoff (cm_nats_post), which stays open until nats.c's
+ * connection's handoff (cm_nats_post), which stays allocated until nats.c's
  * threads have stopped: a drain-complete notice that nats.c fires while the
  * connection closes at shutdown (the server gone at the same moment) finds
- * it still there and is dropped as cancelled. The transform runs on the
- * libuv thread pool. */
+ * it still there and is refused (the item freed here) instead of posting
+ * into freed memory. The transform runs on the libuv thread pool. */
 #include "cm/app9wire.h"
 #include "app9.h"
 
