@@ -28,6 +28,7 @@
 #include "cm/log.h"
 #include "cm/ratelimit.h"
 #include "cm/peers.h"
+#include "exec.h"
 #include "transform.h"
 
 #define MAPPER_MAX_SLOTS 1024
@@ -59,6 +60,7 @@ typedef struct slot_s {
   double t_start;
   double no_resp_since; /* first "no responders" of the current streak, 0: none */
   bool abandon; /* handed back while the transform was still running */
+  bool stuck;   /* its transform passed --chunk-timeout and has not returned */
 } slot_t;
 
 struct mapper_s {
@@ -68,6 +70,7 @@ struct mapper_s {
   int64_t prefetch;
   int64_t save_window;
   int64_t save_timeout_ms;
+  int64_t chunk_timeout_ms; /* 0: none */
   cm_transform_opts_t topts; /* exec:/plugin: settings */
   cm_transform_t *t;
   cm_daemon_t *d;
@@ -90,10 +93,12 @@ struct mapper_s {
   bool forced;
   bool ever_connected;
   cm_peers_t *peers; /* reconnect counts of the savers and fetchers heard */
+  int stuck;              /* slots whose transform passed --chunk-timeout */
+  int drain_handed_back;  /* draining: chunks no saver confirmed, handed back */
 
   cm_counter_t *m_no_resp;
-  cm_counter_t *m_ok, *m_err, *m_records, *m_dead, *m_retries, *m_handbacks;
-  cm_gauge_t *m_busy, *m_workers, *m_slots_used;
+  cm_counter_t *m_ok, *m_err, *m_records, *m_dead, *m_retries, *m_handbacks, *m_timeouts;
+  cm_gauge_t *m_busy, *m_workers, *m_slots_used, *m_stuck;
   cm_histogram_t *m_process_s, *m_cycle_s;
   Chunkmill__Lease leases[MAPPER_MAX_SLOTS];
   Chunkmill__Lease *lease_ptrs[MAPPER_MAX_SLOTS];
@@ -121,15 +126,37 @@ static void mapper_send_credit(mapper_t *m) {
   (void)cm_daemon_publish_proto(m->d, m->credit_subject, &c.base);
 }
 
+/* Stuck transforms (past --chunk-timeout) were NAKed already and cannot be
+ * interrupted: they do not hold up the exit. */
 static void mapper_maybe_exit(mapper_t *m) {
-  if (m->draining && m->used == 0 && m->working == 0) {
-    cm_log_info("mapper drained: no chunk in hand");
+  if (m->draining && m->used - m->stuck == 0 && m->working - m->stuck == 0) {
+    if (m->forced)
+      ; /* mapper_shutdown(forced) said what it handed back */
+    else if (m->drain_handed_back > 0)
+      cm_log_warn("mapper stopped: %d mapped chunks were handed back to the fetcher because no "
+                  "saver confirmed them; no chunk in hand%s",
+                  m->drain_handed_back,
+                  cm_nats_connected(cm_daemon_nats(m->d))
+                      ? ""
+                      : " (NATS is not connected: the hand-backs may not arrive, and the "
+                        "fetcher then re-dispatches those chunks after --ack-wait)");
+    else
+      cm_log_info("mapper drained: no chunk in hand");
+    if (m->stuck > 0)
+      cm_log_warn("%d transforms past --chunk-timeout are still running; their chunks were "
+                  "NAKed",
+                  m->stuck);
     cm_daemon_exit(m->d, 0);
   }
 }
 
 static void slot_free(slot_t *s) {
   mapper_t *m = s->m;
+  if (s->stuck) {
+    s->stuck = false;
+    m->stuck--;
+    cm_gauge_set(m->m_stuck, m->stuck);
+  }
   natsMsg_Destroy(s->in);
   s->in = NULL;
   cm_buf_free(&s->out);
@@ -160,11 +187,38 @@ static void mapper_start_work(mapper_t *m);
 
 /* ---- saving ---- */
 
+/* How long a save may wait for its reply: --save-timeout, but at most
+ * MAPPER_DRAIN_SAVE_MS while draining (a saver that has not answered by
+ * then is most likely gone with the rest of the deployment). */
+#define MAPPER_DRAIN_SAVE_MS 2000
+static int64_t mapper_save_wait(const mapper_t *m) {
+  return m->draining && m->save_timeout_ms > MAPPER_DRAIN_SAVE_MS ? MAPPER_DRAIN_SAVE_MS
+                                                                    : m->save_timeout_ms;
+}
+
 static void slot_send_save(slot_t *s);
+
+/* Draining, and no saver confirmed a mapped chunk (no responders, a
+ * timeout, not connected): waiting for the drain deadline would not help.
+ * Hand it back (a saver that did commit it acks the redelivery as a
+ * duplicate) and let the mapper stop. */
+static void slot_drain_handback(slot_t *s, const char *why) {
+  mapper_t *m = s->m;
+  if (m->drain_handed_back++ == 0)
+    cm_log_warn("draining: no saver confirmed chunk %llu (%s): handing back every chunk no saver "
+                "confirms, without waiting for --drain-timeout",
+                (unsigned long long)s->hdr.index, why);
+  mapper_nak(m, s, "mapper stopping: no saver confirmed the mapped chunk", true);
+  slot_free(s);
+}
 
 static void slot_save_timeout(uv_timer_t *t) {
   slot_t *s = t->data;
   mapper_t *m = s->m;
+  if (m->draining && (s->state == SLOT_SAVING || s->state == SLOT_RETRY)) {
+    slot_drain_handback(s, s->save_tries > 0 ? "no reply" : "not sent");
+    return;
+  }
   if (s->state == SLOT_SAVING) {
     /* No reply in time: keep the result and try again after a backoff. */
     int64_t backoff = 100LL << (s->save_tries < 5 ? s->save_tries : 5);
@@ -205,7 +259,7 @@ static void slot_send_save(slot_t *s) {
     (void)uv_timer_start(&s->timer, slot_save_timeout, 0, 0);
     return;
   }
-  (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)m->save_timeout_ms, 0);
+  (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)mapper_save_wait(m), 0);
 }
 
 /* A failover (ours or a saver's) may have lost save requests or their
@@ -305,9 +359,14 @@ static void slot_work(uv_work_t *w) {
 static void slot_work_done(uv_work_t *w, int status) {
   slot_t *s = w->data;
   mapper_t *m = s->m;
+  (void)uv_timer_stop(&s->timer); /* the --chunk-timeout deadline */
   m->working--;
   cm_gauge_set(m->m_busy, m->working);
   cm_histogram_observe(m->m_process_s, cm_wall_time() - s->t_start);
+  if (s->stuck)
+    cm_log_warn("chunk %llu: the transform returned after %.1f s, past --chunk-timeout: its "
+                "result is dropped (the chunk was NAKed)",
+                (unsigned long long)s->hdr.index, cm_wall_time() - s->t_start);
   if (s->abandon || status == UV_ECANCELED) {
     /* Already handed back (forced shutdown): drop the result. */
     slot_free(s);
@@ -323,6 +382,31 @@ static void slot_work_done(uv_work_t *w, int status) {
     mapper_send_credit(m);
   }
   mapper_start_work(m);
+}
+
+/* --chunk-timeout passed while the transform runs. A thread-pool thread
+ * cannot be interrupted, so the chunk is NAKed (it counts against
+ * --max-deliver: the input made it hang), no longer reported in flight, and
+ * its worker is counted stuck: the slot and the thread stay taken until the
+ * transform returns, if ever. /healthz turns 503 once every worker is. */
+static void slot_chunk_deadline(uv_timer_t *t) {
+  slot_t *s = t->data;
+  mapper_t *m = s->m;
+  char reason[200];
+  if (s->state != SLOT_WORKING || s->abandon || s->stuck) return;
+  s->stuck = true;
+  s->abandon = true;
+  m->stuck++;
+  cm_counter_inc(m->m_timeouts);
+  cm_gauge_set(m->m_stuck, m->stuck);
+  snprintf(reason, sizeof(reason), "transform %s did not finish within --chunk-timeout (%lld ms)",
+           m->transform_spec, (long long)m->chunk_timeout_ms);
+  cm_log_error("chunk %llu attempt %u: %s; NAKed; %d of %lld workers stuck",
+               (unsigned long long)s->hdr.index, s->hdr.attempt, reason, m->stuck,
+               (long long)m->concurrency);
+  cm_counter_inc(m->m_err);
+  mapper_nak(m, s, reason, false);
+  mapper_send_credit(m);
 }
 
 static void mapper_start_work(mapper_t *m) {
@@ -341,6 +425,8 @@ static void mapper_start_work(mapper_t *m) {
     }
     m->working++;
     cm_gauge_set(m->m_busy, m->working);
+    if (m->chunk_timeout_ms > 0)
+      (void)uv_timer_start(&next->timer, slot_chunk_deadline, (uint64_t)m->chunk_timeout_ms, 0);
   }
 }
 
@@ -427,7 +513,8 @@ static void mapper_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
   size_t n = 0;
   for (int i = 0; i < m->nslots; i++) {
     slot_t *s = &m->slots[i];
-    if (s->state == SLOT_FREE) continue;
+    /* Abandoned (past --chunk-timeout, or handed back): not ours to keep. */
+    if (s->state == SLOT_FREE || s->abandon) continue;
     chunkmill__lease__init(&m->leases[n]);
     m->leases[n].job = s->hdr.job;
     m->leases[n].index = s->hdr.index;
@@ -451,13 +538,23 @@ static int mapper_status(void *ud, cm_buf_t *out) {
   rc |= cm_buf_printf(out,
                       ",\"workers\":%lld,\"slots\":%d,\"slots_used\":%d,\"busy_workers\":%d,"
                       "\"received\":%llu,\"chunks_ok\":%llu,\"chunks_failed\":%llu,"
-                      "\"records\":%llu,\"dead_records\":%llu",
+                      "\"records\":%llu,\"dead_records\":%llu,\"stuck_workers\":%d",
                       (long long)m->concurrency, m->nslots, m->used, m->working,
                       (unsigned long long)m->received, (unsigned long long)cm_counter_get(m->m_ok),
                       (unsigned long long)cm_counter_get(m->m_err),
                       (unsigned long long)cm_counter_get(m->m_records),
-                      (unsigned long long)cm_counter_get(m->m_dead));
+                      (unsigned long long)cm_counter_get(m->m_dead), m->stuck);
   return rc;
+}
+
+/* /healthz: 503 once every worker is stuck past --chunk-timeout (nothing
+ * can be mapped any more; a restart is the only cure). */
+static bool mapper_alive(void *ud, char *why, size_t whylen) {
+  mapper_t *m = ud;
+  if (m->stuck < m->concurrency) return true;
+  snprintf(why, whylen, "all %lld workers stuck in a transform past --chunk-timeout",
+           (long long)m->concurrency);
+  return false;
 }
 
 static void mapper_shutdown(void *ud, bool forced) {
@@ -472,14 +569,23 @@ static void mapper_shutdown(void *ud, bool forced) {
       if (s->state == SLOT_QUEUED) {
         mapper_nak(m, s, "mapper draining", true);
         slot_free(s);
+      } else if (s->state == SLOT_RETRY) {
+        /* A saver failed it already: do not wait for another try. */
+        slot_drain_handback(s, "its save had failed");
+      } else if (s->state == SLOT_SAVING) {
+        /* Still waiting for a reply: from now on at most the drain's
+         * save wait. */
+        (void)uv_timer_start(&s->timer, slot_save_timeout, (uint64_t)mapper_save_wait(m), 0);
       }
     }
   }
   if (forced) {
+    int back = 0;
     m->forced = true;
     for (int i = 0; i < m->nslots; i++) {
       slot_t *s = &m->slots[i];
       if (s->state == SLOT_FREE || s->abandon) continue;
+      back++;
       mapper_nak(m, s, "mapper stopped before finishing", true);
       if (s->state == SLOT_WORKING)
         s->abandon = true; /* freed when the thread-pool work returns */
@@ -487,6 +593,10 @@ static void mapper_shutdown(void *ud, bool forced) {
         slot_free(s);
     }
     /* Everything is handed back: do not wait for running transforms. */
+    if (back > 0)
+      cm_log_warn("stopping now: %d unfinished chunks handed back to the fetcher", back);
+    else
+      cm_log_info("stopping now: no chunk in hand");
     cm_daemon_exit(m->d, 0);
     return;
   }
@@ -525,6 +635,7 @@ int main(int argc, char **argv) {
   static char idbuf[128];
   static const char *const transforms[] = {"identity", "fullname", "burn:", "sleep:", "fail:",
                                            "exec:",    "plugin:",  NULL};
+  static const char *const framings[] = {"chunk", "tagged", "lines", NULL};
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   char defconc[24];
   char threads[24];
@@ -538,6 +649,15 @@ int main(int argc, char **argv) {
       {"exec-timeout", CM_OPT_DURATION, "30s", 100, 86400000, NULL, NULL,
        "exec: time a child may take for one chunk before it is killed and the chunk NAKed",
        &m.topts.exec_timeout_ms},
+      {"exec-framing", CM_OPT_STRING, "chunk", 0, 0, framings, NULL,
+       "exec: chunk = a child per chunk, answers read until EOF; tagged = one long-lived child "
+       "per worker, every line both ways starts with the record's sequence number and a TAB; "
+       "lines = long-lived, answers checked by count and --exec-settle only",
+       &m.topts.exec_framing},
+      {"exec-settle", CM_OPT_DURATION, "20ms", 0, 60000, NULL, NULL,
+       "exec (lines): quiet time on the child's stdout after a chunk's last answer before the "
+       "chunk counts; output in it fails the chunk as out of step",
+       &m.topts.exec_settle_ms},
       {"exec-cwd", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "exec: working directory of the children (default: the mapper's)", &m.topts.exec_cwd},
       {"exec-env", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
@@ -550,6 +670,10 @@ int main(int argc, char **argv) {
       {"save-window", CM_OPT_INT, "64", 0, 1000, NULL, NULL,
        "mapped chunks that may wait for a saver's confirmation while more are mapped",
        &m.save_window},
+      {"chunk-timeout", CM_OPT_DURATION, "5m", 0, 86400000, NULL, NULL,
+       "time a transform may take for one chunk; past it the chunk is NAKed and the worker "
+       "counted stuck (/healthz 503 once all are); 0: no limit",
+       &m.chunk_timeout_ms},
       {"save-timeout", CM_OPT_DURATION, "10s", 100, 600000, NULL, NULL,
        "time to wait for a saver's confirmation before sending the result again",
        &m.save_timeout_ms},
@@ -558,7 +682,8 @@ int main(int argc, char **argv) {
                              .status = mapper_status,
                              .shutdown = mapper_shutdown,
                              .close = mapper_close,
-                             .heartbeat = mapper_heartbeat};
+                             .heartbeat = mapper_heartbeat,
+                             .alive = mapper_alive};
   static const double proc_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                        0.025,  0.05,    0.1,    0.25,  0.5,    1,     5};
   char err[256], labels[200], subj[256];
@@ -575,6 +700,9 @@ int main(int argc, char **argv) {
   sanitize_token(idbuf);
   m.cfg.id = idbuf;
 
+  /* User code (exec children, plugins) gets no NATS credentials: they were
+   * read into m.cfg above and are not needed in the environment any more. */
+  cm_exec_scrub_environ();
   if (cm_transform_create_ex(&m.t, m.transform_spec, &m.topts, err, sizeof(err)) != 0) {
     fprintf(stderr, "mapper: invalid value \"%s\" for --transform: %s\n", m.transform_spec, err);
     return 2;
@@ -587,7 +715,7 @@ int main(int argc, char **argv) {
   setenv("UV_THREADPOOL_SIZE", threads, 1);
 
   if (strcmp(m.cfg.protocol, "app9") == 0) { /* the original example's protocol */
-    rc = cm_mapper_app9_run(&m.cfg, m.t);
+    rc = cm_mapper_app9_run(&m.cfg, m.t, m.chunk_timeout_ms);
     cm_transform_destroy(m.t);
     return rc;
   }
@@ -620,6 +748,11 @@ int main(int argc, char **argv) {
                                      "Chunks handed back to the fetcher unprocessed.", NULL);
   m.m_busy = cm_metrics_gauge(mt, "chunkmill_mapper_busy_workers", "Workers mapping right now.",
                               NULL);
+  m.m_timeouts = cm_metrics_counter(mt, "chunkmill_mapper_chunk_timeouts_total",
+                                    "Chunks whose transform passed --chunk-timeout (NAKed).",
+                                    NULL);
+  m.m_stuck = cm_metrics_gauge(mt, "chunkmill_mapper_stuck_workers",
+                               "Workers still running a transform past --chunk-timeout.", NULL);
   m.m_workers = cm_metrics_gauge(mt, "chunkmill_mapper_workers", "Worker threads.", NULL);
   m.m_slots_used = cm_metrics_gauge(mt, "chunkmill_mapper_slots_used",
                                     "Chunks held (queued, mapping or saving).", NULL);

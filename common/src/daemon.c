@@ -132,7 +132,13 @@ bool cm_daemon_ready(cm_daemon_t *d) {
 static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const char **ctype) {
   cm_daemon_t *d = ud;
   if (strcmp(path, "/healthz") == 0) {
-    /* Answering at all proves the loop is turning. */
+    /* Answering at all proves the loop is turning; the daemon may know
+     * better (its workers all stuck). */
+    char why[160] = "";
+    if (d->hooks.alive != NULL && !d->hooks.alive(d->ud, why, sizeof(why))) {
+      if (cm_buf_printf(body, "not alive: %s\n", why) != 0) return 503;
+      return 503;
+    }
     return cm_buf_puts(body, "ok\n") == 0 ? 200 : 500;
   }
   if (strcmp(path, "/readyz") == 0) {

@@ -103,7 +103,9 @@ fail_ring:
 
 int cm_handoff_post(cm_handoff_t *h, cm_handoff_fn fn, void *arg) {
   uv_thread_t self = uv_thread_self();
-  bool on_loop = uv_thread_equal(&self, &h->loop_thread) != 0;
+  bool on_loop;
+  if (h == NULL) return -ESHUTDOWN;
+  on_loop = uv_thread_equal(&self, &h->loop_thread) != 0;
   uv_mutex_lock(&h->lock);
   while (!h->closing && h->count == h->cap) {
     /* The loop thread would wait for itself: refuse instead. */

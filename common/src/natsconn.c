@@ -563,6 +563,11 @@ char *cm_nats_new_inbox(cm_nats_t *n) {
 
 natsConnection *cm_nats_conn(cm_nats_t *n) { return n->nc; }
 
+int cm_nats_post(cm_nats_t *n, void (*fn)(void *arg, int cancelled), void *arg) {
+  if (n == NULL || n->ho == NULL) return -ESHUTDOWN;
+  return cm_handoff_post(n->ho, fn, arg);
+}
+
 uint64_t cm_nats_dropped(cm_nats_t *n) {
   uint64_t total = 0;
   for (int i = 0; i < n->nsubs; i++) {

@@ -173,6 +173,7 @@ static void test_close_keep_stays_valid(void **state) {
   assert_int_equal(uv_thread_join(&t), 0);
   assert_int_equal(b.rc, -ESHUTDOWN);
   assert_int_equal(c.ran + c.cancelled, 0);
+  assert_int_equal(cm_handoff_post(NULL, item_fn, NULL), -ESHUTDOWN);
 }
 
 int main(void) {

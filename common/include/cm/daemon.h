@@ -47,6 +47,9 @@ typedef struct cm_daemon_hooks_s {
   /* Add role-specific fields to each heartbeat (in-flight leases...). The
    * daemon owns whatever it puts there until the next call. May be NULL. */
   void (*heartbeat)(void *ud, Chunkmill__Heartbeat *hb);
+  /* Extra liveness condition for /healthz (e.g. every worker stuck); NULL =
+   * none. Write a short reason into why when not alive. */
+  bool (*alive)(void *ud, char *why, size_t whylen);
 } cm_daemon_hooks_t;
 
 /* Parses the command line for `role` with the common options plus

@@ -20,8 +20,10 @@ typedef void (*cm_handoff_fn)(void *arg, int cancelled);
 
 int cm_handoff_create(cm_handoff_t **out, uv_loop_t *loop, size_t cap)
     __attribute__((warn_unused_result));
-/* Any thread. 0, or -ESHUTDOWN after cm_handoff_close (fn is then NOT called:
- * the caller still owns arg). */
+/* Any thread. 0, or -ESHUTDOWN when h is NULL or stopped/closed (fn is then
+ * NOT called: the caller still owns arg). A handoff's memory is freed once
+ * its close has completed on the loop: the owner must make sure no thread
+ * posts after that (cm_nats_post exists for nats.c's threads). */
 int cm_handoff_post(cm_handoff_t *h, cm_handoff_fn fn, void *arg)
     __attribute__((warn_unused_result));
 /* Any thread. From now on every post fails with -ESHUTDOWN, and producers

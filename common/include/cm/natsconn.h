@@ -79,6 +79,15 @@ void cm_nats_redact_url(const char *in, char *out, size_t outlen);
 /* A fresh inbox subject, unique to this connection. Caller frees. */
 char *cm_nats_new_inbox(cm_nats_t *n);
 natsConnection *cm_nats_conn(cm_nats_t *n);
+/* Any thread: hands fn(arg) to the loop thread through the connection's own
+ * handoff, for callbacks registered with nats.c directly (natsConnection_*
+ * via cm_nats_conn). That handoff outlives nats.c's threads (cm_nats_destroy
+ * frees it only after nats_CloseAndWait succeeded, else never), so a
+ * callback nats.c runs while the connection is being closed still finds it:
+ * the post is then refused. 0, or -ESHUTDOWN (n NULL, or being destroyed:
+ * fn is not called, the caller keeps arg); queued items that do not run
+ * before the destroy run with cancelled=1. */
+int cm_nats_post(cm_nats_t *n, void (*fn)(void *arg, int cancelled), void *arg);
 /* Messages dropped by nats.c as slow consumer, all subscriptions. */
 uint64_t cm_nats_dropped(cm_nats_t *n);
 
