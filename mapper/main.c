@@ -108,6 +108,8 @@ static void mapper_send_credit(mapper_t *m) {
   c.free = m->draining ? 0 : (uint32_t)mapper_free(m);
   c.received = m->received;
   c.draining = m->draining;
+  c.instance = (char *)cm_daemon_instance(m->d);
+  c.slots = (uint32_t)m->nslots;
   (void)cm_daemon_publish_proto(m->d, m->credit_subject, &c.base);
 }
 
@@ -137,6 +139,7 @@ static void mapper_nak(mapper_t *m, slot_t *s, const char *reason, bool handback
   n.job = s->hdr.job;
   n.index = s->hdr.index;
   n.attempt = s->hdr.attempt;
+  n.lease = s->hdr.lease;
   n.mapper_id = (char *)cm_daemon_id(m->d);
   n.reason = (char *)reason;
   n.handback = handback;
@@ -370,6 +373,7 @@ static void mapper_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
     m->leases[n].job = s->hdr.job;
     m->leases[n].index = s->hdr.index;
     m->leases[n].attempt = s->hdr.attempt;
+    m->leases[n].lease = s->hdr.lease;
     m->lease_ptrs[n] = &m->leases[n];
     n++;
   }

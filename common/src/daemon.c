@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@ struct cm_daemon_s {
   const char *role;
   cm_common_cfg_t cfg;
   char id[128];
+  char instance[33]; /* random per start: see cm_daemon_instance */
   cm_daemon_hooks_t hooks;
   void *ud;
 
@@ -243,6 +245,7 @@ static void cm__daemon_heartbeat(uv_timer_t *t) {
   Chunkmill__Heartbeat hb = CHUNKMILL__HEARTBEAT__INIT;
   if (!cm_nats_connected(d->nats)) return;
   hb.id = d->id;
+  hb.instance = d->instance;
   hb.role = (char *)d->role;
   hb.version = (char *)d->cfg.version;
   hb.period_ms = (uint32_t)d->cfg.heartbeat_ms;
@@ -324,6 +327,27 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   d->hooks = *hooks;
   d->ud = ud;
   snprintf(d->id, sizeof(d->id), "%s", cfg->id);
+  {
+    /* 128 random bits: unguessable, so a restart is told apart from a
+     * client that only knows the id. */
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    size_t got = 0;
+    while (got < sizeof(r)) {
+      ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        free(d);
+        return -errno;
+      }
+      got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof(r); i++) {
+      d->instance[2 * i] = hex[r[i] >> 4];
+      d->instance[2 * i + 1] = hex[r[i] & 15];
+    }
+    d->instance[32] = '\0';
+  }
   if ((rc = uv_loop_init(&d->loop)) != 0) {
     free(d);
     return rc;
@@ -416,6 +440,7 @@ cm_metrics_t *cm_daemon_metrics(cm_daemon_t *d) { return d->metrics; }
 cm_nats_t *cm_daemon_nats(cm_daemon_t *d) { return d->nats; }
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d) { return &d->cfg; }
 const char *cm_daemon_id(cm_daemon_t *d) { return d->id; }
+const char *cm_daemon_instance(cm_daemon_t *d) { return d->instance; }
 bool cm_daemon_draining(cm_daemon_t *d) { return d->draining; }
 int cm_daemon_exit_code(cm_daemon_t *d) { return d->exit_code; }
 int64_t cm_daemon_now_ms(cm_daemon_t *d) {

@@ -71,6 +71,10 @@ cm_metrics_t *cm_daemon_metrics(cm_daemon_t *d);
 cm_nats_t *cm_daemon_nats(cm_daemon_t *d);
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d);
 const char *cm_daemon_id(cm_daemon_t *d);
+/* 32 hex digits drawn at random when the daemon was created: sent in every
+ * heartbeat and credit, so the fetcher tells a restart under the same --id
+ * (a new instance) from the same process speaking again. */
+const char *cm_daemon_instance(cm_daemon_t *d);
 bool cm_daemon_draining(cm_daemon_t *d);
 /* The code cm_daemon_run will return (for a forced _exit). */
 int cm_daemon_exit_code(cm_daemon_t *d);
