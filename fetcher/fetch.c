@@ -53,6 +53,11 @@ typedef struct member_s {
   char instance[40];
   uint32_t slots; /* what the instance declared it can hold (capped) */
   int64_t hb_ms;  /* last heartbeat of the bound instance */
+  /* Another instance under this id, seen while the bound one was alive:
+   * it takes over as soon as the bound one misses its heartbeat. */
+  char challenger[40];
+  int64_t challenger_ms;
+  bool challenger_heard;
   char subject[256];
   int version; /* index into versions[] */
   uint32_t free;
@@ -532,15 +537,31 @@ static void fetch_arm_due(cm_fetch_t *f, int64_t now) {
  * instance); returns how many. */
 static int member_release_all(cm_fetch_t *f, member_t *m, const char *reason);
 
-/* A new instance may take over the id when the bound one never heartbeated
- * (it holds nothing) or has missed a heartbeat: its own period and a half
- * without one. While the bound instance keeps beating, a second token
- * under its id is refused (a forgery, or two processes given one --id). */
-static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
+static int64_t member_period(cm_fetch_t *f, const member_t *m) {
   int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
-  int64_t period = m->period_ms > 0 ? m->period_ms : hb;
+  return m->period_ms > 0 ? m->period_ms : hb;
+}
+
+/* A new instance may take over the id when the bound one never heartbeated
+ * (it holds nothing) or has missed a heartbeat: its own period and a
+ * quarter (at least 250 ms more) without one. While the bound instance
+ * keeps beating, a second token under its id is refused (a forgery, or two
+ * processes given one --id); it is remembered as the challenger and takes over at the tick
+ * where the bound one is late (see fetch_tick), so a restart after kill -9
+ * has its predecessor's leases released about one period after the last
+ * heartbeat, instead of after three missed ones or --ack-wait. */
+static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
+  int64_t period = member_period(f, m);
   if (!m->heard) return true;
-  return now - m->hb_ms > period + period / 2;
+  /* At least 250 ms of slack: a busy host delays short periods by that. */
+  return now - m->hb_ms > period + (period / 4 > 250 ? period / 4 : 250);
+}
+
+static void member_challenge(member_t *m, const char *instance, bool heard, int64_t now) {
+  if (strcmp(m->challenger, instance) != 0) m->challenger_heard = false;
+  snprintf(m->challenger, sizeof(m->challenger), "%s", instance);
+  m->challenger_ms = now;
+  m->challenger_heard = m->challenger_heard || heard;
 }
 
 /* Binds m to `instance`, releasing what a predecessor held. */
@@ -559,7 +580,9 @@ static void member_rebind(cm_fetch_t *f, member_t *m, const char *instance, bool
   m->sent = m->received = 0;
   m->slots = 0;
   m->draining = false;
-  m->period_ms = 0;
+  /* period_ms is kept: a restarted instance beats like its predecessor
+   * until its own heartbeat says otherwise. */
+  m->challenger[0] = '\0';
   if (had) {
     cm_counter_inc(f->m_replaced);
     cm_log_warn("mapper %s: new instance %.8s replaces %.8s, which stopped sending heartbeats; "
@@ -599,6 +622,7 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
                 "credit for mapper %.64s from instance %.8s while instance %.8s of that id is "
                 "alive",
                 c->mapper_id, inst, m->instance);
+      if (!c->draining) member_challenge(m, inst, false, now);
       goto out;
     }
     if (c->draining) goto out;
@@ -741,6 +765,7 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
                   "heartbeat of mapper %.64s from instance %.8s while instance %.8s of that id "
                   "is alive",
                   hb->id, inst, m->instance);
+        if (!hb->draining) member_challenge(m, inst, true, now);
         m = NULL;
       } else {
         /* A restart (kill -9, container restart under the same name): the
@@ -815,6 +840,22 @@ static void fetch_tick(uv_timer_t *t) {
     for (int i = 0; i < f->nmembers; i++) {
       member_t *m = &f->members[i];
       /* Three of the mapper's own periods (it may beat slower than us). */
+      if (m->active && m->challenger[0] != '\0') {
+        /* A challenger heard within the last two periods takes over once
+         * the bound instance is late. */
+        int64_t period = member_period(f, m);
+        if (now - m->challenger_ms > 2 * period)
+          m->challenger[0] = '\0';
+        else if (member_may_replace(f, m, now)) {
+          char inst[sizeof(m->challenger)];
+          bool heard = m->challenger_heard;
+          snprintf(inst, sizeof(inst), "%s", m->challenger);
+          member_rebind(f, m, inst, heard, now);
+          /* Its subject is <prefix>.chunk.<id>; its room comes with its
+           * next credit. */
+          continue;
+        }
+      }
       if (!m->active || now - m->last_seen_ms <= 3 * (m->period_ms > hb ? m->period_ms : hb))
         continue;
       if (!m->heard) {
