@@ -154,6 +154,9 @@ int main(int argc, char **argv) {
        "environment; @FILE alone: one header per line. Never logged", &f->http.http_header},
       {"http-timeout", CM_OPT_DURATION, "30s", 100, 3600000, NULL, NULL,
        "http: time limit of one request", &f->http.http_timeout_ms},
+      {"http-follow-redirects", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
+       "http: follow redirects to another origin (host, port or https -> http) too; the "
+       "--http-header headers are never sent there", &f->http.http_follow_redirects},
       {"lease-key-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "file holding the key shared with every saver: chunks carry lease tokens, only acks "
        "a saver signed count (unset: leases are not authenticated)", &f->lease_key_file},

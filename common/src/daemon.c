@@ -17,6 +17,7 @@
 
 #include "cm/http.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__MAX_OPTS 64
 
@@ -405,8 +406,12 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   }
   (void)uv_timer_start(&d->heartbeat, cm__daemon_heartbeat, (uint64_t)cfg->heartbeat_ms,
                        (uint64_t)cfg->heartbeat_ms);
-  cm_log_info("%s %s starting: nats %s, http %s (port %d), prefix %s", role, CM_VERSION,
-              cfg->nats_url, cfg->http_addr, cm_http_port(d->http), cfg->prefix);
+  {
+    char shown[1024];
+    cm_log_info("%s %s starting: nats %s, http %s (port %d), prefix %s", role, CM_VERSION,
+                cm_redact_urls(cfg->nats_url, shown, sizeof(shown)), cfg->http_addr,
+                cm_http_port(d->http), cfg->prefix);
+  }
   *out = d;
   return 0;
 

@@ -25,6 +25,7 @@
 
 #include "cm/handoff.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__NATS_MAX_SUBS 16
 #define CM__NATS_HANDOFF_CAP 4096
@@ -214,18 +215,7 @@ static void cm__nats_connected_cb(natsConnection *nc, void *closure) {
 
 static void cm__nats_redact_url(const char *in, char *out, size_t outlen) {
   /* nats://user:pass@host -> nats://user:***@host: never log secrets. */
-  const char *at = strrchr(in, '@');
-  const char *scheme = strstr(in, "://");
-  const char *colon;
-  if (at == NULL || scheme == NULL || at < scheme) {
-    snprintf(out, outlen, "%s", in);
-    return;
-  }
-  colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-  if (colon == NULL)
-    snprintf(out, outlen, "%.*s***%s", (int)(scheme + 3 - in), in, at);
-  else
-    snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - in), in, at);
+  (void)cm_redact_urls(in, out, outlen);
 }
 
 /* Builds *out. diag: the options of the one-shot diagnostic connect (no
