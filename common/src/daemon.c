@@ -102,7 +102,7 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
 
 bool cm_daemon_ready(cm_daemon_t *d) {
   char why[128];
-  if (d->draining || !cm_nats_connected(d->nats)) return false;
+  if (d->draining || !cm_nats_connected(d->nats) || cm_nats_refused(d->nats) != NULL) return false;
   return d->hooks.ready == NULL || d->hooks.ready(d->ud, why, sizeof(why));
 }
 
@@ -113,12 +113,16 @@ static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const cha
     return cm_buf_puts(body, "ok\n") == 0 ? 200 : 500;
   }
   if (strcmp(path, "/readyz") == 0) {
-    char why[128] = "";
+    char why[320] = "";
     const char *reason = NULL;
     if (d->draining)
       reason = "draining";
     else if (!cm_nats_connected(d->nats))
       reason = "not connected to NATS";
+    else if (cm_nats_refused(d->nats) != NULL) {
+      snprintf(why, sizeof(why), "NATS refused: %s", cm_nats_refused(d->nats));
+      reason = why;
+    }
     else if (d->hooks.ready != NULL && !d->hooks.ready(d->ud, why, sizeof(why)))
       reason = why;
     if (reason == NULL) return cm_buf_puts(body, "ready\n") == 0 ? 200 : 500;

@@ -61,6 +61,7 @@ struct cm_nats_s {
   atomic_bool diagnosed;      /* cm__nats_diagnose ran (once is enough) */
   bool draining;
   bool closed_sent;
+  char refused[256]; /* loop thread: the first permissions violation, "" if none */
 };
 
 typedef struct cm__nats_delivery_s {
@@ -172,15 +173,39 @@ static void cm__nats_closed_cb(natsConnection *nc, void *closure) {
   cm__nats_post_event(n, CM_NATS_CLOSED);
 }
 
+/* Loop thread: keeps the first refusal (they do not go away by themselves:
+ * a refused subscription is refused again after every reconnect). */
+typedef struct {
+  cm_nats_t *n;
+  char text[256];
+} cm__nats_refusal_t;
+
+static void cm__nats_note_refusal(void *arg, int cancelled) {
+  cm__nats_refusal_t *r = arg;
+  if (!cancelled && r->n->refused[0] == '\0')
+    snprintf(r->n->refused, sizeof(r->n->refused), "%s", r->text);
+  free(r);
+}
+
 static void cm__nats_error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
                               void *closure) {
   /* Logging is thread-safe (one write per line). The connection's last
    * error has the server's words, e.g. "Permissions Violation for
    * Subscription to chunkmill.save": say which subject was refused. */
+  cm_nats_t *n = closure;
   const char *why = NULL;
   if (natsConnection_GetLastError(nc, &why) == NATS_OK || why == NULL) why = "";
   cm_log_warn("nats: asynchronous error: %s%s%s", natsStatus_GetText(err), why[0] ? ": " : "",
               why);
+  if (err == NATS_NOT_PERMITTED || strstr(why, "Permissions Violation") != NULL) {
+    /* The server refused a subscription or a publish: the daemon cannot
+     * do its job, so it must not look ready (cm_nats_refused). */
+    cm__nats_refusal_t *r = malloc(sizeof(*r));
+    if (r == NULL) return;
+    r->n = n;
+    snprintf(r->text, sizeof(r->text), "%s", why[0] ? why : natsStatus_GetText(err));
+    if (cm_handoff_post(n->ho, cm__nats_note_refusal, r) != 0) free(r);
+  }
 }
 
 /* ---- loop thread ---- */
@@ -383,6 +408,10 @@ char *cm_nats_new_inbox(cm_nats_t *n) {
   s = strdup(inbox);
   natsInbox_Destroy(inbox);
   return s;
+}
+
+const char *cm_nats_refused(const cm_nats_t *n) {
+  return n != NULL && n->refused[0] != '\0' ? n->refused : NULL;
 }
 
 natsConnection *cm_nats_conn(cm_nats_t *n) { return n->nc; }

@@ -52,6 +52,10 @@ bool cm_nats_connected(const cm_nats_t *n);
 /* A fresh inbox subject, unique to this connection. Caller frees. */
 char *cm_nats_new_inbox(cm_nats_t *n);
 natsConnection *cm_nats_conn(cm_nats_t *n);
+/* Loop thread: the server's words for the first subscription or publish it
+ * refused for lack of permission ("Permissions Violation for Subscription
+ * to ..."), or NULL. Sticky: a refused subject stays refused. */
+const char *cm_nats_refused(const cm_nats_t *n);
 /* Messages dropped by nats.c as slow consumer, all subscriptions. */
 uint64_t cm_nats_dropped(cm_nats_t *n);
 
