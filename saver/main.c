@@ -220,6 +220,26 @@ static void saver_on_save(void *ud, natsMsg *m) {
    * the reason in its own words. */
   sm->peek_rc = cm_chunk_peek_elems(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &sm->v,
                                     &sm->elems, sm->perr, sizeof(sm->perr));
+  if (sm->peek_rc == 0) {
+    /* JSON is UTF-8: a mapper turns records that are not into dead letters,
+     * so bytes that are not UTF-8 here come from a broken or hostile
+     * client. The results table only ever holds valid JSON text. */
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    size_t bad = cm_utf8_check(natsMsg_GetData(m), len);
+    if (bad != len) {
+      char body[200];
+      cm_reject(s->rej, cm_daemon_now_ms(s->d), "not_utf8",
+                "mapped chunk %llu of job %.64s is not valid UTF-8 (byte %zu)",
+                (unsigned long long)sm->v.hdr.index, sm->v.hdr.job, bad);
+      cm_counter_inc(s->m_errors);
+      snprintf(body, sizeof(body),
+               "{\"ok\":false,\"retry\":false,\"error\":\"chunk is not valid UTF-8 (byte %zu)\"}",
+               bad);
+      saver_reply(s, m, body);
+      saver_msg_free(sm);
+      return;
+    }
+  }
   if (s->lease_key != NULL && sm->peek_rc == 0 &&
       !cm_lease_verify(s->lease_key, sm->v.hdr.job, sm->v.hdr.index, sm->v.hdr.attempt,
                        sm->v.hdr.mapper, sm->v.hdr.lease)) {

@@ -408,7 +408,10 @@ size_t cm_utf8_check(const char *s, size_t len) {
   size_t i = 0;
   while (i < len) {
     if (u[i] < 0x80) {
+      uint64_t x;
       i++;
+      /* ASCII runs 8 bytes at a time. */
+      while (i + 8 <= len && (memcpy(&x, u + i, 8), (x & CM_HIGHS) == 0)) i += 8;
       continue;
     }
     size_t n = utf8_seq(u + i, len - i);
