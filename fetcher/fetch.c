@@ -546,10 +546,11 @@ static int64_t member_period(cm_fetch_t *f, const member_t *m) {
  * (it holds nothing) or has missed a heartbeat: its own period and a
  * quarter (at least 250 ms more) without one. While the bound instance
  * keeps beating, a second token under its id is refused (a forgery, or two
- * processes given one --id); it is remembered as the challenger and takes over at the tick
- * where the bound one is late (see fetch_tick), so a restart after kill -9
- * has its predecessor's leases released about one period after the last
- * heartbeat, instead of after three missed ones or --ack-wait. */
+ * processes given one --id); it is remembered as the challenger and takes
+ * over at the tick where the bound one is late (see fetch_tick), so a
+ * restart after kill -9 has its predecessor's leases released about one
+ * period after the last heartbeat, instead of after three missed ones or
+ * --ack-wait. */
 static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
   int64_t period = member_period(f, m);
   if (!m->heard) return true;
@@ -627,6 +628,7 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
     }
     if (c->draining) goto out;
     member_rebind(f, m, inst, false, now);
+    m->version = version_slot(f, c->version != NULL && c->version[0] ? c->version : "unknown");
   }
   if (m == NULL) {
     if (c->draining) goto out;
@@ -772,6 +774,8 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
          * predecessor's leases are pending again now, not after
          * --ack-wait. The new instance's next credit names its room. */
         member_rebind(f, m, inst, true, now);
+        m->version =
+            version_slot(f, hb->version != NULL && hb->version[0] ? hb->version : "unknown");
       }
     }
     if (m != NULL) {
@@ -839,7 +843,6 @@ static void fetch_tick(uv_timer_t *t) {
   if (cm_nats_connected(cm_daemon_nats(f->d))) {
     for (int i = 0; i < f->nmembers; i++) {
       member_t *m = &f->members[i];
-      /* Three of the mapper's own periods (it may beat slower than us). */
       if (m->active && m->challenger[0] != '\0') {
         /* A challenger heard within the last two periods takes over once
          * the bound instance is late. */
@@ -856,6 +859,7 @@ static void fetch_tick(uv_timer_t *t) {
           continue;
         }
       }
+      /* Three of the mapper's own periods (it may beat slower than us). */
       if (!m->active || now - m->last_seen_ms <= 3 * (m->period_ms > hb ? m->period_ms : hb))
         continue;
       if (!m->heard) {
