@@ -165,7 +165,42 @@ def other_origin_followed():
         close(P, ok)
 
 
+def old_ledger_row():
+    """A ledger written by a build that kept the URL's password in the job's
+    source description: resuming the same job is accepted, and the row is
+    rewritten without the password."""
+    import sqlite3
+    seen.clear()
+    src = f"http://reader:{URL_PASSWORD}@127.0.0.1:{ports['A']}/same"
+    P, f = run("oldrow", src, ["--once"])
+    ok = False
+    try:
+        assert f.wait(60) == 0, f.log()[-1500:]
+        con = sqlite3.connect(P.ledger)
+        con.execute("UPDATE jobs SET source = replace(source, 'reader:***@', ?)",
+                    (f"reader:{URL_PASSWORD}@",))
+        con.commit()
+        con.close()
+        f2 = P.start_fetcher(["--source", src, "--http-header", f"{KEY}: {KEY_VALUE}",
+                              "--job", "oldrow", "--once"], name="fetcher-again")
+        rc = f2.wait(60)
+        assert rc == 0, (rc, f2.log()[-1500:])
+        assert 'job "oldrow" complete' in f2.out(), f2.out()[-500:]
+        f2.stop()
+        con = sqlite3.connect(P.ledger)
+        rows = con.execute("SELECT source FROM jobs").fetchall()
+        con.close()
+        assert rows and all(URL_PASSWORD not in r[0] and "reader:***@" in r[0] for r in rows), rows
+        text = f2.log() + f2.out()
+        assert URL_PASSWORD not in text, text[-800:]
+        ok = True
+    finally:
+        close(P, ok)
+
+
 check("a redirect to the same origin is followed with the custom header", same_origin)
+check("a ledger row holding a URL password from an older build: resumed, and rewritten "
+      "without it", old_ledger_row)
 check("a redirect to another origin is refused, naming it; the other server sees nothing",
       other_origin_refused)
 check("--http-follow-redirects: the other origin gets neither the header nor the URL's "
