@@ -15,6 +15,7 @@
 #include "cm/daemon.h"
 #include "cm/lease.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 #include "app9.h"
 #include "fetch.h"
 #include "ledger.h"
@@ -199,7 +200,9 @@ int main(int argc, char **argv) {
   so.seed = (uint64_t)f->seed;
   so.chunk_size = (uint32_t)f->chunk_size;
   if (cm_source_open(&src, &so, err, sizeof(err)) != 0) {
-    fprintf(stderr, "fetcher: invalid value \"%s\" for --source: %s\n", f->source, err);
+    char shown[1024];
+    fprintf(stderr, "fetcher: invalid value \"%s\" for --source: %s\n",
+            cm_redact_urls(f->source, shown, sizeof(shown)), err);
     return 2;
   }
   if (f->print_chunk >= 0) {
@@ -231,7 +234,9 @@ int main(int argc, char **argv) {
   }
   if (!cm_source_random_access(src) && info.source_pos > 0 &&
       cm_source_seek(src, info.source_pos, info.source_line) != 0) {
-    fprintf(stderr, "fetcher: cannot resume --source %s at byte %" PRId64 "\n", f->source,
+    char shown[1024];
+    fprintf(stderr, "fetcher: cannot resume --source %s at byte %" PRId64 "\n",
+            cm_redact_urls(f->source, shown, sizeof(shown)),
             info.source_pos);
     rc = 1;
     goto done;

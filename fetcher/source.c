@@ -16,6 +16,7 @@
 #include "source_http.h"
 
 #include "cm/chunk.h"
+#include "cm/redact.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -409,9 +410,10 @@ int cm_source_open(cm_source_t **out, const cm_source_opts_t *o, char *err, size
     s->kind = CM__SRC_HTTP;
     if ((ret = cm_http_src_open(&s->http, &ho, &s->desc, err, errlen)) < 0) goto fail;
   } else {
+    char shown[1024];
     snprintf(err, errlen,
              "unknown source \"%s\": expected gen:users, file:PATH, file:- or http(s)://URL",
-             o->spec);
+             cm_redact_urls(o->spec, shown, sizeof(shown)));
     ret = -EINVAL;
     goto fail;
   }

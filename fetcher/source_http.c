@@ -207,15 +207,17 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   int rc = -ENOMEM;
   CURLU *u = NULL;
 
+  char shown[1024];
   *out = NULL;
   *desc = NULL;
+  (void)cm_redact_urls(o->spec, shown, sizeof(shown)); /* for messages */
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-    cm_set_err(err, errlen, "%s: cannot initialise libcurl", o->spec);
+    cm_set_err(err, errlen, "%s: cannot initialise libcurl", shown);
     return -EIO;
   }
   if ((h = calloc(1, sizeof *h)) == NULL) {
     curl_global_cleanup();
-    cm_set_err(err, errlen, "%s: out of memory", o->spec);
+    cm_set_err(err, errlen, "%s: out of memory", shown);
     return -ENOMEM;
   }
   cm_buf_init(&h->body, CM__HTTP_MAX_BODY);
@@ -275,7 +277,7 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   *out = h;
   return 0;
 nomem:
-  cm_set_err(err, errlen, "%s: out of memory", o->spec);
+  cm_set_err(err, errlen, "%s: out of memory", shown);
   rc = -ENOMEM;
 fail:
   curl_url_cleanup(u);
