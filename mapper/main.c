@@ -76,7 +76,7 @@ struct mapper_s {
   char credit_subject[256];
   char save_subject[256];
   char nak_subject[256];
-  char fetcher_id[128]; /* the last fetcher heard on P.heartbeat */
+  char fetcher_id[176]; /* "<id>/<instance>" of the last fetcher heard on P.heartbeat */
   char *inbox; /* "<inbox>" ; replies come to "<inbox>.<slot>.<seq>" */
 
   bool draining;
@@ -347,10 +347,16 @@ static void mapper_on_heartbeat(void *ud, natsMsg *msg) {
   mapper_t *m = ud;
   Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(
       NULL, (size_t)natsMsg_GetDataLength(msg), (const uint8_t *)natsMsg_GetData(msg));
+  char who[sizeof(m->fetcher_id)];
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "fetcher") == 0 && hb->id != NULL &&
-      strncmp(hb->id, m->fetcher_id, sizeof(m->fetcher_id)) != 0) {
-    snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", hb->id);
+      /* id and instance: a fetcher restarted under the same --id is new too */
+      snprintf(who, sizeof(who), "%s/%s", hb->id, hb->instance ? hb->instance : "") > 0 &&
+      strcmp(who, m->fetcher_id) != 0) {
+    snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", who);
     mapper_send_credit(m);
+    /* The fetcher gives work only to members it has heard a heartbeat
+     * from: announce ourselves now, not a period later. */
+    cm_daemon_heartbeat_now(m->d);
   }
   chunkmill__heartbeat__free_unpacked(hb, NULL);
   natsMsg_Destroy(msg);

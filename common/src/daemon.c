@@ -259,6 +259,8 @@ static void cm__daemon_heartbeat(uv_timer_t *t) {
   (void)cm_daemon_publish_proto(d, d->hb_subject, &hb.base);
 }
 
+void cm_daemon_heartbeat_now(cm_daemon_t *d) { cm__daemon_heartbeat(&d->heartbeat); }
+
 /* ---- signals and shutdown ---- */
 
 static void cm__daemon_deadline(uv_timer_t *t) {

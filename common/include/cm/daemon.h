@@ -86,6 +86,8 @@ double cm_wall_time(void);
 
 /* "<prefix>.<suffix>" into out. 0 or -ENAMETOOLONG. */
 int cm_subject(char *out, size_t outlen, const char *prefix, const char *suffix);
+/* Sends a heartbeat now (loop thread), besides the periodic ones. */
+void cm_daemon_heartbeat_now(cm_daemon_t *d);
 /* Publishes a protobuf-c message. */
 int cm_daemon_publish_proto(cm_daemon_t *d, const char *subject, const ProtobufCMessage *msg);
 
