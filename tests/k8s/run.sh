@@ -5,7 +5,8 @@
 #     no unknown fields, and passes the policy checks; broken test data is
 #     rejected (check.js);
 #   - docker-compose.yml and docker-compose.yml + docker-compose.test.yml are
-#     accepted by `docker-compose config -q`.
+#     accepted by `docker-compose config -q`, and docker-compose.yml runs NATS
+#     with authorization, credentials from secrets (check-compose.js).
 # Installs what it needs: npm packages (npm ci, from package-lock.json) and
 # docker-compose (Debian package) when missing. Needs node >= 18 and kubectl
 # with kustomize v5 (kubectl >= 1.27).
@@ -65,6 +66,19 @@ if command -v docker-compose >/dev/null; then
     ok "docker-compose config accepts docker-compose.yml + docker-compose.test.yml"
   else
     notok "docker-compose config accepts docker-compose.yml + docker-compose.test.yml"; printf '    # %s\n' "$out"
+  fi
+  # NATS authorization in the rendered compose file (check-compose.js).
+  if rendered="$(cd "$ROOT" && docker-compose -f docker-compose.yml config 2>&1)"; then
+    out="$(printf '%s\n' "$rendered" | (cd "$HERE" && node check-compose.js -) 2>&1)"
+    while IFS= read -r l; do
+      case "$l" in
+        "ok - "*) ok "${l#ok - }" ;;
+        "not ok - "*) notok "${l#not ok - }" ;;
+        "    #"*) printf '%s\n' "$l" ;;
+      esac
+    done <<<"$out"
+  else
+    notok "docker-compose config renders docker-compose.yml"; printf '    # %s\n' "$rendered"
   fi
   # The check can fail: a compose file with a wrong type is rejected.
   bad="$(mktemp -d)"
