@@ -177,6 +177,8 @@ static void test_chunk_lease_header(void **state) {
   static const char *bad[] = {
       "{\"index\":1,\"lease\":\"00112233445566778899aabbccddeeff0\",\"data\":[]}",
       "{\"index\":1,\"lease\":7,\"data\":[]}",
+      "{\"index\":1,\"lease\":\"00112233445566778899aabbccddeefg\",\"data\":[]}",
+      "{\"index\":1,\"lease\":\"\\u0030\",\"data\":[]}",
       "{\"index\":1,\"mapper\":\"\\u00e9\\ud800\",\"data\":[]}",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
