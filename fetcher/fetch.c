@@ -685,8 +685,9 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
     /* Only a saver holding the lease key makes this MAC, and only after
      * committing the chunk: anything else would mark unsaved work done. */
     cm_reject(f->rej, now_ms(f), "ack_forged",
-              "Ack for chunk %" PRIu64 " attempt %u (saver %.64s) without a valid MAC", a->index,
-              a->attempt, a->saver_id ? a->saver_id : "?");
+              "Ack for chunk %" PRIu64 " attempt %u (saver %.64s) without a valid MAC: a forgery, "
+              "or a saver without this --lease-key-file",
+              a->index, a->attempt, a->saver_id ? a->saver_id : "?");
     goto out;
   }
   if (cm_ledger_ack(f->ledger, a->index, a->attempt, a->records) == 1) {

@@ -248,8 +248,11 @@ static void saver_on_save(void *ud, natsMsg *m) {
     cm_reject(s->rej, cm_daemon_now_ms(s->d), sm->v.hdr.lease[0] ? "lease_forged" : "lease_missing",
               "mapped chunk %llu attempt %u of job %.64s (mapper %.64s) %s",
               (unsigned long long)sm->v.hdr.index, sm->v.hdr.attempt, sm->v.hdr.job,
-              sm->v.hdr.mapper, sm->v.hdr.lease[0] ? "has a lease token this saver did not verify"
-                                                  : "carries no lease token");
+              sm->v.hdr.mapper,
+              sm->v.hdr.lease[0] ? "has a lease token that does not verify (a forgery, or a "
+                                   "fetcher with another --lease-key-file)"
+                                 : "carries no lease token (a forgery, or a fetcher without "
+                                   "--lease-key-file)");
     cm_counter_inc(s->m_errors);
     saver_reply(s, m, "{\"ok\":false,\"retry\":false,\"error\":\"lease not authentic: the "
                       "saver stores only chunks leased by the fetcher (same --lease-key-file)\"}");
