@@ -542,18 +542,29 @@ static int64_t member_period(cm_fetch_t *f, const member_t *m) {
   return m->period_ms > 0 ? m->period_ms : hb;
 }
 
+static void count_held(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
+  (void)index;
+  (void)attempt;
+  (void)holder;
+  (*(int *)ud)++;
+}
+
 /* A new instance may take over the id when the bound one never heartbeated
- * (it holds nothing) or has missed a heartbeat: its own period and a
- * quarter (at least 250 ms more) without one. While the bound instance
- * keeps beating, a second token under its id is refused (a forgery, or two
- * processes given one --id); it is remembered as the challenger and takes
- * over at the tick where the bound one is late (see fetch_tick), so a
- * restart after kill -9 has its predecessor's leases released about one
- * period after the last heartbeat, instead of after three missed ones or
- * --ack-wait. */
+ * (it holds nothing), has drained (draining, nothing held), or has missed
+ * a heartbeat: its own period and a quarter (at least 250 ms more) without
+ * one. While the bound instance keeps beating, a second token under its id
+ * is refused (a forgery, or two processes given one --id); it is
+ * remembered as the challenger and takes over at the tick where the bound
+ * one is late (see fetch_tick), so a restart after kill -9 has its
+ * predecessor's leases released about one period after the last
+ * heartbeat, instead of after three missed ones or --ack-wait. */
 static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
   int64_t period = member_period(f, m);
+  int held = 0;
   if (!m->heard) return true;
+  /* Drained: it announced it is leaving and holds nothing any more. */
+  if (m->draining && (cm_ledger_each_held(f->ledger, m->id, count_held, &held), held == 0))
+    return true;
   /* At least 250 ms of slack: a busy host delays short periods by that. */
   return now - m->hb_ms > period + (period / 4 > 250 ? period / 4 : 250);
 }
