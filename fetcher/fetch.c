@@ -29,6 +29,7 @@
 #include "versions.h"
 #include "ledger_health.h"
 #include "cm/peers.h"
+#include "cm/reject.h"
 
 #define FETCH_MAX_MEMBERS 1024
 /* A version with no mapper left is dropped from /status after this long
@@ -42,10 +43,30 @@
  * before a mapper's heartbeat is trusted to list every chunk it holds. */
 #define FETCH_FAILOVER_SETTLE_MS 500
 #define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
+/* Hard upper bound of what one mapper instance may hold, whatever it
+ * declares (the mapper's own MAPPER_MAX_SLOTS). */
+#define FETCH_MAX_SLOTS 1024
+/* Members that have sent credit but no heartbeat yet: at most this many
+ * (the oldest is dropped first), so a flood of made-up ids cannot fill the
+ * member table. */
+#define FETCH_MAX_UNHEARD 64
 
+/* A mapper id is bound to one running instance (its random token) until it
+ * leaves, drains or is declared gone; its chunks go only to
+ * <prefix>.chunk.<id>. It gets work only once that instance has sent a
+ * heartbeat (heard). */
 typedef struct member_s {
   bool active;
+  bool heard;
   char id[128];
+  char instance[40];
+  uint32_t slots; /* what the instance declared it can hold (capped) */
+  int64_t hb_ms;  /* last heartbeat of the bound instance */
+  /* Another instance under this id, seen while the bound one was alive:
+   * it takes over as soon as the bound one misses its heartbeat. */
+  char challenger[40];
+  int64_t challenger_ms;
+  bool challenger_heard;
   char subject[256];
   cm_version_h version;
   char version_name[CM_VERSIONS_NAME_MAX]; /* as the mapper reports it */
@@ -123,6 +144,8 @@ struct cm_fetch_s {
   cm_ledger_health_t health;
   bool exit_when_flushed; /* graceful shutdown waits for the ledger */
 
+  cm_reject_t *rej;
+  cm_counter_t *m_replaced;
   cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
       *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced, *m_lost;
   cm_histogram_t *m_latency;
@@ -139,8 +162,32 @@ static member_t *member_find(cm_fetch_t *f, const char *id) {
   return NULL;
 }
 
+/* The version m reports (NULL or "" = "unknown"): m leaves its previous
+ * version's entry, if any, and joins the new one. */
+static void member_set_version(cm_fetch_t *f, member_t *m, const char *v, int64_t now) {
+  const char *name = v != NULL && v[0] ? v : "unknown";
+  if (m->version_name[0] != '\0') {
+    if (strncmp(name, m->version_name, sizeof(m->version_name) - 1) == 0) return;
+    cm_versions_leave(f->versions, m->version, now);
+  }
+  snprintf(m->version_name, sizeof(m->version_name), "%s", name);
+  m->version = cm_versions_join(f->versions, m->version_name, now);
+}
+
 static member_t *member_add(cm_fetch_t *f, const char *id) {
-  member_t *m = NULL;
+  member_t *m = NULL, *oldest = NULL;
+  int unheard = 0;
+  for (int i = 0; i < f->nmembers; i++) {
+    member_t *u = &f->members[i];
+    if (!u->active || u->heard) continue;
+    unheard++;
+    if (oldest == NULL || u->joined_ms < oldest->joined_ms) oldest = u;
+  }
+  /* An unheard member holds no work: dropping it loses nothing. */
+  if (unheard >= FETCH_MAX_UNHEARD && oldest != NULL) {
+    oldest->active = false;
+    if (oldest->version_name[0] != '\0') cm_versions_leave(f->versions, oldest->version, now_ms(f));
+  }
   for (int i = 0; i < f->nmembers; i++)
     if (!f->members[i].active) {
       m = &f->members[i];
@@ -154,6 +201,7 @@ static member_t *member_add(cm_fetch_t *f, const char *id) {
   m->active = true;
   snprintf(m->id, sizeof(m->id), "%s", id);
   m->joined_ms = now_ms(f);
+  m->last_seen_ms = m->joined_ms;
   m->first_dispatch_ms = -1;
   return m;
 }
@@ -163,8 +211,8 @@ static int64_t member_available(const member_t *m) {
    * still on their way: subtract them, so a stale credit never overfills. */
   int64_t in_transit = (int64_t)m->sent - (int64_t)m->received;
   if (in_transit < 0) in_transit = 0;
-  if (m->draining) return 0;
-  return (int64_t)m->free - in_transit;
+  if (m->draining || !m->heard) return 0;
+  return (int64_t)(m->free < m->slots ? m->free : m->slots) - in_transit;
 }
 
 static int active_members(const cm_fetch_t *f) {
@@ -421,13 +469,17 @@ static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
 }
 
 /* Builds the wire chunk for (index, attempt) into f->buf. */
-static int fetch_build(cm_fetch_t *f, uint64_t index, uint32_t attempt) {
+static int fetch_build(cm_fetch_t *f, uint64_t index, uint32_t attempt, const char *mapper) {
   cm_chunk_hdr_t h;
   int rc;
   memset(&h, 0, sizeof(h));
   snprintf(h.job, sizeof(h.job), "%s", f->job);
   h.index = index;
   h.attempt = attempt;
+  if (f->cfg.lease_key != NULL) {
+    snprintf(h.mapper, sizeof(h.mapper), "%s", mapper);
+    cm_lease_token(f->cfg.lease_key, f->job, index, attempt, h.mapper, h.lease);
+  }
   cm_buf_reset(&f->buf);
   if ((rc = cm_chunk_begin(&f->buf, &h)) != 0) return rc;
   if (f->random_access) {
@@ -481,7 +533,7 @@ static void fetch_pump(cm_fetch_t *f) {
       fetch_fatal(f, "ledger: cannot lease a pending chunk");
       return;
     }
-    rc = fetch_build(f, index, attempt);
+    rc = fetch_build(f, index, attempt, m->id);
     if (rc == 0)
       rc = cm_nats_publish(cm_daemon_nats(f->d), m->subject, NULL, f->buf.data, f->buf.len);
     if (rc != 0) {
@@ -525,57 +577,151 @@ static void fetch_arm_due(cm_fetch_t *f, int64_t now) {
 
 /* ---- NATS handlers ---- */
 
+/* Leases held by a member are released at once (a departed or replaced
+ * instance); returns how many. */
+static int member_release_all(cm_fetch_t *f, member_t *m, const char *reason);
+
+static int64_t member_period(cm_fetch_t *f, const member_t *m) {
+  int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
+  return m->period_ms > 0 ? m->period_ms : hb;
+}
+
+static void count_held(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
+  (void)index;
+  (void)attempt;
+  (void)holder;
+  (*(int *)ud)++;
+}
+
+/* A new instance may take over the id when the bound one never heartbeated
+ * (it holds nothing), has drained (draining, nothing held), or has missed
+ * a heartbeat: its own period and a quarter (at least 250 ms more) without
+ * one. While the bound instance keeps beating, a second token under its id
+ * is refused (a forgery, or two processes given one --id); it is
+ * remembered as the challenger and takes over at the tick where the bound
+ * one is late (see fetch_tick), so a restart after kill -9 has its
+ * predecessor's leases released about one period after the last
+ * heartbeat, instead of after three missed ones or --ack-wait. */
+static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
+  int64_t period = member_period(f, m);
+  int held = 0;
+  if (!m->heard) return true;
+  /* Drained: it announced it is leaving and holds nothing any more. */
+  if (m->draining && (cm_ledger_each_held(f->ledger, m->id, count_held, &held), held == 0))
+    return true;
+  /* At least 250 ms of slack: a busy host delays short periods by that. */
+  return now - m->hb_ms > period + (period / 4 > 250 ? period / 4 : 250);
+}
+
+static void member_challenge(member_t *m, const char *instance, bool heard, int64_t now) {
+  if (strcmp(m->challenger, instance) != 0) m->challenger_heard = false;
+  snprintf(m->challenger, sizeof(m->challenger), "%s", instance);
+  m->challenger_ms = now;
+  m->challenger_heard = m->challenger_heard || heard;
+}
+
+/* Binds m to `instance`, releasing what a predecessor held. */
+static void member_rebind(cm_fetch_t *f, member_t *m, const char *instance, bool heard,
+                          int64_t now) {
+  int held = 0;
+  bool had = m->heard;
+  char old[sizeof(m->instance)];
+  snprintf(old, sizeof(old), "%s", m->instance);
+  if (m->heard) held = member_release_all(f, m, "mapper restarted (a new instance of its id)");
+  snprintf(m->instance, sizeof(m->instance), "%s", instance);
+  m->heard = heard;
+  m->hb_ms = now;
+  m->last_seen_ms = now;
+  m->free = 0;
+  m->sent = m->received = 0;
+  m->slots = 0;
+  m->draining = false;
+  /* period_ms is kept: a restarted instance beats like its predecessor
+   * until its own heartbeat says otherwise. */
+  m->challenger[0] = '\0';
+  if (had) {
+    cm_counter_inc(f->m_replaced);
+    cm_log_warn("mapper %s: new instance %.8s replaces %.8s, which stopped sending heartbeats; "
+                "%d chunks it held are pending again",
+                m->id, instance, old, held);
+  }
+}
+
 static void fetch_on_credit(void *ud, natsMsg *msg) {
   cm_fetch_t *f = ud;
   Chunkmill__Credit *c = chunkmill__credit__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                                    (const uint8_t *)natsMsg_GetData(msg));
   member_t *m;
+  char want[512];
+  const char *inst;
+  int64_t now = now_ms(f);
   if (c == NULL || c->mapper_id == NULL || c->mapper_id[0] == '\0' || c->subject == NULL ||
       c->subject[0] == '\0') {
-    cm_log_warn("ignoring an invalid Credit message");
+    cm_reject(f->rej, now, "invalid_message", "an invalid Credit message");
     goto out;
   }
-  if (strncmp(c->subject, f->chunk_prefix, strlen(f->chunk_prefix)) != 0 ||
-      c->subject[strlen(f->chunk_prefix)] != '.') {
-    /* Chunks only ever go to P.chunk.<id>: a credit naming any other
-     * subject is a misconfigured or hostile client. */
-    cm_log_warn("ignoring credit from %s: subject %s is not under %s.", c->mapper_id, c->subject,
-                f->chunk_prefix);
+  inst = c->instance != NULL ? c->instance : "";
+  /* A mapper receives on <prefix>.chunk.<its id>, and nowhere else: a
+   * credit naming another subject is a misconfigured or hostile client
+   * (it would take the id's chunks to where it listens). */
+  if (snprintf(want, sizeof(want), "%s.%s", f->chunk_prefix, c->mapper_id) >= (int)sizeof(want) ||
+      strlen(c->mapper_id) >= sizeof(f->members[0].id) || strcmp(c->subject, want) != 0) {
+    cm_reject(f->rej, now, "credit_subject",
+              "credit for mapper %.64s names subject %.128s; chunks for it only go to %.128s",
+              c->mapper_id, c->subject, want);
     goto out;
   }
   m = member_find(f, c->mapper_id);
+  if (m != NULL && strcmp(m->instance, inst) != 0) {
+    if (!member_may_replace(f, m, now)) {
+      cm_reject(f->rej, now, "member_instance",
+                "credit for mapper %.64s from instance %.8s while instance %.8s of that id is "
+                "alive",
+                c->mapper_id, inst, m->instance);
+      if (!c->draining) member_challenge(m, inst, false, now);
+      goto out;
+    }
+    if (c->draining) goto out;
+    member_rebind(f, m, inst, false, now);
+    member_set_version(f, m, c->version, now);
+  }
   if (m == NULL) {
     if (c->draining) goto out;
     m = member_add(f, c->mapper_id);
     if (m == NULL) {
-      cm_log_error("member table full: ignoring mapper %s", c->mapper_id);
+      cm_reject(f->rej, now, "member_table_full", "member table full: ignoring mapper %.64s",
+                c->mapper_id);
       goto out;
     }
-    snprintf(m->version_name, sizeof(m->version_name), "%s",
-             c->version != NULL && c->version[0] ? c->version : "unknown");
-    m->version = cm_versions_join(f->versions, m->version_name, now_ms(f));
+    snprintf(m->instance, sizeof(m->instance), "%s", inst);
+    member_set_version(f, m, c->version, now);
     cm_log_info("mapper %s (version %s, counted as %s) joined with %u free slots", m->id,
                 m->version_name, cm_versions_name(f->versions, m->version), c->free);
-  } else if (c->version != NULL && c->version[0] &&
-             strncmp(c->version, m->version_name, sizeof(m->version_name) - 1) != 0) {
+  } else if (c->version != NULL && c->version[0]) {
     /* Restarted under the same id with another version (StatefulSet). */
-    cm_versions_leave(f->versions, m->version, now_ms(f));
-    snprintf(m->version_name, sizeof(m->version_name), "%s", c->version);
-    m->version = cm_versions_join(f->versions, m->version_name, now_ms(f));
+    member_set_version(f, m, c->version, now);
   }
   snprintf(m->subject, sizeof(m->subject), "%s", c->subject);
-  m->free = c->free;
-  if (m->last_seen_ms == 0 || c->received < m->received) {
-    /* First credit from this mapper in this fetcher's life, or the mapper
-     * restarted under the same id: align our count of chunks sent with its
-     * count of chunks received, so sent - received is what is in transit. */
+  if (m->slots == 0) {
+    /* Bound once per instance: a later credit cannot raise it. 0 (a mapper
+     * that does not say) means the hard bound. */
+    m->slots = c->slots > 0 && c->slots < FETCH_MAX_SLOTS ? c->slots : FETCH_MAX_SLOTS;
+  }
+  if (c->free > m->slots)
+    cm_reject(f->rej, now, "credit_over_slots",
+              "credit of %u from mapper %.64s, which declared %u slots: capped", c->free, m->id,
+              m->slots);
+  m->free = c->free > m->slots ? m->slots : c->free;
+  if (m->sent == 0 || c->received < m->received) {
+    /* First credit from this instance, or its counter went back: align
+     * our count of chunks sent with its count of chunks received, so
+     * sent - received is what is in transit. */
     m->received = c->received;
     m->sent = c->received;
   } else {
     m->received = c->received;
   }
   m->draining = c->draining;
-  m->last_seen_ms = now_ms(f);
   fetch_pump(f);
 out:
   chunkmill__credit__free_unpacked(c, NULL);
@@ -587,10 +733,21 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
   Chunkmill__Ack *a = chunkmill__ack__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                              (const uint8_t *)natsMsg_GetData(msg));
   if (a == NULL) {
-    cm_log_warn("ignoring an invalid Ack message");
+    cm_reject(f->rej, now_ms(f), "invalid_message", "an invalid Ack message");
     goto out;
   }
   if (a->job == NULL || strcmp(a->job, f->job) != 0) goto out;
+  if (f->cfg.lease_key != NULL &&
+      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->records,
+                           a->dead_records, a->duplicate, a->mac)) {
+    /* Only a saver holding the lease key makes this MAC, and only after
+     * committing the chunk: anything else would mark unsaved work done. */
+    cm_reject(f->rej, now_ms(f), "ack_forged",
+              "Ack for chunk %" PRIu64 " attempt %u (saver %.64s) without a valid MAC: a forgery, "
+              "or a saver without this --lease-key-file",
+              a->index, a->attempt, a->saver_id ? a->saver_id : "?");
+    goto out;
+  }
   if (cm_ledger_ack(f->ledger, a->index, a->attempt, a->records) == 1) {
     lat_t *l = lat_get(f, a->index);
     cm_counter_inc(f->m_acked);
@@ -615,12 +772,21 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
   Chunkmill__Nak *n = chunkmill__nak__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                              (const uint8_t *)natsMsg_GetData(msg));
   int64_t now;
+  now = now_ms(f);
   if (n == NULL) {
-    cm_log_warn("ignoring an invalid Nak message");
+    cm_reject(f->rej, now, "invalid_message", "an invalid Nak message");
     goto out;
   }
   if (n->job == NULL || strcmp(n->job, f->job) != 0) goto out;
-  now = now_ms(f);
+  if (f->cfg.lease_key != NULL &&
+      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt,
+                       n->mapper_id ? n->mapper_id : "", n->lease)) {
+    /* Only the mapper the chunk was leased to has its token. */
+    cm_reject(f->rej, now, "nak_forged",
+              "Nak for chunk %" PRIu64 " attempt %u (mapper %.64s) without its lease token",
+              n->index, n->attempt, n->mapper_id ? n->mapper_id : "?");
+    goto out;
+  }
   if (n->handback) {
     cm_counter_inc(f->m_handbacks);
     /* A hand-back is not a failure: due at once, and it never makes the
@@ -713,17 +879,48 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
   }
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "mapper") == 0 && hb->id != NULL) {
     member_t *m = member_find(f, hb->id);
+    const char *inst = hb->instance != NULL ? hb->instance : "";
+    /* Members are created by credit (it names the subject); a heartbeat of
+     * an unknown id is followed by its credit. */
+    if (m != NULL && strcmp(m->instance, inst) != 0) {
+      if (!member_may_replace(f, m, now)) {
+        cm_reject(f->rej, now, "member_instance",
+                  "heartbeat of mapper %.64s from instance %.8s while instance %.8s of that id "
+                  "is alive",
+                  hb->id, inst, m->instance);
+        if (!hb->draining) member_challenge(m, inst, true, now);
+        m = NULL;
+      } else {
+        /* A restart (kill -9, container restart under the same name): the
+         * predecessor's leases are pending again now, not after
+         * --ack-wait. The new instance's next credit names its room. */
+        member_rebind(f, m, inst, true, now);
+        member_set_version(f, m, hb->version, now);
+      }
+    }
     if (m != NULL) {
+      bool first = !m->heard;
+      m->heard = true;
+      m->hb_ms = now;
       m->last_seen_ms = now;
       m->period_ms = hb->period_ms;
       /* Leases the mapper reports as in hand are alive: keep them. */
       for (size_t i = 0; i < hb->n_inflight; i++) {
         Chunkmill__Lease *l = hb->inflight[i];
-        if (l->job != NULL && strcmp(l->job, f->job) == 0)
-          (void)cm_ledger_extend(f->ledger, l->index, l->attempt, now + f->cfg.ack_wait_ms);
+        if (l->job == NULL || strcmp(l->job, f->job) != 0) continue;
+        if (f->cfg.lease_key != NULL &&
+            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, m->id, l->lease)) {
+          cm_reject(f->rej, now, "lease_forged",
+                    "heartbeat of mapper %.64s claims chunk %" PRIu64
+                    " attempt %u without its lease token",
+                    m->id, l->index, l->attempt);
+          continue;
+        }
+        (void)cm_ledger_extend(f->ledger, l->index, l->attempt, now + f->cfg.ack_wait_ms);
       }
       if (m->reconcile_at != 0 && now >= m->reconcile_at && !f->stopping)
         fetch_reconcile(f, m, hb, now);
+      if (first) fetch_pump(f);
     }
   }
   chunkmill__heartbeat__free_unpacked(hb, NULL);
@@ -751,6 +948,11 @@ static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *
                 c->reason);
 }
 
+static int member_release_all(cm_fetch_t *f, member_t *m, const char *reason) {
+  release_ctx_t g = {f, now_ms(f), reason, true};
+  return cm_ledger_each_held(f->ledger, m->id, release_one, &g);
+}
+
 static void fetch_tick(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
   int64_t now = now_ms(f);
@@ -764,9 +966,32 @@ static void fetch_tick(uv_timer_t *t) {
   if (cm_nats_connected(cm_daemon_nats(f->d))) {
     for (int i = 0; i < f->nmembers; i++) {
       member_t *m = &f->members[i];
+      if (m->active && m->challenger[0] != '\0') {
+        /* A challenger heard within the last two periods takes over once
+         * the bound instance is late. */
+        int64_t period = member_period(f, m);
+        if (now - m->challenger_ms > 2 * period)
+          m->challenger[0] = '\0';
+        else if (member_may_replace(f, m, now)) {
+          char inst[sizeof(m->challenger)];
+          bool heard = m->challenger_heard;
+          snprintf(inst, sizeof(inst), "%s", m->challenger);
+          member_rebind(f, m, inst, heard, now);
+          /* Its subject is <prefix>.chunk.<id>; its room comes with its
+           * next credit. */
+          continue;
+        }
+      }
       /* Three of the mapper's own periods (it may beat slower than us). */
       if (!m->active || now - m->last_seen_ms <= 3 * (m->period_ms > hb ? m->period_ms : hb))
         continue;
+      if (!m->heard) {
+        /* Credit without a heartbeat: never got work, nothing to release. */
+        cm_log_debug("mapper %s sent credit but no heartbeat: forgotten", m->id);
+        m->active = false;
+        cm_versions_leave(f->versions, m->version, now);
+        continue;
+      }
       release_ctx_t g = {f, now, "mapper stopped sending heartbeats", true};
       int held = cm_ledger_each_held(f->ledger, m->id, release_one, &g);
       cm_counter_inc(f->m_departed);
@@ -885,9 +1110,10 @@ int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
     rc |= cm_buf_append_json_str(out, m->version_name, strlen(m->version_name));
     rc |= cm_buf_printf(out,
                         ",\"free\":%u,\"sent\":%" PRIu64 ",\"received\":%" PRIu64
-                        ",\"draining\":%s,\"last_seen_ms_ago\":%" PRId64 "}",
+                        ",\"draining\":%s,\"last_seen_ms_ago\":%" PRId64
+                        ",\"heard\":%s,\"slots\":%u}",
                         m->free, m->sent, m->received, m->draining ? "true" : "false",
-                        now - m->last_seen_ms);
+                        now - m->last_seen_ms, m->heard ? "true" : "false", m->slots);
   }
   rc |= cm_buf_puts(out, "],\"versions\":{");
   rc |= cm_versions_json(f->versions, out);
@@ -975,6 +1201,7 @@ void cm_fetch_destroy(cm_fetch_t *f) {
   if (f == NULL) return;
   cm_versions_destroy(f->versions);
   cm_peers_destroy(f->peers);
+  cm_reject_destroy(f->rej);
   cm_buf_free(&f->buf);
   cm_buf_free(&f->rd.buf);
   cm_buf_free(&f->rd.bad);
@@ -1046,6 +1273,14 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
                                  "Chunks that reached --max-deliver.", NULL);
   f->m_departed = cm_metrics_counter(m, "chunkmill_fetcher_mapper_departures_total",
                                      "Mappers declared gone after 3 missed heartbeats.", NULL);
+  f->m_replaced = cm_metrics_counter(m, "chunkmill_fetcher_mapper_restarts_total",
+                                     "Mapper ids taken over by a new instance (a restart); the "
+                                     "predecessor's leases were released at once.",
+                                     NULL);
+  if (cm_reject_create(&f->rej, m) != 0) {
+    free(f);
+    return -ENOMEM;
+  }
   f->m_fenced = cm_metrics_counter(m, "chunkmill_fetcher_fenced_total",
                                    "Naks or releases ignored because the lease had moved on.",
                                    NULL);

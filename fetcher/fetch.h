@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "cm/daemon.h"
+#include "cm/lease.h"
 #include "ledger.h"
 #include "source.h"
 
@@ -20,6 +21,10 @@ typedef struct cm_fetch_cfg_s {
   int64_t progress_ms; /* 0: no progress lines */
   bool once;
   bool allow_dead;
+  /* Borrowed, may be NULL: with a key every chunk carries a lease token and
+   * only Acks with a saver's MAC, Naks and heartbeat leases with the
+   * chunk's token count (cm/lease.h). */
+  const cm_lease_key_t *lease_key;
 } cm_fetch_cfg_t;
 
 typedef struct cm_fetch_s cm_fetch_t;

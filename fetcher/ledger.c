@@ -36,6 +36,8 @@
 #include "ledger.h"
 #include "ledger_mem.h"
 
+#include "cm/redact.h"
+
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -596,12 +598,31 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
     goto sqlfail;
   }
   if (found && strcmp(old_src, source) != 0) {
-    snprintf(err, errlen,
-             "job \"%s\" in ledger %s was created with source \"%s\"; refusing to resume it "
-             "with \"%s\"; use another --job or ledger",
-             name, l->path, old_src, source);
-    ret = -EEXIST;
-    goto fail;
+    /* Descriptions show URLs with their credentials as "***"; a ledger
+     * written before that holds them in clear: the same source, whose row
+     * is rewritten so the secret leaves the file. */
+    char shown[1024];
+    (void)cm_redact_urls(old_src, shown, sizeof(shown));
+    if (strcmp(shown, source) == 0) {
+      sqlite3_stmt *up = NULL;
+      int rc = sqlite3_prepare_v2(l->db, "UPDATE jobs SET source = ?1 WHERE name = ?2", -1, &up,
+                                  NULL);
+      if (rc == SQLITE_OK) {
+        sqlite3_bind_text(up, 1, source, -1, SQLITE_STATIC);
+        sqlite3_bind_text(up, 2, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(up);
+      }
+      if (rc != SQLITE_OK && rc != SQLITE_DONE) ret = cm__fail(l, rc);
+      sqlite3_finalize(up);
+      if (rc != SQLITE_OK && rc != SQLITE_DONE) goto sqlfail;
+    } else {
+      snprintf(err, errlen,
+               "job \"%s\" in ledger %s was created with source \"%s\"; refusing to resume it "
+               "with \"%s\"; use another --job or ledger",
+               name, l->path, shown, source);
+      ret = -EEXIST;
+      goto fail;
+    }
   }
   if (found && l->info.chunk_size != chunk_size) {
     snprintf(err, errlen,

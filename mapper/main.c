@@ -86,7 +86,7 @@ struct mapper_s {
   char credit_subject[256];
   char save_subject[256];
   char nak_subject[256];
-  char fetcher_id[128]; /* the last fetcher heard on P.heartbeat */
+  char fetcher_id[176]; /* "<id>/<instance>" of the last fetcher heard on P.heartbeat */
   char *inbox; /* "<inbox>" ; replies come to "<inbox>.<slot>.<seq>" */
 
   bool draining;
@@ -123,6 +123,8 @@ static void mapper_send_credit(mapper_t *m) {
   c.free = m->draining ? 0 : (uint32_t)mapper_free(m);
   c.received = m->received;
   c.draining = m->draining;
+  c.instance = (char *)cm_daemon_instance(m->d);
+  c.slots = (uint32_t)m->nslots;
   (void)cm_daemon_publish_proto(m->d, m->credit_subject, &c.base);
 }
 
@@ -174,6 +176,7 @@ static void mapper_nak(mapper_t *m, slot_t *s, const char *reason, bool handback
   n.job = s->hdr.job;
   n.index = s->hdr.index;
   n.attempt = s->hdr.attempt;
+  n.lease = s->hdr.lease;
   n.mapper_id = (char *)cm_daemon_id(m->d);
   n.reason = (char *)reason;
   n.handback = handback;
@@ -483,13 +486,19 @@ static void mapper_on_heartbeat(void *ud, natsMsg *msg) {
   Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(
       NULL, (size_t)natsMsg_GetDataLength(msg), (const uint8_t *)natsMsg_GetData(msg));
   bool reconnected = false;
+  char who[sizeof(m->fetcher_id)];
   if (hb != NULL && hb->role != NULL && hb->id != NULL && strcmp(hb->role, "mapper") != 0)
     reconnected = cm_peers_saw(m->peers, hb->id, hb->nats_reconnects,
                                (int64_t)(cm_wall_time() * 1000.0));
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "fetcher") == 0 && hb->id != NULL &&
-      (reconnected || strncmp(hb->id, m->fetcher_id, sizeof(m->fetcher_id)) != 0)) {
-    snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", hb->id);
+      /* id and instance: a fetcher restarted under the same --id is new too */
+      snprintf(who, sizeof(who), "%s/%s", hb->id, hb->instance ? hb->instance : "") > 0 &&
+      (reconnected || strcmp(who, m->fetcher_id) != 0)) {
+    snprintf(m->fetcher_id, sizeof(m->fetcher_id), "%s", who);
     mapper_send_credit(m);
+    /* The fetcher gives work only to members it has heard a heartbeat
+     * from: announce ourselves now, not a period later. */
+    cm_daemon_heartbeat_now(m->d);
   }
   if (reconnected && strcmp(hb->role, "saver") == 0) mapper_resend_saves(m, "a saver reconnected");
   chunkmill__heartbeat__free_unpacked(hb, NULL);
@@ -519,6 +528,7 @@ static void mapper_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
     m->leases[n].job = s->hdr.job;
     m->leases[n].index = s->hdr.index;
     m->leases[n].attempt = s->hdr.attempt;
+    m->leases[n].lease = s->hdr.lease;
     m->lease_ptrs[n] = &m->leases[n];
     n++;
   }

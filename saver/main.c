@@ -12,7 +12,9 @@
 
 #include "cm/daemon.h"
 #include "app9.h"
+#include "cm/lease.h"
 #include "cm/log.h"
+#include "cm/reject.h"
 #include "store.h"
 #include "store_health.h"
 
@@ -41,6 +43,9 @@ typedef struct saver_s {
   cm_store_t *store;
   char ack_subject[256];
   natsSubscription *save_sub;
+  const char *lease_key_file;
+  cm_lease_key_t *lease_key; /* NULL: leases not authenticated */
+  cm_reject_t *rej;
 
   /* FIFO of received messages not yet in a batch (loop thread only). */
   saver_msg_t *queue[SAVER_MAX_QUEUE];
@@ -149,6 +154,12 @@ static void saver_commit_done(uv_work_t *w, int status) {
       ack.dead_records = it->dead;
       ack.duplicate = it->status == 1;
       ack.saver_id = (char *)cm_daemon_id(s->d);
+      char mac[CM_LEASE_TOKEN_HEX + 1];
+      if (s->lease_key != NULL) {
+        cm_lease_ack_mac(s->lease_key, ack.job, ack.index, ack.attempt, ack.records,
+                         ack.dead_records, ack.duplicate, mac);
+        ack.mac = mac;
+      }
       if (it->status == 1) {
         cm_counter_inc(s->m_dups);
       } else {
@@ -236,6 +247,45 @@ static void saver_on_save(void *ud, natsMsg *m) {
    * the reason in its own words. */
   sm->peek_rc = cm_chunk_peek_elems(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &sm->v,
                                     &sm->elems, sm->perr, sizeof(sm->perr));
+  if (sm->peek_rc == 0) {
+    /* JSON is UTF-8: a mapper turns records that are not into dead letters,
+     * so bytes that are not UTF-8 here come from a broken or hostile
+     * client. The results table only ever holds valid JSON text. */
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    size_t bad = cm_utf8_check(natsMsg_GetData(m), len);
+    if (bad != len) {
+      char body[200];
+      cm_reject(s->rej, cm_daemon_now_ms(s->d), "not_utf8",
+                "mapped chunk %llu of job %.64s is not valid UTF-8 (byte %zu)",
+                (unsigned long long)sm->v.hdr.index, sm->v.hdr.job, bad);
+      cm_counter_inc(s->m_errors);
+      snprintf(body, sizeof(body),
+               "{\"ok\":false,\"retry\":false,\"error\":\"chunk is not valid UTF-8 (byte %zu)\"}",
+               bad);
+      saver_reply(s, m, body);
+      saver_msg_free(sm);
+      return;
+    }
+  }
+  if (s->lease_key != NULL && sm->peek_rc == 0 &&
+      !cm_lease_verify(s->lease_key, sm->v.hdr.job, sm->v.hdr.index, sm->v.hdr.attempt,
+                       sm->v.hdr.mapper, sm->v.hdr.lease)) {
+    /* Not the answer to a lease the fetcher issued (forged, or the fetcher
+     * and this saver hold different keys): store nothing. */
+    cm_reject(s->rej, cm_daemon_now_ms(s->d), sm->v.hdr.lease[0] ? "lease_forged" : "lease_missing",
+              "mapped chunk %llu attempt %u of job %.64s (mapper %.64s) %s",
+              (unsigned long long)sm->v.hdr.index, sm->v.hdr.attempt, sm->v.hdr.job,
+              sm->v.hdr.mapper,
+              sm->v.hdr.lease[0] ? "has a lease token that does not verify (a forgery, or a "
+                                   "fetcher with another --lease-key-file)"
+                                 : "carries no lease token (a forgery, or a fetcher without "
+                                   "--lease-key-file)");
+    cm_counter_inc(s->m_errors);
+    saver_reply(s, m, "{\"ok\":false,\"retry\":false,\"error\":\"lease not authentic: the "
+                      "saver stores only chunks leased by the fetcher (same --lease-key-file)\"}");
+    saver_msg_free(sm);
+    return;
+  }
   s->queue[(s->qhead + s->qlen) % SAVER_MAX_QUEUE] = sm;
   s->qlen++;
   cm_gauge_set(s->m_queue, (double)s->qlen);
@@ -326,6 +376,10 @@ int main(int argc, char **argv) {
       {"sync", CM_OPT_STRING, "full", 0, 0, sync_choices, NULL,
        "SQLite synchronous mode: full (an acknowledged chunk survives power loss) or normal",
        &s.sync},
+      {"lease-key-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "file holding the key shared with the fetcher: only chunks with a lease token it issued "
+       "are stored, acks are signed (unset: leases are not authenticated)",
+       &s.lease_key_file},
   };
   cm_daemon_hooks_t hooks = {.ready = saver_ready,
                              .status = saver_status,
@@ -358,15 +412,30 @@ int main(int argc, char **argv) {
   s.store_ok = true;
   cm_store_health_init(&s.health, s.db_path);
   if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
+    cm_log_warn("--protocol app9: leases are not authenticated (the app9 wire format has no "
+                "room for a lease token)");
     rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
     cm_store_close(s.store);
     return rc;
   }
+  if (cm_lease_key_option(&s.lease_key, s.lease_key_file, err, sizeof(err)) != 0) {
+    fprintf(stderr, "saver: invalid value for --lease-key-file: %s\n", err);
+    cm_log_error("%s", err);
+    cm_store_close(s.store);
+    return 2;
+  }
   if (cm_daemon_create(&s.d, "saver", &s.cfg, &hooks, &s) != 0) {
     cm_store_close(s.store);
+    cm_lease_key_free(s.lease_key);
     return 1;
   }
   m = cm_daemon_metrics(s.d);
+  if (cm_reject_create(&s.rej, m) != 0) {
+    cm_daemon_destroy(s.d);
+    cm_store_close(s.store);
+    cm_lease_key_free(s.lease_key);
+    return 1;
+  }
   s.m_chunks = cm_metrics_counter(m, "chunkmill_saver_chunks_saved_total",
                                   "Chunks committed for the first time.", NULL);
   s.m_records = cm_metrics_counter(m, "chunkmill_saver_records_saved_total",
@@ -403,5 +472,7 @@ int main(int argc, char **argv) {
   rc = cm_daemon_run(s.d);
   cm_daemon_destroy(s.d);
   cm_store_close(s.store);
+  cm_reject_destroy(s.rej);
+  cm_lease_key_free(s.lease_key);
   return rc;
 }

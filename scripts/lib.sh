@@ -7,7 +7,7 @@ CM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Build and runtime dependencies (docs/design.md).
 CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotobuf-c-dev
   protobuf-c-compiler libsqlite3-dev libcjson-dev libhttp-parser-dev libcurl4-openssl-dev
-  libcmocka-dev nats-server sqlite3 python3 curl"
+  libssl-dev libcmocka-dev nats-server sqlite3 python3 curl"
 # Tests also need clang's sanitizer/libFuzzer runtime, openssl (TLS tests
 # generate their certificates) and docker-compose (deploy_compose_config runs
 # `docker-compose config` on the compose files; no engine needed).

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cm/http.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__MAX_OPTS 64
 #define CM__MAX_SERVERS 32
@@ -25,6 +27,7 @@ struct cm_daemon_s {
   const char *role;
   cm_common_cfg_t cfg;
   char id[128];
+  char instance[33]; /* random per start: see cm_daemon_instance */
   cm_daemon_hooks_t hooks;
   void *ud;
 
@@ -125,7 +128,7 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
 
 bool cm_daemon_ready(cm_daemon_t *d) {
   char why[128];
-  if (d->draining || !cm_nats_connected(d->nats)) return false;
+  if (d->draining || !cm_nats_connected(d->nats) || cm_nats_refused(d->nats) != NULL) return false;
   return d->hooks.ready == NULL || d->hooks.ready(d->ud, why, sizeof(why));
 }
 
@@ -142,12 +145,16 @@ static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const cha
     return cm_buf_puts(body, "ok\n") == 0 ? 200 : 500;
   }
   if (strcmp(path, "/readyz") == 0) {
-    char why[128] = "";
+    char why[320] = "";
     const char *reason = NULL;
     if (d->draining)
       reason = "draining";
     else if (!cm_nats_connected(d->nats))
       reason = "not connected to NATS";
+    else if (cm_nats_refused(d->nats) != NULL) {
+      snprintf(why, sizeof(why), "NATS refused: %s", cm_nats_refused(d->nats));
+      reason = why;
+    }
     else if (d->hooks.ready != NULL && !d->hooks.ready(d->ud, why, sizeof(why)))
       reason = why;
     if (reason == NULL) return cm_buf_puts(body, "ready\n") == 0 ? 200 : 500;
@@ -327,6 +334,7 @@ static void cm__daemon_heartbeat(uv_timer_t *t) {
   char server[256];
   if (!cm_nats_connected(d->nats)) return;
   hb.id = d->id;
+  hb.instance = d->instance;
   hb.role = (char *)d->role;
   hb.version = (char *)d->cfg.version;
   hb.period_ms = (uint32_t)d->cfg.heartbeat_ms;
@@ -337,6 +345,8 @@ static void cm__daemon_heartbeat(uv_timer_t *t) {
   if (d->hooks.heartbeat != NULL) d->hooks.heartbeat(d->ud, &hb);
   (void)cm_daemon_publish_proto(d, d->hb_subject, &hb.base);
 }
+
+void cm_daemon_heartbeat_now(cm_daemon_t *d) { cm__daemon_heartbeat(&d->heartbeat); }
 
 /* ---- signals and shutdown ---- */
 
@@ -411,6 +421,27 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   d->hooks = *hooks;
   d->ud = ud;
   snprintf(d->id, sizeof(d->id), "%s", cfg->id);
+  {
+    /* 128 random bits: unguessable, so a restart is told apart from a
+     * client that only knows the id. */
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    size_t got = 0;
+    while (got < sizeof(r)) {
+      ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        free(d);
+        return -errno;
+      }
+      got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof(r); i++) {
+      d->instance[2 * i] = hex[r[i] >> 4];
+      d->instance[2 * i + 1] = hex[r[i] & 15];
+    }
+    d->instance[32] = '\0';
+  }
   if ((rc = uv_loop_init(&d->loop)) != 0) {
     free(d);
     return rc;
@@ -506,6 +537,7 @@ cm_metrics_t *cm_daemon_metrics(cm_daemon_t *d) { return d->metrics; }
 cm_nats_t *cm_daemon_nats(cm_daemon_t *d) { return d->nats; }
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d) { return &d->cfg; }
 const char *cm_daemon_id(cm_daemon_t *d) { return d->id; }
+const char *cm_daemon_instance(cm_daemon_t *d) { return d->instance; }
 bool cm_daemon_draining(cm_daemon_t *d) { return d->draining; }
 int cm_daemon_exit_code(cm_daemon_t *d) { return d->exit_code; }
 int64_t cm_daemon_now_ms(cm_daemon_t *d) {

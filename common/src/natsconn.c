@@ -27,6 +27,7 @@
 #include "cm/buf.h"
 #include "cm/handoff.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__NATS_MAX_SUBS 16
 #define CM__NATS_HANDOFF_CAP 4096
@@ -72,6 +73,7 @@ struct cm_nats_s {
   bool draining;
   bool closed_sent;
   struct cm_nats_s *kept_next; /* cm__nats_kept */
+  char refused[256]; /* loop thread: the first permissions violation, "" if none */
 };
 
 typedef struct cm__nats_delivery_s {
@@ -209,15 +211,39 @@ static void cm__nats_closed_cb(natsConnection *nc, void *closure) {
   cm__nats_post_event(n, CM_NATS_CLOSED);
 }
 
+/* Loop thread: keeps the first refusal (they do not go away by themselves:
+ * a refused subscription is refused again after every reconnect). */
+typedef struct {
+  cm_nats_t *n;
+  char text[256];
+} cm__nats_refusal_t;
+
+static void cm__nats_note_refusal(void *arg, int cancelled) {
+  cm__nats_refusal_t *r = arg;
+  if (!cancelled && r->n->refused[0] == '\0')
+    snprintf(r->n->refused, sizeof(r->n->refused), "%s", r->text);
+  free(r);
+}
+
 static void cm__nats_error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
                               void *closure) {
   /* Logging is thread-safe (one write per line). The connection's last
    * error has the server's words, e.g. "Permissions Violation for
    * Subscription to chunkmill.save": say which subject was refused. */
+  cm_nats_t *n = closure;
   const char *why = NULL;
   if (natsConnection_GetLastError(nc, &why) == NATS_OK || why == NULL) why = "";
   cm_log_warn("nats: asynchronous error: %s%s%s", natsStatus_GetText(err), why[0] ? ": " : "",
               why);
+  if (err == NATS_NOT_PERMITTED || strstr(why, "Permissions Violation") != NULL) {
+    /* The server refused a subscription or a publish: the daemon cannot
+     * do its job, so it must not look ready (cm_nats_refused). */
+    cm__nats_refusal_t *r = malloc(sizeof(*r));
+    if (r == NULL) return;
+    r->n = n;
+    snprintf(r->text, sizeof(r->text), "%s", why[0] ? why : natsStatus_GetText(err));
+    if (cm_handoff_post(n->ho, cm__nats_note_refusal, r) != 0) free(r);
+  }
 }
 
 /* ---- loop thread ---- */
@@ -251,44 +277,10 @@ static void cm__nats_connected_cb(natsConnection *nc, void *closure) {
   cm__nats_post_event(n, CM_NATS_CONNECTED);
 }
 
-/* One URL: user:PASSWORD@host keeps the user, TOKEN@host keeps nothing of
- * the credentials; either way three stars take their place. */
-static int cm__nats_redact_one(const char *in, size_t len, cm_buf_t *out) {
-  const char *end = in + len;
-  const char *host = in, *at = NULL, *colon;
-  for (const char *p = in; p + 3 <= end; p++)
-    if (memcmp(p, "://", 3) == 0) {
-      host = p + 3; /* without a scheme, nats.c assumes nats:// */
-      break;
-    }
-  for (const char *p = end; p > host; p--)
-    if (p[-1] == '@') {
-      at = p - 1;
-      break;
-    }
-  if (at == NULL) return cm_buf_append(out, in, len);
-  colon = memchr(host, ':', (size_t)(at - host));
-  return cm_buf_append(out, in, (size_t)((colon != NULL ? colon + 1 : host) - in)) |
-         cm_buf_puts(out, "***") | cm_buf_append(out, at, (size_t)(end - at));
-}
-
 void cm_nats_redact_url(const char *in, char *out, size_t outlen) {
-  cm_buf_t b;
-  const char *p = in;
-  int rc = 0;
-  if (outlen == 0) return;
-  cm_buf_init(&b, 64 * 1024);
-  for (;;) {
-    const char *comma = strchr(p, ',');
-    size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
-    rc |= cm__nats_redact_one(p, len, &b);
-    if (comma == NULL) break;
-    rc |= cm_buf_puts(&b, ",");
-    p = comma + 1;
-  }
-  /* Out of memory: say nothing rather than something unredacted. */
-  snprintf(out, outlen, "%.*s", rc == 0 ? (int)b.len : 0, rc == 0 && b.data ? b.data : "");
-  cm_buf_free(&b);
+  /* nats://user:pass@host -> nats://user:***@host, every URL of a list:
+   * never log secrets. One redactor for the whole project (cm/redact). */
+  (void)cm_redact_urls(in, out, outlen);
 }
 
 /* Splits the comma-separated --nats-url into n->servers (blanks around an
@@ -559,6 +551,10 @@ char *cm_nats_new_inbox(cm_nats_t *n) {
   s = strdup(inbox);
   natsInbox_Destroy(inbox);
   return s;
+}
+
+const char *cm_nats_refused(const cm_nats_t *n) {
+  return n != NULL && n->refused[0] != '\0' ? n->refused : NULL;
 }
 
 natsConnection *cm_nats_conn(cm_nats_t *n) { return n->nc; }

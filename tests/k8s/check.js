@@ -10,12 +10,20 @@
 //   4. policy: probes on declared ports and real daemon paths, resources,
 //      non-root and hardened securityContexts, grace period above the drain
 //      timeout, fetcher/saver Recreate with one replica, references that
-//      resolve (ConfigMaps, PVCs, Services, PDBs, autoscalers, analyses).
+//      resolve (ConfigMaps, Secrets, PVCs, Services, PDBs, autoscalers,
+//      analyses); NATS authorization: every daemon connects as its role's
+//      user with the password from a Secret (never a literal), the fetcher
+//      and saver read the lease key from a Secret volume, the NATS server
+//      runs a config file with every role's password from a Secret, and
+//      k8s/base/nats-server.conf is deploy/nats/nats-server.conf.
 //   5. NATS runs clustered (k8s/base and every overlay): a StatefulSet of 3
 //      nats-server pods with a headless Service, cluster routes to each pod
 //      by its stable name, a PodDisruptionBudget (minAvailable 2), pod
 //      anti-affinity, probes, and the daemons' CHUNKMILL_NATS_URL naming a
 //      Service of those pods.
+// The secrets themselves are not in the repository (scripts/gen-secrets
+// makes them): k8s/ is copied to a temporary directory, the generator
+// fills its k8s/base/secrets/, and that copy is rendered.
 // Then it runs the same checks over testdata/broken.yaml, whose objects are
 // each broken on purpose, and asserts every one is rejected for its reason;
 // the NATS cluster check is run over broken copies of k8s/base.
@@ -205,6 +213,67 @@ function settingOf(container, name, ctx) {
   return v;
 }
 
+// Where a container's env var comes from: {value} | {secret: {name, key}} |
+// {other: true} | undefined.
+function envSource(container, envName) {
+  for (const e of container.env || []) {
+    if (e.name !== envName) continue;
+    if (e.value !== undefined) return { value: e.value };
+    const sk = e.valueFrom && e.valueFrom.secretKeyRef;
+    if (sk) return { secret: { name: sk.name, key: sk.key } };
+    return { other: true };
+  }
+  return undefined;
+}
+
+function secretHasKey(ctx, name, key) {
+  const s = ctx.secrets.get(name);
+  return !!s && ((s.data && s.data[key] !== undefined) || (s.stringData && s.stringData[key] !== undefined));
+}
+
+// Credentials of a chunkmill daemon container (see the header).
+function credentialErrors(cn, daemon, c, pod, ctx) {
+  const errs = [];
+  const argv = [...(c.command || []), ...(c.args || [])].map(String);
+  for (const a of argv) {
+    if (/^--nats-(password|token)(=|$)/.test(a)) errs.push(`${cn}: a NATS secret on the command line (${a.split("=")[0]})`);
+  }
+  for (const e of c.env || []) {
+    if (/(PASSWORD|TOKEN)$/.test(e.name) && e.value !== undefined) errs.push(`${cn}: env ${e.name} is a literal value, not from a Secret`);
+  }
+  const user = settingOf(c, "nats-user", ctx);
+  if (user !== daemon) errs.push(`${cn}: CHUNKMILL_NATS_USER is ${user === undefined ? "not set" : `"${user}"`}, not the ${daemon} role's user`);
+  const pw = envSource(c, "CHUNKMILL_NATS_PASSWORD");
+  if (!pw || !pw.secret) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD does not come from a Secret`);
+  else if (!secretHasKey(ctx, pw.secret.name, pw.secret.key)) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD refers to missing Secret key ${pw.secret.name}/${pw.secret.key}`);
+  if (daemon === "fetcher" || daemon === "saver") {
+    const file = settingOf(c, "lease-key-file", ctx);
+    if (!file) errs.push(`${cn}: no lease key (CHUNKMILL_LEASE_KEY_FILE): leases would not be authenticated`);
+    else {
+      const vols = new Map((pod.volumes || []).map((v) => [v.name, v]));
+      const m = (c.volumeMounts || []).find((vm) => String(file).startsWith(String(vm.mountPath).replace(/\/?$/, "/")));
+      const v = m && vols.get(m.name);
+      if (!v || !v.secret) errs.push(`${cn}: the lease key file ${file} is not on a Secret volume`);
+      else if (!ctx.secrets.has(v.secret.secretName)) errs.push(`${cn}: the lease key Secret ${v.secret.secretName} is not defined`);
+    }
+  }
+  return errs;
+}
+
+// The NATS server container: a config file (authorization) and every
+// role's password from a Secret.
+function natsServerErrors(cn, c, ctx) {
+  const errs = [];
+  const argv = [...(c.command || []), ...(c.args || [])].map(String);
+  if (!argv.some((a) => a === "-c" || a === "--config" || a.startsWith("--config="))) errs.push(`${cn}: the NATS server runs without a config file (no authorization)`);
+  for (const role of ["FETCHER", "MAPPER", "SAVER", "OPS"]) {
+    const src = envSource(c, `CM_${role}_PASSWORD`);
+    if (!src || !src.secret) errs.push(`${cn}: CM_${role}_PASSWORD does not come from a Secret`);
+    else if (!secretHasKey(ctx, src.secret.name, src.secret.key)) errs.push(`${cn}: CM_${role}_PASSWORD refers to missing Secret key ${src.secret.name}/${src.secret.key}`);
+  }
+  return errs;
+}
+
 function portOfHttpAddr(addr) {
   const m = /(?:^|:)(\d+)$/.exec(String(addr));
   return m ? Number(m[1]) : NaN;
@@ -246,6 +315,7 @@ function policyErrors(docs) {
   const ctx = {
     configMaps: new Map(docs.filter((d) => d.kind === "ConfigMap").map((d) => [d.metadata.name, d])),
     pvcs: new Set(docs.filter((d) => d.kind === "PersistentVolumeClaim").map((d) => d.metadata.name)),
+    secrets: new Map(docs.filter((d) => d.kind === "Secret").map((d) => [d.metadata.name, d])),
     templates: new Set(docs.filter((d) => d.kind === "AnalysisTemplate").map((d) => d.metadata.name)),
   };
   const workloads = docs.filter((d) => WORKLOAD_KINDS.has(d.kind) && d.spec && d.spec.template);
@@ -317,7 +387,9 @@ function policyErrors(docs) {
           if (!cm || !cm.data || cm.data[ref.key] === undefined) errs.push(`${cn}: env ${e.name} refers to missing ConfigMap key ${ref.name}/${ref.key}`);
         }
       }
+      if (/^nats(:|@|$)/.test(String(c.image || "").split("/").pop())) errs.push(...natsServerErrors(cn, c, ctx));
       if (!daemon) continue;
+      errs.push(...credentialErrors(cn, daemon, c, pod, ctx));
 
       // chunkmill daemon specifics.
       const httpPort = portOfHttpAddr(settingOf(c, "http", ctx) || `:${DEFAULT_HTTP_PORT}`);
@@ -565,8 +637,25 @@ function collect(map) {
   return out;
 }
 
+// k8s/ copied into a temporary directory with generated secrets (the real
+// ones are never in the repository); removed at exit.
+let RENDER_ROOT = null;
+function renderRoot() {
+  if (RENDER_ROOT) return RENDER_ROOT;
+  const os = require("os");
+  RENDER_ROOT = fs.mkdtempSync(path.join(os.tmpdir(), "cm-k8s-check-"));
+  process.on("exit", () => fs.rmSync(RENDER_ROOT, { recursive: true, force: true }));
+  fs.cpSync(path.join(REPO, "k8s"), path.join(RENDER_ROOT, "k8s"), {
+    recursive: true,
+    filter: (src) => !src.startsWith(path.join(REPO, "k8s", "base", "secrets")),
+  });
+  execFileSync(path.join(REPO, "scripts", "gen-secrets"), [path.join(RENDER_ROOT, "k8s", "base", "secrets")],
+    { stdio: ["ignore", "ignore", "inherit"] });
+  return RENDER_ROOT;
+}
+
 function renderTargets() {
-  const k8s = path.join(REPO, "k8s");
+  const k8s = path.join(renderRoot(), "k8s");
   const targets = [path.join(k8s, "base")];
   const ov = path.join(k8s, "overlays");
   if (fs.existsSync(ov)) {
@@ -581,7 +670,7 @@ function main() {
   const kinds = new Set();
   let baseDocs = null;
   for (const dir of renderTargets()) {
-    const rel = path.relative(REPO, dir);
+    const rel = path.relative(renderRoot(), dir);
     let docs;
     try {
       const out = execFileSync("kubectl", ["kustomize", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -607,8 +696,15 @@ function main() {
       report(errs.some((e) => e.includes(expect)), `NATS cluster check rejects k8s/base with ${what} (${expect})`, errs);
     }
   }
+  // The NATS config the cluster runs is the example config, as shipped.
+  {
+    const a = fs.readFileSync(path.join(REPO, "k8s", "base", "nats-server.conf"), "utf8");
+    const b = fs.readFileSync(path.join(REPO, "deploy", "nats", "nats-server.conf"), "utf8");
+    report(a === b, "k8s/base/nats-server.conf is deploy/nats/nats-server.conf",
+      a === b ? [] : ["the two differ: cp deploy/nats/nats-server.conf k8s/base/nats-server.conf"]);
+  }
   // Every kind the issue asks for is present somewhere.
-  const want = ["v1 Namespace", "v1 ConfigMap", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
+  const want = ["v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
     "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "apps/v1 StatefulSet", "autoscaling/v2 HorizontalPodAutoscaler",
     "keda.sh/v1alpha1 ScaledObject", "argoproj.io/v1alpha1 Rollout", "argoproj.io/v1alpha1 AnalysisTemplate",
     "monitoring.coreos.com/v1 ServiceMonitor"];

@@ -45,6 +45,26 @@ if [ ! -d "$HERE/node_modules/@kubernetes-models/validate" ] || [ "$HERE/package
   fi
 fi
 
+# ---- NATS authorization in docker-compose.yml (check-compose.js) -----------
+# Needs the npm packages above and docker-compose to render the file
+# (tests/compose/check.sh validates the compose files on their own).
+if command -v docker-compose >/dev/null; then
+  if rendered="$(cd "$ROOT" && docker-compose -f docker-compose.yml config 2>&1)"; then
+    out="$(printf '%s\n' "$rendered" | (cd "$HERE" && node check-compose.js -) 2>&1)"
+    while IFS= read -r l; do
+      case "$l" in
+        "ok - "*) ok "${l#ok - }" ;;
+        "not ok - "*) notok "${l#not ok - }" ;;
+        "    #"*) printf '%s\n' "$l" ;;
+      esac
+    done <<<"$out"
+  else
+    notok "docker-compose config renders docker-compose.yml"; printf '    # %s\n' "$rendered"
+  fi
+else
+  echo "# docker-compose not found: compose authorization checks not run"
+fi
+
 # ---- Kubernetes manifests ------------------------------------------------------
 out="$(cd "$HERE" && node check.js --repo "$ROOT" 2>&1)"
 rc=$?

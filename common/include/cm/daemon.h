@@ -76,6 +76,10 @@ cm_metrics_t *cm_daemon_metrics(cm_daemon_t *d);
 cm_nats_t *cm_daemon_nats(cm_daemon_t *d);
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d);
 const char *cm_daemon_id(cm_daemon_t *d);
+/* 32 hex digits drawn at random when the daemon was created: sent in every
+ * heartbeat and credit, so the fetcher tells a restart under the same --id
+ * (a new instance) from the same process speaking again. */
+const char *cm_daemon_instance(cm_daemon_t *d);
 bool cm_daemon_draining(cm_daemon_t *d);
 /* The code cm_daemon_run will return (for a forced _exit). */
 int cm_daemon_exit_code(cm_daemon_t *d);
@@ -87,6 +91,8 @@ double cm_wall_time(void);
 
 /* "<prefix>.<suffix>" into out. 0 or -ENAMETOOLONG. */
 int cm_subject(char *out, size_t outlen, const char *prefix, const char *suffix);
+/* Sends a heartbeat now (loop thread), besides the periodic ones. */
+void cm_daemon_heartbeat_now(cm_daemon_t *d);
 /* Publishes a protobuf-c message. */
 int cm_daemon_publish_proto(cm_daemon_t *d, const char *subject, const ProtobufCMessage *msg);
 

@@ -88,6 +88,10 @@ natsConnection *cm_nats_conn(cm_nats_t *n);
  * fn is not called, the caller keeps arg); queued items that do not run
  * before the destroy run with cancelled=1. */
 int cm_nats_post(cm_nats_t *n, void (*fn)(void *arg, int cancelled), void *arg);
+/* Loop thread: the server's words for the first subscription or publish it
+ * refused for lack of permission ("Permissions Violation for Subscription
+ * to ..."), or NULL. Sticky: a refused subject stays refused. */
+const char *cm_nats_refused(const cm_nats_t *n);
 /* Messages dropped by nats.c as slow consumer, all subscriptions. */
 uint64_t cm_nats_dropped(cm_nats_t *n);
 
