@@ -269,6 +269,11 @@ def stage(cfg, kind, transform, records, **kw):
     finally:
         if nats:
             nats.stop()
+    if nats:
+        r["nats_server_cpu_s"] = nats.cpu()
+        if kind == "jetstream":
+            r["cpu_us_per_record"] = round((r["cpu_s"] + r["nats_server_cpu_s"]) * 1e6
+                                           / records, 2)
         shutil.rmtree(d, ignore_errors=True)  # a 1M-record store is ~600 MB
     return r
 
@@ -539,7 +544,7 @@ def run_all(cfg, args, want, q, reps, machine, orig_mappers):
             c["parallel_efficiency"] = round(ideal / c["seconds"], 3)
             record(c)
         if js_ok is True:
-            r = stage(cfg, "jetstream", "identity", nb // 10)
+            r = stage(cfg, "jetstream", "identity", nb)
             r["scenario"] = "js"
             record(r)
     if want("stages") and (want("a") or want("b")):
