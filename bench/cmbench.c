@@ -4,6 +4,8 @@
  *
  *   cmbench transform --transform T --records N [--threads K]
  *   cmbench store     --transform T --records N [--batch B] [--sync full|normal] --db PATH
+ *                     [--pragma "SQL"]  (run on the store's connection after open: to
+ *                                        compare settings side by side)
  *   cmbench nats      --transform T --records N --url URL
  *   cmbench jetstream --records N --url URL   (a nats-server started with -js)
  *
@@ -13,6 +15,7 @@
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +31,7 @@
 #include "transform.h"
 
 typedef struct {
-  const char *stage, *transform, *db, *url, *sync;
+  const char *stage, *transform, *db, *url, *sync, *pragma;
   uint64_t records;
   uint32_t chunk_size;
   int threads, batch;
@@ -160,6 +163,10 @@ static int bench_store(const opts_t *o) {
   if (cm_store_open(&s, o->db, strcmp(o->sync, "normal") == 0 ? CM_SYNC_NORMAL : CM_SYNC_FULL,
                     err, sizeof(err)) != 0)
     die(err);
+  if (o->pragma != NULL) {
+    char *e = NULL;
+    if (sqlite3_exec(cm_store_db(s), o->pragma, NULL, NULL, &e) != SQLITE_OK) die(e ? e : "pragma");
+  }
   c0 = cpu_s();
   t0 = now_s();
   for (size_t i = 0; i < n; i += (size_t)o->batch) {
@@ -365,6 +372,7 @@ int main(int argc, char **argv) {
     else if (strcmp(k, "--threads") == 0) o.threads = atoi(v);
     else if (strcmp(k, "--batch") == 0) o.batch = atoi(v);
     else if (strcmp(k, "--sync") == 0) o.sync = v;
+    else if (strcmp(k, "--pragma") == 0) o.pragma = v;
     else if (strcmp(k, "--db") == 0) o.db = v;
     else if (strcmp(k, "--url") == 0) o.url = v;
     else die("unknown option");
