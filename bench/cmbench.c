@@ -88,6 +88,11 @@ static blob_t *gen_chunks(const opts_t *o, size_t *n) {
   return b;
 }
 
+static void free_blobs(blob_t *b, size_t n) {
+  for (size_t i = 0; b != NULL && i < n; i++) free(b[i].data);
+  free(b);
+}
+
 static blob_t *map_chunks(const opts_t *o, blob_t *in, size_t n) {
   cm_transform_t *t;
   char err[256];
@@ -147,6 +152,8 @@ static int bench_transform(const opts_t *o) {
   printf("{\"stage\":\"transform\",\"transform\":\"%s\",\"threads\":%d,\"records\":%" PRIu64
          ",\"seconds\":%.4f,\"cpu_s\":%.3f,\"records_per_s\":%.0f}\n",
          o->transform, o->threads, o->records, dt, cpu_s() - c0, (double)o->records / dt);
+  cm_transform_destroy(c.t);
+  free_blobs(in, n);
   return 0;
 }
 
@@ -183,6 +190,9 @@ static int bench_store(const opts_t *o) {
   printf("{\"stage\":\"store\",\"transform\":\"%s\",\"batch\":%d,\"sync\":\"%s\",\"records\":%" PRIu64
          ",\"seconds\":%.4f,\"cpu_s\":%.3f,\"records_per_s\":%.0f}\n",
          o->transform, o->batch, o->sync, o->records, dt, cpu_s() - c0, (double)o->records / dt);
+  free(items);
+  free_blobs(mapped, n);
+  free_blobs(in, n);
   return 0;
 }
 
@@ -231,6 +241,8 @@ static int bench_nats(const opts_t *o) {
   natsConnection_Destroy(pub);
   natsConnection_Destroy(sub);
   nats_Close();
+  free_blobs(mapped, n);
+  free_blobs(in, n);
   return 0;
 }
 
@@ -355,6 +367,7 @@ static int bench_jetstream(const opts_t *o) {
   natsConnection_Destroy(pub);
   natsConnection_Destroy(sub);
   nats_Close();
+  free_blobs(in, n);
   return 0;
 }
 
