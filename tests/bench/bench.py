@@ -35,6 +35,26 @@ class BenchError(Exception):
     """A run that did not do exactly what it was asked: the bench fails."""
 
 
+# A failed run's directory (logs, results database) is kept for a look,
+# unless --discard-failed (the ctest): then its logs' last lines go into the
+# error and the directory is removed.
+DISCARD_FAILED = False
+
+
+def failed_run(d, msg):
+    """The BenchError for a run that failed in directory d."""
+    if not DISCARD_FAILED:
+        return BenchError(f"{msg}; logs in {d}")
+    tails = []
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        if name.endswith((".log", ".out")):
+            with open(os.path.join(d, name), errors="replace") as fh:
+                last = fh.readlines()[-3:]
+            tails.append(f"--- {name}:\n" + "".join(last))
+    shutil.rmtree(d, ignore_errors=True)
+    return BenchError(msg + ("\n" + "".join(tails) if tails else ""))
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -217,7 +237,7 @@ def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_s
         nats.stop()
         fetcher.stop()
         if rc != 0:
-            raise BenchError(f"{name}: fetcher exit status {rc}; logs in {d}")
+            raise failed_run(d, f"{name}: fetcher exit status {rc}")
         summary = {}
         with open(fout) as fh:
             for line in fh:
@@ -226,7 +246,7 @@ def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_s
         try:
             saved = check_saved(f"{d}/results.db", records, chunk_size, transform, name)
         except BenchError as e:
-            raise BenchError(f"{e}; logs in {d}") from None
+            raise failed_run(d, str(e)) from None
         cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
                "saver": saver.cpu(), "nats_server": nats.cpu()}
         out = {
@@ -245,6 +265,8 @@ def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_s
         }
     except BaseException:
         stop_all()
+        if DISCARD_FAILED:
+            shutil.rmtree(d, ignore_errors=True)
         raise
     shutil.rmtree(d, ignore_errors=True)
     return out
@@ -269,12 +291,12 @@ def stage(cfg, kind, transform, records, **kw):
     finally:
         if nats:
             nats.stop()
+        shutil.rmtree(d, ignore_errors=True)  # a 1M-record store is ~600 MB
     if nats:
         r["nats_server_cpu_s"] = nats.cpu()
         if kind == "jetstream":
             r["cpu_us_per_record"] = round((r["cpu_s"] + r["nats_server_cpu_s"]) * 1e6
                                            / records, 2)
-        shutil.rmtree(d, ignore_errors=True)  # a 1M-record store is ~600 MB
     return r
 
 
@@ -377,10 +399,10 @@ def original(cfg, mappers):
                         break
                     buf = buf[-64:]
                 elif fetcher.p.poll() is not None:
-                    raise BenchError(f"{name}: the fetcher exited ({fetcher.p.returncode}) "
-                                     f"before DONE WITH ALL DATA; logs in {d}")
+                    raise failed_run(d, f"{name}: the fetcher exited ({fetcher.p.returncode}) "
+                                        "before DONE WITH ALL DATA")
                 elif time.time() > deadline:
-                    raise BenchError(f"{name}: no DONE WITH ALL DATA within 600 s; logs in {d}")
+                    raise failed_run(d, f"{name}: no DONE WITH ALL DATA within 600 s")
                 else:
                     time.sleep(0.002)
         seconds = done - t0
@@ -391,7 +413,7 @@ def original(cfg, mappers):
             try:
                 got = check_original_log(fh.read(), name)
             except BenchError as e:
-                raise BenchError(f"{e}; logs in {d}") from None
+                raise failed_run(d, str(e)) from None
         records = ORIGINAL_CHUNKS * ORIGINAL_CHUNK_RECORDS
         cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
                "saver": saver.cpu(), "nats_server": nats.cpu()}
@@ -405,6 +427,8 @@ def original(cfg, mappers):
                "saved": {"packages": got}}
     except BaseException:
         stop_all()
+        if DISCARD_FAILED:
+            shutil.rmtree(d, ignore_errors=True)
         raise
     shutil.rmtree(d, ignore_errors=True)
     return out
@@ -461,9 +485,13 @@ def main(argv=None):
                     help="mapper counts for the original (default 1,2)")
     ap.add_argument("--reps", type=int, default=None,
                     help="repetitions of a, b, c, js and the original (default 3, --quick 1)")
+    ap.add_argument("--discard-failed", action="store_true",
+                    help="remove a failed run's directory (its logs' last lines go into the error)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply b's and d-big's record counts (a reduced run on a loaded machine)")
     args = ap.parse_args(argv)
+    global DISCARD_FAILED
+    DISCARD_FAILED = args.discard_failed
 
     class Cfg:
         pass
@@ -474,6 +502,9 @@ def main(argv=None):
     q = args.quick
     reps = args.reps or (1 if q else 3)
 
+    for b in ("fetcher/fetcher", "mapper/mapper", "saver/saver", "bench/cmbench"):
+        if not os.access(os.path.join(cfg.bin, b), os.X_OK):
+            raise BenchError(f"--bin-dir {cfg.bin}: no executable {b} there (build first)")
     threading.Thread(target=_sampler, daemon=True).start()
     machine = {"kind": "machine", "cores": os.cpu_count(),
                "cpu": platform.processor() or platform.machine(), "kernel": platform.release(),
