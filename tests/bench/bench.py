@@ -538,7 +538,7 @@ def main(argv=None):
 
 
 def run_all(cfg, args, want, q, reps, machine, orig_mappers):
-    runs = {}  # scenario -> list of runs, in the order first run
+    runs = {}  # scenario -> its runs (dicts keep the order of first appearance)
 
     def record(r):
         runs.setdefault(r["scenario"], []).append(r)
