@@ -6,6 +6,7 @@
  * commit ran goes into the next transaction). Only after COMMIT does the
  * saver reply to the mapper and publish an Ack to the fetcher. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -369,6 +370,16 @@ static void saver_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
 
 int main(int argc, char **argv) {
   static saver_t s;
+#ifdef M_TRIM_THRESHOLD
+  /* The saver holds a batch of ~55 KB chunks until it is committed, then
+   * frees it: with glibc's default (dynamic) thresholds the freed top of
+   * the heap went back to the kernel after each batch and was faulted in
+   * again for the next one. Keeping up to 64 MB of it cut the saver's CPU
+   * per record by ~10% (1M identity, 5 interleaved runs each) for 1-3 MB
+   * more peak RSS: it no longer shrinks between batches. */
+  (void)mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  (void)mallopt(M_MMAP_THRESHOLD, 32 << 20);
+#endif
   static const char *const sync_choices[] = {"normal", "full", NULL};
   cm_opt_t own[] = {
       {"db", CM_OPT_STRING, "chunkmill-results.db", 0, 0, NULL, NULL,

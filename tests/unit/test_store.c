@@ -474,6 +474,50 @@ static void test_sync_modes(void **state) {
   }
 }
 
+/* The write path's settings (see cm_store_open): a new file gets 16 KB
+ * pages, sub-journals stay in memory, durability is unchanged; a file made
+ * with 4 KB pages keeps them and still saves. */
+static void test_write_path_settings(void **state) {
+  ctx_t *c = *state;
+  cm_store_t *s = open_store(c, CM_SYNC_FULL);
+  cm_store_item_t it;
+  assert_int_equal(q_int(s, "PRAGMA page_size"), 16384);
+  assert_int_equal(q_int(s, "PRAGMA temp_store"), 2); /* MEMORY */
+  assert_int_equal(q_int(s, "PRAGMA synchronous"), 2); /* FULL */
+  char *js = make_chunk(c, "pg", 0, 0, 0, 100, NULL, 0, NULL);
+  save1(s, js, &it);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(it.records, 100);
+  free(js);
+  cm_store_close(s);
+  s = open_store(c, CM_SYNC_FULL);
+  assert_int_equal(q_int(s, "PRAGMA page_size"), 16384);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 100);
+  cm_store_close(s);
+
+  /* An older results file with 4 KB pages. */
+  const char *sfx[] = {"", "-wal", "-shm"};
+  for (int k = 0; k < 3; k++) {
+    char p[160];
+    (void)snprintf(p, sizeof p, "%s%s", c->path, sfx[k]);
+    (void)unlink(p);
+  }
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
+                                    " CREATE TABLE other(x)", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(c, CM_SYNC_FULL);
+  assert_int_equal(q_int(s, "PRAGMA page_size"), 4096);
+  js = make_chunk(c, "pg", 1, 0, 0, 100, NULL, 0, NULL);
+  save1(s, js, &it);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(it.records, 100);
+  free(js);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 100);
+  cm_store_close(s);
+}
+
 static int refuse_commit(void *arg) {
   (void)arg;
   return 1; /* turns the COMMIT into a ROLLBACK */
@@ -626,6 +670,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sync_modes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_write_path_settings, setup, teardown),
       cmocka_unit_test_setup_teardown(test_commit_and_begin_failures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_item_store_error_is_temporary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
