@@ -498,7 +498,7 @@ static void test_write_path_settings(void **state) {
   /* An older results file with 4 KB pages. */
   const char *sfx[] = {"", "-wal", "-shm"};
   for (int k = 0; k < 3; k++) {
-    char p[160];
+    char p[sizeof(c->path) + 8];
     (void)snprintf(p, sizeof p, "%s%s", c->path, sfx[k]);
     (void)unlink(p);
   }
