@@ -28,7 +28,7 @@
 
 typedef struct app9_saver_s {
   cm_daemon_t *d;
-  cm_store_t *store;
+  cm_sink_t *store;
   const char *db_path;
 
   natsMsg *queue[APP9_MAX_QUEUE];
@@ -39,7 +39,7 @@ typedef struct app9_saver_s {
   bool busy;
   natsMsg *msgs[APP9_MAX_BATCH];
   cm_buf_t wire[APP9_MAX_BATCH];
-  cm_store_item_t items[APP9_MAX_BATCH];
+  cm_sink_item_t items[APP9_MAX_BATCH];
   size_t nbatch;
   int batch_rc;
   double batch_seconds;
@@ -62,7 +62,7 @@ static void a9s_maybe_finish(app9_saver_t *s) {
 
 /* Thread pool: app9 body -> wire form with job "app9". A body that does not
  * parse is handed to the store as it is, which rejects it with a reason. */
-static void a9s_rewrite(cm_buf_t *b, cm_store_item_t *it) {
+static void a9s_rewrite(cm_buf_t *b, cm_sink_item_t *it) {
   cm_chunk_view_t v;
   cm_chunk_hdr_t h;
   char err[160];
@@ -87,7 +87,7 @@ static void a9s_commit_work(uv_work_t *w) {
   app9_saver_t *s = w->data;
   double t0 = cm_wall_time();
   for (size_t i = 0; i < s->nbatch; i++) a9s_rewrite(&s->wire[i], &s->items[i]);
-  s->batch_rc = cm_store_save_batch(s->store, s->items, s->nbatch);
+  s->batch_rc = cm_sink_save_batch(s->store, s->items, s->nbatch);
   s->batch_seconds = cm_wall_time() - t0;
 }
 
@@ -97,8 +97,8 @@ static void a9s_commit_done(uv_work_t *w, int status) {
   cm_histogram_observe(s->m_commit_s, s->batch_seconds);
   if (s->batch_rc == 0) cm_counter_inc(s->m_commits);
   for (size_t i = 0; i < s->nbatch; i++) {
-    cm_store_item_t *it = &s->items[i];
-    if (s->batch_rc != 0) {
+    cm_sink_item_t *it = &s->items[i];
+    if (it->status < 0 && it->temporary) {
       cm_counter_inc(s->m_errors);
     } else if (it->status < 0) {
       cm_counter_inc(s->m_errors);
@@ -242,7 +242,7 @@ static void a9s_metrics(app9_saver_t *s) {
                                 "Chunks received and waiting for the next commit.", NULL);
 }
 
-int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_store_t *store, const char *db_path) {
+int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_sink_t *store, const char *db_path) {
   cm_daemon_hooks_t hooks = {.status = a9s_status,
                              .shutdown = a9s_shutdown,
                              .close = a9s_close,

@@ -13,7 +13,7 @@
 #include "cm/daemon.h"
 #include "app9.h"
 #include "cm/log.h"
-#include "store.h"
+#include "sink.h"
 
 #define SAVER_MAX_BATCH 128
 #define SAVER_MAX_BATCH_BYTES (64u * 1024 * 1024)
@@ -36,8 +36,13 @@ typedef struct saver_s {
   cm_common_cfg_t cfg;
   const char *db_path;
   const char *sync;
+  const char *db_password_file;
+  int64_t db_statement_timeout_ms;
   cm_daemon_t *d;
-  cm_store_t *store;
+  cm_sink_t *store;
+  /* Sink upkeep (reconnect, health) on the thread pool while idle. */
+  uv_timer_t check_timer;
+  uv_work_t check_work;
   char ack_subject[256];
 
   /* FIFO of received messages not yet in a batch (loop thread only). */
@@ -48,14 +53,13 @@ typedef struct saver_s {
   uv_work_t work;
   bool busy;
   saver_msg_t *batch_msgs[SAVER_MAX_BATCH];
-  cm_store_item_t items[SAVER_MAX_BATCH];
+  cm_sink_item_t items[SAVER_MAX_BATCH];
   size_t nbatch;
   int batch_rc;
   double batch_seconds;
 
   bool shutting_down;
   bool exited; /* cm_daemon_exit called */
-  bool store_ok;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
   cm_histogram_t *m_commit_s, *m_batch_chunks;
@@ -91,7 +95,7 @@ static void saver_reply(saver_t *s, natsMsg *m, const char *body) {
 static void saver_commit_work(uv_work_t *w) {
   saver_t *s = w->data;
   double t0 = cm_wall_time();
-  s->batch_rc = cm_store_save_batch(s->store, s->items, s->nbatch);
+  s->batch_rc = cm_sink_save_batch(s->store, s->items, s->nbatch);
   s->batch_seconds = cm_wall_time() - t0;
 }
 
@@ -103,11 +107,12 @@ static void saver_commit_done(uv_work_t *w, int status) {
   cm_histogram_observe(s->m_batch_chunks, (double)s->nbatch);
   if (s->batch_rc == 0) cm_counter_inc(s->m_commits);
   for (size_t i = 0; i < s->nbatch; i++) {
-    cm_store_item_t *it = &s->items[i];
+    cm_sink_item_t *it = &s->items[i];
     saver_msg_t *sm = s->batch_msgs[i];
     natsMsg *m = sm->m;
-    if (s->batch_rc != 0) {
-      /* Nothing committed: the mapper keeps its result and retries. */
+    if (it->status < 0 && it->temporary) {
+      /* Not written now (the store's condition, not the chunk's): the
+       * mapper keeps its result and retries; no delivery is used up. */
       cm_counter_inc(s->m_errors);
       snprintf(body, sizeof(body), "{\"ok\":false,\"retry\":true,\"error\":\"commit failed\"}");
     } else if (it->status < 0) {
@@ -149,7 +154,8 @@ static void saver_commit_done(uv_work_t *w, int status) {
     saver_msg_free(sm);
     s->batch_msgs[i] = NULL;
   }
-  if (s->batch_rc != 0) cm_log_error("commit of %zu chunks failed", s->nbatch);
+  if (s->batch_rc != 0)
+    cm_log_error("commit of %zu chunks failed: %s", s->nbatch, s->nbatch ? s->items[0].err : "");
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   saver_start_batch(s);
@@ -217,17 +223,37 @@ static void saver_on_save(void *ud, natsMsg *m) {
 
 static bool saver_ready(void *ud, char *why, size_t whylen) {
   saver_t *s = ud;
-  if (!s->store_ok) {
-    snprintf(why, whylen, "results database not open");
-    return false;
-  }
-  return true;
+  return cm_sink_health(s->store, why, whylen);
+}
+
+static void saver_check_work(uv_work_t *w) { cm_sink_check(((saver_t *)w->data)->store); }
+
+static void saver_check_done(uv_work_t *w, int status) {
+  saver_t *s = w->data;
+  s->busy = false;
+  if (status == UV_ECANCELED) return;
+  saver_start_batch(s);
+  saver_maybe_finish(s);
+}
+
+/* About once a second while no batch runs: the sink reconnects and
+ * refreshes its health, so /readyz follows the database even when no
+ * chunks arrive. Shares `busy` with the batches: the sink is used by one
+ * thread at a time. */
+static void saver_check_tick(uv_timer_t *t) {
+  saver_t *s = t->data;
+  if (s->busy || s->qlen > 0 || s->exited || s->shutting_down) return;
+  s->busy = true;
+  s->check_work.data = s;
+  if (uv_queue_work(cm_daemon_loop(s->d), &s->check_work, saver_check_work, saver_check_done) != 0)
+    s->busy = false;
 }
 
 static int saver_status(void *ud, cm_buf_t *out) {
   saver_t *s = ud;
+  const char *db = cm_sink_name(s->store);
   int rc = cm_buf_puts(out, ",\"db\":");
-  rc |= cm_buf_append_json_str(out, s->db_path, strlen(s->db_path));
+  rc |= cm_buf_append_json_str(out, db, strlen(db));
   rc |= cm_buf_printf(out,
                       ",\"chunks_saved\":%llu,\"records_saved\":%llu,\"duplicates\":%llu,"
                       "\"dead_letters\":%llu,\"queue\":%zu,\"committing\":%s",
@@ -244,6 +270,7 @@ static void saver_shutdown(void *ud, bool forced) {
   s->shutting_down = true;
   /* Take no new chunks; what is queued or committing still completes. */
   cm_nats_unsubscribe_all(cm_daemon_nats(s->d));
+  (void)uv_timer_stop(&s->check_timer);
   if (forced) {
     /* Whatever is not committed was never acknowledged: the mappers keep
      * their results and retry elsewhere. Drop the queue. */
@@ -260,6 +287,7 @@ static void saver_shutdown(void *ud, bool forced) {
 
 static void saver_close(void *ud) {
   saver_t *s = ud;
+  uv_close((uv_handle_t *)&s->check_timer, NULL);
   while (s->qlen > 0) {
     saver_msg_free(s->queue[s->qhead]);
     s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
@@ -279,7 +307,17 @@ int main(int argc, char **argv) {
   static const char *const sync_choices[] = {"normal", "full", NULL};
   cm_opt_t own[] = {
       {"db", CM_OPT_STRING, "chunkmill-results.db", 0, 0, NULL, NULL,
-       "SQLite results database (created if missing)", &s.db_path},
+       "results database: a SQLite file (created if missing), or PostgreSQL as "
+       "postgresql://user@host/db or a libpq keyword string (host=... dbname=...)",
+       &s.db_path},
+      {"db-password-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "PostgreSQL: file holding the password (else from the URL, PGPASSWORD or a libpq "
+       "passfile/service)",
+       &s.db_password_file},
+      {"db-statement-timeout", CM_OPT_DURATION, "30s", 100, 3600000, NULL, NULL,
+       "PostgreSQL: statement_timeout of the saver's session (a stuck statement fails the "
+       "batch, which is retried)",
+       &s.db_statement_timeout_ms},
       {"sync", CM_OPT_STRING, "full", 0, 0, sync_choices, NULL,
        "SQLite synchronous mode: full (an acknowledged chunk survives power loss) or normal",
        &s.sync},
@@ -296,30 +334,41 @@ int main(int argc, char **argv) {
   int probe = 0, rc;
   cm_metrics_t *m;
 
-  rc = cm_daemon_main_config("saver", "saver: stores mapped chunks in SQLite, acks after commit",
+  rc = cm_daemon_main_config("saver", "saver: stores mapped chunks in SQLite or PostgreSQL, acks after commit",
                              &s.cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;
   if (rc != 0) return 2;
 
-  rc = cm_store_open(&s.store, s.db_path,
-                     strcmp(s.sync, "normal") == 0 ? CM_SYNC_NORMAL : CM_SYNC_FULL, err,
-                     sizeof(err));
-  if (rc != 0) {
-    fprintf(stderr, "saver: cannot open results database --db %s: %s\n", s.db_path, err);
-    cm_log_error("cannot open results database %s: %s", s.db_path, err);
-    return 1;
+  {
+    cm_sink_opts_t so = {.db = s.db_path,
+                         .sync = s.sync,
+                         .password_file = s.db_password_file,
+                         .statement_timeout_ms = (int)s.db_statement_timeout_ms};
+    char shown[512];
+    rc = cm_sink_open(&s.store, &so, err, sizeof(err));
+    if (rc != 0) {
+      cm_sink_redact(s.db_path, shown, sizeof(shown));
+      fprintf(stderr, "saver: cannot open results database --db %s: %s\n", shown, err);
+      cm_log_error("cannot open results database %s: %s", shown, err);
+      return 1;
+    }
+    if (!cm_sink_health(s.store, err, sizeof(err)))
+      cm_log_warn("results database %s not writable yet (retrying): %s", cm_sink_name(s.store),
+                  err);
   }
-  s.store_ok = true;
   if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
-    rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
-    cm_store_close(s.store);
+    rc = cm_saver_app9_run(&s.cfg, s.store, cm_sink_name(s.store));
+    cm_sink_close(s.store);
     return rc;
   }
   if (cm_daemon_create(&s.d, "saver", &s.cfg, &hooks, &s) != 0) {
-    cm_store_close(s.store);
+    cm_sink_close(s.store);
     return 1;
   }
+  (void)uv_timer_init(cm_daemon_loop(s.d), &s.check_timer);
+  s.check_timer.data = &s;
+  (void)uv_timer_start(&s.check_timer, saver_check_tick, 1000, 1000);
   m = cm_daemon_metrics(s.d);
   s.m_chunks = cm_metrics_counter(m, "chunkmill_saver_chunks_saved_total",
                                   "Chunks committed for the first time.", NULL);
@@ -352,9 +401,9 @@ int main(int argc, char **argv) {
       cm_daemon_exit(s.d, 1);
     }
   }
-  cm_log_info("saver ready to store into %s", s.db_path);
+  cm_log_info("saver ready to store into %s", cm_sink_name(s.store));
   rc = cm_daemon_run(s.d);
   cm_daemon_destroy(s.d);
-  cm_store_close(s.store);
+  cm_sink_close(s.store);
   return rc;
 }

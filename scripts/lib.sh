@@ -7,10 +7,11 @@ CM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Build and runtime dependencies (DESIGN.md).
 CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotobuf-c-dev
   protobuf-c-compiler libsqlite3-dev libcjson-dev libhttp-parser-dev libcurl4-openssl-dev
-  libcmocka-dev nats-server sqlite3 python3 curl"
-# Tests also need clang's sanitizer/libFuzzer runtime and openssl (TLS tests
-# generate their certificates).
-CM_TEST_PKGS="clang libclang-rt-14-dev openssl"
+  libcmocka-dev nats-server sqlite3 python3 curl libpq-dev"
+# Tests also need clang's sanitizer/libFuzzer runtime, openssl (TLS tests
+# generate their certificates) and a PostgreSQL server (the PostgreSQL sink's
+# tests run a throwaway one: initdb + pg_ctl).
+CM_TEST_PKGS="clang libclang-rt-14-dev openssl postgresql"
 
 cm_log() { printf '==> %s\n' "$*" >&2; }
 
