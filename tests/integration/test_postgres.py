@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The PostgreSQL sink with real processes: a throwaway PostgreSQL server
+(pg.py), real nats-server, real savers, mappers and fetcher.
+
+- two savers receive the same chunks at the same time: each chunk is written
+  once, both acknowledge every request;
+- /readyz follows the database: 503 with the reason while PostgreSQL is down
+  (at start and later), 200 again after, without restarting the saver;
+- a database with a newer schema is refused with a clear error (exit 1);
+- 3 savers on one database, 4 mappers, one saver SIGKILLed and PostgreSQL
+  crash-restarted (pg_ctl -m immediate) mid-job: exact rows, each
+  (job, chunk, idx) once, job complete, no chunk dead.
+The password never appears in a saver's log or /status.
+Exits 77 (ctest SKIP) when PostgreSQL is not installed."""
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+import pg
+from harness import (Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish, free_port,
+                     http_get, status, wait_until)
+
+why = pg.skip_reason()
+if why:
+    print(f"SKIP: {why}")
+    sys.exit(pg.SKIP)
+
+SRV = pg.PgServer()
+WORK = tempfile.mkdtemp(prefix="cm-pgtest-")
+failed = []
+
+
+class NatsClient:
+    """Just enough of the NATS text protocol to publish requests and read
+    the replies (no NATS library in Debian's python3 for this)."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.f = self.s.makefile("rb")
+        self.f.readline()  # INFO
+        self.s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n')
+        self.lock = threading.Lock()
+
+    def sub(self, subject, sid):
+        self.s.sendall(f"SUB {subject} {sid}\r\n".encode())
+
+    def pub(self, subject, reply, data):
+        with self.lock:
+            self.s.sendall(f"PUB {subject} {reply} {len(data)}\r\n".encode() + data + b"\r\n")
+
+    def ping(self):
+        self.s.sendall(b"PING\r\n")
+
+    def read_msgs(self, n, timeout):
+        """n MSG payloads as (subject, bytes); answers PINGs."""
+        out = []
+        self.s.settimeout(timeout)
+        while len(out) < n:
+            line = self.f.readline()
+            if not line:
+                raise AssertionError("NATS connection closed")
+            if line.startswith(b"PING"):
+                self.s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                parts = line.split()
+                size = int(parts[-1])
+                data = self.f.read(size + 2)[:size]
+                out.append((parts[1].decode(), data))
+        return out
+
+    def close(self):
+        self.s.close()
+
+
+def chunk_json(job, index, n):
+    recs = ",".join(json.dumps({"id": index * 1000 + k, "name": f"n{k} \u00e9\\"},
+                               separators=(",", ":")) for k in range(n))
+    return f'{{"job":"{job}","index":{index},"attempt":0,"data":[{recs}]}}'.encode()
+
+
+def start_saver(nats, prefix, db, name, extra=(), env=None):
+    port = free_port()
+    p = Proc(f"{name}-{port}", [bin_path("saver"), "--nats-url", nats.url, "--prefix", prefix,
+                                "--http", f"127.0.0.1:{port}", "--heartbeat", "200ms", "--db", db,
+                                "--id", name] + list(extra), log_dir=WORK, env=env)
+    p.port = port
+    return p
+
+
+def no_password_in(procs):
+    for p in procs:
+        assert pg.PASSWORD not in p.log(), f"{p.name} logged the password"
+        assert pg.PASSWORD not in p.out(), f"{p.name} printed the password"
+
+
+def fresh_db(name):
+    SRV.psql(f"DROP DATABASE IF EXISTS {name}")
+    return SRV.create_db(name)
+
+
+def two_savers_same_chunks():
+    from harness import Nats
+    fresh_db("twosavers")
+    nats = Nats(WORK)
+    # The password from PGPASSWORD (libpq), not in the URL.
+    dsn = SRV.dsn("twosavers", password=False)
+    env = {"PGPASSWORD": pg.PASSWORD}
+    a = start_saver(nats, "pa", dsn, "saver-a", env=env)
+    b = start_saver(nats, "pb", dsn, "saver-b", env=env)
+    try:
+        for p in (a, b):
+            wait_until(lambda p=p: http_get(p.port, "/readyz")[0] == 200, 20, what=f"{p.name} ready")
+        c = NatsClient(nats.port)
+        c.sub("reply.>", 1)
+        n = 300
+        chunks = [chunk_json("dup", k, 40) for k in range(n)]
+        # Every chunk to both savers at once, a in ascending and b in
+        # descending order: their batches overlap from the middle on, where
+        # one saver's marker INSERT waits for the other's COMMIT.
+        for k in range(n):
+            c.pub("pa.save", f"reply.a.{k}", chunks[k])
+            c.pub("pb.save", f"reply.b.{n - 1 - k}", chunks[n - 1 - k])
+        c.ping()
+        replies = c.read_msgs(2 * n, timeout=60)
+        c.close()
+        got = {}
+        for subj, data in replies:
+            _, who, k = subj.split(".")
+            r = json.loads(data)
+            assert r["ok"] is True, (subj, r)
+            assert r["records"] == 40, (subj, r)
+            got[(who, int(k))] = r["duplicate"]
+        assert len(got) == 2 * n
+        fresh = [k for k in range(n) if not got[("a", k)]] + [k for k in range(n) if not got[("b", k)]]
+        assert sorted(fresh) == list(range(n)), "each chunk must be written by exactly one saver"
+        by_a = sum(1 for k in range(n) if not got[("a", k)])
+        assert SRV.rows("SELECT count(*), count(DISTINCT (job, chunk, idx)) FROM records",
+                        "twosavers") == [(str(n * 40), str(n * 40))]
+        assert SRV.rows("SELECT count(*) FROM chunks", "twosavers") == [(str(n),)]
+        print(f"  {n} chunks sent to both savers: saver a wrote {by_a}, saver b {n - by_a}; "
+              f"every request acknowledged")
+        no_password_in([a, b])
+    finally:
+        a.stop()
+        b.stop()
+        nats.stop()
+
+
+def readiness_follows_database():
+    from harness import Nats
+    fresh_db("ready")
+    nats = Nats(WORK)
+    pwfile = os.path.join(WORK, "pw")
+    with open(pwfile, "w") as f:
+        f.write(pg.PASSWORD + "\n")
+    SRV.crash()  # PostgreSQL down before the saver starts
+    s = start_saver(nats, "pr", SRV.dsn("ready", password=False), "saver-r",
+                    ["--db-password-file", pwfile])
+    try:
+        def ready_state():
+            st, body = http_get(s.port, "/readyz")
+            return (st, body) if st is not None else None
+
+        st, body = wait_until(ready_state, 20, what="saver /readyz to answer")
+        assert st == 503 and "PostgreSQL unreachable" in body, (st, body)
+        assert s.alive()
+        SRV.start()
+        wait_until(lambda: http_get(s.port, "/readyz")[0] == 200, 20,
+                   what="/readyz 200 after PostgreSQL came up")
+        SRV.crash()
+        st, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(http_get(s.port, "/readyz")),
+                              20, what="/readyz 503 after PostgreSQL went down")
+        assert "PostgreSQL" in body, body
+        print(f"  while down: {body.strip()[:160]}")
+        SRV.start()
+        wait_until(lambda: http_get(s.port, "/readyz")[0] == 200, 20,
+                   what="/readyz 200 after PostgreSQL restarted")
+        assert pg.PASSWORD not in json.dumps(status(s))
+        no_password_in([s])
+    finally:
+        if not os.path.exists(os.path.join(SRV.data, "postmaster.pid")):
+            SRV.start()
+        s.stop()
+        nats.stop()
+
+
+def newer_schema_refused():
+    from harness import Nats
+    dsn = fresh_db("newer")
+    SRV.psql("CREATE TABLE chunkmill_schema(version integer NOT NULL);"
+             " INSERT INTO chunkmill_schema VALUES (7)", "newer")
+    nats = Nats(WORK)
+    s = start_saver(nats, "pn", dsn, "saver-n")
+    try:
+        rc = s.wait(30)
+        assert rc == 1, rc
+        err = s.log() + s.out()
+        assert "schema version 7; this saver supports up to 2" in err, err[-800:]
+        assert SRV.rows("SELECT version FROM chunkmill_schema", "newer") == [("7",)]
+        assert SRV.rows("SELECT to_regclass('records') IS NULL", "newer") == [("t",)]
+        no_password_in([s])
+    finally:
+        s.stop()
+        nats.stop()
+
+
+class PgPipeline(Pipeline):
+    """Pipeline whose savers write to the PostgreSQL database `dbname`."""
+    dbname = None
+
+    def start_saver(self, name="saver"):
+        port = free_port()
+        p = Proc(f"{name}-{port}-{int(time.time() * 1000)}",
+                 [bin_path("saver")] + self.common("saver", port) +
+                 ["--db", SRV.dsn(self.dbname), "--id", f"{name}-{port}"], log_dir=self.workdir)
+        p.port = port
+        return p
+
+    def db_query(self, sql, args=()):
+        return SRV.rows(sql, self.dbname)
+
+
+def three_savers_kill_and_crash():
+    records = int(os.environ.get("CM_PG_RECORDS", "120000"))
+    fresh_db("scale")
+    PgPipeline.dbname = "scale"
+    os.makedirs(WORK + "/scale")
+    P = PgPipeline("pg3", records=records, mappers=4, transform="fullname",
+                   workdir=WORK + "/scale", extra_mapper=["--save-timeout", "2s"])
+    try:
+        savers = [P.saver, P.start_saver("saver2"), P.start_saver("saver3")]
+        P.wait_ready(savers + P.mappers)
+        f = P.start_fetcher(["--once", "--ack-wait", "30s", "--max-deliver", "5"])
+
+        def done():
+            s = status(f)
+            return s["job"]["done_chunks"] if s else 0
+
+        total = records // P.chunk_size
+        t0 = time.monotonic()
+        wait_until(lambda: done() >= total // 5, 90, interval=0.05, what="20% of the job")
+        savers[1].kill9()
+        print(f"  saver2 SIGKILLed at {done()}/{total} chunks")
+        wait_until(lambda: done() >= total // 2, 90, interval=0.05, what="50% of the job")
+        SRV.crash()
+        print(f"  PostgreSQL crash-stopped (immediate) at {done()}/{total} chunks")
+        time.sleep(1.0)
+        SRV.start()
+        print("  PostgreSQL restarted")
+        rc = f.wait(120)
+        assert rc == 0, (rc, f.log()[-2000:])
+        print(f"  job finished in {time.monotonic() - t0:.1f}s")
+        assert P.db_query("SELECT count(*), count(DISTINCT (job, chunk, idx)) FROM records") == \
+            [(str(records), str(records))]
+        assert P.db_query("SELECT count(*) FROM chunks") == [(str(total),)]
+        assert P.db_query("SELECT count(*) FROM dead_letters") == [("0",)]
+        dups = sum((status(s) or {}).get("duplicates", 0) for s in savers if s.alive())
+        print(f"  {records} records exactly once; {dups} duplicate deliveries acknowledged")
+        no_password_in(savers)
+    except Exception:
+        dump_logs_on_failure(P)
+        raise
+    finally:
+        P.stop_all()
+
+
+try:
+    check("two savers receive the same chunks at once: one write, both acknowledge",
+          two_savers_same_chunks)
+    check("readiness follows PostgreSQL (down at start, down later)", readiness_follows_database)
+    check("a newer schema is refused", newer_schema_refused)
+    check("3 savers, 4 mappers, a saver SIGKILLed and PostgreSQL crash-restarted: exact",
+          three_savers_kill_and_crash)
+finally:
+    SRV.stop()
+    import shutil
+    shutil.rmtree(WORK, ignore_errors=True)
+finish()
