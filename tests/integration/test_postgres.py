@@ -208,15 +208,65 @@ def newer_schema_refused():
         nats.stop()
 
 
+def lock_timeout_uses_no_delivery():
+    """A table locked by someone else for 4 s: every batch hits the statement
+    timeout (temporary), /readyz says so, the mappers keep their results and
+    retry; with --max-deliver 1 not one chunk may die."""
+    import subprocess
+    records = 20000
+    fresh_db("locked")
+    PgPipeline.dbname = "locked"
+    os.makedirs(WORK + "/locked")
+    P = PgPipeline("pglock", records=records, mappers=2, transform="fullname",
+                   workdir=WORK + "/locked", extra_mapper=["--save-timeout", "3s"])
+    P.saver.stop()
+    P.saver = P.start_saver_opts(["--db-statement-timeout", "300ms"])
+    locker = None
+    try:
+        P.wait_ready([P.saver] + P.mappers)
+        env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(SRV.port), "-U", "postgres", "-d",
+             "locked", "-c", "BEGIN; LOCK TABLE records IN ACCESS EXCLUSIVE MODE;"
+             " SELECT pg_sleep(4); COMMIT;"], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_until(lambda: SRV.rows("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock'"
+                                    " AND relation = 'records'::regclass", "locked") == [("1",)],
+                   10, what="the lock to be held")
+        f = P.start_fetcher(["--once", "--ack-wait", "30s", "--max-deliver", "1"])
+        st, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(
+            http_get(P.saver.port, "/readyz")), 10, what="/readyz 503 while the table is locked")
+        assert "statement timeout" in body, body
+        print(f"  while locked: {body.strip()[:140]}")
+        rc = f.wait(90)
+        assert rc == 0, (rc, f.log()[-2000:])
+        assert P.db_query("SELECT count(*), count(DISTINCT (job, chunk, idx)) FROM records") == \
+            [(str(records), str(records))]
+        assert P.db_query("SELECT count(*) FROM chunks") == [(str(records // P.chunk_size),)]
+        assert http_get(P.saver.port, "/readyz")[0] == 200
+    except Exception:
+        dump_logs_on_failure(P)
+        raise
+    finally:
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+            locker.wait(5)
+        P.stop_all()
+
+
 class PgPipeline(Pipeline):
     """Pipeline whose savers write to the PostgreSQL database `dbname`."""
     dbname = None
 
     def start_saver(self, name="saver"):
+        return self.start_saver_opts([], name)
+
+    def start_saver_opts(self, extra, name="saver"):
         port = free_port()
         p = Proc(f"{name}-{port}-{int(time.time() * 1000)}",
                  [bin_path("saver")] + self.common("saver", port) +
-                 ["--db", SRV.dsn(self.dbname), "--id", f"{name}-{port}"], log_dir=self.workdir)
+                 ["--db", SRV.dsn(self.dbname), "--id", f"{name}-{port}"] + list(extra),
+                 log_dir=self.workdir)
         p.port = port
         return p
 
@@ -273,6 +323,8 @@ try:
           two_savers_same_chunks)
     check("readiness follows PostgreSQL (down at start, down later)", readiness_follows_database)
     check("a newer schema is refused", newer_schema_refused)
+    check("a locked table: statement timeouts are temporary, no delivery used up",
+          lock_timeout_uses_no_delivery)
     check("3 savers, 4 mappers, a saver SIGKILLed and PostgreSQL crash-restarted: exact",
           three_savers_kill_and_crash)
 finally:
