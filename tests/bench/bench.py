@@ -20,7 +20,7 @@ import time
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin-dir", required=True)
 ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
-ap.add_argument("--only", default="", help="comma list of scenarios: a,b,c,d,stages")
+ap.add_argument("--only", default="", help="comma list of scenarios: a,b,c,d,stages,pg")
 args = ap.parse_args()
 BIN = args.bin_dir
 only = set(filter(None, args.only.split(",")))
@@ -201,6 +201,93 @@ def stage(kind, transform, records, **kw):
     return r
 
 
+def pg_cpu_s(postmaster_pid):
+    """CPU seconds of a PostgreSQL server so far: the postmaster, its live
+    children (background workers, backends) and the children it reaped
+    (backends of closed connections, counted in its cutime/cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid):
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        return int(f[1]), [int(x) for x in f[11:15]]  # ppid, utime stime cutime cstime
+
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            ppid, t = stat(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(pid) == postmaster_pid:
+            total += sum(t)
+        elif ppid == postmaster_pid:
+            total += t[0] + t[1]
+    return total / tick
+
+
+def pg_scenario(records, saver_counts, mappers=2, transform="identity", chunk_size=100):
+    """Scenario "pg": the pipeline with its savers on PostgreSQL (fsync on,
+    synchronous_commit on), for each count in saver_counts, next to the same
+    job with one SQLite saver, in the same run. Rows per second and CPU
+    seconds per process, the PostgreSQL server's included."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+    import pg
+    why = pg.skip_reason()
+    if why:
+        return [{"scenario": "pg", "skipped": why}]
+    rows = []
+    srv = pg.PgServer(fsync=True)
+    try:
+        for n_savers in [0] + list(saver_counts):  # 0: the SQLite baseline
+            d = tempfile.mkdtemp(prefix="cmbench-pg-")
+            if n_savers:
+                srv.psql("DROP DATABASE IF EXISTS bench")
+                dsn = srv.create_db("bench")
+            port = free_port()
+            nats = Child(["nats-server", "-a", "127.0.0.1", "-p", str(port)], f"{d}/nats.log")
+            wait_port(port)
+            common = ["--nats-url", f"nats://127.0.0.1:{port}", "--prefix", "bench"]
+            with open(os.path.join(srv.data, "postmaster.pid")) as fh:
+                pm = int(fh.readline())
+            pg0 = pg_cpu_s(pm)
+            t0 = time.time()
+            savers = [Child([f"{BIN}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
+                             "--id", f"s{i}", "--db", dsn if n_savers else f"{d}/results.db"],
+                            f"{d}/saver{i}.log") for i in range(max(1, n_savers))]
+            ms = [Child([f"{BIN}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
+                         "--transform", transform, "--id", f"m{i}"], f"{d}/mapper{i}.log")
+                  for i in range(mappers)]
+            fetcher = Child([f"{BIN}/fetcher/fetcher", *common, "--http", f"127.0.0.1:{free_port()}",
+                             "--records", str(records), "--chunk-size", str(chunk_size), "--ledger",
+                             f"{d}/ledger.db", "--once", "--progress", "0"], f"{d}/fetcher.out")
+            rc = fetcher.reap(3600)
+            seconds = time.time() - t0
+            for c in ms + savers:
+                c.stop()
+            nats.stop()
+            fetcher.f.close()
+            saved = int(srv.psql("SELECT count(*) FROM records", "bench")) if n_savers else None
+            if rc != 0 or (n_savers and saved != records):
+                raise RuntimeError(f"pg scenario with {n_savers} savers: fetcher exit {rc}, "
+                                   f"{saved} rows; see {d}")
+            rows.append({
+                "scenario": "pg", "sink": "postgres" if n_savers else "sqlite",
+                "savers": max(1, n_savers), "records": records, "transform": transform,
+                "mappers": mappers, "seconds": round(seconds, 3),
+                "records_per_s": round(records / seconds),
+                "cpu_s": {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
+                          "savers": round(sum(x.cpu() for x in savers), 3),
+                          "nats_server": nats.cpu(),
+                          "postgres": round(pg_cpu_s(pm) - pg0, 3) if n_savers else None},
+            })
+            shutil.rmtree(d, ignore_errors=True)
+    finally:
+        srv.stop()
+    return rows
+
+
 def emit(obj):
     print(json.dumps(obj), flush=True)
 
@@ -269,4 +356,14 @@ if want("d"):
     summary["d_fetcher_peak_rss_mb"] = [d1["peak_rss_mb"]["fetcher"], d2["peak_rss_mb"]["fetcher"]]
     summary["d_saver_peak_rss_mb"] = [d1["peak_rss_mb"]["saver"], d2["peak_rss_mb"]["saver"]]
     summary["d_records"] = [small, big]
+if want("pg"):
+    pr = pg_scenario(100000 if q else 1000000, [1, 2, 4])
+    for r in pr:
+        emit(r)
+    base = [r for r in pr if r.get("sink") == "sqlite"]
+    if base:
+        summary["pg_records_per_s"] = {str(r["savers"]): r["records_per_s"] for r in pr
+                                       if r.get("sink") == "postgres"}
+        summary["pg_1_saver_vs_sqlite"] = round(
+            summary["pg_records_per_s"]["1"] / base[0]["records_per_s"], 2)
 emit(summary)
