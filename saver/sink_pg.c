@@ -49,6 +49,7 @@
 
 #include "cm/buf.h"
 #include "cm/err.h"
+#include "cm/log.h"
 
 #define CM_PG_SCHEMA_VERSION 2
 #define PG_BACKOFF_MIN_MS 100
@@ -275,6 +276,15 @@ static bool pg_health(void *impl, char *why, size_t whylen) {
 
 /* ---- connection --------------------------------------------------------- */
 
+/* Server notices (e.g. "terminating connection due to immediate shutdown")
+ * go to the saver's log as JSON lines instead of raw text on stderr. */
+static void on_notice(void *arg, const char *message) {
+  char line[512];
+  (void)arg;
+  flatten(line, sizeof(line), message);
+  cm_log_warn("PostgreSQL: %s", line);
+}
+
 /* Connects (when the backoff allows), sets the session up and migrates.
  * 0, or a negative errno with the health reason set. -ENOTSUP: the schema
  * is newer than this saver. */
@@ -313,6 +323,7 @@ static int pg_connect(pg_t *p, char *err, size_t errlen) {
     p->backoff_ms = p->backoff_ms * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : p->backoff_ms * 2;
     return -ECONNREFUSED;
   }
+  PQsetNoticeProcessor(p->conn, on_notice, NULL);
   snprintf(timeout, sizeof(timeout), "SET statement_timeout = %d", p->stmt_timeout_ms);
   if (exec0(p, timeout, PGRES_COMMAND_OK, NULL) != PGE_OK ||
       exec0(p, "SET client_min_messages = warning", PGRES_COMMAND_OK, NULL) != PGE_OK) {
