@@ -324,34 +324,38 @@ static void test_health_ok(void **state) {
   assert_string_equal(cm_sink_kind(c->s), c->pg ? "postgres" : "sqlite");
 }
 
-/* ---- PostgreSQL only ---------------------------------------------------- */
-
 /* A database left by a version-1 saver (no chunks.version column) is
- * migrated in place: rows kept, version column added, schema version 2. */
-static void test_pg_migrates_v1(void **state) {
+ * migrated in place on open: rows kept, the column added, schema version 2. */
+static void test_migrates_v1(void **state) {
   ctx_t *c = *state;
   cm_sink_t *s2;
   char *j = chunk("j", 2, 10, NULL, 0, NULL);
   cm_sink_item_t it;
-  q(c, "DROP TABLE records, chunks, dead_letters, chunkmill_schema", NULL, 0);
-  q(c, "CREATE TABLE chunkmill_schema(version integer NOT NULL);"
-       " INSERT INTO chunkmill_schema VALUES(1);"
-       " CREATE TABLE records(job text NOT NULL, chunk bigint NOT NULL, idx bigint NOT NULL,"
-       "  body text NOT NULL, PRIMARY KEY(job, chunk, idx));"
-       " CREATE TABLE chunks(job text NOT NULL, chunk bigint NOT NULL,"
-       "  records integer NOT NULL DEFAULT 0, dead integer NOT NULL DEFAULT 0,"
-       "  attempt integer NOT NULL DEFAULT 0, saved_at bigint NOT NULL, PRIMARY KEY(job, chunk));"
-       " CREATE TABLE dead_letters(job text NOT NULL, chunk bigint NOT NULL, idx bigint NOT NULL,"
-       "  reason text, record text, PRIMARY KEY(job, chunk, idx));"
-       " INSERT INTO chunks VALUES('old', 1, 1, 0, 0, 1);"
-       " INSERT INTO records VALUES('old', 1, 0, '{}')",
-    NULL, 0);
+  const char *v1[] = {
+      "DROP TABLE records",
+      "DROP TABLE chunks",
+      "DROP TABLE dead_letters",
+      c->pg ? "DROP TABLE chunkmill_schema" : "PRAGMA user_version = 0",
+      c->pg ? "CREATE TABLE chunkmill_schema(version integer NOT NULL)" : "SELECT 1",
+      c->pg ? "INSERT INTO chunkmill_schema VALUES(1)" : "PRAGMA user_version = 1",
+      "CREATE TABLE records(job text NOT NULL, chunk bigint NOT NULL, idx bigint NOT NULL,"
+      " body text NOT NULL, PRIMARY KEY(job, chunk, idx))",
+      "CREATE TABLE chunks(job text NOT NULL, chunk bigint NOT NULL,"
+      " records integer NOT NULL DEFAULT 0, dead integer NOT NULL DEFAULT 0,"
+      " attempt integer NOT NULL DEFAULT 0, saved_at bigint NOT NULL, PRIMARY KEY(job, chunk))",
+      "CREATE TABLE dead_letters(job text NOT NULL, chunk bigint NOT NULL, idx bigint NOT NULL,"
+      " reason text, record text, PRIMARY KEY(job, chunk, idx))",
+      "INSERT INTO chunks VALUES('old', 1, 1, 0, 0, 1)",
+      "INSERT INTO records VALUES('old', 1, 0, '{}')",
+  };
+  for (size_t k = 0; k < sizeof v1 / sizeof v1[0]; k++) q(c, v1[k], NULL, 0);
   s2 = open_sink(c->db);
   cm_sink_close(c->s);
   c->s = s2;
-  assert_int_equal(qi(c, "SELECT version FROM chunkmill_schema"), 2);
-  assert_int_equal(qi(c, "SELECT count(*) FROM information_schema.columns"
-                         " WHERE table_name = 'chunks' AND column_name = 'version'"),
+  assert_int_equal(qi(c, c->pg ? "SELECT version FROM chunkmill_schema" : "PRAGMA user_version"), 2);
+  assert_int_equal(qi(c, c->pg ? "SELECT count(*) FROM information_schema.columns"
+                                 " WHERE table_name = 'chunks' AND column_name = 'version'"
+                               : "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'version'"),
                    1);
   assert_int_equal(qi(c, "SELECT count(*) FROM records WHERE job = 'old'"), 1);
   item(&it, j);
@@ -360,6 +364,8 @@ static void test_pg_migrates_v1(void **state) {
   assert_int_equal(qi(c, "SELECT count(*) FROM chunks WHERE version IS NULL"), 2);
   free(j);
 }
+
+/* ---- PostgreSQL only ---------------------------------------------------- */
 
 /* Bytes PostgreSQL's text refuses (invalid UTF-8) are the chunk's fault:
  * permanent, alone. */
@@ -430,10 +436,10 @@ int main(void) {
   const struct CMUnitTest contract[] = {
       T(test_save_and_duplicate), T(test_nulls_keep_slots),      T(test_dead_letters),
       T(test_bad_items_isolated), T(test_same_chunk_twice_in_batch), T(test_whitespace_compacted),
-      T(test_many_chunks_one_batch), T(test_newer_schema_refused), T(test_health_ok),
+      T(test_many_chunks_one_batch), T(test_newer_schema_refused), T(test_migrates_v1),
+      T(test_health_ok),
   };
   const struct CMUnitTest pg_only[] = {
-      T(test_pg_migrates_v1),
       T(test_pg_bad_utf8_permanent),
       cmocka_unit_test(test_pg_unreachable),
   };
