@@ -21,7 +21,7 @@
  *      deadlock on them.
  *   2. for chunks whose marker was already there: their stored counts;
  *   3. the records of the new chunks in one COPY (binary), which measured
- *      faster than multi-row INSERTs (docs/performance.md);
+ *      faster than multi-row INSERTs (README "Performance");
  *   4. dead letters, one INSERT .. SELECT FROM json_array_elements per chunk
  *      that has any;
  *   5. COMMIT. Only then are the chunks reported saved.
@@ -453,7 +453,7 @@ static pge_t copy_records(pg_t *p, size_t *sel, size_t nsel) {
   return e;
 }
 
-/* The alternative to COPY, kept for the comparison in docs/performance.md
+/* The alternative to COPY, kept for the comparison in README "Performance"
  * (CM_PG_LOAD=insert in the environment): multi-row INSERTs of
  * PG_INSERT_ROWS rows, parameters in binary form (no copies, no escaping).
  * Measured slower than COPY, so COPY is the default. */

@@ -2,7 +2,7 @@
 """scripts/bench: the real daemons against a real nats-server on loopback,
 with the durability settings they ship with, plus each stage alone on the
 same data. One JSON object per line, per scenario and stage, then a summary
-object with the ratios. See docs/performance.md.
+object with the ratios. See README.md "Performance".
 """
 import argparse
 import json
