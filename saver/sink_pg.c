@@ -679,10 +679,20 @@ fail:
  * a chunk the server refuses (PGE_PERM) is rolled back alone and marked
  * failed. */
 static pge_t txn(pg_t *p, size_t *sel, size_t nsel, bool per_item, nums_t *nums, const char *ts) {
+  PGresult *res = NULL;
   pge_t e;
   for (size_t s = 0; s < nsel; s++) p->prep[sel[s]].failed = false;
+  /* Never inherit a transaction (a failure path that could not roll back,
+   * e.g. an error that reached libpq late): BEGIN inside an aborted one
+   * would fail every batch from here on. */
+  if (PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
+    cm_log_warn("PostgreSQL: rolling back a transaction an earlier failure left open (state %d, last "
+                "error: %s)",
+                (int)PQtransactionStatus(p->conn), p->msg);
+    (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+  }
   e = exec0(p, "BEGIN", PGRES_COMMAND_OK, NULL);
-  if (e != PGE_OK) return e;
+  if (e != PGE_OK) goto rollback;
   if (!per_item) {
     e = pg_write(p, sel, nsel, nums, ts);
     if (e != PGE_OK) goto rollback;
@@ -703,11 +713,22 @@ static pge_t txn(pg_t *p, size_t *sel, size_t nsel, bool per_item, nums_t *nums,
     }
   }
   /* A lost connection here leaves the outcome unknown: reported temporary,
-   * the mapper sends the chunk again and finds its marker if it committed. */
-  return exec0(p, "COMMIT", PGRES_COMMAND_OK, NULL);
+   * the mapper sends the chunk again and finds its marker if it committed.
+   * COMMIT of a transaction the server had aborted answers "ROLLBACK" with
+   * success status: that is a failure, never an acknowledgement. */
+  e = exec0(p, "COMMIT", PGRES_COMMAND_OK, &res);
+  if (e == PGE_OK) {
+    if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+      cm_set_err(p->msg, sizeof(p->msg), "the server rolled the transaction back (%s)",
+                 PQcmdStatus(res));
+      e = PGE_TEMP;
+    }
+    PQclear(res);
+  }
+  return e;
 
 rollback:
-  if (PQstatus(p->conn) == CONNECTION_OK) {
+  if (PQstatus(p->conn) == CONNECTION_OK && PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
     char keep[256];
     memcpy(keep, p->msg, sizeof(keep));
     (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);

@@ -150,6 +150,41 @@ def two_savers_same_chunks():
         nats.stop()
 
 
+def failed_commit_acknowledges_nothing():
+    """A deferred constraint trigger that fails at COMMIT: the saver's reply
+    is retry:true and no row is there; the trigger dropped, the same chunk is
+    saved and acknowledged."""
+    from harness import Nats
+    fresh_db("commitfail")
+    nats = Nats(WORK)
+    s = start_saver(nats, "pc", SRV.dsn("commitfail"), "saver-c")
+    try:
+        wait_until(lambda: http_get(s.port, "/readyz")[0] == 200, 20, what="saver ready")
+        SRV.psql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$BEGIN RAISE EXCEPTION 'refused at commit'; END$$;"
+                 " CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON chunks"
+                 " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()",
+                 "commitfail")
+        c = NatsClient(nats.port)
+        c.sub("reply.>", 1)
+        c.pub("pc.save", "reply.c.1", chunk_json("cf", 1, 10))
+        (_, data), = c.read_msgs(1, timeout=30)
+        r = json.loads(data)
+        assert r["ok"] is False and r["retry"] is True, r
+        assert SRV.rows("SELECT count(*) FROM records", "commitfail") == [("0",)]
+        assert SRV.rows("SELECT count(*) FROM chunks", "commitfail") == [("0",)]
+        SRV.psql("DROP TRIGGER at_commit ON chunks", "commitfail")
+        c.pub("pc.save", "reply.c.2", chunk_json("cf", 1, 10))
+        (_, data), = c.read_msgs(1, timeout=30)
+        r = json.loads(data)
+        assert r["ok"] is True and r["duplicate"] is False and r["records"] == 10, r
+        assert SRV.rows("SELECT count(*) FROM records", "commitfail") == [("10",)]
+        c.close()
+    finally:
+        s.stop()
+        nats.stop()
+
+
 def readiness_follows_database():
     from harness import Nats
     fresh_db("ready")
@@ -254,6 +289,68 @@ def lock_timeout_uses_no_delivery():
         P.stop_all()
 
 
+def disk_full_is_temporary():
+    """The tablespace of the results on a 1 MB tmpfs: PostgreSQL fails every
+    batch with disk full (53100), /readyz is 503 with the reason, mappers
+    keep their results; the tmpfs grown, the job finishes exact, and with
+    --max-deliver 1 no chunk may have died. Root only (mount)."""
+    import subprocess
+    if os.geteuid() != 0:
+        print("  skipped: needs root to mount a tmpfs")
+        return
+    ts = os.path.join(SRV.tmp, "ts")
+    os.makedirs(ts)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", ts]).returncode != 0:
+        os.rmdir(ts)
+        print("  skipped: cannot mount a tmpfs here")
+        return
+    records = 20000
+    P = None
+    try:
+        shutil_chown(ts)
+        SRV.psql(f"CREATE TABLESPACE small LOCATION '{ts}'")
+        fresh_db("diskfull")
+        SRV.psql("ALTER DATABASE diskfull SET default_tablespace = small")
+        PgPipeline.dbname = "diskfull"
+        os.makedirs(WORK + "/diskfull")
+        P = PgPipeline("pgfull", records=records, mappers=2, transform="fullname",
+                       workdir=WORK + "/diskfull", extra_mapper=["--save-timeout", "3s"])
+        P.wait_ready([P.saver] + P.mappers)
+        f = P.start_fetcher(["--once", "--ack-wait", "30s", "--max-deliver", "1"])
+        st, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(
+            http_get(P.saver.port, "/readyz")), 30, what="/readyz 503 on a full disk")
+        assert "No space left on device" in body or "could not extend" in body, body
+        print(f"  while full: {body.strip()[:150]}")
+        time.sleep(2)  # mappers retry against the full disk for a while
+        assert f.alive(), "the job must not end while the disk is full"
+        subprocess.run(["mount", "-o", "remount,size=64m", ts], check=True)
+        rc = f.wait(90)
+        assert rc == 0, (rc, f.log()[-2000:])
+        assert P.db_query("SELECT count(*), count(DISTINCT (job, chunk, idx)) FROM records") == \
+            [(str(records), str(records))]
+        assert P.db_query("SELECT count(*) FROM chunks") == [(str(records // P.chunk_size),)]
+        wait_until(lambda: http_get(P.saver.port, "/readyz")[0] == 200, 10, what="/readyz 200 again")
+    except Exception:
+        if P is not None:
+            dump_logs_on_failure(P)
+        raise
+    finally:
+        if P is not None:
+            P.stop_all()
+        try:
+            SRV.psql("DROP DATABASE IF EXISTS diskfull")
+            SRV.psql("DROP TABLESPACE IF EXISTS small")
+        finally:
+            subprocess.run(["umount", "-l", ts])
+            os.rmdir(ts)
+
+
+def shutil_chown(path):
+    import shutil
+    if SRV.user:
+        shutil.chown(path, user=SRV.user)
+
+
 class PgPipeline(Pipeline):
     """Pipeline whose savers write to the PostgreSQL database `dbname`."""
     dbname = None
@@ -321,10 +418,13 @@ def three_savers_kill_and_crash():
 try:
     check("two savers receive the same chunks at once: one write, both acknowledge",
           two_savers_same_chunks)
+    check("a COMMIT that fails acknowledges nothing", failed_commit_acknowledges_nothing)
     check("readiness follows PostgreSQL (down at start, down later)", readiness_follows_database)
     check("a newer schema is refused", newer_schema_refused)
     check("a locked table: statement timeouts are temporary, no delivery used up",
           lock_timeout_uses_no_delivery)
+    check("disk full on the server is temporary: 503, then exact with --max-deliver 1",
+          disk_full_is_temporary)
     check("3 savers, 4 mappers, a saver SIGKILLed and PostgreSQL crash-restarted: exact",
           three_savers_kill_and_crash)
 finally:
