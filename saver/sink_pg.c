@@ -911,6 +911,7 @@ static void pg_check(void *impl) {
     (void)pg_connect(p, err, sizeof(err));
     return;
   }
+  if (PQtransactionStatus(p->conn) != PQTRANS_IDLE) (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);
   if (exec0(p, "SELECT pg_is_in_recovery()", PGRES_TUPLES_OK, &res) != PGE_OK) {
     if (PQstatus(p->conn) != CONNECTION_OK) {
       drop_conn(p);
