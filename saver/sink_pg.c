@@ -631,14 +631,17 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
   /* 4. dead letters */
   for (size_t s = 0; s < nsel; s++) {
     prep_t *q = &p->prep[sel[s]];
+    /* The dead array goes as it is, as a binary-format json parameter
+     * (json's binary form is its text): no copy, no size limit of ours. */
+    static const Oid types[3] = {0, 0, 114 /* json */};
+    const int fmts[3] = {0, 0, 1};
+    int lens[3] = {0, 0, (int)q->v.dead_len};
     const char *pv[3];
     const char *state;
     if (!q->inserted || q->v.dead == NULL) continue;
-    cm_buf_reset(&p->sql);
-    if (cm_buf_append(&p->sql, q->v.dead, q->v.dead_len) != 0) goto nomem;
     pv[0] = q->v.hdr.job;
     pv[1] = nums[s].chunk;
-    pv[2] = p->sql.data;
+    pv[2] = q->v.dead;
     /* A non-object entry, or one with neither idx nor line, yields a NULL
      * idx and fails NOT NULL: the chunk is refused rather than a dead
      * letter dropped. -> keeps the JSON text as sent. */
@@ -650,8 +653,8 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
                        "  CASE WHEN json_typeof(e) = 'object' THEN e ->> 'reason' END,"
                        "  CASE WHEN json_typeof(e) = 'object' THEN"
                        "   coalesce(e -> 'record', e -> 'raw')::text END"
-                       " FROM json_array_elements($3::json) AS e",
-                       3, NULL, pv, NULL, NULL, 0);
+                       " FROM json_array_elements($3) AS e",
+                       3, types, pv, lens, fmts, 0);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
       state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
       e = classify(p, res);

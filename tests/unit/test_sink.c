@@ -212,6 +212,39 @@ static void test_dead_letters(void **state) {
   free(j);
 }
 
+/* Many dead letters with big records (a dead array over 1 MB) are stored
+ * like any other: no buffer of the sink may refuse them for ever. */
+static void test_large_dead_array(void **state) {
+  ctx_t *c = *state;
+  enum { N = 3000 };
+  cm_buf_t dead;
+  char pad[501];
+  int nulls[N];
+  memset(pad, 'x', 500);
+  pad[500] = '\0';
+  cm_buf_init(&dead, 1 << 26);
+  assert_int_equal(cm_buf_puts(&dead, "["), 0);
+  for (int k = 0; k < N; k++) {
+    nulls[k] = k;
+    assert_int_equal(cm_buf_printf(&dead, "%s{\"idx\":%d,\"reason\":\"bad\",\"record\":{\"p\":\"%s\"}}",
+                                   k ? "," : "", k, pad),
+                     0);
+  }
+  assert_int_equal(cm_buf_puts(&dead, "]"), 0);
+  assert_true(dead.len > (1u << 20));
+  char *j = chunk("big", 1, N, nulls, N, dead.data);
+  cm_sink_item_t it;
+  item(&it, j);
+  assert_int_equal(cm_sink_save_batch(c->s, &it, 1), 0);
+  if (it.status != 0) print_error("%s\n", it.err);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(it.dead, N);
+  assert_int_equal(it.records, 0);
+  assert_int_equal(qi(c, "SELECT count(*) FROM dead_letters"), N);
+  free(j);
+  cm_buf_free(&dead);
+}
+
 /* A bad chunk in a batch is refused alone, as permanent; the rest commit. */
 static void test_bad_items_isolated(void **state) {
   ctx_t *c = *state;
@@ -434,7 +467,7 @@ static void test_redact(void **state) {
 
 int main(void) {
   const struct CMUnitTest contract[] = {
-      T(test_save_and_duplicate), T(test_nulls_keep_slots),      T(test_dead_letters),
+      T(test_save_and_duplicate), T(test_nulls_keep_slots),      T(test_dead_letters),      T(test_large_dead_array),
       T(test_bad_items_isolated), T(test_same_chunk_twice_in_batch), T(test_whitespace_compacted),
       T(test_many_chunks_one_batch), T(test_newer_schema_refused), T(test_migrates_v1),
       T(test_health_ok),
