@@ -16,9 +16,16 @@ struct cm_sink_s {
 };
 
 bool cm_sink_is_postgres(const char *db) {
+  const char *p = db;
   if (db == NULL) return false;
-  return strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0 ||
-         strchr(db, '=') != NULL;
+  if (strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0) return true;
+  /* A libpq keyword string starts with a keyword and '=' ("host=..."); a
+   * path with '=' further on ("/data/a=b.db") is still a file. */
+  while (*p == ' ' || *p == '\t') p++;
+  if (!((*p >= 'a' && *p <= 'z') || *p == '_')) return false;
+  while ((*p >= 'a' && *p <= 'z') || *p == '_') p++;
+  while (*p == ' ' || *p == '\t') p++;
+  return *p == '=';
 }
 
 int cm_sink_open(cm_sink_t **out, const cm_sink_opts_t *opts, char *err, size_t errlen) {

@@ -57,7 +57,8 @@ typedef struct cm_sink_item_s {
 } cm_sink_item_t;
 
 /* True when db names a PostgreSQL database (a postgresql:// or postgres://
- * URL, or a libpq keyword string: it contains '='); false: a SQLite path. */
+ * URL, or a libpq keyword string: it starts with "keyword="); false: a
+ * SQLite path. */
 bool cm_sink_is_postgres(const char *db);
 
 /* Opens the sink. SQLite: the file is created/migrated (store.h); any

@@ -372,7 +372,7 @@ class PgPipeline(Pipeline):
 
 
 def three_savers_kill_and_crash():
-    records = int(os.environ.get("CM_PG_RECORDS", "120000"))
+    records = int(os.environ.get("CM_PG_RECORDS", "300000"))
     fresh_db("scale")
     PgPipeline.dbname = "scale"
     os.makedirs(WORK + "/scale")

@@ -461,6 +461,9 @@ static void test_redact(void **state) {
   assert_true(cm_sink_is_postgres("postgresql://x"));
   assert_true(cm_sink_is_postgres("dbname=x"));
   assert_false(cm_sink_is_postgres("results.db"));
+  assert_true(cm_sink_is_postgres(" host = h dbname=x"));
+  assert_false(cm_sink_is_postgres("/data/a=b.db"));
+  assert_false(cm_sink_is_postgres(":memory:"));
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
