@@ -852,7 +852,10 @@ static int pg_save_batch(void *impl, cm_sink_item_t *items, size_t n) {
   for (int attempt = 0;; attempt++) {
     e = txn(p, p->order, nsel, false, nums, ts);
     if (e == PGE_PERM) e = txn(p, p->order, nsel, true, nums, ts);
-    if (e == PGE_RETRY && attempt < PG_RETRIES) continue;
+    if (e == PGE_RETRY && attempt < PG_RETRIES) {
+      cm_log_warn("PostgreSQL: %s; retrying the batch (%d of %d)", p->msg, attempt + 1, PG_RETRIES);
+      continue;
+    }
     break;
   }
   if (e != PGE_OK) {

@@ -185,6 +185,70 @@ def failed_commit_acknowledges_nothing():
         nats.stop()
 
 
+def deadlock_is_retried():
+    """Another session makes the saver's transaction a deadlock victim (it
+    holds a SHARE lock on records the saver's COPY waits for, then inserts
+    the marker the saver holds): the saver gets 40P01, retries the batch at
+    once and answers ok on its first reply, the chunk written once."""
+    import subprocess
+    from harness import Nats
+    fresh_db("deadlock")
+    # The saver's session detects the cycle (3 s) long before the other one
+    # (60 s), so the saver is the victim.
+    SRV.psql("ALTER DATABASE deadlock SET deadlock_timeout = '3s'")
+    nats = Nats(WORK)
+    s = start_saver(nats, "pd", SRV.dsn("deadlock"), "saver-d")
+    other = None
+    try:
+        wait_until(lambda: http_get(s.port, "/readyz")[0] == 200, 20, what="saver ready")
+        env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
+        other = subprocess.Popen(["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(SRV.port), "-U",
+                                  "postgres", "-d", "deadlock"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+        def send(sql):
+            other.stdin.write((sql + "\n").encode())
+            other.stdin.flush()
+
+        send("SET deadlock_timeout = '60s'; BEGIN; LOCK TABLE records IN SHARE MODE;")
+        locks = ("SELECT count(*) FROM pg_locks WHERE relation = 'records'::regclass"
+                 " AND mode = '{}' AND granted = {}")
+        wait_until(lambda: SRV.rows(locks.format("ShareLock", "true"), "deadlock") == [("1",)], 10,
+                   what="the other session's SHARE lock")
+        c = NatsClient(nats.port)
+        c.sub("reply.>", 1)
+        c.pub("pd.save", "reply.d.1", chunk_json("dl", 5, 10))
+        wait_until(lambda: SRV.rows(locks.format("RowExclusiveLock", "false"), "deadlock") == [("1",)],
+                   10, interval=0.02, what="the saver's COPY to wait for the lock")
+        send("INSERT INTO chunks(job, chunk, saved_at) VALUES ('dl', 5, 0);")
+        # The saver is the victim: its marker rolls back, the other session's
+        # INSERT goes through (idle in transaction, not aborted); the saver's
+        # retry then waits for that marker until the other session rolls back.
+        state = wait_until(lambda: (lambda r: r[0][0] if r and r[0][0] != "active" else None)(
+            SRV.rows("SELECT state FROM pg_stat_activity WHERE datname = 'deadlock'"
+                     " AND application_name = 'psql'", "deadlock")), 20, interval=0.05,
+            what="the deadlock to be resolved")
+        assert state == "idle in transaction", state
+        send("ROLLBACK;")
+        (_, data), = c.read_msgs(1, timeout=30)
+        r = json.loads(data)
+        assert r["ok"] is True and r["records"] == 10 and r["duplicate"] is False, r
+        assert "deadlock detected" in s.log() and "retrying the batch" in s.log(), s.log()[-1500:]
+        assert SRV.rows("SELECT count(*), count(DISTINCT idx) FROM records", "deadlock") == \
+            [("10", "10")]
+        c.close()
+    finally:
+        if other is not None:
+            try:
+                other.stdin.close()
+            except OSError:
+                pass
+            if other.wait(10) is None:
+                other.kill()
+        s.stop()
+        nats.stop()
+
+
 def readiness_follows_database():
     from harness import Nats
     fresh_db("ready")
@@ -419,6 +483,7 @@ try:
     check("two savers receive the same chunks at once: one write, both acknowledge",
           two_savers_same_chunks)
     check("a COMMIT that fails acknowledges nothing", failed_commit_acknowledges_nothing)
+    check("a deadlock victim batch is retried at once", deadlock_is_retried)
     check("readiness follows PostgreSQL (down at start, down later)", readiness_follows_database)
     check("a newer schema is refused", newer_schema_refused)
     check("a locked table: statement timeouts are temporary, no delivery used up",
