@@ -45,11 +45,11 @@ typedef struct cm_sink_item_s {
   const cm_chunk_view_t *view;
   const cm_json_elems_t *elems;
   /* out */
-  int status;       /* 0 saved now, 1 duplicate (already saved), <0 error */
-  bool temporary;   /* status <0 only: the store could not write now (connection
-                       lost, disk full, lock or statement timeout, serialization
-                       failure): retry later, the chunk itself is fine. false: the
-                       chunk's own data is bad and will never be saved. */
+  int status;     /* 0 saved now, 1 duplicate (already saved), <0 error */
+  bool temporary; /* status <0 only: the store could not write now (connection
+                     lost, disk full, lock or statement timeout, serialization
+                     failure): retry later, the chunk itself is fine. false: the
+                     chunk's own data is bad and will never be saved. */
   cm_chunk_hdr_t hdr;
   uint32_t records; /* records stored (for a duplicate: as stored before) */
   uint32_t dead;    /* dead letters stored */
@@ -102,8 +102,8 @@ bool cm_sink_health(cm_sink_t *s, char *why, size_t whylen);
  * and copies the first column of the first row as text to out (""
  * when there is no row or it is NULL). Returns 0 or a negative errno with
  * err. */
-int cm_sink_query(cm_sink_t *s, const char *sql, char *out, size_t outlen, char *err,
-                  size_t errlen) __attribute__((warn_unused_result));
+int cm_sink_query(cm_sink_t *s, const char *sql, char *out, size_t outlen, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* ---- backends (sink_sqlite.c, sink_pg.c) --------------------------------- */
 
@@ -117,8 +117,8 @@ typedef struct cm_sink_ops_s {
 
 int cm_sink_sqlite_open(void **impl, const cm_sink_ops_t **ops, const cm_sink_opts_t *opts,
                         char *err, size_t errlen);
-int cm_sink_pg_open(void **impl, const cm_sink_ops_t **ops, const cm_sink_opts_t *opts,
-                    char *err, size_t errlen);
+int cm_sink_pg_open(void **impl, const cm_sink_ops_t **ops, const cm_sink_opts_t *opts, char *err,
+                    size_t errlen);
 
 /* The connection string with its password (URL userinfo, password= in a URL
  * query or a keyword string) replaced by ***. */

@@ -115,7 +115,8 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void set_health(pg_t *p, bool ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_health(pg_t *p, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void set_health(pg_t *p, bool ok, const char *fmt, ...) {
   va_list ap;
   pthread_mutex_lock(&p->mu);
@@ -151,7 +152,8 @@ static void flatten(char *dst, size_t cap, const char *src) {
 static pge_t classify(pg_t *p, PGresult *res) {
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   flatten(p->msg, sizeof(p->msg),
-          res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(p->conn));
+          res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res)
+                                              : PQerrorMessage(p->conn));
   if (PQstatus(p->conn) == CONNECTION_BAD || state == NULL) return PGE_CONN;
   if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) return PGE_RETRY;
   /* 22: data exception (bad UTF-8, a bad number in a dead letter),
@@ -234,13 +236,12 @@ static int migrate(pg_t *p, char *err, size_t errlen) {
   if (v > CM_PG_SCHEMA_VERSION) {
     (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);
     cm_set_err(err, errlen,
-               "results database %s has schema version %ld; this saver supports up to %d",
-               p->name, v, CM_PG_SCHEMA_VERSION);
+               "results database %s has schema version %ld; this saver supports up to %d", p->name,
+               v, CM_PG_SCHEMA_VERSION);
     return -ENOTSUP;
   }
   if (!exists)
-    e = exec0(p, "CREATE TABLE chunkmill_schema(version integer NOT NULL)", PGRES_COMMAND_OK,
-              NULL);
+    e = exec0(p, "CREATE TABLE chunkmill_schema(version integer NOT NULL)", PGRES_COMMAND_OK, NULL);
   if (v < 1)
     for (size_t k = 0; e == PGE_OK && k < sizeof(schema_v1) / sizeof(schema_v1[0]); k++)
       e = exec0(p, schema_v1[k], PGRES_COMMAND_OK, NULL);
@@ -589,7 +590,8 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
   /* 2. the counts of chunks saved before */
   np = 0;
   if (params_need(p, nsel * 2) != 0) goto nomem;
-  rc |= cm_buf_puts(&p->sql, "SELECT job, chunk, records, dead FROM chunks WHERE (job, chunk) IN (");
+  rc |=
+      cm_buf_puts(&p->sql, "SELECT job, chunk, records, dead FROM chunks WHERE (job, chunk) IN (");
   for (size_t s = 0; s < nsel; s++) {
     prep_t *q = &p->prep[sel[s]];
     if (q->inserted) continue;
@@ -659,7 +661,8 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
       state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
       e = classify(p, res);
       if (state != NULL && strcmp(state, "23502") == 0)
-        cm_set_err(p->msg, sizeof(p->msg), "a dead letter is not an object with \"idx\" or \"line\"");
+        cm_set_err(p->msg, sizeof(p->msg),
+                   "a dead letter is not an object with \"idx\" or \"line\"");
       else if (state != NULL && strcmp(state, "23505") == 0)
         cm_set_err(p->msg, sizeof(p->msg), "two dead letters for the same idx/line");
       PQclear(res);
@@ -689,9 +692,10 @@ static pge_t txn(pg_t *p, size_t *sel, size_t nsel, bool per_item, nums_t *nums,
    * e.g. an error that reached libpq late): BEGIN inside an aborted one
    * would fail every batch from here on. */
   if (PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
-    cm_log_warn("PostgreSQL: rolling back a transaction an earlier failure left open (state %d, last "
-                "error: %s)",
-                (int)PQtransactionStatus(p->conn), p->msg);
+    cm_log_warn(
+        "PostgreSQL: rolling back a transaction an earlier failure left open (state %d, last "
+        "error: %s)",
+        (int)PQtransactionStatus(p->conn), p->msg);
     (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);
   }
   e = exec0(p, "BEGIN", PGRES_COMMAND_OK, NULL);
@@ -917,7 +921,8 @@ static void pg_check(void *impl) {
     (void)pg_connect(p, err, sizeof(err));
     return;
   }
-  if (PQtransactionStatus(p->conn) != PQTRANS_IDLE) (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+  if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+    (void)exec0(p, "ROLLBACK", PGRES_COMMAND_OK, NULL);
   if (exec0(p, "SELECT pg_is_in_recovery()", PGRES_TUPLES_OK, &res) != PGE_OK) {
     if (PQstatus(p->conn) != CONNECTION_OK) {
       drop_conn(p);
@@ -1009,8 +1014,8 @@ static int read_password(const char *path, char **out, char *err, size_t errlen)
   return *out ? 0 : -ENOMEM;
 }
 
-int cm_sink_pg_open(void **impl, const cm_sink_ops_t **ops, const cm_sink_opts_t *opts,
-                    char *err, size_t errlen) {
+int cm_sink_pg_open(void **impl, const cm_sink_ops_t **ops, const cm_sink_opts_t *opts, char *err,
+                    size_t errlen) {
   char *perr = NULL;
   PQconninfoOption *parsed;
   pg_t *p;

@@ -151,7 +151,7 @@ int cm_sink_sqlite_open(void **impl, const cm_sink_ops_t **ops, const cm_sink_op
   }
   rc = cm_store_open(&q->store, opts->db,
                      opts->sync != NULL && strcmp(opts->sync, "normal") == 0 ? CM_SYNC_NORMAL
-                                                                            : CM_SYNC_FULL,
+                                                                             : CM_SYNC_FULL,
                      err, errlen);
   if (rc != 0) {
     free(q);

@@ -162,7 +162,8 @@ static void test_save_and_duplicate(void **state) {
   /* Every body is the record as sent, byte for byte. */
   for (int k = 0; k < 50; k += 7) {
     record(want, sizeof want, 7, k);
-    snprintf(sql, sizeof sql, "SELECT body FROM records WHERE job = 'users' AND chunk = 7 AND idx = %d", k);
+    snprintf(sql, sizeof sql,
+             "SELECT body FROM records WHERE job = 'users' AND chunk = 7 AND idx = %d", k);
     assert_string_equal(qt(c, sql), want);
   }
 
@@ -226,7 +227,8 @@ static void test_large_dead_array(void **state) {
   assert_int_equal(cm_buf_puts(&dead, "["), 0);
   for (int k = 0; k < N; k++) {
     nulls[k] = k;
-    assert_int_equal(cm_buf_printf(&dead, "%s{\"idx\":%d,\"reason\":\"bad\",\"record\":{\"p\":\"%s\"}}",
+    assert_int_equal(cm_buf_printf(&dead,
+                                   "%s{\"idx\":%d,\"reason\":\"bad\",\"record\":{\"p\":\"%s\"}}",
                                    k ? "," : "", k, pad),
                      0);
   }
@@ -250,8 +252,8 @@ static void test_bad_items_isolated(void **state) {
   ctx_t *c = *state;
   char *good1 = chunk("j", 1, 20, NULL, 0, NULL), *good2 = chunk("j", 2, 20, NULL, 0, NULL);
   char *bad_dead = chunk("j", 3, 20, NULL, 0, "[42]");
-  char *dup_dead = chunk("j", 4, 20, NULL, 0,
-                         "[{\"idx\":1,\"reason\":\"a\"},{\"idx\":1,\"reason\":\"b\"}]");
+  char *dup_dead =
+      chunk("j", 4, 20, NULL, 0, "[{\"idx\":1,\"reason\":\"a\"},{\"idx\":1,\"reason\":\"b\"}]");
   const char *bad_json = "{\"job\":\"j\",\"index\":5,\"data\":[1,";
   cm_sink_item_t it[5];
   item(&it[0], good1);
@@ -308,7 +310,8 @@ static void test_whitespace_compacted(void **state) {
   assert_int_equal(cm_sink_save_batch(c->s, &it, 1), 0);
   assert_int_equal(it.status, 0);
   assert_int_equal(it.records, 2);
-  assert_string_equal(qt(c, "SELECT body FROM records WHERE idx = 0"), "{\"a\":[1,2],\"b\":\"x y\"}");
+  assert_string_equal(qt(c, "SELECT body FROM records WHERE idx = 0"),
+                      "{\"a\":[1,2],\"b\":\"x y\"}");
   assert_string_equal(qt(c, "SELECT body FROM records WHERE idx = 1"), "7");
 }
 
@@ -385,11 +388,13 @@ static void test_migrates_v1(void **state) {
   s2 = open_sink(c->db);
   cm_sink_close(c->s);
   c->s = s2;
-  assert_int_equal(qi(c, c->pg ? "SELECT version FROM chunkmill_schema" : "PRAGMA user_version"), 2);
-  assert_int_equal(qi(c, c->pg ? "SELECT count(*) FROM information_schema.columns"
-                                 " WHERE table_name = 'chunks' AND column_name = 'version'"
-                               : "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'version'"),
-                   1);
+  assert_int_equal(qi(c, c->pg ? "SELECT version FROM chunkmill_schema" : "PRAGMA user_version"),
+                   2);
+  assert_int_equal(
+      qi(c, c->pg ? "SELECT count(*) FROM information_schema.columns"
+                    " WHERE table_name = 'chunks' AND column_name = 'version'"
+                  : "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'version'"),
+      1);
   assert_int_equal(qi(c, "SELECT count(*) FROM records WHERE job = 'old'"), 1);
   item(&it, j);
   assert_int_equal(cm_sink_save_batch(c->s, &it, 1), 0);
@@ -470,9 +475,16 @@ static void test_redact(void **state) {
 
 int main(void) {
   const struct CMUnitTest contract[] = {
-      T(test_save_and_duplicate), T(test_nulls_keep_slots),      T(test_dead_letters),      T(test_large_dead_array),
-      T(test_bad_items_isolated), T(test_same_chunk_twice_in_batch), T(test_whitespace_compacted),
-      T(test_many_chunks_one_batch), T(test_newer_schema_refused), T(test_migrates_v1),
+      T(test_save_and_duplicate),
+      T(test_nulls_keep_slots),
+      T(test_dead_letters),
+      T(test_large_dead_array),
+      T(test_bad_items_isolated),
+      T(test_same_chunk_twice_in_batch),
+      T(test_whitespace_compacted),
+      T(test_many_chunks_one_batch),
+      T(test_newer_schema_refused),
+      T(test_migrates_v1),
       T(test_health_ok),
   };
   const struct CMUnitTest pg_only[] = {
