@@ -171,6 +171,13 @@ static void a9s_on_data(void *ud, natsMsg *m) {
 
 /* ---- daemon hooks ---- */
 
+/* The sink's health as of its last commit or connection attempt (a lost
+ * PostgreSQL connection is retried with each batch). */
+static bool a9s_ready(void *ud, char *why, size_t whylen) {
+  app9_saver_t *s = ud;
+  return cm_sink_health(s->store, why, whylen);
+}
+
 static int a9s_status(void *ud, cm_buf_t *out) {
   app9_saver_t *s = ud;
   int rc = cm_buf_puts(out, ",\"protocol\":\"app9\",\"job\":\"" CM_SAVER_APP9_JOB "\",\"db\":");
@@ -243,7 +250,8 @@ static void a9s_metrics(app9_saver_t *s) {
 }
 
 int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_sink_t *store, const char *db_path) {
-  cm_daemon_hooks_t hooks = {.status = a9s_status,
+  cm_daemon_hooks_t hooks = {.ready = a9s_ready,
+                             .status = a9s_status,
                              .shutdown = a9s_shutdown,
                              .close = a9s_close,
                              .heartbeat = a9s_heartbeat};

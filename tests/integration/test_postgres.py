@@ -50,7 +50,8 @@ class NatsClient:
 
     def pub(self, subject, reply, data):
         with self.lock:
-            self.s.sendall(f"PUB {subject} {reply} {len(data)}\r\n".encode() + data + b"\r\n")
+            head = f"PUB {subject} {reply} {len(data)}" if reply else f"PUB {subject} {len(data)}"
+            self.s.sendall(head.encode() + b"\r\n" + data + b"\r\n")
 
     def ping(self):
         self.s.sendall(b"PING\r\n")
@@ -245,6 +246,35 @@ def deadlock_is_retried():
                 pass
             if other.wait(10) is None:
                 other.kill()
+        s.stop()
+        nats.stop()
+
+
+def app9_saver_on_postgres():
+    """The saver in the original example's protocol on PostgreSQL: a chunk on
+    saver_data is stored as job "app9" and confirmed on processed_data; sent
+    again it is confirmed again, not rewritten."""
+    from harness import Nats
+    fresh_db("app9")
+    nats = Nats(WORK)
+    s = start_saver(nats, "unused", SRV.dsn("app9"), "saver-app9", ["--protocol", "app9"])
+    try:
+        wait_until(lambda: http_get(s.port, "/readyz")[0] == 200, 20, what="app9 saver ready")
+        c = NatsClient(nats.port)
+        c.sub("processed_data", 1)
+        c.ping()
+        time.sleep(0.2)
+        body = json.dumps({"index": 3, "data": [{"id": f"u{k}", "name": f"N {k}"} for k in range(25)]})
+        for _ in range(2):
+            c.pub("saver_data", "", body.encode())
+            (subj, data), = c.read_msgs(1, timeout=20)
+            assert subj == "processed_data" and data == b"3", (subj, data)
+        c.close()
+        assert SRV.rows("SELECT job, count(*) FROM records GROUP BY job", "app9") == [("app9", "25")]
+        assert SRV.rows("SELECT count(*) FROM chunks", "app9") == [("1",)]
+        st = status(s)
+        assert st["duplicates"] == 1 and pg.PASSWORD not in json.dumps(st), st
+    finally:
         s.stop()
         nats.stop()
 
@@ -484,6 +514,7 @@ try:
           two_savers_same_chunks)
     check("a COMMIT that fails acknowledges nothing", failed_commit_acknowledges_nothing)
     check("a deadlock victim batch is retried at once", deadlock_is_retried)
+    check("the app9 saver on PostgreSQL", app9_saver_on_postgres)
     check("readiness follows PostgreSQL (down at start, down later)", readiness_follows_database)
     check("a newer schema is refused", newer_schema_refused)
     check("a locked table: statement timeouts are temporary, no delivery used up",
