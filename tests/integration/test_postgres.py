@@ -73,6 +73,25 @@ class NatsClient:
                 out.append((parts[1].decode(), data))
         return out
 
+    def poll_msg(self, timeout):
+        """The next MSG as (subject, bytes) if one arrives within timeout,
+        else None; answers PINGs meanwhile."""
+        import select
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            readable, _, _ = select.select([self.s], [], [], left)
+            if not readable:
+                return None
+            line = self.f.readline()
+            if line.startswith(b"PING"):
+                self.s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG"):
+                size = int(line.split()[-1])
+                return line.split()[1].decode(), self.f.read(size + 2)[:size]
+
     def close(self):
         self.s.close()
 
@@ -148,6 +167,73 @@ def two_savers_same_chunks():
     finally:
         a.stop()
         b.stop()
+        nats.stop()
+
+
+def stop_psql(proc):
+    """Ends a psql session started by a test: EOF, then kill if it lingers."""
+    import subprocess
+    try:
+        if not proc.stdin.closed:
+            proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def waits_for_a_marker_in_flight():
+    """Another saver's transaction holds a chunk's marker (a psql session
+    plays it): the saver that receives the same chunk answers nothing until
+    that transaction ends, then acknowledges it as a duplicate (it
+    committed) or writes it itself (it rolled back)."""
+    import subprocess
+    from harness import Nats
+    fresh_db("inflight")
+    nats = Nats(WORK)
+    s = start_saver(nats, "pw", SRV.dsn("inflight"), "saver-w")
+    others = []
+    try:
+        wait_until(lambda: http_get(s.port, "/readyz")[0] == 200, 20, what="saver ready")
+        c = NatsClient(nats.port)
+        c.sub("reply.>", 1)
+        env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
+        for index, end, want_dup in ((1, "COMMIT", True), (2, "ROLLBACK", False)):
+            other = subprocess.Popen(["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(SRV.port),
+                                      "-U", "postgres", "-d", "inflight"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            others.append(other)
+            rows = ",".join(f"('w', {index}, {k}, '{{}}')" for k in range(10))
+            other.stdin.write((f"BEGIN; INSERT INTO chunks(job, chunk, records, saved_at)"
+                               f" VALUES ('w', {index}, 10, 0);"
+                               f" INSERT INTO records VALUES {rows};\n").encode())
+            other.stdin.flush()
+            wait_until(lambda: SRV.rows("SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                                        " 'inflight' AND state = 'idle in transaction'",
+                                        "inflight") == [("1",)], 10, what="the other transaction")
+            c.pub("pw.save", f"reply.w.{index}", chunk_json("w", index, 10))
+            early = c.poll_msg(1.5)
+            assert early is None, f"the saver answered while the marker's transaction was open: {early}"
+            assert SRV.rows("SELECT count(*) FROM pg_locks WHERE NOT granted", "inflight") == [("1",)]
+            other.stdin.write((end + ";\n").encode())
+            other.stdin.close()
+            (_, data), = c.read_msgs(1, timeout=20)
+            r = json.loads(data)
+            assert r["ok"] is True and r["duplicate"] is want_dup and r["records"] == 10, (end, r)
+            bodies = SRV.rows(f"SELECT DISTINCT body = '{{}}' FROM records WHERE chunk = {index}",
+                              "inflight")
+            # committed: the other transaction's rows; rolled back: the saver's own
+            assert bodies == [("t" if want_dup else "f",)], (end, bodies)
+            assert SRV.rows(f"SELECT count(*) FROM records WHERE chunk = {index}", "inflight") == \
+                [("10",)]
+        c.close()
+    finally:
+        for o in others:
+            stop_psql(o)
+        s.stop()
         nats.stop()
 
 
@@ -227,7 +313,8 @@ def deadlock_is_retried():
         # retry then waits for that marker until the other session rolls back.
         state = wait_until(lambda: (lambda r: r[0][0] if r and r[0][0] != "active" else None)(
             SRV.rows("SELECT state FROM pg_stat_activity WHERE datname = 'deadlock'"
-                     " AND application_name = 'psql'", "deadlock")), 20, interval=0.05,
+                     " AND application_name = 'psql' AND pid <> pg_backend_pid()", "deadlock")),
+            20, interval=0.05,
             what="the deadlock to be resolved")
         assert state == "idle in transaction", state
         send("ROLLBACK;")
@@ -240,12 +327,7 @@ def deadlock_is_retried():
         c.close()
     finally:
         if other is not None:
-            try:
-                other.stdin.close()
-            except OSError:
-                pass
-            if other.wait(10) is None:
-                other.kill()
+            stop_psql(other)
         s.stop()
         nats.stop()
 
@@ -512,6 +594,8 @@ def three_savers_kill_and_crash():
 try:
     check("two savers receive the same chunks at once: one write, both acknowledge",
           two_savers_same_chunks)
+    check("a marker in another saver's open transaction: wait, then duplicate or write",
+          waits_for_a_marker_in_flight)
     check("a COMMIT that fails acknowledges nothing", failed_commit_acknowledges_nothing)
     check("a deadlock victim batch is retried at once", deadlock_is_retried)
     check("the app9 saver on PostgreSQL", app9_saver_on_postgres)
