@@ -19,7 +19,7 @@ RUN apt-get update \
       ca-certificates cmake make gcc libc6-dev pkg-config \
       libnats-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler \
       libsqlite3-dev libcjson-dev libhttp-parser-dev libcurl4-openssl-dev \
-      libcmocka-dev \
+      libssl-dev libcmocka-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -42,7 +42,7 @@ FROM ${DEBIAN_IMAGE} AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates libnats3.4 libuv1 libprotobuf-c1 libsqlite3-0 libcjson1 \
-      libhttp-parser2.9 libcurl4 \
+      libhttp-parser2.9 libcurl4 libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 chunkmill \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/chunkmill \

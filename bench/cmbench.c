@@ -5,7 +5,10 @@
  *   cmbench transform --transform T --records N [--threads K]
  *   cmbench store     --transform T --records N [--batch B] [--sync full|normal] --db PATH|DSN
  *                     (a PostgreSQL DSN: its tables are emptied first)
+ *                     [--pragma "SQL"]  (run on the store's connection after open: to
+ *                                        compare settings side by side)
  *   cmbench nats      --transform T --records N --url URL
+ *   cmbench jetstream --records N --url URL   (a nats-server started with -js)
  *
  * Chunks are generated (and, for store/nats, mapped) before the clock
  * starts, so only the stage itself is timed. */
@@ -28,7 +31,7 @@
 #include "transform.h"
 
 typedef struct {
-  const char *stage, *transform, *db, *url, *sync;
+  const char *stage, *transform, *db, *url, *sync, *pragma;
   uint64_t records;
   uint32_t chunk_size;
   int threads, batch;
@@ -83,6 +86,11 @@ static blob_t *gen_chunks(const opts_t *o, size_t *n) {
   cm_source_close(src);
   *n = nc;
   return b;
+}
+
+static void free_blobs(blob_t *b, size_t n) {
+  for (size_t i = 0; b != NULL && i < n; i++) free(b[i].data);
+  free(b);
 }
 
 static blob_t *map_chunks(const opts_t *o, blob_t *in, size_t n) {
@@ -144,6 +152,8 @@ static int bench_transform(const opts_t *o) {
   printf("{\"stage\":\"transform\",\"transform\":\"%s\",\"threads\":%d,\"records\":%" PRIu64
          ",\"seconds\":%.4f,\"cpu_s\":%.3f,\"records_per_s\":%.0f}\n",
          o->transform, o->threads, o->records, dt, cpu_s() - c0, (double)o->records / dt);
+  cm_transform_destroy(c.t);
+  free_blobs(in, n);
   return 0;
 }
 
@@ -164,6 +174,7 @@ static int bench_store(const opts_t *o) {
   if (cm_sink_is_postgres(o->db) &&
       cm_sink_query(s, "TRUNCATE records, chunks, dead_letters", NULL, 0, err, sizeof(err)) != 0)
     die(err);
+  if (o->pragma != NULL && cm_sink_query(s, o->pragma, NULL, 0, err, sizeof(err)) != 0) die(err);
   c0 = cpu_s();
   t0 = now_s();
   for (size_t i = 0; i < n; i += (size_t)o->batch) {
@@ -181,6 +192,9 @@ static int bench_store(const opts_t *o) {
          cm_sink_kind(s), o->transform, o->batch, o->sync, o->records, dt, cpu_s() - c0,
          (double)o->records / dt);
   cm_sink_close(s);
+  free(items);
+  free_blobs(mapped, n);
+  free_blobs(in, n);
   return 0;
 }
 
@@ -229,6 +243,133 @@ static int bench_nats(const opts_t *o) {
   natsConnection_Destroy(pub);
   natsConnection_Destroy(sub);
   nats_Close();
+  free_blobs(mapped, n);
+  free_blobs(in, n);
+  return 0;
+}
+
+/* ---- jetstream ----
+ * What a user would get from NATS JetStream alone, as the transport-only
+ * yardstick: the input chunks published (async, at most 256 unacked) to a
+ * file-backed work-queue stream on one connection while a pull consumer on
+ * another fetches batches of 10 and acks each message (async ack, as a
+ * pipeline stage that hands the record on would). No parsing, no saving.
+ * Timed from the first publish to the last ack flushed; the stream must
+ * then be empty (every message delivered and acked exactly as counted). */
+static atomic_size_t js_pub_errors;
+static void js_pub_err(jsCtx *js, jsPubAckErr *pae, void *c) {
+  (void)js, (void)c;
+  atomic_fetch_add(&js_pub_errors, 1);
+  fprintf(stderr, "cmbench: jetstream publish failed: %s\n",
+          pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+}
+
+typedef struct {
+  jsCtx *js;
+  blob_t *in;
+  size_t n;
+} jspub_t;
+
+static void *js_publisher(void *arg) {
+  jspub_t *p = arg;
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 30000;
+  for (size_t i = 0; i < p->n; i++)
+    if (js_PublishAsync(p->js, "cmbench.js", p->in[i].data, (int)p->in[i].len, NULL) != NATS_OK)
+      die("jetstream publish");
+  if (js_PublishAsyncComplete(p->js, &po) != NATS_OK) die("jetstream publish did not complete");
+  return NULL;
+}
+
+static int bench_jetstream(const opts_t *o) {
+  size_t n, got = 0, bytes = 0;
+  blob_t *in = gen_chunks(o, &n);
+  natsConnection *pub = NULL, *sub = NULL;
+  natsSubscription *ps = NULL;
+  jsCtx *js = NULL, *jsc = NULL;
+  jsOptions jo;
+  jsStreamConfig sc;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  const char *subjects[] = {"cmbench.js"};
+  pthread_t th;
+  jspub_t p;
+  double t0, dt, c0;
+  uint64_t left = 0;
+
+  if (natsConnection_ConnectTo(&pub, o->url) != NATS_OK ||
+      natsConnection_ConnectTo(&sub, o->url) != NATS_OK)
+    die("cannot connect to NATS");
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 256;
+  jo.PublishAsync.StallWait = 30000;
+  jo.PublishAsync.ErrHandler = js_pub_err;
+  if (natsConnection_JetStream(&js, pub, &jo) != NATS_OK ||
+      natsConnection_JetStream(&jsc, sub, NULL) != NATS_OK)
+    die("no JetStream context");
+  jsStreamConfig_Init(&sc);
+  sc.Name = "CMBENCH";
+  sc.Subjects = subjects;
+  sc.SubjectsLen = 1;
+  sc.Retention = js_WorkQueuePolicy;
+  sc.Storage = js_FileStorage;
+  if (js_AddStream(NULL, js, &sc, NULL, &jerr) != NATS_OK)
+    die("cannot create the JetStream stream (is nats-server running with -js?)");
+  if (js_PullSubscribe(&ps, jsc, "cmbench.js", "cmbench", NULL, NULL, &jerr) != NATS_OK)
+    die("cannot create the pull consumer");
+  for (size_t i = 0; i < n; i++) bytes += in[i].len;
+  p = (jspub_t){js, in, n};
+  atomic_init(&js_pub_errors, 0);
+  c0 = cpu_s();
+  t0 = now_s();
+  if (pthread_create(&th, NULL, js_publisher, &p) != 0) die("thread");
+  while (got < n) {
+    natsMsgList list = {0};
+    natsStatus s = natsSubscription_Fetch(&list, ps, 10, 5000, &jerr);
+    if (s == NATS_TIMEOUT) {
+      if (now_s() - t0 > 300) die("jetstream: timeout waiting for messages");
+      continue;
+    }
+    if (s != NATS_OK) die("jetstream fetch");
+    for (int k = 0; k < list.Count; k++) {
+      if (natsMsg_Ack(list.Msgs[k], NULL) != NATS_OK) die("jetstream ack");
+      got++;
+    }
+    natsMsgList_Destroy(&list);
+  }
+  if (natsConnection_Flush(sub) != NATS_OK) die("flush acks");
+  dt = now_s() - t0;
+  pthread_join(th, NULL);
+  c0 = cpu_s() - c0;
+  if (atomic_load(&js_pub_errors) != 0) die("jetstream: some publishes failed");
+  /* Acks are processed by the server asynchronously: wait for the
+   * work queue to drain, then it must be empty. */
+  for (int tries = 0; tries < 100; tries++) {
+    if (js_GetStreamInfo(&si, js, "CMBENCH", NULL, &jerr) != NATS_OK) die("stream info");
+    left = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    if (left == 0) break;
+    usleep(20000);
+  }
+  if (got != n || left != 0) {
+    fprintf(stderr, "cmbench: jetstream: received %zu of %zu messages, %" PRIu64 " left in the stream\n",
+            got, n, left);
+    exit(1);
+  }
+  printf("{\"stage\":\"jetstream\",\"records\":%" PRIu64 ",\"messages\":%zu,\"bytes\":%zu"
+         ",\"batch\":10,\"seconds\":%.4f,\"cpu_s\":%.3f,\"records_per_s\":%.0f,\"mb_per_s\":%.1f,"
+         "\"received\":%zu,\"left_in_stream\":%" PRIu64 "}\n",
+         o->records, n, bytes, dt, c0, (double)o->records / dt, (double)bytes / dt / 1e6, got,
+         left);
+  (void)js_DeleteStream(js, "CMBENCH", NULL, NULL);
+  natsSubscription_Destroy(ps);
+  jsCtx_Destroy(js);
+  jsCtx_Destroy(jsc);
+  natsConnection_Destroy(pub);
+  natsConnection_Destroy(sub);
+  nats_Close();
+  free_blobs(in, n);
   return 0;
 }
 
@@ -236,7 +377,7 @@ int main(int argc, char **argv) {
   opts_t o = {.transform = "fullname", .records = 100000, .chunk_size = 100, .threads = 2,
               .batch = 64, .sync = "full", .db = "/tmp/cmbench.db",
               .url = "nats://127.0.0.1:4222"};
-  if (argc < 2) die("usage: cmbench transform|store|nats [--transform T] [--records N] ...");
+  if (argc < 2) die("usage: cmbench transform|store|nats|jetstream [--transform T] [--records N] ...");
   o.stage = argv[1];
   for (int i = 2; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
@@ -246,6 +387,7 @@ int main(int argc, char **argv) {
     else if (strcmp(k, "--threads") == 0) o.threads = atoi(v);
     else if (strcmp(k, "--batch") == 0) o.batch = atoi(v);
     else if (strcmp(k, "--sync") == 0) o.sync = v;
+    else if (strcmp(k, "--pragma") == 0) o.pragma = v;
     else if (strcmp(k, "--db") == 0) o.db = v;
     else if (strcmp(k, "--url") == 0) o.url = v;
     else die("unknown option");
@@ -254,6 +396,7 @@ int main(int argc, char **argv) {
   if (strcmp(o.stage, "transform") == 0) return bench_transform(&o);
   if (strcmp(o.stage, "store") == 0) return bench_store(&o);
   if (strcmp(o.stage, "nats") == 0) return bench_nats(&o);
+  if (strcmp(o.stage, "jetstream") == 0) return bench_jetstream(&o);
   die("unknown stage");
   return 1;
 }

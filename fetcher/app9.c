@@ -29,6 +29,7 @@
 #include "cm/chunk.h"
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "ledger_health.h"
 
 #define APP9_TICK_MS 100
 #define APP9_FLUSH_MS 50
@@ -63,6 +64,8 @@ typedef struct app9_fetch_s {
   uint64_t records_at_start, last_progress_records;
   int64_t last_progress_ms;
   bool complete, stopping, fatal;
+  cm_ledger_health_t health; /* failing: nothing is sent, completion waits */
+  bool exit_when_flushed;    /* graceful shutdown waits for the ledger */
 
   cm_counter_t *m_sent, *m_resent, *m_acked, *m_dup_acks, *m_records, *m_expired, *m_listening,
       *m_unused_listening, *m_asks, *m_bad;
@@ -71,13 +74,15 @@ typedef struct app9_fetch_s {
 
 static int64_t a9_now(app9_fetch_t *a) { return cm_daemon_now_ms(a->d); }
 
+static int a9_flush_now(app9_fetch_t *a) { return cm_ledger_health_flush(&a->health, a9_now(a)); }
+
 static void a9_fatal(app9_fetch_t *a, const char *what) {
   if (a->fatal) return;
   a->fatal = true;
   a->stopping = true;
   cm_log_error("%s", what);
   fprintf(stderr, "fetcher: %s\n", what);
-  if (cm_ledger_flush(a->ledger) != 0) cm_log_error("ledger flush failed");
+  if (a9_flush_now(a) != 0) cm_log_error("ledger flush failed: %s", a->health.err);
   cm_daemon_exit(a->d, 1);
 }
 
@@ -100,9 +105,10 @@ static void a9_check_complete(app9_fetch_t *a) {
   double secs;
   uint64_t run_records;
   if (a->complete || !cm_ledger_job_complete(a->ledger)) return;
+  /* Complete only once the ledger holds it (the flush timer retries). */
+  if (a9_flush_now(a) != 0) return;
   a->complete = true;
   cm_gauge_set(a->m_complete, 1);
-  if (cm_ledger_flush(a->ledger) != 0) cm_log_error("ledger flush failed at completion");
   cm_ledger_info(a->ledger, &info);
   secs = cm_wall_time() - a->start_wall;
   run_records = info.records_done - a->records_at_start;
@@ -194,6 +200,9 @@ static int a9_new_chunk(app9_fetch_t *a, uint64_t *index) {
       return 0;
     }
     a9_nrec_put(a, info.next_index, nrec);
+    /* In the ledger before it is first sent (a sequential source may not
+     * give it again); if that fails it waits, pending, for the ledger. */
+    if (a9_flush_now(a) != 0) return 0;
     *index = info.next_index;
     return 1;
   }
@@ -239,7 +248,8 @@ static int a9_send_one(app9_fetch_t *a) {
   uint64_t index;
   uint32_t attempt = 0;
   int rc;
-  if (a->stopping || a->complete || !cm_nats_connected(cm_daemon_nats(a->d))) return 0;
+  if (a->stopping || a->complete || a->health.failing || !cm_nats_connected(cm_daemon_nats(a->d)))
+    return 0;
   if ((int64_t)cm_ledger_leased_count(a->ledger) >= a->cfg.max_inflight) return 0;
   now = a9_now(a);
   if (cm_ledger_next_due(a->ledger, now, &index) != 1 && a9_new_chunk(a, &index) != 1) return 0;
@@ -356,8 +366,23 @@ static void a9_tick(uv_timer_t *t) {
 
 static void a9_flush(uv_timer_t *t) {
   app9_fetch_t *a = t->data;
-  if (cm_ledger_unflushed(a->ledger) > 0 && cm_ledger_flush(a->ledger) != 0)
-    cm_log_error("ledger flush failed; will retry");
+  bool was_failing = a->health.failing;
+  if (a9_flush_now(a) != 0) return;
+  if (a->exit_when_flushed) {
+    a->exit_when_flushed = false;
+    cm_log_info("ledger written: stopping");
+    cm_daemon_exit(a->d, 0);
+    return;
+  }
+  if (was_failing && !a->stopping) {
+    a9_check_complete(a);
+    if (!a->complete) a9_ask(a);
+  }
+}
+
+static bool a9_ready(void *ud, char *why, size_t whylen) {
+  app9_fetch_t *a = ud;
+  return cm_ledger_health_ready(&a->health, why, whylen);
 }
 
 /* ---- daemon hooks ---- */
@@ -397,13 +422,26 @@ static void a9_shutdown(void *ud, bool forced) {
   /* Stop sending; persist. Chunks out stay leased in the file and are
    * pending again at the next start. */
   a->stopping = true;
-  if (cm_ledger_flush(a->ledger) != 0) cm_log_error("ledger flush failed at shutdown");
-  cm_daemon_exit(a->d, 0);
+  if (a9_flush_now(a) == 0) {
+    a->exit_when_flushed = false;
+    cm_daemon_exit(a->d, 0);
+    return;
+  }
+  if (!forced) {
+    a->exit_when_flushed = true; /* the flush timer keeps trying */
+    cm_log_warn("stopping: waiting for the ledger to become writable: %s", a->health.err);
+    return;
+  }
+  a->exit_when_flushed = false;
+  cm_log_error("stopping with ledger changes not written (they are redone at the next start): %s",
+               a->health.err);
+  fprintf(stderr, "fetcher: ledger cannot be written: %s\n", a->health.err);
+  cm_daemon_exit(a->d, 1);
 }
 
 static void a9_close(void *ud) {
   app9_fetch_t *a = ud;
-  if (cm_ledger_flush(a->ledger) != 0) cm_log_error("ledger flush failed at close");
+  if (a9_flush_now(a) != 0) cm_log_error("ledger flush failed at close: %s", a->health.err);
   if (!a->timers_started) return;
   uv_close((uv_handle_t *)&a->tick, NULL);
   uv_close((uv_handle_t *)&a->flush, NULL);
@@ -448,6 +486,7 @@ static void a9_metrics(app9_fetch_t *a) {
 int cm_fetch_app9_run(const cm_common_cfg_t *cfg, const cm_fetch_cfg_t *fc, cm_ledger_t *ledger,
                       cm_source_t *src) {
   cm_daemon_hooks_t hooks = {.on_nats = a9_on_nats,
+                             .ready = a9_ready,
                              .status = a9_status,
                              .shutdown = a9_shutdown,
                              .close = a9_close,
@@ -469,6 +508,7 @@ int cm_fetch_app9_run(const cm_common_cfg_t *cfg, const cm_fetch_cfg_t *fc, cm_l
   a->chunk_size = info.chunk_size;
   a->records_at_start = a->last_progress_records = info.records_done;
   a->start_wall = cm_wall_time();
+  cm_ledger_health_init(&a->health, ledger);
   if (cm_daemon_create(&a->d, "fetcher", cfg, &hooks, a) != 0) {
     rc = 1;
     goto out;

@@ -1,5 +1,5 @@
 /* app9.h - the fetcher speaking the original example's wire protocol
- * (`--protocol app9`, DESIGN.md "Compatibility profile", docs/app9.md).
+ * (`--protocol app9`, docs/design.md "Compatibility profile").
  *
  * Subjects (fixed, no prefix):
  *   mapper_status   out "anyone_listening", in "im_listening"

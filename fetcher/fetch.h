@@ -5,9 +5,11 @@
 #define CM_FETCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cm/daemon.h"
+#include "cm/lease.h"
 #include "ledger.h"
 #include "source.h"
 
@@ -19,6 +21,10 @@ typedef struct cm_fetch_cfg_s {
   int64_t progress_ms; /* 0: no progress lines */
   bool once;
   bool allow_dead;
+  /* Borrowed, may be NULL: with a key every chunk carries a lease token and
+   * only Acks with a saver's MAC, Naks and heartbeat leases with the
+   * chunk's token count (cm/lease.h). */
+  const cm_lease_key_t *lease_key;
 } cm_fetch_cfg_t;
 
 typedef struct cm_fetch_s cm_fetch_t;
@@ -32,6 +38,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
 /* Daemon hooks, forwarded by main.c. */
 void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev);
 int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out);
+/* Readiness: false (with the reason) while the ledger cannot be written. */
+bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen);
 void cm_fetch_shutdown(cm_fetch_t *f, bool forced);
 void cm_fetch_close(cm_fetch_t *f);
 void cm_fetch_heartbeat(cm_fetch_t *f, Chunkmill__Heartbeat *hb);

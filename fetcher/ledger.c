@@ -36,8 +36,11 @@
 #include "ledger.h"
 #include "ledger_mem.h"
 
+#include "cm/redact.h"
+
 #include <errno.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +149,10 @@ struct cm_ledger_s {
   cm__chunkset_t set; /* index -> chunk */
 
   cm__heap_t ready, wait, lease;
+  cm__pendq_t pendq;        /* pending chunks, oldest first */
+  int64_t last_add_ms;      /* last add_chunk, or job open: the unread tail waits since */
+  int64_t (*clock)(void *); /* ms, monotonic; NULL = CLOCK_MONOTONIC */
+  void *clock_ud;
 
   cm__chunk_t **queue; /* chunks with dirty = true, in change order */
   size_t queue_n, queue_cap;
@@ -238,6 +245,20 @@ static cm__heap_t *cm__pending_heap(cm_ledger_t *l, const cm__chunk_t *c) {
   return c->not_before_ms <= 0 ? &l->ready : &l->wait;
 }
 
+static int64_t cm__clock_ms(const cm_ledger_t *l) {
+  if (l->clock) return l->clock(l->clock_ud);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every entry into the pending state goes through here (the FIFO feeds
+ * cm_ledger_oldest_pending_ms). */
+static void cm__pend(cm_ledger_t *l, cm__chunk_t *c) {
+  cm__heap_push(cm__pending_heap(l, c), c);
+  cm__pendq_push(&l->pendq, c, cm__clock_ms(l));
+}
+
 /* ---- chunk bookkeeping ------------------------------------------------- */
 
 static void cm__chunk_free(cm__chunk_t *c) {
@@ -272,6 +293,7 @@ static void cm__reset_memory(cm_ledger_t *l) {
   l->set.tab = NULL;
   l->set.cap = l->set.n = 0;
   l->ready.n = l->wait.n = l->lease.n = 0;
+  l->pendq.head = l->pendq.tail = NULL;
   l->queue_n = 0;
   l->job_dirty = false;
 }
@@ -446,6 +468,8 @@ void cm_ledger_close(cm_ledger_t *l) {
 
 const char *cm_ledger_errmsg(const cm_ledger_t *l) { return l->errmsg; }
 
+void cm_ledger_set_busy_timeout(cm_ledger_t *l, int ms) { (void)sqlite3_busy_timeout(l->db, ms); }
+
 /* ---- jobs -------------------------------------------------------------- */
 
 static double cm__now_s(void) {
@@ -529,7 +553,7 @@ static int cm__job_load(cm_ledger_t *l) {
       goto out;
     }
     cm__set_insert(&l->set, c);
-    cm__heap_push(cm__pending_heap(l, c), c);
+    cm__pend(l, c); /* waiting since this run could first send it */
     c = NULL;
   }
   if (rc != SQLITE_DONE) ret = cm__fail(l, rc);
@@ -574,12 +598,31 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
     goto sqlfail;
   }
   if (found && strcmp(old_src, source) != 0) {
-    snprintf(err, errlen,
-             "job \"%s\" in ledger %s was created with source \"%s\"; refusing to resume it "
-             "with \"%s\"; use another --job or ledger",
-             name, l->path, old_src, source);
-    ret = -EEXIST;
-    goto fail;
+    /* Descriptions show URLs with their credentials as "***"; a ledger
+     * written before that holds them in clear: the same source, whose row
+     * is rewritten so the secret leaves the file. */
+    char shown[1024];
+    (void)cm_redact_urls(old_src, shown, sizeof(shown));
+    if (strcmp(shown, source) == 0) {
+      sqlite3_stmt *up = NULL;
+      int rc = sqlite3_prepare_v2(l->db, "UPDATE jobs SET source = ?1 WHERE name = ?2", -1, &up,
+                                  NULL);
+      if (rc == SQLITE_OK) {
+        sqlite3_bind_text(up, 1, source, -1, SQLITE_STATIC);
+        sqlite3_bind_text(up, 2, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(up);
+      }
+      if (rc != SQLITE_OK && rc != SQLITE_DONE) ret = cm__fail(l, rc);
+      sqlite3_finalize(up);
+      if (rc != SQLITE_OK && rc != SQLITE_DONE) goto sqlfail;
+    } else {
+      snprintf(err, errlen,
+               "job \"%s\" in ledger %s was created with source \"%s\"; refusing to resume it "
+               "with \"%s\"; use another --job or ledger",
+               name, l->path, shown, source);
+      ret = -EEXIST;
+      goto fail;
+    }
   }
   if (found && l->info.chunk_size != chunk_size) {
     snprintf(err, errlen,
@@ -608,6 +651,7 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
   if ((ret = cm__step_done(l, l->st[CM__S_RECOVER])) < 0) goto sqlfail;
   if ((ret = cm__step_done(l, l->st[CM__S_COMMIT])) < 0) goto sqlfail;
   if ((ret = cm__job_load(l)) < 0) goto sqlfail;
+  l->last_add_ms = cm__clock_ms(l);
   snprintf(l->info.name, sizeof l->info.name, "%s", name);
   snprintf(l->info.source, sizeof l->info.source, "%s", source);
   if (info) *info = l->info;
@@ -651,8 +695,9 @@ int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, siz
   c->idx = index;
   c->state = CM_CHUNK_PENDING;
   cm__set_insert(&l->set, c);
-  cm__heap_push(&l->ready, c);
+  cm__pend(l, c);
   cm__queue(l, c);
+  l->last_add_ms = c->pending_since_ms;
   l->info.next_index = index + 1;
   l->info.source_pos = pos;
   l->info.source_line = line;
@@ -697,6 +742,7 @@ int cm_ledger_lease(cm_ledger_t *l, uint64_t index, const char *holder, int64_t 
   if ((ret = cm__heap_reserve(&l->lease)) < 0 || (ret = cm__queue_reserve(l)) < 0) return ret;
   if (!(h = cm__strdup(holder ? holder : ""))) return -ENOMEM;
   cm__unheap(l, c);
+  cm__pendq_remove(&l->pendq, c);
   free(c->holder);
   c->holder = h;
   c->attempt++;
@@ -743,6 +789,7 @@ int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t rec
   }
   if (c->state == CM_CHUNK_DONE) return 0;
   cm__unheap(l, c);
+  cm__pendq_remove(&l->pendq, c);
   if (c->state == CM_CHUNK_DEAD) l->info.dead_chunks--;
   free(c->holder);
   c->holder = NULL;
@@ -790,7 +837,7 @@ int cm_ledger_release(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t 
   }
   c->state = CM_CHUNK_PENDING;
   c->not_before_ms = not_before_ms;
-  cm__heap_push(cm__pending_heap(l, c), c);
+  cm__pend(l, c);
   return 1;
 }
 
@@ -891,7 +938,7 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
       goto out;
     }
     cm__set_insert(&l->set, c);
-    cm__heap_push(&l->ready, c);
+    cm__pend(l, c);
     cm__queue(l, c);
     c = NULL;
     l->info.dead_chunks--;
@@ -951,6 +998,21 @@ int cm_ledger_chunk_state(cm_ledger_t *l, uint64_t index, cm_chunk_state_t *stat
 size_t cm_ledger_leased_count(const cm_ledger_t *l) { return l->lease.n; }
 size_t cm_ledger_pending_count(const cm_ledger_t *l) { return l->ready.n + l->wait.n; }
 size_t cm_ledger_memory_chunks(const cm_ledger_t *l) { return l->set.n; }
+
+void cm_ledger_set_clock(cm_ledger_t *l, int64_t (*now_ms)(void *ud), void *ud) {
+  l->clock = now_ms;
+  l->clock_ud = ud;
+}
+
+int64_t cm_ledger_oldest_pending_ms(const cm_ledger_t *l, bool unread) {
+  int64_t now, since = INT64_MAX;
+  if (!l->job) return 0;
+  if (l->pendq.head) since = l->pendq.head->pending_since_ms;
+  if (unread && !l->info.source_done && l->last_add_ms < since) since = l->last_add_ms;
+  if (since == INT64_MAX) return 0;
+  now = cm__clock_ms(l);
+  return now > since ? now - since : 0;
+}
 
 bool cm_ledger_job_complete(const cm_ledger_t *l) {
   return l->job && l->info.source_done &&

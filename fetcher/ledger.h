@@ -145,8 +145,23 @@ size_t cm_ledger_unflushed(const cm_ledger_t *l);
 /* sqlite's message for the last failed operation ("ledger PATH: database is
  * locked"), for logging a failed flush. Borrowed; valid until the next call. */
 const char *cm_ledger_errmsg(const cm_ledger_t *l);
+/* How long a ledger call waits for another connection's lock before it
+ * fails with -EBUSY (the open uses 5 s). The dispatcher sets a few ms: it
+ * runs on the loop thread, and a failed flush is simply retried. */
+void cm_ledger_set_busy_timeout(cm_ledger_t *l, int ms);
 /* Chunks held in memory: pending + leased, plus done/dead ones whose change
  * is not flushed yet. Done chunks leave memory at the flush (tests, metrics). */
 size_t cm_ledger_memory_chunks(const cm_ledger_t *l);
+
+/* The clock of pending ages, in ms; it must never go back. Default:
+ * CLOCK_MONOTONIC. Set it before cm_ledger_job_open (tests inject one). */
+void cm_ledger_set_clock(cm_ledger_t *l, int64_t (*now_ms)(void *ud), void *ud);
+/* How long the oldest pending chunk has waited, in ms, since it last became
+ * pending: created, released (nak, expiry, holder gone, hand-back: a retry
+ * backoff counts as waiting), recovered at job open, or replayed. 0 when none
+ * is pending. With `unread`, the source's next chunk (not read yet, while the
+ * source is not done) counts too, as pending since the previous chunk was
+ * created or the job was opened: a source nobody takes work from ages. */
+int64_t cm_ledger_oldest_pending_ms(const cm_ledger_t *l, bool unread);
 
 #endif

@@ -1,6 +1,7 @@
 /* ledger_mem.c - the ledger's in-memory index of live chunks: an
- * open-addressing hash table by chunk index and the binary heaps that order
- * them (see ledger_mem.h). Pure data structures: no SQLite, no I/O. */
+ * open-addressing hash table by chunk index, the binary heaps that order
+ * them, and the FIFO of pending chunks (see ledger_mem.h). Pure data
+ * structures: no SQLite, no I/O. */
 #include "ledger_mem.h"
 
 #include <errno.h>
@@ -13,6 +14,35 @@ static uint64_t cm__mix64(uint64_t x) {
   x *= 0xc4ceb9fe1a85ec53ULL;
   x ^= x >> 33;
   return x;
+}
+
+/* ---- pending FIFO ---- */
+
+void cm__pendq_push(cm__pendq_t *q, cm__chunk_t *c, int64_t now_ms) {
+  if (c->in_pendq) cm__pendq_remove(q, c); /* re-pending: it waits anew */
+  c->pending_since_ms = now_ms;
+  c->pq_next = NULL;
+  c->pq_prev = q->tail;
+  if (q->tail)
+    q->tail->pq_next = c;
+  else
+    q->head = c;
+  q->tail = c;
+  c->in_pendq = true;
+}
+
+void cm__pendq_remove(cm__pendq_t *q, cm__chunk_t *c) {
+  if (!c->in_pendq) return;
+  if (c->pq_prev)
+    c->pq_prev->pq_next = c->pq_next;
+  else
+    q->head = c->pq_next;
+  if (c->pq_next)
+    c->pq_next->pq_prev = c->pq_prev;
+  else
+    q->tail = c->pq_prev;
+  c->pq_prev = c->pq_next = NULL;
+  c->in_pendq = false;
 }
 
 /* ---- heaps ---- */

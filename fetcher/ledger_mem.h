@@ -4,8 +4,11 @@
  *   ready  pending and due, by index
  *   wait   pending with a retry time, by (not_before, index)
  *   lease  leased, by (deadline, index)
+ * and the FIFO of pending chunks in the order they became pending (its head
+ * is the one that has waited longest: /metrics oldest pending age).
  * Heap and table capacity is reserved before a state change, so pushes and
- * inserts never fail halfway through one. */
+ * inserts never fail halfway through one (the FIFO is intrusive: no
+ * allocation at all). */
 #ifndef CM_LEDGER_MEM_H
 #define CM_LEDGER_MEM_H
 
@@ -31,6 +34,9 @@ typedef struct cm__chunk_s {
   uint8_t heap;         /* CM__H_* that holds it */
   bool dirty;           /* queued for the next flush */
   bool payload_in_db;   /* a payloads row may exist (delete it when done) */
+  bool in_pendq;        /* linked in the pending FIFO */
+  int64_t pending_since_ms; /* when it last became pending (ledger clock) */
+  struct cm__chunk_s *pq_prev, *pq_next;
 } cm__chunk_t;
 
 typedef struct cm__heap_s {
@@ -45,6 +51,15 @@ typedef struct cm__chunkset_s {
   size_t cap; /* power of two, or 0 */
   size_t n;
 } cm__chunkset_t;
+
+/* Pending chunks, oldest first. Appending with a clock that never goes
+ * back keeps the head the oldest. */
+typedef struct cm__pendq_s {
+  cm__chunk_t *head, *tail;
+} cm__pendq_t;
+
+void cm__pendq_push(cm__pendq_t *q, cm__chunk_t *c, int64_t now_ms); /* c not linked */
+void cm__pendq_remove(cm__pendq_t *q, cm__chunk_t *c);               /* no-op if not linked */
 
 int cm__heap_reserve(cm__heap_t *h);
 void cm__heap_push(cm__heap_t *h, cm__chunk_t *c);

@@ -13,7 +13,9 @@
 
 #include "cm/chunk.h"
 #include "cm/daemon.h"
+#include "cm/lease.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 #include "app9.h"
 #include "fetch.h"
 #include "ledger.h"
@@ -24,6 +26,8 @@ typedef struct fetcher_s {
   cm_fetch_cfg_t fc;
   const char *source;
   const char *ledger_path;
+  const char *lease_key_file;
+  cm_lease_key_t *lease_key;
   int64_t records, seed, chunk_size, print_chunk;
   cm_source_opts_t http; /* the http_* settings of an http(s) source */
   bool replay_dead;
@@ -41,6 +45,10 @@ static void h_on_nats(void *ud, cm_nats_event_t ev) {
 static int h_status(void *ud, cm_buf_t *out) {
   fetcher_t *f = ud;
   return f->fetch != NULL ? cm_fetch_status(f->fetch, out) : 0;
+}
+static bool h_ready(void *ud, char *why, size_t whylen) {
+  fetcher_t *f = ud;
+  return f->fetch == NULL || cm_fetch_ready(f->fetch, why, whylen);
 }
 static void h_shutdown(void *ud, bool forced) {
   fetcher_t *f = ud;
@@ -151,11 +159,18 @@ int main(int argc, char **argv) {
        "environment; @FILE alone: one header per line. Never logged", &f->http.http_header},
       {"http-timeout", CM_OPT_DURATION, "30s", 100, 3600000, NULL, NULL,
        "http: time limit of one request", &f->http.http_timeout_ms},
+      {"http-follow-redirects", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
+       "http: follow redirects to another origin (host, port or https -> http) too; the "
+       "--http-header headers are never sent there", &f->http.http_follow_redirects},
+      {"lease-key-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "file holding the key shared with every saver: chunks carry lease tokens, only acks "
+       "a saver signed count (unset: leases are not authenticated)", &f->lease_key_file},
       {"http-retries", CM_OPT_INT, "5", 0, 100, NULL, NULL,
        "http: retries of a page after a 5xx, 429 or network error (backoff 0.25 s doubling)",
        &f->http.http_retries},
   };
   cm_daemon_hooks_t hooks = {.on_nats = h_on_nats,
+                             .ready = h_ready,
                              .status = h_status,
                              .shutdown = h_shutdown,
                              .close = h_close,
@@ -167,7 +182,7 @@ int main(int argc, char **argv) {
   char err[768] = "";
   int probe = 0, rc;
 
-  rc = cm_daemon_main_config("fetcher", "fetcher: splits a source into chunks and leases them to mappers",
+  rc = cm_daemon_main_config("fetcher", "splits a source into chunks and leases them to mappers",
                              &f->cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;
@@ -190,7 +205,9 @@ int main(int argc, char **argv) {
   so.seed = (uint64_t)f->seed;
   so.chunk_size = (uint32_t)f->chunk_size;
   if (cm_source_open(&src, &so, err, sizeof(err)) != 0) {
-    fprintf(stderr, "fetcher: invalid value \"%s\" for --source: %s\n", f->source, err);
+    char shown[1024];
+    fprintf(stderr, "fetcher: invalid value \"%s\" for --source: %s\n",
+            cm_redact_urls(f->source, shown, sizeof(shown)), err);
     return 2;
   }
   if (f->print_chunk >= 0) {
@@ -199,7 +216,7 @@ int main(int argc, char **argv) {
     return rc;
   }
   if (cm_ledger_open(&f->ledger, f->ledger_path, err, sizeof(err)) != 0) {
-    fprintf(stderr, "fetcher: cannot open --ledger %s: %s\n", f->ledger_path, err);
+    fprintf(stderr, "fetcher: cannot open --ledger: %s\n", err); /* err names the file */
     cm_source_close(src);
     return 1;
   }
@@ -222,7 +239,9 @@ int main(int argc, char **argv) {
   }
   if (!cm_source_random_access(src) && info.source_pos > 0 &&
       cm_source_seek(src, info.source_pos, info.source_line) != 0) {
-    fprintf(stderr, "fetcher: cannot resume --source %s at byte %" PRId64 "\n", f->source,
+    char shown[1024];
+    fprintf(stderr, "fetcher: cannot resume --source %s at byte %" PRId64 "\n",
+            cm_redact_urls(f->source, shown, sizeof(shown)),
             info.source_pos);
     rc = 1;
     goto done;
@@ -236,9 +255,19 @@ int main(int argc, char **argv) {
     cm_log_info("starting job %s: %s", f->fc.job, cm_source_describe(src));
 
   if (strcmp(f->cfg.protocol, "app9") == 0) { /* the original example's protocol */
+    /* Its chunks have no header to carry a lease token. */
+    cm_log_warn("--protocol app9: leases are not authenticated (the app9 wire format has no "
+                "room for a lease token)");
     rc = cm_fetch_app9_run(&f->cfg, &f->fc, f->ledger, src);
     goto done;
   }
+  if (cm_lease_key_option(&f->lease_key, f->lease_key_file, err, sizeof(err)) != 0) {
+    fprintf(stderr, "fetcher: invalid value for --lease-key-file: %s\n", err);
+    cm_log_error("%s", err);
+    rc = 2;
+    goto done;
+  }
+  f->fc.lease_key = f->lease_key;
   if (cm_daemon_create(&d, "fetcher", &f->cfg, &hooks, f) != 0) {
     rc = 1;
     goto done;
@@ -251,7 +280,13 @@ int main(int argc, char **argv) {
   rc = cm_daemon_run(d);
   cm_daemon_destroy(d);
   cm_fetch_destroy(f->fetch);
+  /* Never report success with state the ledger does not hold. */
+  if (rc == 0 && cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0) {
+    fprintf(stderr, "fetcher: ledger cannot be written: %s\n", cm_ledger_errmsg(f->ledger));
+    rc = 1;
+  }
 done:
+  cm_lease_key_free(f->lease_key);
   cm_ledger_close(f->ledger);
   cm_source_close(src);
   return rc;

@@ -15,6 +15,9 @@
 
 #include "source_http.h"
 
+#include "cm/chunk.h"
+#include "cm/redact.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -407,9 +410,10 @@ int cm_source_open(cm_source_t **out, const cm_source_opts_t *o, char *err, size
     s->kind = CM__SRC_HTTP;
     if ((ret = cm_http_src_open(&s->http, &ho, &s->desc, err, errlen)) < 0) goto fail;
   } else {
+    char shown[1024];
     snprintf(err, errlen,
              "unknown source \"%s\": expected gen:users, file:PATH, file:- or http(s)://URL",
-             o->spec);
+             cm_redact_urls(o->spec, shown, sizeof(shown)));
     ret = -EINVAL;
     goto fail;
   }
@@ -620,9 +624,10 @@ static int cm__append_raw(cm_buf_t *b, const char *s, size_t n) {
   return cm_buf_append_json_str(b, s, lim);
 }
 
-static int cm__emit_bad(cm_buf_t *bad, bool first, uint64_t line, const char *p, size_t n) {
-  int rc = cm_buf_printf(bad, "%s{\"line\":%llu,\"reason\":\"invalid JSON\",\"raw\":",
-                         first ? "" : ",", (unsigned long long)line);
+static int cm__emit_bad(cm_buf_t *bad, bool first, uint64_t line, const char *p, size_t n,
+                        const char *reason) {
+  int rc = cm_buf_printf(bad, "%s{\"line\":%llu,\"reason\":\"%s\",\"raw\":",
+                         first ? "" : ",", (unsigned long long)line, reason);
   if (rc == 0) rc = cm__append_raw(bad, p, n);
   if (rc == 0) rc = cm_buf_append(bad, "}", 1);
   return rc;
@@ -654,12 +659,20 @@ int cm_source_next(cm_source_t *s, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad,
     while (n && cm__blank(p[n - 1])) n--;
     if (n == 0) continue; /* blank NDJSON line: not a record */
     got++;
-    if (cm__valid_json(p, n)) {
+    size_t ubad = cm_utf8_check(p, n);
+    if (ubad != n) {
+      /* JSON text is UTF-8 (RFC 8259): a record that is not is a dead
+       * letter here, with where it goes wrong. */
+      char why[64];
+      snprintf(why, sizeof(why), "not valid UTF-8 (byte %zu)", ubad);
+      rc = cm__emit_bad(bad, *nbad == 0, s->line, p, n, why);
+      if (rc == 0) (*nbad)++;
+    } else if (cm__valid_json(p, n)) {
       if (*nrec) rc = cm_buf_append(out, ",", 1);
       if (rc == 0) rc = cm_buf_append(out, p, n);
       if (rc == 0) (*nrec)++;
     } else {
-      rc = cm__emit_bad(bad, *nbad == 0, s->line, p, n);
+      rc = cm__emit_bad(bad, *nbad == 0, s->line, p, n, "invalid JSON");
       if (rc == 0) (*nbad)++;
     }
     if (rc < 0) {

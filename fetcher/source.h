@@ -44,6 +44,8 @@ typedef struct cm_source_opts_s {
                                     indirection), or "@FILE" of such lines */
   int64_t http_timeout_ms;       /* per request; <= 0: 30 s */
   int64_t http_retries;          /* retries on 5xx/429/network errors; < 0: 5 */
+  bool http_follow_redirects;    /* follow redirects to other origins too
+                                    (without the custom headers) */
 } cm_source_opts_t;
 
 /* Opens the source. For file: the file must exist and be readable. Errors

@@ -16,11 +16,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <time.h>
 
 #include "cm/chunk.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__HTTP_MAX_BODY ((size_t)256 * 1024 * 1024)
 #define CM__HTTP_MAX_HEADERS 32
@@ -31,6 +33,8 @@ struct cm_http_src_s {
   CURL *curl;
   struct curl_slist *headers;
   char *url;        /* as given (after "http:"/"https:" prefix handling) */
+  char *shown;      /* url with its credentials as "***": for logs, errors, desc */
+  bool follow_redirects; /* to other origins too (never with the headers) */
   char *param;      /* page parameter, "" for none */
   int64_t start, step, pages, timeout_ms, retries, backoff_ms;
   char *next_field; /* NULL: page numbers */
@@ -188,6 +192,7 @@ void cm_http_src_close(cm_http_src_t *h) {
   curl_slist_free_all(h->headers);
   cm_buf_free(&h->body);
   free(h->url);
+  free(h->shown);
   free(h->param);
   free(h->next_field);
   free(h->records_path);
@@ -202,19 +207,23 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   int rc = -ENOMEM;
   CURLU *u = NULL;
 
+  char shown[1024];
   *out = NULL;
   *desc = NULL;
+  (void)cm_redact_urls(o->spec, shown, sizeof(shown)); /* for messages */
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-    cm_set_err(err, errlen, "%s: cannot initialise libcurl", o->spec);
+    cm_set_err(err, errlen, "%s: cannot initialise libcurl", shown);
     return -EIO;
   }
   if ((h = calloc(1, sizeof *h)) == NULL) {
     curl_global_cleanup();
-    cm_set_err(err, errlen, "%s: out of memory", o->spec);
+    cm_set_err(err, errlen, "%s: out of memory", shown);
     return -ENOMEM;
   }
   cm_buf_init(&h->body, CM__HTTP_MAX_BODY);
   h->url = strdup(o->spec); /* "http://..." or "https://...": the spec is the URL */
+  h->shown = cm_redact_urls_dup(o->spec);
+  h->follow_redirects = o->http_follow_redirects;
   h->param = strdup(o->http_page_param ? o->http_page_param : "page");
   h->start = o->http_page_start;
   h->step = o->http_page_step ? o->http_page_step : 1;
@@ -225,21 +234,24 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   if (o->http_next_field && *o->http_next_field) h->next_field = strdup(o->http_next_field);
   if (o->http_records_path && *o->http_records_path)
     h->records_path = strdup(o->http_records_path);
-  if (!h->url || !h->param || (o->http_next_field && *o->http_next_field && !h->next_field) ||
+  if (!h->url || !h->shown || !h->param || (o->http_next_field && *o->http_next_field && !h->next_field) ||
       (o->http_records_path && *o->http_records_path && !h->records_path))
     goto nomem;
   /* The URL must parse now: a typo is a start-up error, not a retry loop. */
   if ((u = curl_url()) == NULL) goto nomem;
   if (curl_url_set(u, CURLUPART_URL, h->url, 0) != CURLUE_OK) {
-    cm_set_err(err, errlen, "%s: not a valid URL", o->spec);
+    cm_set_err(err, errlen, "%s: not a valid URL", h->shown);
     rc = -EINVAL;
     goto fail;
   }
   if ((rc = parse_headers(h, o->http_header, err, errlen)) < 0) goto fail;
   if ((h->curl = curl_easy_init()) == NULL) goto nomem;
   (void)curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
-  (void)curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 1L);
-  (void)curl_easy_setopt(h->curl, CURLOPT_MAXREDIRS, 5L);
+  /* Redirects are followed by hand (follow()): to the same origin only,
+   * unless --http-follow-redirects, and never with the custom headers to
+   * another origin (https -> http included). */
+  (void)curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 0L);
+  (void)curl_easy_setopt(h->curl, CURLOPT_UNRESTRICTED_AUTH, 0L);
   (void)curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
   (void)curl_easy_setopt(h->curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   (void)curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, (long)h->timeout_ms);
@@ -253,19 +265,19 @@ int cm_http_src_open(cm_http_src_t **out, const cm_source_opts_t *o, char **desc
   (void)curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, h->errbuf);
   (void)curl_easy_setopt(h->curl, CURLOPT_FAILONERROR, 0L);
   if (h->next_field)
-    *desc = fmt_alloc("%s next=%s records=%s pages=%" PRId64 " chunk=%u", h->url, h->next_field,
+    *desc = fmt_alloc("%s next=%s records=%s pages=%" PRId64 " chunk=%u", h->shown, h->next_field,
                       h->records_path ? h->records_path : "(body)", h->pages, o->chunk_size);
   else
     *desc = fmt_alloc("%s param=%s start=%" PRId64 " step=%" PRId64 " records=%s pages=%" PRId64
                       " chunk=%u",
-                      h->url, h->param, h->start, h->step,
+                      h->shown, h->param, h->start, h->step,
                       h->records_path ? h->records_path : "(body)", h->pages, o->chunk_size);
   if (*desc == NULL) goto nomem;
   curl_url_cleanup(u);
   *out = h;
   return 0;
 nomem:
-  cm_set_err(err, errlen, "%s: out of memory", o->spec);
+  cm_set_err(err, errlen, "%s: out of memory", shown);
   rc = -ENOMEM;
 fail:
   curl_url_cleanup(u);
@@ -284,20 +296,95 @@ static char *page_url(const cm_http_src_t *h, int64_t seq) {
                    h->start + (seq - 1) * h->step);
 }
 
+int cm_http_same_origin(const char *a, const char *b) {
+  static const CURLUPart parts[] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+  CURLU *ua = curl_url(), *ub = curl_url();
+  int same = ua != NULL && ub != NULL && curl_url_set(ua, CURLUPART_URL, a, 0) == CURLUE_OK &&
+             curl_url_set(ub, CURLUPART_URL, b, 0) == CURLUE_OK;
+  for (size_t i = 0; same && i < sizeof(parts) / sizeof(parts[0]); i++) {
+    char *va = NULL, *vb = NULL;
+    same = curl_url_get(ua, parts[i], &va, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+           curl_url_get(ub, parts[i], &vb, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+           strcasecmp(va, vb) == 0;
+    curl_free(va);
+    curl_free(vb);
+  }
+  curl_url_cleanup(ua);
+  curl_url_cleanup(ub);
+  return same;
+}
+
+#define CM__HTTP_MAX_REDIRECTS 5
+
+/* One GET of url, following redirects by hand: to the first URL's origin
+ * with the custom headers; to any other origin (another host or port, or
+ * https -> http) only with follow_redirects, and then without them for the
+ * rest of the chain. 0 with *cc and *status set, or -EIO with err set for a
+ * refused redirect (not retried). */
+static int perform(cm_http_src_t *h, const char *url, CURLcode *cc, long *status, char *err,
+                   size_t errlen) {
+  char *cur = strdup(url);
+  bool headers = true;
+  int rc = 0;
+  if (cur == NULL) return -ENOMEM;
+  for (int hop = 0;; hop++) {
+    char *loc = NULL;
+    cm_buf_reset(&h->body);
+    h->errbuf[0] = '\0';
+    *status = 0;
+    (void)curl_easy_setopt(h->curl, CURLOPT_URL, cur);
+    (void)curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, headers ? h->headers : NULL);
+    *cc = curl_easy_perform(h->curl);
+    if (*cc != CURLE_OK) break;
+    (void)curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
+    if (*status < 300 || *status > 399) break;
+    if (curl_easy_getinfo(h->curl, CURLINFO_REDIRECT_URL, &loc) != CURLE_OK || loc == NULL)
+      break; /* a 3xx without Location: judged as a status */
+    if (hop == CM__HTTP_MAX_REDIRECTS) {
+      cm_set_err(err, errlen, "GET %s: more than %d redirects", h->shown, CM__HTTP_MAX_REDIRECTS);
+      rc = -EIO;
+      break;
+    }
+    if (!cm_http_same_origin(url, loc)) {
+      if (!h->follow_redirects) {
+        char shown[1024];
+        cm_set_err(err, errlen,
+                   "GET %s: redirected to another origin (%s): not followed (--http-follow-"
+                   "redirects follows it, without the custom headers)",
+                   h->shown, cm_redact_urls(loc, shown, sizeof(shown)));
+        rc = -EIO;
+        break;
+      }
+      headers = false;
+    }
+    {
+      char *next = strdup(loc);
+      if (next == NULL) {
+        rc = -ENOMEM;
+        break;
+      }
+      free(cur);
+      cur = next;
+    }
+  }
+  free(cur);
+  (void)curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, h->headers);
+  return rc;
+}
+
 /* GET url into body, with retries. 0, or a negative errno with err set. */
-static int get(cm_http_src_t *h, const char *url, char *err, size_t errlen) {
+static int get(cm_http_src_t *h, const char *url_in, char *err, size_t errlen) {
   int64_t delay = h->backoff_ms;
+  char url[1024];
+  (void)cm_redact_urls(url_in, url, sizeof(url)); /* what messages show */
   for (int64_t attempt = 0;; attempt++) {
     long status = 0;
     CURLcode cc;
     bool retry;
     char what[CURL_ERROR_SIZE + 64];
-    cm_buf_reset(&h->body);
-    h->errbuf[0] = '\0';
-    (void)curl_easy_setopt(h->curl, CURLOPT_URL, url);
-    cc = curl_easy_perform(h->curl);
+    int rc = perform(h, url_in, &cc, &status, err, errlen);
+    if (rc < 0) return rc;
     if (cc == CURLE_OK) {
-      (void)curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
       if (status >= 200 && status < 300) return 0;
       retry = status >= 500 || status == 429;
       snprintf(what, sizeof what, "HTTP %ld", status);
@@ -380,6 +467,7 @@ static int lookup(const char *p, size_t n, const char *path, const char **v, siz
 /* Fetches page seq (url: NULL in page-number mode) and finds its records. */
 static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *err, size_t errlen) {
   char *url = url_in ? strdup(url_in) : page_url(h, seq);
+  char shown[1024];
   const char *why = NULL, *v = NULL, *lb;
   size_t epos = 0, vl = 0;
   long span;
@@ -393,10 +481,11 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
   h->used = 0;
   h->seq = seq;
   if ((rc = get(h, url, err, errlen)) < 0) goto done;
+  (void)cm_redact_urls(url, shown, sizeof(shown));
   lb = skip_ws(h->body.data ? h->body.data : "", (h->body.data ? h->body.data : "") + h->body.len);
   span = cm_json_value_span_why(lb, h->body.len - (size_t)(lb - h->body.data), &epos, &why);
   if (h->body.len == 0 || span < 0) {
-    cm_set_err(err, errlen, "GET %s: the body is not JSON (%s at byte %zu)", url,
+    cm_set_err(err, errlen, "GET %s: the body is not JSON (%s at byte %zu)", shown,
             why ? why : "empty body", epos + (size_t)(lb - (h->body.data ? h->body.data : lb)));
     rc = -EBADMSG;
     goto done;
@@ -416,7 +505,7 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
     vl = 2;
   }
   if (v[0] != '[') {
-    cm_set_err(err, errlen, "GET %s: %s is not a JSON array", url,
+    cm_set_err(err, errlen, "GET %s: %s is not a JSON array", shown,
             h->records_path ? h->records_path : "the body");
     rc = -EBADMSG;
     goto done;
@@ -442,7 +531,7 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
             curl_url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK) {
           h->next_url = strdup(abs);
         } else {
-          cm_set_err(err, errlen, "GET %s: the next link is not a valid URL", url);
+          cm_set_err(err, errlen, "GET %s: the next link is not a valid URL", shown);
           rc = -EBADMSG;
         }
         curl_free(abs);
@@ -469,7 +558,7 @@ static int ensure_page(cm_http_src_t *h, char *err, size_t errlen) {
       for (int64_t s = 2; rc == 0 && s <= target; s++) {
         if (h->next_url == NULL) {
           cm_set_err(err, errlen, "%s: cannot resume at page %" PRId64 ": the links end at page %" PRId64,
-                  h->url, target, s - 1);
+                  h->shown, target, s - 1);
           return -ESPIPE;
         }
         char *nu = strdup(h->next_url);
@@ -541,7 +630,7 @@ int cm_http_src_next(cm_http_src_t *h, uint32_t chunk_size, cm_buf_t *out, uint3
     h->used++;
   }
   if (rc < 0) {
-    cm_set_err(err, errlen, "%s: page %" PRId64 ": chunk too large (%s)", h->url, h->seq,
+    cm_set_err(err, errlen, "%s: page %" PRId64 ": chunk too large (%s)", h->shown, h->seq,
             strerror(-rc));
     return rc;
   }

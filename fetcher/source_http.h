@@ -16,7 +16,8 @@
  * chunks before it are in the fetcher's ledger and are not read again.
  * 5xx, 429 and network errors are retried `retries` times with backoff
  * (0.25 s doubling, at most 8 s); other statuses fail at once. Header
- * values are never put into errors or logs.
+ * values are never put into errors or logs, and the URL's credentials are
+ * shown as "***" (desc, errors, logs). Redirects: see cm_http_same_origin.
  * Calls block (the fetcher reads sequential sources on its loop thread):
  * bounded by (retries + 1) * timeout plus the backoff. */
 #ifndef CM_SOURCE_HTTP_H
@@ -44,6 +45,11 @@ int cm_http_src_next(cm_http_src_t *h, uint32_t chunk_size, cm_buf_t *out, uint3
 /* Resume at a position from cm_http_src_next (applied at the next read). */
 int cm_http_src_seek(cm_http_src_t *h, int64_t pos, uint64_t line)
     __attribute__((warn_unused_result));
+/* 1 when URLs a and b have the same origin (scheme, host, port with the
+ * scheme's default filled in), else 0. Redirects to another origin are not
+ * followed unless --http-follow-redirects, and never with the custom
+ * headers. */
+int cm_http_same_origin(const char *a, const char *b);
 /* Test hook: backoff base in ms (default 250). */
 void cm_http_src_set_backoff(cm_http_src_t *h, int64_t base_ms);
 

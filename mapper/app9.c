@@ -12,8 +12,12 @@
  * queued and mapped in turn.
  *
  * Threads: nats.c delivers mapper_data messages and the drain-complete
- * notice on its threads; they go through this module's own handoff to the
- * loop thread. The transform runs on the libuv thread pool. */
+ * notice on its threads; they go to the loop thread through the
+ * connection's handoff (cm_nats_post), which stays allocated until nats.c's
+ * threads have stopped: a drain-complete notice that nats.c fires while the
+ * connection closes at shutdown (the server gone at the same moment) finds
+ * it still there and is refused (the item freed here) instead of posting
+ * into freed memory. The transform runs on the libuv thread pool. */
 #include "cm/app9wire.h"
 #include "app9.h"
 
@@ -22,15 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cm/chunk.h"
 #include "cm/daemon.h"
-#include "cm/handoff.h"
 #include "cm/log.h"
 
 #define APP9_MAX_SUBS 64    /* the current subscription + those still draining */
 #define APP9_QUEUE_MAX 64   /* chunks that arrived while busy */
-#define APP9_HANDOFF_CAP 1024
 #define APP9_MAX_CHUNK (64u * 1024 * 1024)
 #define APP9_DRAIN_MS 10000
 #define APP9_RETRY_MS 100
@@ -54,7 +57,7 @@ typedef struct a9_item_s {
 struct app9_mapper_s {
   cm_daemon_t *d;
   const cm_transform_t *t;
-  cm_handoff_t *ho;
+  cm_nats_t *nats; /* the daemon's connection; outlives nats.c's threads */
   a9_sub_t subs[APP9_MAX_SUBS];
   a9_sub_t *active; /* subscribed to mapper_data (idle) */
   uv_timer_t retry; /* re-try becoming idle (no subscription slot free) */
@@ -74,10 +77,14 @@ struct app9_mapper_s {
   double t_start;
 
   bool stopping, forced, closed;
+  int64_t chunk_timeout_ms; /* 0: none */
+  uv_timer_t deadline;      /* the chunk being mapped passes --chunk-timeout */
+  bool stuck;               /* ... and has: dropped, the worker not alive */
 
   cm_counter_t *m_ok, *m_err, *m_records, *m_dead, *m_late, *m_handbacks, *m_listening,
       *m_answers;
-  cm_gauge_t *m_busy;
+  cm_gauge_t *m_busy, *m_stuck;
+  cm_counter_t *m_timeouts;
   cm_histogram_t *m_map_s;
 };
 
@@ -98,7 +105,7 @@ static void a9m_post(app9_mapper_t *a, natsMsg *msg, a9_sub_t *closed) {
   it->a = a;
   it->msg = msg;
   it->closed = closed;
-  if (cm_handoff_post(a->ho, a9m_deliver, it) != 0) {
+  if (cm_nats_post(a->nats, a9m_deliver, it) != 0) {
     natsMsg_Destroy(msg);
     free(it);
   }
@@ -196,7 +203,10 @@ static void a9m_retry_cb(uv_timer_t *t) { a9m_go_idle(t->data); }
 /* ---- mapping ---- */
 
 static void a9m_maybe_exit(app9_mapper_t *a) {
-  if (a->stopping && a->cur == NULL && !a->working) {
+  if (a->stopping && a->stuck) {
+    cm_log_warn("stopping with a transform stuck past --chunk-timeout; its chunk is not saved");
+    cm_daemon_exit(a->d, 0);
+  } else if (a->stopping && a->cur == NULL && !a->working) {
     cm_log_info("mapper drained: no chunk in hand");
     cm_daemon_exit(a->d, 0);
   }
@@ -241,6 +251,13 @@ static void a9m_start_next(app9_mapper_t *a);
 static void a9m_work_done(uv_work_t *w, int status) {
   app9_mapper_t *a = w->data;
   a->working = false;
+  if (!a->closed) (void)uv_timer_stop(&a->deadline);
+  if (a->stuck) {
+    cm_log_warn("the transform returned after %.1f s, past --chunk-timeout: its result is dropped",
+                cm_wall_time() - a->t_start);
+    a->stuck = false;
+    cm_gauge_set(a->m_stuck, 0);
+  }
   cm_gauge_set(a->m_busy, 0);
   if (a->closed) {
     natsMsg_Destroy(a->cur);
@@ -281,6 +298,31 @@ static void a9m_work_done(uv_work_t *w, int status) {
   a9m_go_idle(a);
 }
 
+/* --chunk-timeout passed: the thread cannot be interrupted, and this
+ * protocol has no NAK. The result is dropped when (if) it comes (the
+ * fetcher sends the chunk again, as it does for any chunk that is not
+ * answered), and the mapper - one chunk at a time - reports itself not
+ * alive (/healthz 503) so that it gets restarted. */
+static void a9m_deadline_cb(uv_timer_t *t) {
+  app9_mapper_t *a = t->data;
+  if (!a->working || a->abandon) return;
+  a->stuck = true;
+  a->abandon = true;
+  cm_counter_inc(a->m_timeouts);
+  cm_counter_inc(a->m_err);
+  cm_gauge_set(a->m_stuck, 1);
+  cm_log_error("transform %s did not finish a chunk within --chunk-timeout (%lld ms): its result "
+               "will be dropped; the mapper is stuck (/healthz 503)",
+               cm_transform_name(a->t), (long long)a->chunk_timeout_ms);
+}
+
+static bool a9m_alive(void *ud, char *why, size_t whylen) {
+  app9_mapper_t *a = ud;
+  if (!a->stuck) return true;
+  snprintf(why, whylen, "the worker is stuck in a transform past --chunk-timeout");
+  return false;
+}
+
 static void a9m_start_next(app9_mapper_t *a) {
   if (a->cur != NULL || a->qlen == 0) return;
   a->cur = a->queue[a->qhead];
@@ -298,6 +340,8 @@ static void a9m_start_next(app9_mapper_t *a) {
   }
   a->working = true;
   cm_gauge_set(a->m_busy, 1);
+  if (a->chunk_timeout_ms > 0)
+    (void)uv_timer_start(&a->deadline, a9m_deadline_cb, (uint64_t)a->chunk_timeout_ms, 0);
 }
 
 /* ---- loop-thread handlers ---- */
@@ -323,7 +367,7 @@ static void a9m_on_chunk(app9_mapper_t *a, natsMsg *msg) {
 static void a9m_deliver(void *arg, int cancelled) {
   a9_item_t *it = arg;
   app9_mapper_t *a = it->a;
-  if (cancelled) {
+  if (cancelled || a->closed) {
     natsMsg_Destroy(it->msg);
   } else if (it->msg != NULL) {
     a9m_on_chunk(a, it->msg);
@@ -403,9 +447,7 @@ static void a9m_shutdown(void *ud, bool forced) {
 
 static void a9m_close(void *ud) {
   app9_mapper_t *a = ud;
-  a->closed = true;
-  cm_handoff_close(a->ho); /* drops queued deliveries; frees itself later */
-  a->ho = NULL;
+  a->closed = true; /* deliveries still queued are cancelled from now on */
   for (int i = 0; i < APP9_MAX_SUBS; i++)
     if (a->subs[i].sub != NULL) {
       natsSubscription_Destroy(a->subs[i].sub);
@@ -423,6 +465,13 @@ static void a9m_close(void *ud) {
     a->cur = NULL;
   }
   uv_close((uv_handle_t *)&a->retry, NULL);
+  uv_close((uv_handle_t *)&a->deadline, NULL);
+  if (a->working && a->stuck) {
+    /* The loop would wait for the stuck thread forever: nothing is left
+     * to lose (nothing of it is saved). */
+    cm_log_warn("stopping with a stuck transform still running");
+    _exit(cm_daemon_exit_code(a->d));
+  }
 }
 
 static void a9m_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
@@ -457,13 +506,20 @@ static void a9m_metrics(app9_mapper_t *a, const cm_common_cfg_t *cfg) {
                                     "app9: anyone_listening answered.", NULL);
   a->m_busy = cm_metrics_gauge(mt, "chunkmill_mapper_busy_workers", "Workers mapping right now.",
                                NULL);
+  a->m_timeouts = cm_metrics_counter(mt, "chunkmill_mapper_chunk_timeouts_total",
+                                     "Chunks whose transform passed --chunk-timeout (dropped).",
+                                     NULL);
+  a->m_stuck = cm_metrics_gauge(mt, "chunkmill_mapper_stuck_workers",
+                                "Workers still running a transform past --chunk-timeout.", NULL);
   a->m_map_s = cm_metrics_histogram(mt, "chunkmill_mapper_map_seconds",
                                     "Time from a chunk's arrival until it is mapped.", NULL, bounds,
                                     sizeof(bounds) / sizeof(bounds[0]));
 }
 
-int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t) {
-  cm_daemon_hooks_t hooks = {.on_nats = a9m_on_nats,
+int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t,
+                       int64_t chunk_timeout_ms) {
+  cm_daemon_hooks_t hooks = {.alive = a9m_alive,
+                             .on_nats = a9m_on_nats,
                              .status = a9m_status,
                              .shutdown = a9m_shutdown,
                              .close = a9m_close,
@@ -472,6 +528,7 @@ int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t) {
   int rc;
   if (a == NULL) return 1;
   a->t = t;
+  a->chunk_timeout_ms = chunk_timeout_ms;
   cm_buf_init(&a->out, APP9_MAX_CHUNK);
   cm_buf_init(&a->body, APP9_MAX_CHUNK);
   if (strcmp(cm_transform_name(t), "fullname") != 0)
@@ -484,9 +541,11 @@ int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t) {
   }
   (void)uv_timer_init(cm_daemon_loop(a->d), &a->retry);
   a->retry.data = a;
+  (void)uv_timer_init(cm_daemon_loop(a->d), &a->deadline);
+  a->deadline.data = a;
   a9m_metrics(a, cfg);
-  if (cm_handoff_create(&a->ho, cm_daemon_loop(a->d), APP9_HANDOFF_CAP) != 0 ||
-      cm_nats_subscribe(cm_daemon_nats(a->d), CM_APP9_SUBJ_STATUS, NULL, a9m_on_status, a, NULL) != 0) {
+  a->nats = cm_daemon_nats(a->d);
+  if (cm_nats_subscribe(cm_daemon_nats(a->d), CM_APP9_SUBJ_STATUS, NULL, a9m_on_status, a, NULL) != 0) {
     cm_log_error("cannot set up the app9 subscriptions");
     cm_daemon_exit(a->d, 1);
   } else {

@@ -1,5 +1,5 @@
 /* app9.h - the mapper speaking the original example's wire protocol
- * (`--protocol app9`, DESIGN.md "Compatibility profile", docs/app9.md).
+ * (`--protocol app9`, docs/design.md "Compatibility profile").
  *
  *   mapper_status  in "anyone_listening" -> out "im_listening" (when idle)
  *   mapper_data    in {"index":N,"data":[users]}, queue group mapper.workers,
@@ -16,11 +16,18 @@
 #ifndef CM_MAPPER_APP9_H
 #define CM_MAPPER_APP9_H
 
+#include <stdint.h>
+
 #include "cm/config.h"
 #include "transform.h"
 
 /* Runs the whole daemon (cm_daemon_create .. cm_daemon_destroy) in app9
- * mode. Borrows cfg and t. Returns the process exit code. */
-int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t);
+ * mode. Borrows cfg and t. chunk_timeout_ms (--chunk-timeout, 0: none): a
+ * chunk whose transform takes longer is dropped (this protocol has no NAK;
+ * the fetcher sends it again) and, one chunk at a time, the mapper is then
+ * stuck: /healthz 503 until the transform returns, if ever. Returns the
+ * process exit code. */
+int cm_mapper_app9_run(const cm_common_cfg_t *cfg, const cm_transform_t *t,
+                       int64_t chunk_timeout_ms);
 
 #endif

@@ -370,7 +370,10 @@ static int add_dead(cm_buf_t *dead, uint32_t *ndead, uint32_t idx, const reason_
   if (rc == 0) rc = cm_buf_printf(dead, "{\"idx\":%" PRIu32 ",\"reason\":", idx);
   if (rc == 0) rc = cm_buf_append_json_str(dead, why->text, strlen(why->text));
   if (rc == 0) rc = cm_buf_append(dead, ",\"record\":", 10);
-  if (rc == 0) rc = cm_buf_append(dead, rec, n);
+  /* A record that is not UTF-8 is kept as a JSON string of its text (the
+   * bad bytes replaced): the dead letter itself stays valid JSON. */
+  if (rc == 0)
+    rc = cm_utf8_valid(rec, n) ? cm_buf_append(dead, rec, n) : cm_buf_append_json_str(dead, rec, n);
   if (rc == 0) rc = cm_buf_append(dead, "}", 1);
   if (rc == 0) (*ndead)++;
   return rc;
@@ -578,7 +581,15 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
       idx++;
       continue;
     }
-    switch (t->kind) {
+    size_t rec_mark = out->len, ubad = cm_utf8_check(rec, el);
+    if (ubad != el) {
+      /* JSON is UTF-8 (RFC 8259): such a record is a dead letter, never
+       * stored as a result. An exec child has answered it already: that
+       * answer is not used. */
+      if (t->kind == CM_T_EXEC) xb.next++;
+      (void)snprintf(why.text, sizeof why.text, "record is not valid UTF-8 (byte %zu)", ubad);
+      r = 1;
+    } else switch (t->kind) {
     case CM_T_IDENTITY:
     case CM_T_FAIL:
     case CM_T_SLEEP: r = cm_buf_append(out, rec, el); break;
@@ -600,6 +611,15 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
         goto fail;
       }
       break;
+    }
+    if (r == 0 && (ubad = cm_utf8_check(out->data + rec_mark, out->len - rec_mark)) !=
+                      out->len - rec_mark) {
+      /* The transform (exec, plugin) wrote bytes that are not UTF-8. */
+      out->len = rec_mark;
+      out->data[rec_mark] = '\0';
+      (void)snprintf(why.text, sizeof why.text, "mapped record is not valid UTF-8 (byte %zu)",
+                     ubad);
+      r = 1;
     }
     if (r == 0) {
       nrec++;

@@ -6,9 +6,10 @@
  *   burn:N      N units of deterministic CPU work per record (load tests);
  *               output: the record with "burn": <checksum> added
  *   sleep:MS    sleeps MS milliseconds per chunk, records unchanged
- *   exec:CMD    records as NDJSON through a long-lived child process per
- *               worker (see exec.h for the contract); an output line that
- *               is not JSON, or is {"error":"why"}, is a dead letter
+ *   exec:CMD    records as NDJSON through a child process (one per chunk,
+ *               or long-lived per worker: see exec.h for the contract); an
+ *               output line that is not JSON, or is {"error":"why"}, is a
+ *               dead letter
  *   plugin:PATH a shared object implementing include/chunkmill/plugin.h
  *
  * A transform is created once and then used concurrently from the thread
@@ -45,6 +46,10 @@ typedef struct cm_transform_opts_s {
   int64_t exec_timeout_ms; /* per chunk; <= 0: 30 s */
   const char *exec_cwd;    /* working directory of children; NULL: ours */
   const char *exec_env;    /* "KEY=VAL,KEY2=VAL2" added to children's env */
+  const char *exec_framing; /* "chunk" (NULL: the same), "tagged" or "lines";
+                               see exec.h */
+  int64_t exec_settle_ms;   /* lines framing: quiet time after a chunk's last
+                               answer before it counts; <= 0: none */
 } cm_transform_opts_t;
 
 /* cm_transform_create with settings (o may be NULL). exec: checks that the

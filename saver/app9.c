@@ -20,6 +20,7 @@
 #include "cm/chunk.h"
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "store_health.h"
 
 #define APP9_MAX_BATCH 128
 #define APP9_MAX_BATCH_BYTES (64u * 1024 * 1024)
@@ -45,6 +46,7 @@ typedef struct app9_saver_s {
   double batch_seconds;
 
   bool shutting_down;
+  cm_store_health_t health; /* rate-limited failure logs; readiness is the sink's */
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_errors, *m_commits, *m_dropped;
   cm_histogram_t *m_commit_s;
@@ -121,8 +123,16 @@ static void a9s_commit_done(uv_work_t *w, int status) {
     s->msgs[i] = NULL;
     cm_buf_reset(&s->wire[i]);
   }
-  if (s->batch_rc != 0)
-    cm_log_error("commit of %zu chunks failed: not confirmed, they will be sent again", s->nbatch);
+  if (s->nbatch > 0) {
+    const char *why = "commit failed";
+    for (size_t i = 0; i < s->nbatch; i++)
+      if (s->items[i].status < 0 && s->items[i].temporary && s->items[i].err[0]) {
+        why = s->items[i].err;
+        break;
+      }
+    cm_store_health_note(&s->health, s->batch_rc, why,
+                         "not confirmed: the fetcher sends them again", cm_daemon_now_ms(s->d));
+  }
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   a9s_start_batch(s);
@@ -260,6 +270,7 @@ int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_sink_t *store, const char *
   if (s == NULL) return 1;
   s->store = store;
   s->db_path = db_path;
+  cm_store_health_init(&s->health, db_path);
   for (size_t i = 0; i < APP9_MAX_BATCH; i++) cm_buf_init(&s->wire[i], APP9_MAX_CHUNK);
   if (cm_daemon_create(&s->d, "saver", cfg, &hooks, s) != 0) {
     rc = 1;

@@ -1,5 +1,5 @@
 /* app9.h - the saver speaking the original example's wire protocol
- * (`--protocol app9`, DESIGN.md "Compatibility profile", docs/app9.md).
+ * (`--protocol app9`, docs/design.md "Compatibility profile").
  *
  *   saver_data      in  {"index":N,"data":[{"id","name"}...]}, queue group
  *                       saver.workers

@@ -22,14 +22,6 @@ typedef struct {
   char why[256];
 } sq_t;
 
-/* An error that comes from the chunk itself (its JSON, its header, its
- * dead letters, its size) will fail again on every delivery; anything else
- * (SQLITE_BUSY, SQLITE_FULL, NOMEM, I/O, a failed commit) is the store's
- * condition and may pass. */
-static bool sq_temporary(int status) {
-  return !(status == -EINVAL || status == -ERANGE || status == -E2BIG);
-}
-
 static void sq_set_health(sq_t *q, bool ok, const char *why) {
   pthread_mutex_lock(&q->mu);
   q->ok = ok;
@@ -67,10 +59,11 @@ static int sq_save_batch(void *impl, cm_sink_item_t *items, size_t n) {
     const cm_store_item_t *si = &q->items[k];
     cm_sink_item_t *it = &items[k];
     it->status = si->status;
-    /* A batch that did not commit gives its good items the batch's error
-     * ("batch not saved: ...", store.c); a bad item keeps its own. */
-    it->temporary = si->status < 0 && (sq_temporary(si->status) ||
-                                       (rc != 0 && strncmp(si->err, "batch not saved", 15) == 0));
+    /* store.c's classification: a data error (-EINVAL, -ERANGE, -E2BIG)
+     * is the chunk's; anything else is the store's, and a batch that did
+     * not commit gives every item that was fine the batch's (temporary)
+     * error. */
+    it->temporary = cm_store_status_temporary(si->status);
     it->hdr = si->hdr;
     it->records = si->records;
     it->dead = si->dead;

@@ -262,6 +262,14 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
     rc = refuse_newer(path, v, err, errlen);
     goto fail;
   }
+  /* Write path (measured with cmbench store, 1M identity rows of ~550 bytes,
+   * synchronous=FULL both ways): 16 KB pages cut the saver's CPU per record
+   * by about a third against 4 KB (a quarter as many WAL frames and
+   * pwrite calls, and at checkpoint; fewer B-tree splits for rows this
+   * size). It only applies to a new file, so it comes before anything
+   * writes one; an existing database keeps its page size. */
+  src = exec1(s->db, "PRAGMA page_size = 16384", NULL, 0, err, errlen);
+  if (src != SQLITE_OK) goto sqlfail;
   src = exec1(s->db, "PRAGMA journal_mode = WAL", mode, sizeof mode, err, errlen);
   if (src != SQLITE_OK) goto sqlfail;
   /* An in-memory database reports "memory" and cannot use WAL; fine. */
@@ -273,6 +281,15 @@ int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char
   src = exec1(s->db,
               sync == CM_SYNC_FULL ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
               NULL, 0, err, errlen);
+  if (src != SQLITE_OK) goto sqlfail;
+  /* Each item's SAVEPOINT and each multi-row INSERT keep the pages they
+   * change in a sub-journal; on disk (a deleted file under /var/tmp or
+   * /tmp) it was written 2.6x the bytes of the records (145 MB for 100k
+   * identity rows), read only to roll an item back. Only a rollback in the open
+   * transaction uses it, never crash recovery (the WAL is synced as
+   * before), so memory keeps durability. Its size is bounded by the pages
+   * one item touches. */
+  src = exec1(s->db, "PRAGMA temp_store = MEMORY", NULL, 0, err, errlen);
   if (src != SQLITE_OK) goto sqlfail;
 
   rc = migrate(s, err, errlen);
@@ -323,6 +340,10 @@ void cm_store_close(cm_store_t *s) {
 }
 
 sqlite3 *cm_store_db(cm_store_t *s) { return s->db; }
+
+bool cm_store_status_temporary(int status) {
+  return status < 0 && status != -EINVAL && status != -ERANGE && status != -E2BIG;
+}
 
 /* ---- saving ------------------------------------------------------------ */
 
@@ -543,6 +564,8 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
   src = run(s->db, s->st[ST_BEGIN], msg, sizeof msg);
   if (src != SQLITE_DONE) {
     rc = sqlite_errno(src);
+    /* Never the data's fault: the batch is retried whole. */
+    if (!cm_store_status_temporary(rc)) rc = -EIO;
     cm_set_err(why, sizeof why, "batch not saved: BEGIN: %s", msg);
     fail_all(items, n, rc, why);
     return rc;
@@ -587,6 +610,14 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
         cm_set_err(msg, sizeof msg, "transaction rolled back after: %s", it->err);
         goto abort;
       }
+      /* Not the chunk's fault (disk full, out of memory, locked, I/O): the
+       * store is in trouble, not the data. Nothing of the batch is kept, so
+       * every chunk in it is retried whole once the store recovers. */
+      if (cm_store_status_temporary(it->status)) {
+        rc = it->status;
+        cm_set_err(why, sizeof why, "batch not saved: %s", it->err);
+        goto abort_rc;
+      }
       src = run(s->db, s->st[ST_ROLLBACK_TO], msg, sizeof msg);
       if (src != SQLITE_DONE) goto abort;
     }
@@ -600,8 +631,11 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
 
 abort:
   rc = sqlite_errno(src);
-  if (rc == 0) rc = -EIO;
+  /* A data error here (e.g. the savepoint after a constraint) is still the
+   * batch not committing: report it as the store's, to be retried. */
+  if (rc == 0 || !cm_store_status_temporary(rc)) rc = -EIO;
   cm_set_err(why, sizeof why, "batch not saved: %s", msg);
+abort_rc:
   if (!sqlite3_get_autocommit(s->db)) (void)run(s->db, s->st[ST_ROLLBACK], NULL, 0);
   fail_all(items, n, rc, why);
   return rc;

@@ -18,6 +18,7 @@
 #ifndef CM_STORE_H
 #define CM_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,8 +77,19 @@ typedef struct cm_store_item_s {
  * idx = -line. An entry that is not an object with "idx" or "line", or two
  * entries for the same idx, make the item fail (-EINVAL). Item statuses:
  * -EINVAL bad chunk, -ERANGE index > 2^63-1, other negative errno from
- * SQLite. hdr is filled for every item that parsed. */
+ * SQLite. hdr is filled for every item that parsed.
+ * Errors that are not caused by an item's data (cm_store_status_temporary:
+ * disk full, out of memory, busy, I/O, read-only) abort the whole batch,
+ * even when SQLite kept the transaction open: the return value is then that
+ * error, and every item not failed by its own data gets it too. */
 int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n)
     __attribute__((warn_unused_result));
+
+/* true for an item status (or a save_batch result) that says "the store
+ * could not write now" rather than "this chunk is unusable": anything below
+ * 0 except -EINVAL, -ERANGE and -E2BIG. A saver answers such a chunk
+ * "retry later" (the mapper keeps its result and sends it again; it costs
+ * no delivery); only a data error is worth a NAK. */
+bool cm_store_status_temporary(int status);
 
 #endif

@@ -4,29 +4,82 @@
 
 CM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Build and runtime dependencies (DESIGN.md).
+# Build and runtime dependencies (docs/design.md).
 CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotobuf-c-dev
   protobuf-c-compiler libsqlite3-dev libcjson-dev libhttp-parser-dev libcurl4-openssl-dev
-  libcmocka-dev nats-server sqlite3 python3 curl libpq-dev"
+  libssl-dev libcmocka-dev nats-server sqlite3 python3 curl libpq-dev"
 # Tests also need clang's sanitizer/libFuzzer runtime, openssl (TLS tests
-# generate their certificates) and a PostgreSQL server (the PostgreSQL sink's
-# tests run a throwaway one: initdb + pg_ctl).
-CM_TEST_PKGS="clang libclang-rt-14-dev openssl postgresql"
+# generate their certificates), docker-compose (deploy_compose_config runs
+# `docker-compose config` on the compose files; no engine needed) and a
+# PostgreSQL server (the PostgreSQL sink's tests run a throwaway one: initdb +
+# pg_ctl).
+CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose postgresql"
+# deploy_manifests also needs node >= 18 and npm, but it runs only where
+# kubectl >= 1.27 with kustomize v5 is on PATH (not a Debian package:
+# bookworm's kubernetes-client is 1.20). scripts/test installs these only
+# then (cm_kubectl_check), so a machine without kubectl is spared ~370
+# packages for a test that would be skipped anyway.
+CM_DEPLOY_PKGS="nodejs npm"
 
 cm_log() { printf '==> %s\n' "$*" >&2; }
 
+# cm_usage FILE: the comment block at the top of FILE (after the #! line),
+# without the leading "# " - the script's --help.
+cm_usage() {
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$1"
+}
+
+# cm_kubectl_check: 0 when kubectl >= 1.27 with kustomize v5 is on PATH;
+# otherwise prints the reason (one line, naming the tool) and returns 1.
+cm_kubectl_check() {
+  local v
+  if ! command -v kubectl >/dev/null 2>&1; then
+    echo "kubectl not found on PATH (needs kubectl >= 1.27 with kustomize v5; Debian 12 ships 1.20)"
+    return 1
+  fi
+  v="$(kubectl version --client -o json 2>/dev/null | python3 -c '
+import json, re, sys
+try:
+    d = json.load(sys.stdin)
+except ValueError:
+    sys.exit("unreadable output of kubectl version --client -o json")
+cv = d.get("clientVersion", {})
+major = int(re.sub(r"[^0-9]", "", cv.get("major", "")) or 0)
+minor = int(re.sub(r"[^0-9]", "", cv.get("minor", "")) or 0)
+kz = d.get("kustomizeVersion", "")
+m = re.match(r"v?([0-9]+)", kz)
+if (major, minor) < (1, 27) or not m or int(m.group(1)) < 5:
+    kz = kz or "(none)"
+    sys.exit(f"kubectl {major}.{minor} with kustomize {kz} on PATH is too old "
+             f"(needs kubectl >= 1.27 with kustomize v5)")
+' 2>&1)" || { echo "${v:-kubectl version --client failed}"; return 1; }
+  return 0
+}
+
+# cm_ensure_pkgs PKG...: installs the Debian packages that are missing, as
+# root or through sudo; without either it names them and how to install
+# them, and returns 1.
 cm_ensure_pkgs() {
   local missing=() p
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  cm_log "installing missing packages: ${missing[*]}"
   local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      printf 'scripts/%s: missing Debian packages: %s\n' "$(basename "$0")" "${missing[*]}" >&2
+      printf 'Not root and no sudo to install them; as root, run:\n  apt-get update && apt-get install -y --no-install-recommends %s\n' \
+        "${missing[*]}" >&2
+      return 1
+    fi
+    sudo="sudo"
+  fi
+  cm_log "installing missing packages${sudo:+ with sudo}: ${missing[*]}"
   # A fresh machine may have no package lists yet: update once on failure.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
-    || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+    || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } \
+    || { printf 'scripts/%s: could not install %s (see the apt-get messages above)\n' "$(basename "$0")" "${missing[*]}" >&2; return 1; }
 }
 
 # cm_build DIR [cmake args...]: configure (once) and build.

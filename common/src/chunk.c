@@ -379,6 +379,50 @@ int cm_json_array_next(const char *arr, size_t len, size_t *pos, const char **el
   return 1;
 }
 
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at s[0] (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t len) {
+  unsigned char c = s[0];
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return len >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (len < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+    if (c == 0xED && s[1] > 0x9F) return 0; /* surrogate */
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (len < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+      return 0;
+    if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+    if (c == 0xF4 && s[1] > 0x8F) return 0; /* above U+10FFFF */
+    return 4;
+  }
+  return 0;
+}
+
+size_t cm_utf8_check(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < len) {
+    if (u[i] < 0x80) {
+      uint64_t x;
+      i++;
+      /* ASCII runs 8 bytes at a time. */
+      while (i + 8 <= len && (memcpy(&x, u + i, 8), (x & CM_HIGHS) == 0)) i += 8;
+      continue;
+    }
+    size_t n = utf8_seq(u + i, len - i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return len;
+}
+
+bool cm_utf8_valid(const char *s, size_t len) { return cm_utf8_check(s, len) == len; }
+
 /* ---- header scanner ---------------------------------------------------- */
 
 static int fail_at(char *err, size_t errlen, const char *fmt, ...)
@@ -479,7 +523,9 @@ static int parse_uint(const char *lit, size_t n, uint64_t max, uint64_t *v) {
   return 0;
 }
 
-enum { K_JOB = 1, K_INDEX = 2, K_ATTEMPT = 4, K_DATA = 8, K_DEAD = 16 };
+enum { K_JOB = 1, K_INDEX = 2, K_ATTEMPT = 4, K_DATA = 8, K_DEAD = 16, K_MAPPER = 32, K_LEASE = 64 };
+#define K_HDR3 (K_JOB | K_INDEX | K_ATTEMPT)
+#define K_HDR5 (K_HDR3 | K_MAPPER | K_LEASE)
 
 static int key_id(const char *k, size_t n) {
   /* Keys are compared raw (between the quotes): an escaped spelling of a
@@ -489,6 +535,8 @@ static int key_id(const char *k, size_t n) {
   if (n == 7 && memcmp(k, "attempt", 7) == 0) return K_ATTEMPT;
   if (n == 4 && memcmp(k, "data", 4) == 0) return K_DATA;
   if (n == 4 && memcmp(k, "dead", 4) == 0) return K_DEAD;
+  if (n == 6 && memcmp(k, "mapper", 6) == 0) return K_MAPPER;
+  if (n == 5 && memcmp(k, "lease", 5) == 0) return K_LEASE;
   return 0;
 }
 
@@ -537,11 +585,19 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
     i = skip_ws(json, len, i + 1);
     if (i >= len) FAIL("unexpected end of input at byte %zu", i);
 
+    /* The header precedes "data" in the wire form: a header-only peek
+     * that reaches "data" with job, index and attempt read is done. */
+    if (header_only && key == K_DATA && (seen & K_HDR3) == K_HDR3) {
+      *out = v;
+      return 0;
+    }
+
     /* value */
     size_t vstart = i;
     bool ws = header_only; /* unknown without the full scan: assume some */
     long n;
-    if (header_only && key != K_JOB && key != K_INDEX && key != K_ATTEMPT) {
+    if (header_only && key != K_JOB && key != K_INDEX && key != K_ATTEMPT && key != K_MAPPER &&
+        key != K_LEASE) {
       n = cm_json_value_skip(json + i, len - i);
       at = 0;
       why = "malformed value";
@@ -570,8 +626,25 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
       long jl = cm_json_unescape(val, vlen, v.hdr.job, sizeof v.hdr.job, 0);
       if (jl == -E2BIG) FAIL("job name longer than %d bytes", CM_JOB_MAX - 1);
       if (jl < 0) FAIL("job name has a NUL or a lone surrogate escape");
+      if (!cm_utf8_valid(v.hdr.job, (size_t)jl)) FAIL("job name is not valid UTF-8");
       break;
     }
+    case K_MAPPER: {
+      if (val[0] != '"') FAIL("\"mapper\" is not a string");
+      long ml = cm_json_unescape(val, vlen, v.hdr.mapper, sizeof v.hdr.mapper, 0);
+      if (ml == -E2BIG) FAIL("mapper id longer than %d bytes", CM_MAPPER_ID_MAX - 1);
+      if (ml < 0) FAIL("mapper id has a NUL or a lone surrogate escape");
+      if (!cm_utf8_valid(v.hdr.mapper, (size_t)ml)) FAIL("mapper id is not valid UTF-8");
+      break;
+    }
+    case K_LEASE:
+      /* A token is hex digits, taken as written. */
+      if (val[0] != '"' || vlen - 2 >= sizeof v.hdr.lease) FAIL("\"lease\" is not a lease token");
+      for (size_t k = 1; k + 1 < vlen; k++)
+        if (hexval(val[k]) < 0) FAIL("\"lease\" is not a lease token");
+      memcpy(v.hdr.lease, val + 1, vlen - 2);
+      v.hdr.lease[vlen - 2] = '\0';
+      break;
     case K_INDEX:
       rc = parse_uint(val, vlen, UINT64_MAX, &u);
       if (rc == -ERANGE) FAIL("\"index\" is larger than 2^64-1");
@@ -602,7 +675,7 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
 
     /* The header is complete: nothing after it is needed (and in the wire
      * form "data" follows the header, so this skips no data at all). */
-    if (header_only && (seen & (K_JOB | K_INDEX | K_ATTEMPT)) == (K_JOB | K_INDEX | K_ATTEMPT)) {
+    if (header_only && (seen & K_HDR5) == K_HDR5) {
       *out = v;
       return 0;
     }
@@ -655,8 +728,16 @@ int cm_chunk_begin(cm_buf_t *b, const cm_chunk_hdr_t *hdr) {
   int rc = cm_buf_append(b, "{\"job\":", 7);
   if (rc == 0) rc = cm_buf_append_json_str(b, hdr->job, strnlen(hdr->job, sizeof hdr->job));
   if (rc == 0)
-    rc = cm_buf_printf(b, ",\"index\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"data\":[", hdr->index,
+    rc = cm_buf_printf(b, ",\"index\":%" PRIu64 ",\"attempt\":%" PRIu32, hdr->index,
                        hdr->attempt);
+  if (rc == 0 && hdr->lease[0] != '\0') {
+    rc = cm_buf_append(b, ",\"mapper\":", 10);
+    if (rc == 0)
+      rc = cm_buf_append_json_str(b, hdr->mapper, strnlen(hdr->mapper, sizeof hdr->mapper));
+    if (rc == 0) rc = cm_buf_append(b, ",\"lease\":", 9);
+    if (rc == 0) rc = cm_buf_append_json_str(b, hdr->lease, strnlen(hdr->lease, sizeof hdr->lease));
+  }
+  if (rc == 0) rc = cm_buf_append(b, ",\"data\":[", 9);
   if (rc < 0 && b->len != mark) {
     /* Leave the buffer as it was: the caller may retry into another one. */
     b->len = mark;

@@ -259,6 +259,15 @@ static const char *type_meta(const cm_opt_t *o) {
   return "VALUE";
 }
 
+/* Whether o's help text already names every one of its choices (a prefix
+ * choice "burn:" by its prefix): then --help does not list them again. */
+static int help_names_choices(const cm_opt_t *o) {
+  if (o->help == NULL) return 0;
+  for (size_t i = 0; o->choices[i] != NULL; i++)
+    if (strstr(o->help, o->choices[i]) == NULL) return 0;
+  return 1;
+}
+
 static void usage(const cm_opt_t *opts, size_t n, const char *prog, const char *summary,
                   FILE *out) {
   char head[160], env[CM_ENV_NAME_MAX], list[512];
@@ -281,7 +290,7 @@ static void usage(const cm_opt_t *opts, size_t n, const char *prog, const char *
     if (env_name(o->name, env, sizeof env) < 0) env[0] = '\0';
 
     fprintf(out, "  %-*s   %s", width, head, o->help != NULL ? o->help : "");
-    if (o->choices != NULL) {
+    if (o->choices != NULL && !help_names_choices(o)) {
       fmt_choices(list, sizeof list, o->choices);
       fprintf(out, " [%s]", list);
     }
@@ -291,6 +300,7 @@ static void usage(const cm_opt_t *opts, size_t n, const char *prog, const char *
     fprintf(out, ")\n");
   }
   fprintf(out, "  %-*s   show this help and exit\n", width, "-h, --help");
+  fprintf(out, "  %-*s   print the program's name and version and exit\n", width, "--version");
 }
 
 static const cm_opt_t *find_opt(const cm_opt_t *opts, size_t n, const char *name, size_t len,
@@ -323,6 +333,10 @@ int cm_config_parse(const cm_opt_t *opts, size_t n, int argc, char **argv, const
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       usage(opts, n, prog, summary, out);
       rc = 1;
+      goto done;
+    }
+    if (strcmp(a, "--version") == 0) {
+      rc = 2;
       goto done;
     }
     if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {

@@ -10,26 +10,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cm/http.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__MAX_OPTS 64
+#define CM__MAX_SERVERS 32
 
 struct cm_daemon_s {
   uv_loop_t loop;
   const char *role;
   cm_common_cfg_t cfg;
   char id[128];
+  char instance[33]; /* random per start: see cm_daemon_instance */
   cm_daemon_hooks_t hooks;
   void *ud;
 
   cm_metrics_t *metrics;
   cm_gauge_t *m_connected;
   cm_counter_t *m_reconnects;
+  cm_counter_t *m_reconnects_only;
+  /* chunkmill_nats_server_info{server="..."}: 1 for the server of the
+   * current connection, 0 for the others seen before (bounded). */
+  cm_gauge_t *m_server[CM__MAX_SERVERS];
+  char m_server_url[CM__MAX_SERVERS][256];
+  int nservers;
   cm_http_t *http;
   cm_nats_t *nats;
 
@@ -70,7 +80,19 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
   if (n < 0 || (size_t)n + nown > CM__MAX_OPTS) return -ENOSPC;
   memcpy(opts + n, own, nown * sizeof(*own));
   rc = cm_config_parse(opts, (size_t)n + nown, argc, argv, role, summary, stdout, stderr);
+  if (rc == 2) {
+    printf("%s %s\n", role, CM_VERSION);
+    return 1;
+  }
   if (rc != 0) return rc;
+  /* The whole command line is checked before main opens any file. */
+  if (cm_http_check_addr(cfg->http_addr) != 0) {
+    fprintf(stderr,
+            "%s: invalid value \"%s\" for --http: use HOST:PORT, :PORT or PORT (numeric host "
+            "or localhost, port 0..65535)\n",
+            role, cfg->http_addr);
+    return -EINVAL;
+  }
   if (cfg->probe != NULL) {
     int st = cm_http_probe(cfg->http_addr, cfg->probe, 2000);
     if (st != 200) {
@@ -82,6 +104,13 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
     }
     *probe_status = st == 200 ? 0 : 1;
     return 2;
+  }
+  {
+    char err[512] = "";
+    if (cm_nats_check_options(cfg, err, sizeof(err)) != 0) {
+      fprintf(stderr, "%s: %s\n", role, err);
+      return -EINVAL;
+    }
   }
   if (cfg->id == NULL) {
     char host[64] = "host";
@@ -99,23 +128,33 @@ int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t
 
 bool cm_daemon_ready(cm_daemon_t *d) {
   char why[128];
-  if (d->draining || !cm_nats_connected(d->nats)) return false;
+  if (d->draining || !cm_nats_connected(d->nats) || cm_nats_refused(d->nats) != NULL) return false;
   return d->hooks.ready == NULL || d->hooks.ready(d->ud, why, sizeof(why));
 }
 
 static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const char **ctype) {
   cm_daemon_t *d = ud;
   if (strcmp(path, "/healthz") == 0) {
-    /* Answering at all proves the loop is turning. */
+    /* Answering at all proves the loop is turning; the daemon may know
+     * better (its workers all stuck). */
+    char why[160] = "";
+    if (d->hooks.alive != NULL && !d->hooks.alive(d->ud, why, sizeof(why))) {
+      if (cm_buf_printf(body, "not alive: %s\n", why) != 0) return 503;
+      return 503;
+    }
     return cm_buf_puts(body, "ok\n") == 0 ? 200 : 500;
   }
   if (strcmp(path, "/readyz") == 0) {
-    char why[128] = "";
+    char why[320] = "";
     const char *reason = NULL;
     if (d->draining)
       reason = "draining";
     else if (!cm_nats_connected(d->nats))
       reason = "not connected to NATS";
+    else if (cm_nats_refused(d->nats) != NULL) {
+      snprintf(why, sizeof(why), "NATS refused: %s", cm_nats_refused(d->nats));
+      reason = why;
+    }
     else if (d->hooks.ready != NULL && !d->hooks.ready(d->ud, why, sizeof(why)))
       reason = why;
     if (reason == NULL) return cm_buf_puts(body, "ready\n") == 0 ? 200 : 500;
@@ -140,6 +179,15 @@ static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const cha
                         cm_nats_connected(d->nats) ? "true" : "false",
                         d->draining ? "true" : "false",
                         (double)(cm_daemon_now_ms(d) - d->started_ms) / 1000.0);
+    {
+      char server[256];
+      cm_nats_server(d->nats, server, sizeof(server));
+      rc |= cm_buf_puts(body, ",\"nats_server\":");
+      rc |= server[0] != '\0' ? cm_buf_append_json_str(body, server, strlen(server))
+                              : cm_buf_puts(body, "null");
+      rc |= cm_buf_printf(body, ",\"nats_reconnects\":%llu",
+                          (unsigned long long)cm_nats_reconnects(d->nats));
+    }
     if (rc == 0 && d->hooks.status != NULL) rc = d->hooks.status(d->ud, body);
     if (rc == 0) rc = cm_buf_puts(body, "}\n");
     return rc == 0 ? 200 : 500;
@@ -184,6 +232,38 @@ static double cm__cpu_seconds(void *ud) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Loop thread, on every connection event: the info gauge shows the server
+ * we are on now (none while disconnected). */
+static void cm__daemon_note_server(cm_daemon_t *d) {
+  char server[256], labels[300];
+  size_t o = 0;
+  int slot = -1;
+  cm_nats_server(d->nats, server, sizeof(server));
+  for (int i = 0; i < d->nservers; i++) {
+    if (server[0] != '\0' && strcmp(d->m_server_url[i], server) == 0) slot = i;
+    cm_gauge_set(d->m_server[i], 0);
+  }
+  if (server[0] == '\0') return;
+  if (slot < 0 && d->nservers < CM__MAX_SERVERS) {
+    /* A label value: escape what the text format needs escaped. */
+    o = (size_t)snprintf(labels, sizeof(labels), "server=\"");
+    for (const char *c = server; *c && o + 3 < sizeof(labels); c++) {
+      if (*c == '"' || *c == '\\') labels[o++] = '\\';
+      labels[o++] = *c == '\n' ? ' ' : *c;
+    }
+    labels[o++] = '"';
+    labels[o] = '\0';
+    slot = d->nservers;
+    d->m_server[slot] = cm_metrics_gauge(d->metrics, "chunkmill_nats_server_info",
+                                         "1 for the NATS server this daemon is connected to "
+                                         "(password redacted).",
+                                         labels);
+    snprintf(d->m_server_url[slot], sizeof(d->m_server_url[slot]), "%s", server);
+    d->nservers++;
+  }
+  if (slot >= 0) cm_gauge_set(d->m_server[slot], 1);
+}
+
 static double cm__nats_dropped(void *ud) {
   cm_daemon_t *d = ud;
   return d->nats != NULL ? (double)cm_nats_dropped(d->nats) : 0;
@@ -196,10 +276,15 @@ static void cm__daemon_heartbeat(uv_timer_t *t);
 
 static void cm__daemon_nats_event(void *ud, cm_nats_event_t ev) {
   cm_daemon_t *d = ud;
+  if (ev != CM_NATS_CLOSED) cm__daemon_note_server(d);
   switch (ev) {
   case CM_NATS_CONNECTED:
     cm_gauge_set(d->m_connected, 1);
     cm_counter_inc(d->m_reconnects);
+    {
+      uint64_t now = cm_nats_reconnects(d->nats), seen = cm_counter_get(d->m_reconnects_only);
+      if (now > seen) cm_counter_add(d->m_reconnects_only, now - seen);
+    }
     break;
   case CM_NATS_DISCONNECTED:
     cm_gauge_set(d->m_connected, 0);
@@ -218,7 +303,12 @@ static void cm__daemon_nats_event(void *ud, cm_nats_event_t ev) {
     }
     cm__daemon_close_all(d);
   } else if (ev == CM_NATS_CONNECTED) {
-    cm_log_info("nats: ready");
+    {
+      char server[256];
+      cm_nats_server(d->nats, server, sizeof(server));
+      cm_log_info("nats: ready (connected to %s, %llu reconnects)",
+                  server[0] ? server : "?", (unsigned long long)cm_nats_reconnects(d->nats));
+    }
     /* Announce ourselves at once instead of a period later: a mapper that
      * hears a new fetcher's heartbeat sends its credit right away, so a job
      * starts without waiting for the next periodic credit. */
@@ -241,15 +331,22 @@ int cm_daemon_publish_proto(cm_daemon_t *d, const char *subject, const ProtobufC
 static void cm__daemon_heartbeat(uv_timer_t *t) {
   cm_daemon_t *d = t->data;
   Chunkmill__Heartbeat hb = CHUNKMILL__HEARTBEAT__INIT;
+  char server[256];
   if (!cm_nats_connected(d->nats)) return;
   hb.id = d->id;
+  hb.instance = d->instance;
   hb.role = (char *)d->role;
   hb.version = (char *)d->cfg.version;
   hb.period_ms = (uint32_t)d->cfg.heartbeat_ms;
   hb.draining = d->draining;
+  cm_nats_server(d->nats, server, sizeof(server));
+  hb.nats_server = server;
+  hb.nats_reconnects = cm_nats_reconnects(d->nats);
   if (d->hooks.heartbeat != NULL) d->hooks.heartbeat(d->ud, &hb);
   (void)cm_daemon_publish_proto(d, d->hb_subject, &hb.base);
 }
+
+void cm_daemon_heartbeat_now(cm_daemon_t *d) { cm__daemon_heartbeat(&d->heartbeat); }
 
 /* ---- signals and shutdown ---- */
 
@@ -324,6 +421,27 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   d->hooks = *hooks;
   d->ud = ud;
   snprintf(d->id, sizeof(d->id), "%s", cfg->id);
+  {
+    /* 128 random bits: unguessable, so a restart is told apart from a
+     * client that only knows the id. */
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    size_t got = 0;
+    while (got < sizeof(r)) {
+      ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        free(d);
+        return -errno;
+      }
+      got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof(r); i++) {
+      d->instance[2 * i] = hex[r[i] >> 4];
+      d->instance[2 * i + 1] = hex[r[i] & 15];
+    }
+    d->instance[32] = '\0';
+  }
   if ((rc = uv_loop_init(&d->loop)) != 0) {
     free(d);
     return rc;
@@ -338,6 +456,9 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
                                     "1 while connected to NATS.", NULL);
   d->m_reconnects = cm_metrics_counter(d->metrics, "chunkmill_nats_connects_total",
                                        "Successful NATS connects and reconnects.", NULL);
+  d->m_reconnects_only = cm_metrics_counter(
+      d->metrics, "chunkmill_nats_reconnects_total",
+      "Reconnects to NATS after a lost connection (to the same or another server).", NULL);
   (void)cm_metrics_gauge_fn(d->metrics, "chunkmill_nats_dropped_messages",
                             "Messages dropped by the NATS client as a slow consumer.", NULL,
                             cm__nats_dropped, d);
@@ -382,7 +503,7 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   (void)uv_timer_start(&d->heartbeat, cm__daemon_heartbeat, (uint64_t)cfg->heartbeat_ms,
                        (uint64_t)cfg->heartbeat_ms);
   cm_log_info("%s %s starting: nats %s, http %s (port %d), prefix %s", role, CM_VERSION,
-              cfg->nats_url, cfg->http_addr, cm_http_port(d->http), cfg->prefix);
+              cm_nats_url(d->nats), cfg->http_addr, cm_http_port(d->http), cfg->prefix);
   *out = d;
   return 0;
 
@@ -416,6 +537,7 @@ cm_metrics_t *cm_daemon_metrics(cm_daemon_t *d) { return d->metrics; }
 cm_nats_t *cm_daemon_nats(cm_daemon_t *d) { return d->nats; }
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d) { return &d->cfg; }
 const char *cm_daemon_id(cm_daemon_t *d) { return d->id; }
+const char *cm_daemon_instance(cm_daemon_t *d) { return d->instance; }
 bool cm_daemon_draining(cm_daemon_t *d) { return d->draining; }
 int cm_daemon_exit_code(cm_daemon_t *d) { return d->exit_code; }
 int64_t cm_daemon_now_ms(cm_daemon_t *d) {

@@ -23,7 +23,16 @@ struct cm_handoff_s {
   cm__handoff_item_t *ring;
   size_t cap, head, count;
   bool closing;
+  bool keep; /* cm_handoff_keep: never freed */
+  struct cm_handoff_s *kept_next;
 };
+
+/* Handoffs marked with cm_handoff_keep, so their memory stays
+ * reachable for the threads that may still post (and for leak checkers). */
+static struct cm_handoff_s *cm__handoff_kept;
+static uv_mutex_t cm__handoff_kept_lock;
+static uv_once_t cm__handoff_kept_once = UV_ONCE_INIT;
+static void cm__handoff_kept_init(void) { (void)uv_mutex_init(&cm__handoff_kept_lock); }
 
 static void cm__handoff_drain(cm_handoff_t *h, int cancelled) {
   /* Take a bounded batch under the lock, run it unlocked: callbacks may post
@@ -54,6 +63,7 @@ static void cm__handoff_async_cb(uv_async_t *a) {
 
 static void cm__handoff_close_cb(uv_handle_t *handle) {
   cm_handoff_t *h = handle->data;
+  if (h->keep) return;
   uv_cond_destroy(&h->not_full);
   uv_mutex_destroy(&h->lock);
   free(h->ring);
@@ -93,7 +103,9 @@ fail_ring:
 
 int cm_handoff_post(cm_handoff_t *h, cm_handoff_fn fn, void *arg) {
   uv_thread_t self = uv_thread_self();
-  bool on_loop = uv_thread_equal(&self, &h->loop_thread) != 0;
+  bool on_loop;
+  if (h == NULL) return -ESHUTDOWN;
+  on_loop = uv_thread_equal(&self, &h->loop_thread) != 0;
   uv_mutex_lock(&h->lock);
   while (!h->closing && h->count == h->cap) {
     /* The loop thread would wait for itself: refuse instead. */
@@ -123,12 +135,27 @@ size_t cm_handoff_depth(cm_handoff_t *h) {
   return n;
 }
 
-void cm_handoff_close(cm_handoff_t *h) {
+void cm_handoff_stop(cm_handoff_t *h) {
   if (h == NULL) return;
   uv_mutex_lock(&h->lock);
   h->closing = true;
   uv_cond_broadcast(&h->not_full);
   uv_mutex_unlock(&h->lock);
+}
+
+void cm_handoff_close(cm_handoff_t *h) {
+  if (h == NULL) return;
+  cm_handoff_stop(h);
   cm__handoff_drain(h, 1);
   uv_close((uv_handle_t *)&h->async, cm__handoff_close_cb);
+}
+
+void cm_handoff_keep(cm_handoff_t *h) {
+  if (h == NULL) return;
+  uv_once(&cm__handoff_kept_once, cm__handoff_kept_init);
+  uv_mutex_lock(&cm__handoff_kept_lock);
+  h->keep = true;
+  h->kept_next = cm__handoff_kept;
+  cm__handoff_kept = h;
+  uv_mutex_unlock(&cm__handoff_kept_lock);
 }

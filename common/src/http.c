@@ -1,14 +1,18 @@
 /* http.c - probe/metrics HTTP server on libuv, its I/O-free request parser,
  * and a blocking probe client.
  *
- * One request per connection: read until the request is complete, answer,
- * close. That is all kubelet probes and Prometheus scrapes need, and it keeps
- * every connection's memory bounded by CM_HTTP_MAX_REQUEST plus one reply. */
+ * HTTP/1.1 persistent connections, answered one request at a time in the
+ * order received (pipelining). A connection's memory is bounded by one
+ * request, the pipelined bytes after it and one reply. Idle and slow
+ * clients cannot lock probes out: each request has a deadline from the
+ * moment the server waits for it, and at the connection cap the connection
+ * idle longest is closed to accept the new one. */
 #include "cm/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,7 +35,11 @@
  * closing with unread request bytes makes the kernel send RST, which can
  * destroy the response before the client reads it (e.g. after a 431). */
 #define CM_HTTP_LINGER_MS 2000
-#define CM_HTTP_BACKLOG 128
+/* The kernel's accept queue: bursts of connects wait here, not in SYN
+ * retries (the listener drains it every loop turn). */
+#define CM_HTTP_BACKLOG 1024
+/* Pipelined bytes held after the request being answered. */
+#define CM_HTTP_MAX_PIPELINE (4 * CM_HTTP_MAX_REQUEST)
 
 /* ------------------------------------------------------------------------ */
 /* Request parser                                                            */
@@ -40,8 +49,13 @@ struct cm_httpreq_s {
   http_parser_settings settings;
   size_t max;     /* bytes accepted in total */
   size_t fed;     /* bytes given to http_parser so far */
+  size_t used;    /* bytes of the last feed that belong to the request */
   int state;      /* 0 reading, 1 complete, <0 error (sticky) */
   bool done;      /* set by the callbacks */
+  bool headers_done;
+  bool too_big;     /* Content-Length over the cap: 413 at once */
+  bool body_unread; /* GET/HEAD answered at its head, a body following */
+  bool keep_alive;  /* the client allows another request on the connection */
   cm_buf_t url;   /* request target as received */
   char method[24];
   char *path;     /* owned: url without query and fragment */
@@ -56,10 +70,22 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 
 static int on_headers_complete(http_parser *p) {
   cm_httpreq_t *r = p->data;
+  bool has_body = (p->flags & F_CHUNKED) != 0 ||
+                  ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > 0);
+  r->headers_done = true;
+  r->keep_alive = http_should_keep_alive(p) != 0 && !p->upgrade;
+  /* A declared body that cannot fit is refused now, not after reading it. */
+  if ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > r->max) {
+    r->too_big = true;
+    http_parser_pause(p, 1);
+    return 0;
+  }
   /* GET and HEAD have no body we care about: answer as soon as the head is
-   * in, rather than wait for a body that a broken client might never end. */
-  if (p->method == HTTP_GET || p->method == HTTP_HEAD) {
+   * in, rather than wait for a body that a broken client might never end.
+   * The unread body ends the connection after the answer. */
+  if ((p->method == HTTP_GET || p->method == HTTP_HEAD) && (has_body || p->upgrade)) {
     r->done = true;
+    r->body_unread = true;
     http_parser_pause(p, 1);
   }
   return 0;
@@ -68,23 +94,39 @@ static int on_headers_complete(http_parser *p) {
 static int on_message_complete(http_parser *p) {
   cm_httpreq_t *r = p->data;
   r->done = true;
+  /* Stop right after this request: what follows is the next one. */
   http_parser_pause(p, 1);
   return 0;
+}
+
+static void req_init(cm_httpreq_t *r) {
+  http_parser_init(&r->parser, HTTP_REQUEST);
+  r->parser.data = r;
+  r->fed = r->used = 0;
+  r->state = 0;
+  r->done = r->headers_done = r->too_big = r->body_unread = r->keep_alive = false;
+  r->method[0] = '\0';
 }
 
 int cm_httpreq_create(cm_httpreq_t **out, size_t max_bytes) {
   cm_httpreq_t *r = calloc(1, sizeof *r);
   if (r == NULL) return -ENOMEM;
-  http_parser_init(&r->parser, HTTP_REQUEST);
-  r->parser.data = r;
   http_parser_settings_init(&r->settings);
   r->settings.on_url = on_url;
   r->settings.on_headers_complete = on_headers_complete;
   r->settings.on_message_complete = on_message_complete;
   r->max = max_bytes;
   cm_buf_init(&r->url, max_bytes);
+  req_init(r);
   *out = r;
   return 0;
+}
+
+void cm_httpreq_reset(cm_httpreq_t *r) {
+  cm_buf_reset(&r->url);
+  free(r->path);
+  r->path = NULL;
+  req_init(r);
 }
 
 void cm_httpreq_destroy(cm_httpreq_t *r) {
@@ -128,10 +170,11 @@ static int finish(cm_httpreq_t *r) {
 
 int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len) {
   if (r->state != 0) return r->state;
+  r->used = 0;
   if (len == 0) return 0; /* http_parser would take 0 bytes as EOF */
 
   /* Never hand the parser more than the cap: the part that fits may still
-   * complete the request (a pipelined tail is simply ignored). */
+   * complete the request (what follows it is the caller's: pipelining). */
   size_t room = r->max - r->fed;
   size_t n = len < room ? len : room;
   bool over = n < len;
@@ -140,7 +183,12 @@ int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len) {
     size_t done = http_parser_execute(&r->parser, &r->settings, data, n);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     r->fed += done;
+    if (r->too_big) {
+      r->state = -EMSGSIZE;
+      return r->state;
+    }
     if (r->done) {
+      r->used = done;
       r->state = finish(r);
       return r->state;
     }
@@ -149,8 +197,15 @@ int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len) {
       return r->state;
     }
   }
-  if (over) r->state = -E2BIG;
+  /* Over the cap in the head: 431; in the body: 413. */
+  if (over) r->state = r->headers_done ? -EMSGSIZE : -E2BIG;
   return r->state;
+}
+
+size_t cm_httpreq_used(const cm_httpreq_t *r) { return r->state == 1 ? r->used : 0; }
+
+bool cm_httpreq_keep_alive(const cm_httpreq_t *r) {
+  return r->state == 1 && r->keep_alive && !r->body_unread;
 }
 
 const char *cm_httpreq_method(const cm_httpreq_t *r) { return r->state == 1 ? r->method : NULL; }
@@ -183,7 +238,9 @@ static const char *reason(int status) {
 }
 
 int cm_http_format_response(cm_buf_t *out, int status, const char *content_type,
-                            const char *body, size_t len, int head_only) {
+                            const char *body, size_t len, int flags) {
+  bool head_only = (flags & CM_HTTP_HEAD_ONLY) != 0;
+  bool keep = (flags & CM_HTTP_KEEP_ALIVE) != 0;
   if (status < 100 || status > 599) return -EINVAL;
   if (body == NULL && len > 0) return -EINVAL;
   if (content_type == NULL) content_type = "text/plain; charset=utf-8";
@@ -197,10 +254,11 @@ int cm_http_format_response(cm_buf_t *out, int status, const char *content_type,
                          "Content-Length: %zu\r\n"
                          "%s"
                          "Cache-Control: no-store\r\n"
-                         "Connection: close\r\n"
+                         "Connection: %s\r\n"
                          "\r\n",
                          status, reason(status), content_type, len,
-                         status == 405 ? "Allow: GET, HEAD\r\n" : "");
+                         status == 405 ? "Allow: GET, HEAD\r\n" : "",
+                         keep ? "keep-alive" : "close");
   if (rc == 0 && !head_only && len > 0) rc = cm_buf_append(out, body, len);
   if (rc < 0) {
     out->len = start;
@@ -270,8 +328,16 @@ struct cm_http_s {
   int port;
   bool closing;
   bool listener_closed;
-  size_t live;           /* connections not yet freed (the limit counts these) */
-  cm_http_conn_t *conns; /* open connections, for cm_http_close */
+  size_t live;      /* connections not yet freed */
+  size_t open;      /* connections not closing: each holds a descriptor */
+  size_t max_conns; /* cap on `open` */
+  /* Open connections, least recently active first: the eviction order. */
+  cm_http_conn_t *head, *tail;
+  uint64_t evicted, evicted_logged;
+  uint64_t last_evict_log_ms;
+  /* One read buffer for all connections: libuv hands each read to on_read
+   * before it allocates the next, and on_read keeps what it needs. */
+  char rbuf[16384];
 };
 
 struct cm_http_conn_s {
@@ -282,16 +348,46 @@ struct cm_http_conn_s {
   cm_http_t *srv;
   cm_httpreq_t *req;
   cm_buf_t out;
+  cm_buf_t pending; /* bytes received after the request being answered */
   conn_state_t state;
   bool closing;
   bool peer_eof;
+  bool reading;
+  bool keep_alive; /* of the response being written */
   int handles_open; /* tcp + timer; memory goes when both close callbacks ran */
   cm_http_conn_t *prev, *next;
-  char rbuf[4096];
 };
 
 static void srv_maybe_free(cm_http_t *h) {
   if (h->closing && h->listener_closed && h->live == 0) free(h);
+}
+
+static void list_unlink(cm_http_t *h, cm_http_conn_t *c) {
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else if (h->head == c)
+    h->head = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+  else if (h->tail == c)
+    h->tail = c->prev;
+  c->prev = c->next = NULL;
+}
+
+static void list_append(cm_http_t *h, cm_http_conn_t *c) {
+  c->next = NULL;
+  c->prev = h->tail;
+  if (h->tail != NULL)
+    h->tail->next = c;
+  else
+    h->head = c;
+  h->tail = c;
+}
+
+/* The connection did something useful: last in the eviction order. */
+static void touch(cm_http_conn_t *c) {
+  list_unlink(c->srv, c);
+  list_append(c->srv, c);
 }
 
 static void on_conn_handle_closed(uv_handle_t *handle) {
@@ -300,6 +396,7 @@ static void on_conn_handle_closed(uv_handle_t *handle) {
   cm_http_t *h = c->srv;
   cm_httpreq_destroy(c->req);
   cm_buf_free(&c->out);
+  cm_buf_free(&c->pending);
   free(c);
   h->live--;
   srv_maybe_free(h);
@@ -308,22 +405,46 @@ static void on_conn_handle_closed(uv_handle_t *handle) {
 static void conn_close(cm_http_conn_t *c) {
   if (c->closing) return;
   c->closing = true;
-  /* Unlink now so cm_http_close only sees connections still open. */
-  if (c->prev != NULL)
-    c->prev->next = c->next;
-  else
-    c->srv->conns = c->next;
-  if (c->next != NULL) c->next->prev = c->prev;
-  c->prev = c->next = NULL;
-  /* Pending write/shutdown requests get UV_ECANCELED before these run. */
+  c->srv->open--;
+  /* Unlink now so eviction and cm_http_close only see open connections. */
+  list_unlink(c->srv, c);
+  /* uv_close closes the descriptor at once (the slot is free for the next
+   * accept); pending write/shutdown requests get UV_ECANCELED. */
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
 
 static void on_timer(uv_timer_t *t) {
-  /* Idle (no full request in time) or linger over: either way, done. */
+  /* No full request in time, a response not taken in time, or linger over:
+   * either way, done. */
   conn_close(t->data);
 }
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  cm_http_conn_t *c = handle->data;
+  (void)suggested;
+  *buf = uv_buf_init(c->srv->rbuf, sizeof c->srv->rbuf);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void read_on(cm_http_conn_t *c) {
+  if (c->reading || c->peer_eof) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+    conn_close(c);
+    return;
+  }
+  c->reading = true;
+}
+
+static void read_off(cm_http_conn_t *c) {
+  if (!c->reading) return;
+  (void)uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = false;
+}
+
+static void conn_feed(cm_http_conn_t *c, const char *data, size_t len);
+static void wait_request(cm_http_conn_t *c);
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   cm_http_conn_t *c = req->data;
@@ -336,12 +457,27 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void on_write(uv_write_t *req, int status) {
   cm_http_conn_t *c = req->data;
   if (c->closing) return;
-  if (status < 0 || c->peer_eof) {
+  cm_buf_free(&c->out);
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->keep_alive && !c->srv->closing) {
+    /* Next request: maybe already here (pipelined). */
+    cm_httpreq_reset(c->req);
+    touch(c);
+    wait_request(c);
+    return;
+  }
+  if (c->peer_eof) {
     conn_close(c);
     return;
   }
   c->state = CONN_LINGER;
+  cm_buf_free(&c->pending);
   (void)uv_timer_start(&c->timer, on_timer, CM_HTTP_LINGER_MS, 0);
+  read_on(c); /* to discard */
+  if (c->closing) return;
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) conn_close(c);
 }
@@ -355,10 +491,18 @@ static void respond(cm_http_conn_t *c, int verdict) {
 
   const char *fixed = NULL; /* canned body for errors we answer ourselves */
 
+  (void)uv_timer_stop(&c->timer);
+  /* One response at a time: the next request waits in the kernel (or in
+   * `pending`) until this one is written. */
+  read_off(c);
+  c->keep_alive = false;
   cm_buf_init(&body, CM_HTTP_MAX_BODY);
   if (verdict == -E2BIG) {
     status = 431;
     fixed = "request too large\n";
+  } else if (verdict == -EMSGSIZE) {
+    status = 413;
+    fixed = "request body too large\n";
   } else if (verdict < 0) {
     status = 400;
     fixed = "bad request\n";
@@ -369,6 +513,7 @@ static void respond(cm_http_conn_t *c, int verdict) {
       status = 405;
       fixed = "method not allowed\n";
     } else {
+      c->keep_alive = cm_httpreq_keep_alive(c->req) && !c->peer_eof;
       status = c->srv->fn(c->srv->ud, cm_httpreq_path(c->req), &body, &ctype);
       if (status < 100 || status > 599) {
         cm_log_error("http: handler returned status %d for %s", status,
@@ -382,12 +527,14 @@ static void respond(cm_http_conn_t *c, int verdict) {
   /* A failed append leaves the body empty, which is still a valid reply. */
   if (fixed != NULL && cm_buf_puts(&body, fixed) < 0) cm_buf_reset(&body);
 
+  int flags = (head ? CM_HTTP_HEAD_ONLY : 0) | (c->keep_alive ? CM_HTTP_KEEP_ALIVE : 0);
   cm_buf_init(&c->out, CM_HTTP_MAX_BODY + CM_HTTP_MAX_HEAD);
-  int rc = cm_http_format_response(&c->out, status, ctype, body.data, body.len, head);
+  int rc = cm_http_format_response(&c->out, status, ctype, body.data, body.len, flags);
   if (rc < 0) {
     /* Bad content type from the handler, or OOM: still answer something. */
+    c->keep_alive = false;
     cm_buf_reset(&c->out);
-    rc = cm_http_format_response(&c->out, 500, NULL, NULL, 0, head);
+    rc = cm_http_format_response(&c->out, 500, NULL, NULL, 0, head ? CM_HTTP_HEAD_ONLY : 0);
   }
   cm_buf_free(&body);
   if (rc < 0) {
@@ -396,15 +543,50 @@ static void respond(cm_http_conn_t *c, int verdict) {
   }
 
   c->state = CONN_WRITING;
+  /* A client that does not take its response is dropped in time too. */
+  (void)uv_timer_start(&c->timer, on_timer, CM_HTTP_WRITE_MS, 0);
   uv_buf_t b = uv_buf_init(c->out.data, (unsigned int)c->out.len);
   c->wreq.data = c;
   if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) conn_close(c);
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  cm_http_conn_t *c = handle->data;
-  /* One read at a time per handle, so the connection's own buffer will do. */
-  *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+/* Feeds received bytes to the request in progress; a complete request is
+ * answered, and the bytes after it kept for the next one. */
+static void conn_feed(cm_http_conn_t *c, const char *data, size_t len) {
+  int rc = cm_httpreq_feed(c->req, data, len);
+  if (rc == 0) return;
+  if (rc == 1) {
+    size_t used = cm_httpreq_used(c->req);
+    if (used < len && cm_buf_append(&c->pending, data + used, len - used) < 0) {
+      /* More pipelined bytes than we hold: answer this one and close. */
+      cm_buf_free(&c->pending);
+      c->peer_eof = true; /* no further request will be read */
+    }
+  }
+  respond(c, rc);
+}
+
+/* Starts waiting for the next request on c: header deadline, then the
+ * bytes already received, then the socket. */
+static void wait_request(cm_http_conn_t *c) {
+  c->state = CONN_READING;
+  if (uv_timer_start(&c->timer, on_timer, CM_HTTP_IDLE_MS, 0) < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->pending.len > 0) {
+    cm_buf_t p = c->pending;
+    cm_buf_init(&c->pending, CM_HTTP_MAX_PIPELINE);
+    conn_feed(c, p.data, p.len);
+    cm_buf_free(&p);
+    if (c->closing || c->state != CONN_READING) return;
+  }
+  if (c->peer_eof) {
+    /* The client has finished sending: no further request can come. */
+    conn_close(c);
+    return;
+  }
+  read_on(c);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -413,22 +595,41 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
   if (nread < 0) {
     c->peer_eof = true;
-    (void)uv_read_stop(stream);
+    read_off(c);
     /* Mid-request EOF or error: nothing to answer. While writing, let the
      * write finish (the client may have only shut down its sending side). */
     if (c->state != CONN_WRITING) conn_close(c);
     return;
   }
-  if (nread == 0 || c->state != CONN_READING) return; /* discard after the request */
-
-  int rc = cm_httpreq_feed(c->req, buf->base, (size_t)nread);
-  if (rc != 0) {
-    (void)uv_timer_stop(&c->timer);
-    respond(c, rc);
-  }
+  if (nread == 0 || c->state != CONN_READING) return; /* linger: discard */
+  conn_feed(c, buf->base, (size_t)nread);
 }
 
-static void on_extra_closed(uv_handle_t *handle) { free(handle); }
+/* At the cap: make room by closing the connection idle longest, preferring
+ * one still waiting for its request (idle keep-alive, slowloris) over one
+ * being answered. Probes connect and send at once, so they are always the
+ * newest and never the victim. */
+static void evict_one(cm_http_t *h) {
+  cm_http_conn_t *victim = NULL;
+  int scanned = 0;
+  for (cm_http_conn_t *c = h->head; c != NULL && scanned < 64; c = c->next, scanned++)
+    if (c->state != CONN_WRITING) {
+      victim = c;
+      break;
+    }
+  if (victim == NULL) victim = h->head;
+  if (victim == NULL) return;
+  conn_close(victim);
+  h->evicted++;
+  uint64_t now = uv_now(h->loop);
+  if (h->last_evict_log_ms == 0 || now - h->last_evict_log_ms >= 10000) {
+    cm_log_warn("http: at the limit of %zu connections: closed %" PRIu64
+                " least recently active ones to accept new ones (logged at most every 10 s)",
+                h->max_conns, h->evicted - h->evicted_logged);
+    h->evicted_logged = h->evicted;
+    h->last_evict_log_ms = now;
+  }
+}
 
 static void on_connection(uv_stream_t *server, int status) {
   cm_http_t *h = server->data;
@@ -439,55 +640,80 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   if (h->closing) return;
-
-  if (h->live >= CM_HTTP_MAX_CONNS) {
-    /* Accept and drop at once: leaving it in the backlog would stall the
-     * listener (libuv stops polling until the pending socket is taken). */
-    uv_tcp_t *t = malloc(sizeof *t);
-    if (t == NULL) return;
-    if (uv_tcp_init(h->loop, t) < 0) {
-      free(t);
-      return;
-    }
-    (void)uv_accept(server, (uv_stream_t *)t);
-    uv_close((uv_handle_t *)t, on_extra_closed);
-    return;
-  }
+  while (h->open >= h->max_conns && h->head != NULL) evict_one(h);
 
   c = calloc(1, sizeof *c);
   if (c == NULL) goto fail;
   c->srv = h;
   cm_buf_init(&c->out, 0);
+  cm_buf_init(&c->pending, CM_HTTP_MAX_PIPELINE);
   if (cm_httpreq_create(&c->req, CM_HTTP_MAX_REQUEST) < 0) goto fail;
   if (uv_tcp_init(h->loop, &c->tcp) < 0) goto fail;
   c->tcp.data = c;
   c->handles_open = 1;
   h->live++;
+  h->open++;
   /* From here the connection is freed through conn_close. */
-  c->next = h->conns;
-  if (h->conns != NULL) h->conns->prev = c;
-  h->conns = c;
+  list_append(h, c);
   if (uv_timer_init(h->loop, &c->timer) < 0) {
     /* Only the tcp handle exists: close just that one. */
     c->closing = true;
-    h->conns = c->next;
-    if (c->next != NULL) c->next->prev = NULL;
+    h->open--;
+    list_unlink(h, c);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     return;
   }
   c->timer.data = c;
   c->handles_open = 2;
 
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
-      uv_timer_start(&c->timer, on_timer, CM_HTTP_IDLE_MS, 0) < 0 ||
-      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
     conn_close(c);
+    return;
+  }
+  wait_request(c);
+  if (c->closing || c->state != CONN_READING) return;
+  /* A probe sends its request with the connect: read it now, so it is
+   * answered (and no longer the eviction candidate) even when this accept
+   * is one of many in a burst that evicts as many older connections. */
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+    ssize_t n = recv(fd, h->rbuf, sizeof h->rbuf, MSG_DONTWAIT);
+    if (n > 0)
+      conn_feed(c, h->rbuf, (size_t)n);
+    else if (n == 0) {
+      c->peer_eof = true;
+      conn_close(c);
+    }
+  }
   return;
 
 fail:
   cm_log_warn("http: out of memory accepting a connection");
   if (c != NULL) cm_httpreq_destroy(c->req);
   free(c);
+}
+
+/* Descriptors kept free for everything else (NATS, SQLite, exec pipes). */
+#define CM_HTTP_FD_RESERVE 256
+
+/* Raises the descriptor soft limit to the hard one (a container's default
+ * soft limit, often 1024, is what a few hundred idle clients exhaust) and
+ * returns how many connections the server may hold. */
+static size_t conn_cap(void) {
+  struct rlimit rl;
+  size_t cap = CM_HTTP_MAX_CONNS;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    if (rl.rlim_cur < rl.rlim_max) {
+      struct rlimit want = {rl.rlim_max, rl.rlim_max};
+      if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl.rlim_cur = rl.rlim_max;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY) {
+      size_t lim = (size_t)rl.rlim_cur;
+      size_t room = lim > 2 * CM_HTTP_FD_RESERVE ? lim - CM_HTTP_FD_RESERVE : lim / 2;
+      if (room < cap) cap = room;
+    }
+  }
+  return cap < 8 ? 8 : cap;
 }
 
 int cm_http_create(cm_http_t **out, uv_loop_t *loop, const char *addr, cm_http_handler_fn fn,
@@ -519,6 +745,7 @@ int cm_http_create(cm_http_t **out, uv_loop_t *loop, const char *addr, cm_http_h
   h->loop = loop;
   h->fn = fn;
   h->ud = ud;
+  h->max_conns = conn_cap();
   h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                : ((struct sockaddr_in *)&bound)->sin_port);
   rc = uv_tcp_init(loop, &h->listener);
@@ -550,6 +777,12 @@ fail:
 
 int cm_http_port(const cm_http_t *h) { return h != NULL ? h->port : -EINVAL; }
 
+size_t cm_http_max_conns(const cm_http_t *h) { return h != NULL ? h->max_conns : 0; }
+
+void cm_http_set_max_conns(cm_http_t *h, size_t n) {
+  if (h != NULL && n > 0 && n < h->max_conns) h->max_conns = n;
+}
+
 static void on_listener_closed(uv_handle_t *handle) {
   cm_http_t *h = handle->data;
   h->listener_closed = true;
@@ -561,7 +794,7 @@ void cm_http_close(cm_http_t *h) {
   if (h->closing && uv_is_closing((uv_handle_t *)&h->listener)) return;
   h->closing = true;
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
-  while (h->conns != NULL) conn_close(h->conns);
+  while (h->head != NULL) conn_close(h->head);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -662,4 +895,9 @@ fail_errno:
 fail:
   if (fd >= 0) close(fd);
   return rc;
+}
+
+int cm_http_check_addr(const char *addr) {
+  struct sockaddr_storage ss;
+  return parse_addr(addr, "0.0.0.0", &ss);
 }

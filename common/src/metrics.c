@@ -36,6 +36,11 @@ struct cm_histogram_s {
   double *bounds;             /* owned, strictly increasing */
   _Atomic uint64_t *buckets;  /* nbounds + 1 (+Inf); per bucket, not cumulative */
   _Atomic uint64_t sum_bits;  /* double bits */
+  /* Smallest and largest value observed (double bits; +Inf/-Inf while
+   * empty). Not exported (the text format has no place for them): they keep
+   * cm_histogram_quantile inside the range actually seen, so a wide bucket
+   * cannot turn a 12 s maximum into a 25 s p99. */
+  _Atomic uint64_t min_bits, max_bits;
 };
 
 typedef struct {
@@ -173,6 +178,8 @@ static entry_t *lookup(cm_metrics_t *m, kind_t kind, const char *name, const cha
   atomic_init(&e->counter.v, 0);
   atomic_init(&e->gauge.bits, dbits(0.0));
   atomic_init(&e->hist.sum_bits, dbits(0.0));
+  atomic_init(&e->hist.min_bits, dbits(INFINITY));
+  atomic_init(&e->hist.max_bits, dbits(-INFINITY));
   if (kind == KIND_HISTOGRAM) {
     e->hist.nbounds = nbounds;
     if (nbounds > 0) {
@@ -264,13 +271,32 @@ double cm_gauge_get(const cm_gauge_t *g) {
   return bitsd(atomic_load_explicit(&((cm_gauge_t *)g)->bits, memory_order_relaxed));
 }
 
+/* Lowers (want_less) or raises a double held as bits to v. */
+static void atomic_bound_double(_Atomic uint64_t *bits, double v, bool want_less) {
+  uint64_t old = atomic_load_explicit(bits, memory_order_relaxed);
+  while (want_less ? v < bitsd(old) : v > bitsd(old)) {
+    if (atomic_compare_exchange_weak_explicit(bits, &old, dbits(v), memory_order_relaxed,
+                                              memory_order_relaxed))
+      break;
+  }
+}
+
 void cm_histogram_observe(cm_histogram_t *h, double v) {
   /* A NaN would poison _sum for the life of the process; drop it. */
   if (h == NULL || isnan(v)) return;
   size_t i = 0;
   while (i < h->nbounds && !(v <= h->bounds[i])) i++;
+  /* min/max first: a quantile read in between sees the range already
+   * covering the new bucket count. */
+  atomic_bound_double(&h->min_bits, v, true);
+  atomic_bound_double(&h->max_bits, v, false);
   atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
   atomic_add_double(&h->sum_bits, v);
+}
+
+double cm_histogram_max(const cm_histogram_t *h) {
+  if (h == NULL || cm_histogram_count(h) == 0) return 0.0;
+  return bitsd(atomic_load_explicit(&((cm_histogram_t *)h)->max_bits, memory_order_relaxed));
 }
 
 uint64_t cm_histogram_count(const cm_histogram_t *h) {
@@ -282,7 +308,7 @@ uint64_t cm_histogram_count(const cm_histogram_t *h) {
 }
 
 double cm_histogram_quantile(const cm_histogram_t *h, double q) {
-  if (h == NULL || h->nbounds == 0) return 0.0;
+  if (h == NULL) return 0.0;
   if (isnan(q)) return NAN;
   if (q < 0) q = 0;
   if (q > 1) q = 1;
@@ -302,24 +328,32 @@ double cm_histogram_quantile(const cm_histogram_t *h, double q) {
   }
   if (total == 0) return 0.0;
 
-  /* Same rule as PromQL histogram_quantile: find the bucket holding the rank
-   * and interpolate linearly inside it; the first bucket starts at 0 (or at
-   * its bound when that is negative); ranks in +Inf give the last bound. */
+  /* PromQL's histogram_quantile rule (find the bucket holding the rank and
+   * interpolate linearly inside it), with the bucket narrowed to the values
+   * actually observed: the first non-empty bucket starts at the smallest
+   * value, the last one ends at the largest, and ranks in +Inf give the
+   * largest. So the estimate never leaves [min, max]: a bucket (10, 30]
+   * holding only 12 s answers at most 12 s, not up to 30. */
+  double lo = bitsd(atomic_load_explicit(&((cm_histogram_t *)h)->min_bits, memory_order_relaxed));
+  double hi = bitsd(atomic_load_explicit(&((cm_histogram_t *)h)->max_bits, memory_order_relaxed));
   double rank = q * (double)total;
   uint64_t cum = 0;
   for (size_t i = 0; i < nb; i++) {
     uint64_t c = live ? atomic_load_explicit(&h->buckets[i], memory_order_relaxed) : snap[i];
     if (c > 0 && (double)(cum + c) >= rank) {
-      if (i == h->nbounds) return h->bounds[h->nbounds - 1];
-      double upper = h->bounds[i];
-      double lower = i > 0 ? h->bounds[i - 1] : (upper > 0 ? 0.0 : upper);
+      double upper = i < h->nbounds ? h->bounds[i] : hi;
+      double lower = i > 0 ? h->bounds[i - 1] : lo;
+      if (upper > hi) upper = hi;
+      if (lower < lo) lower = lo;
+      if (!(lower <= upper)) return upper; /* a racing observe; or +Inf only */
       double frac = (rank - (double)cum) / (double)c;
       if (frac < 0) frac = 0;
+      if (frac > 1) frac = 1;
       return lower + (upper - lower) * frac;
     }
     cum += c;
   }
-  return h->bounds[h->nbounds - 1];
+  return hi;
 }
 
 /* Prometheus float text: NaN, +Inf, -Inf; integers without exponent; other

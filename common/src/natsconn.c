@@ -6,7 +6,7 @@
  * thread. Publishing from the loop thread is safe (nats.c is thread-safe and
  * buffers; its flusher thread writes).
  *
- * Why not nats.c's libuv adapter (DESIGN.md proposed it): measured here with
+ * Why not nats.c's libuv adapter (docs/design.md proposed it): measured here with
  * nats.c 3.4 and libuv 1.44, a reconnect after the server restarts makes the
  * adapter attach a new uv_poll to a reused socket number while the old
  * handle is still closing, and libuv aborts inside uv_run (reproduced: stop
@@ -18,13 +18,16 @@
 #include "cm/natsconn.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cm/buf.h"
 #include "cm/handoff.h"
 #include "cm/log.h"
+#include "cm/redact.h"
 
 #define CM__NATS_MAX_SUBS 16
 #define CM__NATS_HANDOFF_CAP 4096
@@ -41,6 +44,8 @@ typedef struct cm__nats_sub_s {
   cm_nats_msg_fn fn;
   void *ud;
   natsSubscription *sub;
+  void (*drained)(void *ud); /* cm_nats_drain_sub */
+  void *drained_ud;
 } cm__nats_sub_t;
 
 struct cm_nats_s {
@@ -51,7 +56,14 @@ struct cm_nats_s {
   cm_handoff_t *ho;
   cm_nats_event_fn fn;
   void *ud;
-  char url[512];
+  char url[512]; /* the configured list, redacted (logs) */
+  char **servers; /* the configured list, split (owned) */
+  int nservers;
+  /* The server of the current connection (redacted; "" while connected to
+   * none), written by nats.c threads in the connection callbacks. */
+  pthread_mutex_t server_mu;
+  char server[256];
+  atomic_uint_fast64_t reconnects;
   cm__nats_sub_t subs[CM__NATS_MAX_SUBS];
   int nsubs;
   atomic_bool connected;
@@ -60,6 +72,8 @@ struct cm_nats_s {
   atomic_bool diagnosed;      /* cm__nats_diagnose ran (once is enough) */
   bool draining;
   bool closed_sent;
+  struct cm_nats_s *kept_next; /* cm__nats_kept */
+  char refused[256]; /* loop thread: the first permissions violation, "" if none */
 };
 
 typedef struct cm__nats_delivery_s {
@@ -122,17 +136,43 @@ static void cm__nats_post_event(cm_nats_t *n, cm_nats_event_t ev) {
   if (cm_handoff_post(n->ho, cm__nats_emit, e) != 0) free(e);
 }
 
+/* Records which server nc is on now (redacted), or none. Any thread. */
+static void cm__nats_note_server(cm_nats_t *n, natsConnection *nc) {
+  char raw[256] = "";
+  char red[256] = "";
+  if (nc != NULL && natsConnection_GetConnectedUrl(nc, raw, sizeof(raw)) == NATS_OK)
+    cm_nats_redact_url(raw, red, sizeof(red));
+  pthread_mutex_lock(&n->server_mu);
+  snprintf(n->server, sizeof(n->server), "%s", red);
+  pthread_mutex_unlock(&n->server_mu);
+}
+
 static void cm__nats_disconnected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  cm__nats_note_server(n, NULL);
   atomic_store(&n->connected, false);
   cm__nats_post_event(n, CM_NATS_DISCONNECTED);
 }
 
 static void cm__nats_reconnected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  cm__nats_note_server(n, nc);
+  atomic_fetch_add(&n->reconnects, 1);
   atomic_store(&n->connected, true);
   atomic_store(&n->ever_connected, true);
   cm__nats_post_event(n, CM_NATS_CONNECTED);
+}
+
+/* nats.c reconnect thread, after every server of the list failed once
+ * more: exponential backoff from 250 ms, capped at 2 s, with +-50% jitter so
+ * that the clients of a restarted cluster do not come back in lockstep.
+ * Within a round nats.c tries the next server at once, so losing one node
+ * of a cluster costs no wait at all. */
+static int64_t cm__nats_reconnect_delay(natsConnection *nc, int attempts, void *closure) {
+  double base = 250.0;
+  for (int i = 1; i < attempts && base < 2000.0; i++) base *= 2.0;
+  if (base > 2000.0) base = 2000.0;
+  return (int64_t)(base * (0.5 + (double)rand() / ((double)RAND_MAX + 1.0)));
 }
 
 /* nats.c thread, the connection closed by itself before it ever connected.
@@ -171,15 +211,39 @@ static void cm__nats_closed_cb(natsConnection *nc, void *closure) {
   cm__nats_post_event(n, CM_NATS_CLOSED);
 }
 
+/* Loop thread: keeps the first refusal (they do not go away by themselves:
+ * a refused subscription is refused again after every reconnect). */
+typedef struct {
+  cm_nats_t *n;
+  char text[256];
+} cm__nats_refusal_t;
+
+static void cm__nats_note_refusal(void *arg, int cancelled) {
+  cm__nats_refusal_t *r = arg;
+  if (!cancelled && r->n->refused[0] == '\0')
+    snprintf(r->n->refused, sizeof(r->n->refused), "%s", r->text);
+  free(r);
+}
+
 static void cm__nats_error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
                               void *closure) {
   /* Logging is thread-safe (one write per line). The connection's last
    * error has the server's words, e.g. "Permissions Violation for
    * Subscription to chunkmill.save": say which subject was refused. */
+  cm_nats_t *n = closure;
   const char *why = NULL;
   if (natsConnection_GetLastError(nc, &why) == NATS_OK || why == NULL) why = "";
   cm_log_warn("nats: asynchronous error: %s%s%s", natsStatus_GetText(err), why[0] ? ": " : "",
               why);
+  if (err == NATS_NOT_PERMITTED || strstr(why, "Permissions Violation") != NULL) {
+    /* The server refused a subscription or a publish: the daemon cannot
+     * do its job, so it must not look ready (cm_nats_refused). */
+    cm__nats_refusal_t *r = malloc(sizeof(*r));
+    if (r == NULL) return;
+    r->n = n;
+    snprintf(r->text, sizeof(r->text), "%s", why[0] ? why : natsStatus_GetText(err));
+    if (cm_handoff_post(n->ho, cm__nats_note_refusal, r) != 0) free(r);
+  }
 }
 
 /* ---- loop thread ---- */
@@ -207,25 +271,52 @@ static int cm__nats_subscribe_now(cm_nats_t *n, cm__nats_sub_t *s) {
 /* nats.c thread: the first successful connect (retry-on-failed-connect). */
 static void cm__nats_connected_cb(natsConnection *nc, void *closure) {
   cm_nats_t *n = closure;
+  cm__nats_note_server(n, nc);
   atomic_store(&n->connected, true);
   atomic_store(&n->ever_connected, true);
   cm__nats_post_event(n, CM_NATS_CONNECTED);
 }
 
-static void cm__nats_redact_url(const char *in, char *out, size_t outlen) {
-  /* nats://user:pass@host -> nats://user:***@host: never log secrets. */
-  const char *at = strrchr(in, '@');
-  const char *scheme = strstr(in, "://");
-  const char *colon;
-  if (at == NULL || scheme == NULL || at < scheme) {
-    snprintf(out, outlen, "%s", in);
-    return;
+void cm_nats_redact_url(const char *in, char *out, size_t outlen) {
+  /* nats://user:pass@host -> nats://user:***@host, every URL of a list:
+   * never log secrets. One redactor for the whole project (cm/redact). */
+  (void)cm_redact_urls(in, out, outlen);
+}
+
+/* Splits the comma-separated --nats-url into n->servers (blanks around an
+ * item are ignored). An empty item is an error: "a,,b" is a typo. */
+static int cm__nats_split_servers(cm_nats_t *n, const char *list, char *err, size_t errlen) {
+  const char *p = list;
+  int count = 1;
+  for (const char *c = list; *c; c++) count += *c == ',';
+  n->servers = calloc((size_t)count, sizeof(char *));
+  if (n->servers == NULL) return -ENOMEM;
+  for (;;) {
+    const char *comma = strchr(p, ',');
+    const char *end = comma != NULL ? comma : p + strlen(p);
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    if (end == p) {
+      snprintf(err, errlen,
+               "invalid value for --nats-url: empty server URL in the list \"%s\" (give "
+               "comma-separated URLs such as nats://a:4222,nats://b:4222)",
+               n->url);
+      return -EINVAL;
+    }
+    n->servers[n->nservers] = strndup(p, (size_t)(end - p));
+    if (n->servers[n->nservers] == NULL) return -ENOMEM;
+    n->nservers++;
+    if (comma == NULL) break;
+    p = comma + 1;
   }
-  colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-  if (colon == NULL)
-    snprintf(out, outlen, "%.*s***%s", (int)(scheme + 3 - in), in, at);
-  else
-    snprintf(out, outlen, "%.*s***%s", (int)(colon + 1 - in), in, at);
+  return 0;
+}
+
+static void cm__nats_free_servers(cm_nats_t *n) {
+  for (int i = 0; i < n->nservers; i++) free(n->servers[i]);
+  free(n->servers);
+  n->servers = NULL;
+  n->nservers = 0;
 }
 
 /* Builds *out. diag: the options of the one-shot diagnostic connect (no
@@ -235,15 +326,22 @@ static int cm__nats_opts(cm_nats_t *n, natsOptions **out, bool diag, const cm_co
   natsStatus st = natsOptions_Create(out);
   natsOptions *o = *out;
   const char *what = "options";
-  if (st == NATS_OK) st = natsOptions_SetURL(o, cfg->nats_url), what = "--nats-url";
+  /* The whole list, in random order (nats.c shuffles it unless told not
+   * to), plus the servers the cluster tells us about (discovered). */
+  if (st == NATS_OK)
+    st = natsOptions_SetServers(o, (const char **)n->servers, n->nservers), what = "--nats-url";
   if (st == NATS_OK) st = natsOptions_SetName(o, name);
   if (st == NATS_OK) st = natsOptions_SetTimeout(o, 2000);
   if (st == NATS_OK) st = natsOptions_SetMaxReconnect(o, -1);
-  if (st == NATS_OK) st = natsOptions_SetReconnectWait(o, 250);
-  if (st == NATS_OK) st = natsOptions_SetReconnectJitter(o, 250, 1000);
+  /* Backoff and jitter between rounds over the server list (nats.c then
+   * ignores its fixed reconnect wait and jitter). */
+  if (st == NATS_OK && !diag)
+    st = natsOptions_SetCustomReconnectDelay(o, cm__nats_reconnect_delay, n);
   if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(o, 32 * 1024 * 1024);
-  if (st == NATS_OK) st = natsOptions_SetPingInterval(o, 5000);
-  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(o, 3);
+  /* A node that vanishes without closing its sockets (a partitioned or
+   * frozen pod) is given up after 2 unanswered pings, 2 s apart: 4-6 s. */
+  if (st == NATS_OK) st = natsOptions_SetPingInterval(o, 2000);
+  if (st == NATS_OK) st = natsOptions_SetMaxPingsOut(o, 2);
   if (st == NATS_OK) st = natsOptions_SetSendAsap(o, true);
   if (st == NATS_OK) st = natsOptions_SetIgnoreDiscoveredServers(o, false);
   if (!diag) {
@@ -299,10 +397,21 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
   atomic_init(&n->closing, false);
   atomic_init(&n->ever_connected, false);
   atomic_init(&n->diagnosed, false);
-  cm__nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  atomic_init(&n->reconnects, 0);
+  pthread_mutex_init(&n->server_mu, NULL);
+  cm_nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  if ((rc = cm__nats_split_servers(n, cfg->nats_url, err, errlen)) != 0) {
+    if (rc == -ENOMEM) snprintf(err, errlen, "out of memory");
+    cm__nats_free_servers(n);
+    pthread_mutex_destroy(&n->server_mu);
+    free(n);
+    return rc;
+  }
 
   if ((rc = cm_handoff_create(&n->ho, loop, CM__NATS_HANDOFF_CAP)) != 0) {
     snprintf(err, errlen, "handoff: %s", uv_strerror(rc));
+    cm__nats_free_servers(n);
+    pthread_mutex_destroy(&n->server_mu);
     free(n);
     return rc;
   }
@@ -313,6 +422,7 @@ int cm_nats_create(cm_nats_t **out, uv_loop_t *loop, const cm_common_cfg_t *cfg,
    * keeps trying in the background (connected_cb fires then). */
   st = natsConnection_Connect(&n->nc, n->opts);
   if (st == NATS_OK) {
+    cm__nats_note_server(n, n->nc);
     atomic_store(&n->connected, true);
     atomic_store(&n->ever_connected, true);
     cm__nats_post_event(n, CM_NATS_CONNECTED);
@@ -333,6 +443,8 @@ fail:
   natsOptions_Destroy(n->opts);
   natsOptions_Destroy(n->diag_opts);
   cm_handoff_close(n->ho); /* frees itself in its close callback */
+  cm__nats_free_servers(n);
+  pthread_mutex_destroy(&n->server_mu);
   free(n);
   return rc;
 }
@@ -384,7 +496,53 @@ void cm_nats_unsubscribe_all(cm_nats_t *n) {
     if (n->subs[i].sub != NULL) (void)natsSubscription_Unsubscribe(n->subs[i].sub);
 }
 
+static void cm__nats_sub_drained(void *arg, int cancelled) {
+  cm__nats_sub_t *s = arg;
+  if (!cancelled && s->drained != NULL) s->drained(s->drained_ud);
+}
+
+/* nats.c thread, after the subscription's last callback returned: queued
+ * behind every message that callback handed to the loop. */
+static void cm__nats_sub_complete(void *closure) {
+  cm__nats_sub_t *s = closure;
+  if (cm_handoff_post(s->n->ho, cm__nats_sub_drained, s) != 0) {
+    /* Closing: the owner is being torn down and waits for nothing. */
+  }
+}
+
+int cm_nats_drain_sub(cm_nats_t *n, natsSubscription *sub, int64_t timeout_ms,
+                      void (*done)(void *ud), void *ud) {
+  for (int i = 0; i < n->nsubs; i++) {
+    cm__nats_sub_t *s = &n->subs[i];
+    if (s->sub != sub || sub == NULL) continue;
+    s->drained = done;
+    s->drained_ud = ud;
+    if (natsSubscription_SetOnCompleteCB(sub, cm__nats_sub_complete, s) != NATS_OK ||
+        natsSubscription_DrainTimeout(sub, timeout_ms) != NATS_OK) {
+      s->drained = NULL;
+      return -EIO;
+    }
+    return 0;
+  }
+  return -EIO;
+}
+
 bool cm_nats_connected(const cm_nats_t *n) { return n != NULL && atomic_load(&n->connected); }
+
+const char *cm_nats_url(const cm_nats_t *n) { return n != NULL ? n->url : ""; }
+
+void cm_nats_server(cm_nats_t *n, char *out, size_t outlen) {
+  if (outlen == 0) return;
+  out[0] = '\0';
+  if (n == NULL) return;
+  pthread_mutex_lock(&n->server_mu);
+  snprintf(out, outlen, "%s", n->server);
+  pthread_mutex_unlock(&n->server_mu);
+}
+
+uint64_t cm_nats_reconnects(const cm_nats_t *n) {
+  return n != NULL ? (uint64_t)atomic_load(&n->reconnects) : 0;
+}
 
 char *cm_nats_new_inbox(cm_nats_t *n) {
   natsInbox *inbox = NULL;
@@ -395,7 +553,16 @@ char *cm_nats_new_inbox(cm_nats_t *n) {
   return s;
 }
 
+const char *cm_nats_refused(const cm_nats_t *n) {
+  return n != NULL && n->refused[0] != '\0' ? n->refused : NULL;
+}
+
 natsConnection *cm_nats_conn(cm_nats_t *n) { return n->nc; }
+
+int cm_nats_post(cm_nats_t *n, void (*fn)(void *arg, int cancelled), void *arg) {
+  if (n == NULL || n->ho == NULL) return -ESHUTDOWN;
+  return cm_handoff_post(n->ho, fn, arg);
+}
 
 uint64_t cm_nats_dropped(cm_nats_t *n) {
   uint64_t total = 0;
@@ -417,9 +584,17 @@ void cm_nats_drain(cm_nats_t *n, int64_t timeout_ms) {
   }
 }
 
+/* Connections whose nats.c threads did not stop in time (see
+ * cm_nats_destroy): kept, and reachable, for as long as the process lives. */
+static cm_nats_t *cm__nats_kept;
+
 void cm_nats_destroy(cm_nats_t *n) {
+  natsStatus st;
   if (n == NULL) return;
   atomic_store(&n->closing, true);
+  /* No nats.c thread may stay blocked in a post waiting for this (loop)
+   * thread, which is about to wait for them: posts fail from now on. */
+  cm_handoff_stop(n->ho);
   for (int i = 0; i < n->nsubs; i++) {
     natsSubscription_Destroy(n->subs[i].sub);
     n->subs[i].sub = NULL;
@@ -429,15 +604,49 @@ void cm_nats_destroy(cm_nats_t *n) {
     natsConnection_Destroy(n->nc);
     n->nc = NULL;
   }
-  /* nats.c's threads may still be finishing a callback that posts into the
-   * handoff: wait for the library to stop before the handoff goes away. */
-  (void)nats_CloseAndWait(2000);
-  cm_handoff_close(n->ho); /* frees itself in its close callback */
+  /* Messages still queued for the loop are released now, while the library
+   * is alive (natsMsg_Destroy after nats_CloseAndWait crashes in nats.c's
+   * GC). The handoff's memory is freed by its close callback, which cannot
+   * run before this (loop) thread returns to the loop. */
+  cm_handoff_close(n->ho);
+  /* nats.c's threads may still be finishing a callback that reads n and
+   * posts into the handoff: wait for the library to stop. */
+  st = nats_CloseAndWait(2000);
+  if (st == NATS_TIMEOUT) {
+    /* A nats.c thread is still running and may yet call one of our
+     * callbacks: freeing n or the handoff now would be a use after free.
+     * Keep both for the rest of the process (it is exiting); posts keep
+     * failing with -ESHUTDOWN. */
+    cm_log_warn("nats: library threads still running 2 s after close; keeping their state");
+    cm_handoff_keep(n->ho);
+    n->kept_next = cm__nats_kept;
+    cm__nats_kept = n;
+    return;
+  }
   for (int i = 0; i < n->nsubs; i++) {
     free(n->subs[i].subject);
     free(n->subs[i].queue);
   }
   natsOptions_Destroy(n->opts);
   natsOptions_Destroy(n->diag_opts);
+  cm__nats_free_servers(n);
+  pthread_mutex_destroy(&n->server_mu);
   free(n);
+}
+
+int cm_nats_check_options(const cm_common_cfg_t *cfg, char *err, size_t errlen) {
+  natsOptions *o = NULL;
+  /* The diagnostic variant registers no callbacks: a scratch cm_nats_t
+   * holding only the split server list is enough. */
+  cm_nats_t *n = calloc(1, sizeof *n);
+  int rc;
+  if (n == NULL) return -ENOMEM;
+  cm_nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  rc = cm__nats_split_servers(n, cfg->nats_url, err, errlen);
+  if (rc == -ENOMEM) snprintf(err, errlen, "out of memory");
+  if (rc == 0) rc = cm__nats_opts(n, &o, true, cfg, "check", err, errlen);
+  natsOptions_Destroy(o);
+  cm__nats_free_servers(n);
+  free(n);
+  return rc;
 }

@@ -1,33 +1,59 @@
 #!/usr/bin/env python3
 """scripts/bench: the real daemons against a real nats-server on loopback,
 with the durability settings they ship with, plus each stage alone on the
-same data. One JSON object per line, per scenario and stage, then a summary
-object with the ratios. See README.md "Performance".
+same data, and (with --original PATH) the original Node.js example run side
+by side in the same session. See README.md, "Performance".
+
+stdout: one JSON object per line (each run, then one "aggregate" object per
+scenario with min/median/max, then a "summary"). stderr: a short table.
+
+Nothing is remembered from an earlier run: every ratio is between two
+scenarios measured in this run. Every chunkmill run is checked against its
+results database (rows, distinct record keys, chunk markers, dead letters)
+and the original against its saver's log (every package received once or
+more, 100 records each); a mismatch stops the bench with exit status 1.
 """
 import argparse
+import atexit
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-
-ap = argparse.ArgumentParser()
-ap.add_argument("--bin-dir", required=True)
-ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
-ap.add_argument("--only", default="", help="comma list of scenarios: a,b,c,d,stages,pg")
-args = ap.parse_args()
-BIN = args.bin_dir
-only = set(filter(None, args.only.split(",")))
+import urllib.request
 
 
-def want(name):
-    return not only or name in only
+class BenchError(Exception):
+    """A run that did not do exactly what it was asked: the bench fails."""
+
+
+# A failed run's directory (logs, results database) is kept for a look,
+# unless --discard-failed (the ctest): then its logs' last lines go into the
+# error and the directory is removed.
+DISCARD_FAILED = False
+
+
+def failed_run(d, msg):
+    """The BenchError for a run that failed in directory d."""
+    if not DISCARD_FAILED:
+        return BenchError(f"{msg}; logs in {d}")
+    tails = []
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        if name.endswith((".log", ".out")):
+            with open(os.path.join(d, name), errors="replace") as fh:
+                last = fh.readlines()[-3:]
+            tails.append(f"--- {name}:\n" + "".join(last))
+    shutil.rmtree(d, ignore_errors=True)
+    return BenchError(msg + ("\n" + "".join(tails) if tails else ""))
 
 
 def free_port():
@@ -39,11 +65,11 @@ def free_port():
 
 
 class Child:
-    def __init__(self, argv, log):
+    def __init__(self, argv, log, cwd=None, env=None):
         self.argv = argv
         self.f = open(log, "wb")
         self.p = subprocess.Popen(argv, stdout=self.f, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, cwd=cwd, env=env)
         self.ru = None
         self.rc = None
         self.hwm_kb = None
@@ -78,7 +104,7 @@ class Child:
                 self.ru, self.rc = ru, os.waitstatus_to_exitcode(status)
                 self.p.returncode = self.rc
                 return self.rc
-            time.sleep(0.01)
+            time.sleep(0.005)
         return None
 
     def stop(self):
@@ -90,7 +116,8 @@ class Child:
             if self.reap(30) is None:
                 self.p.kill()
                 self.reap(5)
-        self.f.close()
+        if not self.f.closed:
+            self.f.close()
 
     def cpu(self):
         return round(self.ru.ru_utime + self.ru.ru_stime, 3) if self.ru else None
@@ -113,7 +140,38 @@ def _sampler():
         time.sleep(0.02)
 
 
-threading.Thread(target=_sampler, daemon=True).start()
+def stop_all():
+    with _children_lock:
+        live = list(_children)
+    for c in live:
+        c.stop()
+
+_tmpdirs = []
+
+
+def tmpdir(prefix):
+    """A private directory under $TMPDIR, removed at exit however the run ends
+    (a 1M-record store is ~600 MB)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+def _cleanup():
+    with _children_lock:
+        left = [c for c in _children if c.ru is None]
+    for c in left:
+        try:
+            c.p.kill()
+            c.p.wait(5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    while _tmpdirs:
+        shutil.rmtree(_tmpdirs.pop(), ignore_errors=True)
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def wait_port(port, timeout=10):
@@ -124,82 +182,174 @@ def wait_port(port, timeout=10):
             return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError("nats-server did not start")
+    raise BenchError(f"nats-server did not listen on port {port} within {timeout} s")
 
 
-def pipeline(name, records, transform, mappers=2, concurrency=None, chunk_size=100):
-    d = tempfile.mkdtemp(prefix=f"cmbench-{name}-")
-    port = free_port()
-    nats = Child(["nats-server", "-a", "127.0.0.1", "-p", str(port)], f"{d}/nats.log")
+def start_nats(d, jetstream=False):
+    """A nats-server on a free loopback port, with its monitoring port (used
+    to wait for the original's clients). Returns (child, url, monitor port)."""
+    port, mon = free_port(), free_port()
+    argv = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-m", str(mon)]
+    if jetstream:
+        argv += ["-js", "-sd", f"{d}/js"]
+    nats = Child(argv, f"{d}/nats.log")
     wait_port(port)
-    url = f"nats://127.0.0.1:{port}"
-    common = ["--nats-url", url, "--prefix", "bench"]
-    t0 = time.time()
-    saver = Child([f"{BIN}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}", "--db",
-                   f"{d}/results.db"], f"{d}/saver.log")
-    ms = []
-    for i in range(mappers):
-        a = [f"{BIN}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}", "--transform",
-             transform, "--id", f"m{i}"]
-        if concurrency:
-            a += ["--concurrency", str(concurrency)]
-        ms.append(Child(a, f"{d}/mapper{i}.log"))
-    fout = f"{d}/fetcher.out"
-    fetcher = Child([f"{BIN}/fetcher/fetcher", *common, "--http", f"127.0.0.1:{free_port()}",
-                     "--records", str(records), "--chunk-size", str(chunk_size), "--ledger",
-                     f"{d}/ledger.db", "--once", "--progress", "0"], fout)
-    rc = fetcher.reap(3600)
-    seconds = time.time() - t0
-    for c in ms + [saver]:
-        c.stop()
-    nats.stop()
-    fetcher.f.close()
-    summary = {}
-    with open(fout) as fh:
-        for line in fh:
-            if line.startswith('{"summary"'):
-                summary = json.loads(line)["summary"]
-    if rc != 0 or summary.get("records") != records:
-        raise RuntimeError(f"{name}: fetcher exit {rc}, summary {summary}; see {d}")
-    out = {
-        "scenario": name, "records": records, "transform": transform, "mappers": mappers,
-        "seconds": round(seconds, 3), "records_per_s": round(records / seconds),
-        "cpu_s": {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
-                  "saver": saver.cpu(), "nats_server": nats.cpu()},
-        "peak_rss_mb": {"fetcher": fetcher.peak_mb(), "mapper_max": max((m.peak_mb() or 0) for m in ms),
-                        "saver": saver.peak_mb(), "nats_server": nats.peak_mb()},
-        "latency_p50_s": summary.get("latency_p50_s"), "latency_p99_s": summary.get("latency_p99_s"),
-        "redeliveries": summary.get("redeliveries"),
-    }
+    return nats, f"nats://127.0.0.1:{port}", mon
+
+
+# ---- exact checks ---------------------------------------------------------
+
+# The JSON field that identifies a record in each transform's output.
+RECORD_KEY = {"fullname": "$.id", "identity": "$.uuid"}
+
+
+def record_key(transform):
+    return RECORD_KEY.get(transform, RECORD_KEY["identity"])  # sleep:/burn: keep the record
+
+
+def check_saved(db, records, chunk_size, transform, name="run"):
+    """Counts what the saver stored in the results database and raises
+    BenchError unless it is exactly the job: `records` rows, as many distinct
+    record keys, one marker per chunk whose counts add up, no dead letter.
+    Returns the counts."""
+    if not os.path.exists(db):
+        raise BenchError(f"{name}: results database {db} does not exist")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows, keys = con.execute(
+            "SELECT count(*), count(DISTINCT body ->> ?) FROM records",
+            (record_key(transform),)).fetchone()
+        nchunks, chunk_rows, chunk_dead = con.execute(
+            "SELECT count(*), coalesce(sum(records), 0), coalesce(sum(dead), 0) FROM chunks"
+        ).fetchone()
+        dead = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    finally:
+        con.close()
+    return exact(db, (rows, keys, nchunks, chunk_rows, dead + chunk_dead), records, chunk_size,
+                 name)
+
+
+def exact(where, counts, records, chunk_size, name):
+    """counts: (rows, distinct record keys, chunk markers, sum of the
+    markers' records, dead letters) as counted in a results database; raises
+    BenchError unless they are exactly the job's. Returns them as a dict."""
+    chunks = (records + chunk_size - 1) // chunk_size
+    got = dict(zip(("rows", "distinct_keys", "chunks", "chunk_records", "dead_letters"),
+                   (int(c) for c in counts)))
+    want = {"rows": records, "distinct_keys": records, "chunks": chunks,
+            "chunk_records": records, "dead_letters": 0}
+    bad = [f"{k} {got[k]} (expected {want[k]})" for k in want if got[k] != want[k]]
+    if bad:
+        raise BenchError(f"{name}: results database {where} is not exact: " + ", ".join(bad))
+    return got
+
+
+def check_saved_pg(srv, dbname, records, chunk_size, transform, name="run"):
+    """check_saved for a PostgreSQL results database (pg.PgServer srv,
+    database dbname): the same counts, the same verdict."""
+    key = record_key(transform)[2:]  # "$.uuid" -> uuid
+    out = srv.psql(
+        "SELECT (SELECT count(*) FROM records),"
+        f" (SELECT count(DISTINCT body::jsonb ->> '{key}') FROM records),"
+        " (SELECT count(*) FROM chunks), (SELECT coalesce(sum(records), 0) FROM chunks),"
+        " (SELECT count(*) FROM dead_letters) + (SELECT coalesce(sum(dead), 0) FROM chunks)",
+        dbname)
+    return exact(f"PostgreSQL {dbname}", out.split("|"), records, chunk_size, name)
+
+
+# ---- chunkmill --------------------------------------------------------------
+
+def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_size=100):
+    d = tmpdir(f"cmbench-{name}-")
+    try:
+        nats, url, _ = start_nats(d)
+        common = ["--nats-url", url, "--prefix", "bench"]
+        t0 = time.time()
+        saver = Child([f"{cfg.bin}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
+                       "--db", f"{d}/results.db"], f"{d}/saver.log")
+        ms = []
+        for i in range(mappers):
+            a = [f"{cfg.bin}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
+                 "--transform", transform, "--id", f"m{i}"]
+            if concurrency:
+                a += ["--concurrency", str(concurrency)]
+            ms.append(Child(a, f"{d}/mapper{i}.log"))
+        fout = f"{d}/fetcher.out"
+        fetcher = Child([f"{cfg.bin}/fetcher/fetcher", *common, "--http",
+                         f"127.0.0.1:{free_port()}", "--records", str(records), "--chunk-size",
+                         str(chunk_size), "--ledger", f"{d}/ledger.db", "--once", "--progress",
+                         "0"], fout)
+        rc = fetcher.reap(3600)
+        seconds = time.time() - t0
+        for c in ms + [saver]:
+            c.stop()
+        nats.stop()
+        fetcher.stop()
+        if rc != 0:
+            raise failed_run(d, f"{name}: fetcher exit status {rc}")
+        summary = {}
+        with open(fout) as fh:
+            for line in fh:
+                if line.startswith('{"summary"'):
+                    summary = json.loads(line)["summary"]
+        try:
+            saved = check_saved(f"{d}/results.db", records, chunk_size, transform, name)
+        except BenchError as e:
+            raise failed_run(d, str(e)) from None
+        cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
+               "saver": saver.cpu(), "nats_server": nats.cpu()}
+        out = {
+            "scenario": name, "records": records, "transform": transform, "mappers": mappers,
+            "seconds": round(seconds, 3), "records_per_s": round(records / seconds),
+            "cpu_s": cpu,
+            "cpu_us_per_record": round(sum(cpu.values()) * 1e6 / records, 2),
+            "saver_cpu_us_per_record": round(cpu["saver"] * 1e6 / records, 2),
+            "peak_rss_mb": {"fetcher": fetcher.peak_mb(),
+                            "mapper_max": max((m.peak_mb() or 0) for m in ms),
+                            "saver": saver.peak_mb(), "nats_server": nats.peak_mb()},
+            "latency_p50_s": summary.get("latency_p50_s"),
+            "latency_p99_s": summary.get("latency_p99_s"),
+            "redeliveries": summary.get("redeliveries"),
+            "saved": saved,
+        }
+    except BaseException:
+        stop_all()
+        if DISCARD_FAILED:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
     shutil.rmtree(d, ignore_errors=True)
     return out
 
 
-def stage(kind, transform, records, **kw):
-    argv = [f"{BIN}/bench/cmbench", kind, "--transform", transform, "--records", str(records)]
+def stage(cfg, kind, transform, records, **kw):
+    argv = [f"{cfg.bin}/bench/cmbench", kind, "--transform", transform, "--records", str(records)]
     for k, v in kw.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
     nats = None
-    d = None
-    if kind == "nats":
-        port = free_port()
-        d = tempfile.mkdtemp(prefix="cmbench-nats-")
-        nats = Child(["nats-server", "-a", "127.0.0.1", "-p", str(port)], f"{d}/nats.log")
-        wait_port(port)
-        argv += ["--url", f"nats://127.0.0.1:{port}"]
-    if kind == "store":
-        d = tempfile.mkdtemp(prefix="cmbench-store-")
-        argv += ["--db", f"{d}/store.db"]
+    d = tmpdir(f"cmbench-{kind}-")
     try:
-        r = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True,
-                                      timeout=600).stdout)
+        if kind in ("nats", "jetstream"):
+            nats, url, _ = start_nats(d, jetstream=kind == "jetstream")
+            argv += ["--url", url]
+        if kind == "store":
+            argv += ["--db", f"{d}/store.db"]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            raise BenchError(f"cmbench {kind} failed (exit {p.returncode}): {p.stderr.strip()}")
+        r = json.loads(p.stdout)
     finally:
         if nats:
             nats.stop()
-        if d:
-            shutil.rmtree(d, ignore_errors=True)  # a 1M-record store is ~600 MB
+        shutil.rmtree(d, ignore_errors=True)  # a 1M-record store is ~600 MB
+    if nats:
+        r["nats_server_cpu_s"] = nats.cpu()
+        if kind == "jetstream":
+            r["cpu_us_per_record"] = round((r["cpu_s"] + r["nats_server_cpu_s"]) * 1e6
+                                           / records, 2)
     return r
 
+
+# ---- PostgreSQL -------------------------------------------------------------
 
 def pg_cpu_s(postmaster_pid):
     """CPU seconds of a PostgreSQL server so far: the postmaster, its live
@@ -227,143 +377,458 @@ def pg_cpu_s(postmaster_pid):
     return total / tick
 
 
-def pg_scenario(records, saver_counts, mappers=2, transform="identity", chunk_size=100):
-    """Scenario "pg": the pipeline with its savers on PostgreSQL (fsync on,
-    synchronous_commit on), for each count in saver_counts, next to the same
-    job with one SQLite saver, in the same run. Rows per second and CPU
-    seconds per process, the PostgreSQL server's included."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+def pg_import():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                    "integration"))
     import pg
-    why = pg.skip_reason()
-    if why:
-        return [{"scenario": "pg", "skipped": why}]
-    rows = []
-    srv = pg.PgServer(fsync=True)
-    try:
-        for n_savers in [0] + list(saver_counts):  # 0: the SQLite baseline
-            d = tempfile.mkdtemp(prefix="cmbench-pg-")
-            if n_savers:
-                srv.psql("DROP DATABASE IF EXISTS bench")
-                dsn = srv.create_db("bench")
-            port = free_port()
-            nats = Child(["nats-server", "-a", "127.0.0.1", "-p", str(port)], f"{d}/nats.log")
-            wait_port(port)
-            common = ["--nats-url", f"nats://127.0.0.1:{port}", "--prefix", "bench"]
-            with open(os.path.join(srv.data, "postmaster.pid")) as fh:
-                pm = int(fh.readline())
-            pg0 = pg_cpu_s(pm)
-            t0 = time.time()
-            savers = [Child([f"{BIN}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
-                             "--id", f"s{i}", "--db", dsn if n_savers else f"{d}/results.db"],
-                            f"{d}/saver{i}.log") for i in range(max(1, n_savers))]
-            ms = [Child([f"{BIN}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
-                         "--transform", transform, "--id", f"m{i}"], f"{d}/mapper{i}.log")
-                  for i in range(mappers)]
-            fetcher = Child([f"{BIN}/fetcher/fetcher", *common, "--http", f"127.0.0.1:{free_port()}",
-                             "--records", str(records), "--chunk-size", str(chunk_size), "--ledger",
-                             f"{d}/ledger.db", "--once", "--progress", "0"], f"{d}/fetcher.out")
-            rc = fetcher.reap(3600)
-            seconds = time.time() - t0
-            for c in ms + savers:
-                c.stop()
-            nats.stop()
-            fetcher.f.close()
-            saved = int(srv.psql("SELECT count(*) FROM records", "bench")) if n_savers else None
-            if rc != 0 or (n_savers and saved != records):
-                raise RuntimeError(f"pg scenario with {n_savers} savers: fetcher exit {rc}, "
-                                   f"{saved} rows; see {d}")
-            rows.append({
-                "scenario": "pg", "sink": "postgres" if n_savers else "sqlite",
-                "savers": max(1, n_savers), "records": records, "transform": transform,
-                "mappers": mappers, "seconds": round(seconds, 3),
-                "records_per_s": round(records / seconds),
-                "cpu_s": {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
-                          "savers": round(sum(x.cpu() for x in savers), 3),
-                          "nats_server": nats.cpu(),
-                          "postgres": round(pg_cpu_s(pm) - pg0, 3) if n_savers else None},
-            })
-            shutil.rmtree(d, ignore_errors=True)
-    finally:
-        srv.stop()
-    return rows
+    return pg
 
+
+def pg_run(cfg, srv, n_savers, records, mappers=2, transform="identity", chunk_size=100):
+    """One run of scenario pg: the pipeline with n_savers savers on
+    PostgreSQL (fsync and synchronous_commit on), or with one SQLite saver
+    for n_savers == 0 (the baseline, same run). Rows counted exactly in the
+    results database; CPU seconds per process, the PostgreSQL server's
+    included."""
+    sink = "postgres" if n_savers else "sqlite"
+    name = f"pg-{sink}-{max(1, n_savers)}"
+    d = tmpdir(f"cmbench-{name}-")
+    try:
+        if n_savers:
+            srv.psql("DROP DATABASE IF EXISTS bench")
+            dsn = srv.create_db("bench")
+        nats, url, _ = start_nats(d)
+        common = ["--nats-url", url, "--prefix", "bench"]
+        with open(os.path.join(srv.data, "postmaster.pid")) as fh:
+            pm = int(fh.readline())
+        pg0 = pg_cpu_s(pm)
+        t0 = time.time()
+        savers = [Child([f"{cfg.bin}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
+                         "--id", f"s{i}", "--db", dsn if n_savers else f"{d}/results.db"],
+                        f"{d}/saver{i}.log") for i in range(max(1, n_savers))]
+        ms = [Child([f"{cfg.bin}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
+                     "--transform", transform, "--id", f"m{i}"], f"{d}/mapper{i}.log")
+              for i in range(mappers)]
+        fetcher = Child([f"{cfg.bin}/fetcher/fetcher", *common, "--http",
+                         f"127.0.0.1:{free_port()}", "--records", str(records), "--chunk-size",
+                         str(chunk_size), "--ledger", f"{d}/ledger.db", "--once", "--progress",
+                         "0"], f"{d}/fetcher.out")
+        rc = fetcher.reap(3600)
+        seconds = time.time() - t0
+        for c in ms + savers:
+            c.stop()
+        nats.stop()
+        fetcher.stop()
+        if rc != 0:
+            raise failed_run(d, f"{name}: fetcher exit status {rc}")
+        try:
+            if n_savers:
+                saved = check_saved_pg(srv, "bench", records, chunk_size, transform, name)
+            else:
+                saved = check_saved(f"{d}/results.db", records, chunk_size, transform, name)
+        except BenchError as e:
+            raise failed_run(d, str(e)) from None
+        cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
+               "savers": round(sum(x.cpu() for x in savers), 3), "nats_server": nats.cpu()}
+        if n_savers:
+            cpu["postgres"] = round(pg_cpu_s(pm) - pg0, 3)
+        out = {"scenario": name, "sink": sink, "savers": max(1, n_savers), "records": records,
+               "transform": transform, "mappers": mappers, "seconds": round(seconds, 3),
+               "records_per_s": round(records / seconds), "cpu_s": cpu,
+               "cpu_us_per_record": round(sum(cpu.values()) * 1e6 / records, 2),
+               "saved": saved}
+    except BaseException:
+        stop_all()
+        if DISCARD_FAILED:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+# ---- the original Node.js example ------------------------------------------
+
+# The original mapper's artificial per-chunk sleep, the only line the bench
+# changes (in its own copy): up to 10 s per chunk would measure the sleep.
+ORIGINAL_SLEEP = re.compile(r"await simpleWait\(Math\.random\(\) \* 10000\)")
+ORIGINAL_CHUNKS, ORIGINAL_CHUNK_RECORDS = 1000, 100  # fixed in its fetcher/mock_api.js
+
+
+def prepare_original(path, work):
+    """Copies the app9 checkout at `path` to `work` (node_modules left
+    behind), removes the mapper's sleep in the copy and installs each part's
+    npm dependencies there. The checkout itself is not changed."""
+    parts = ("fetcher", "mapper", "saver")
+    for p in parts:
+        if not os.path.isfile(os.path.join(path, p, "index.js")):
+            raise BenchError(f"--original {path}: no {p}/index.js there; expected a checkout "
+                             "of the example's app9 folder (fetcher/, mapper/, saver/)")
+    shutil.copytree(path, work, ignore=shutil.ignore_patterns("node_modules", ".git"))
+    mjs = os.path.join(work, "mapper", "index.js")
+    with open(mjs) as fh:
+        src = fh.read()
+    src, n = ORIGINAL_SLEEP.subn("/* sleep removed by scripts/bench */", src)
+    if n != 1:
+        raise BenchError(f"--original {path}: mapper/index.js has {n} copies of the line "
+                         f"'{ORIGINAL_SLEEP.pattern}' (expected 1): not the app9 mapper the "
+                         "bench knows how to patch")
+    with open(mjs, "w") as fh:
+        fh.write(src)
+    for p in parts:
+        cwd = os.path.join(work, p)
+        cmd = "ci" if os.path.exists(os.path.join(cwd, "package-lock.json")) else "install"
+        r = subprocess.run(["npm", cmd, "--no-audit", "--no-fund", "--loglevel=error"], cwd=cwd,
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise BenchError(f"npm {cmd} in {cwd} failed: {r.stderr.strip()[-800:]}")
+
+
+def check_original_log(text, name="original"):
+    """What the original "saves": its saver logs each package it received.
+    Raises BenchError unless every package 0..999 is there, each with 100
+    records (a package may arrive twice: its fetcher re-sends until acked).
+    Returns the number of distinct packages."""
+    got, short = set(), 0
+    for m in re.finditer(r"Received package (\d+)\. And data of length: (\d+)", text):
+        got.add(int(m.group(1)))
+        short += int(m.group(2)) != ORIGINAL_CHUNK_RECORDS
+    want = set(range(ORIGINAL_CHUNKS))
+    if got != want or short:
+        missing, extra = sorted(want - got), sorted(got - want)
+        raise BenchError(f"{name}: its saver log is not exact: {len(missing)} of "
+                         f"{ORIGINAL_CHUNKS} packages missing {missing[:5]}, {len(extra)} "
+                         f"unexpected {extra[:5]}, {short} not of {ORIGINAL_CHUNK_RECORDS} "
+                         "records")
+    return len(got)
+
+
+def wait_connections(mon, n, timeout=30):
+    t = time.time()
+    while time.time() - t < timeout:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mon}/connz", timeout=1) as r:
+                if json.load(r).get("num_connections", 0) >= n:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise BenchError(f"original: {n} clients did not connect to nats-server within {timeout} s")
+
+
+def original(cfg, mappers):
+    """The original, its sleep removed: saver and mappers started and
+    connected first, then the fetcher; timed from starting the fetcher to
+    its "DONE WITH ALL DATA" line (node's start is included, as the
+    chunkmill daemons' start is in theirs)."""
+    name = f"original-{mappers}"
+    d = tmpdir(f"cmbench-{name}-")
+    env = dict(os.environ)
+    try:
+        nats, url, mon = start_nats(d)
+        env["NATS_URL"] = url
+        w = cfg.original_work
+        saver = Child(["node", "index.js"], f"{d}/saver.log", cwd=f"{w}/saver", env=env)
+        ms = [Child(["node", "index.js"], f"{d}/mapper{i}.log", cwd=f"{w}/mapper", env=env)
+              for i in range(mappers)]
+        wait_connections(mon, 1 + mappers)
+        flog = f"{d}/fetcher.log"
+        t0 = time.time()
+        fetcher = Child(["node", "index.js"], flog, cwd=f"{w}/fetcher", env=env)
+        done, deadline, pos, buf = None, t0 + 600, 0, b""
+        with open(flog, "rb") as fh:
+            while done is None:
+                chunk = fh.read()
+                if chunk:
+                    buf += chunk
+                    if b"DONE WITH ALL DATA" in buf:
+                        done = time.time()
+                        break
+                    buf = buf[-64:]
+                elif fetcher.p.poll() is not None:
+                    raise failed_run(d, f"{name}: the fetcher exited ({fetcher.p.returncode}) "
+                                        "before DONE WITH ALL DATA")
+                elif time.time() > deadline:
+                    raise failed_run(d, f"{name}: no DONE WITH ALL DATA within 600 s")
+                else:
+                    time.sleep(0.002)
+        seconds = done - t0
+        for c in [fetcher] + ms + [saver]:
+            c.stop()
+        nats.stop()
+        with open(f"{d}/saver.log", errors="replace") as fh:
+            try:
+                got = check_original_log(fh.read(), name)
+            except BenchError as e:
+                raise failed_run(d, str(e)) from None
+        records = ORIGINAL_CHUNKS * ORIGINAL_CHUNK_RECORDS
+        cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
+               "saver": saver.cpu(), "nats_server": nats.cpu()}
+        out = {"scenario": name, "records": records, "transform": "fullname (node)",
+               "mappers": mappers, "seconds": round(seconds, 3),
+               "records_per_s": round(records / seconds), "cpu_s": cpu,
+               "cpu_us_per_record": round(sum(cpu.values()) * 1e6 / records, 2),
+               "peak_rss_mb": {"fetcher": fetcher.peak_mb(),
+                               "mapper_max": max((m.peak_mb() or 0) for m in ms),
+                               "saver": saver.peak_mb(), "nats_server": nats.peak_mb()},
+               "saved": {"packages": got}}
+    except BaseException:
+        stop_all()
+        if DISCARD_FAILED:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+# ---- report -----------------------------------------------------------------
 
 def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-q = args.quick
-machine = {"kind": "machine", "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-           "kernel": platform.release(), "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-           "quick": q}
-try:
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                machine["cpu"] = line.split(":", 1)[1].strip()
-                break
-except OSError:
-    pass
-emit(machine)
-summary = {"kind": "summary"}
-ORIGINAL = 23300.0  # records/s of the original Node.js example on this machine kind
+def aggregate(name, runs):
+    rps = [r["records_per_s"] for r in runs]
+    sec = [r["seconds"] for r in runs]
+    agg = {"kind": "aggregate", "scenario": name, "runs": len(runs), "records": runs[0]["records"],
+           "records_per_s": {"min": min(rps), "median": round(statistics.median(rps)),
+                             "max": max(rps)},
+           "seconds": {"min": min(sec), "median": round(statistics.median(sec), 3),
+                       "max": max(sec)}}
+    cpu = [r["cpu_us_per_record"] for r in runs if "cpu_us_per_record" in r]
+    if cpu:
+        agg["cpu_us_per_record_median"] = round(statistics.median(cpu), 2)
+    sv = [r["saver_cpu_us_per_record"] for r in runs if "saver_cpu_us_per_record" in r]
+    if sv:
+        agg["saver_cpu_us_per_record_median"] = round(statistics.median(sv), 2)
+    return agg
 
-if want("a"):
-    n = 20000 if q else 100000
-    a = pipeline("a", n, "fullname")
-    emit(a)
-    summary["a_records_per_s"] = a["records_per_s"]
-    summary["a_vs_original"] = round(a["records_per_s"] / ORIGINAL, 2)
-    if want("stages") or not only:
-        st = [stage("transform", "fullname", n, threads=2), stage("store", "fullname", n),
-              stage("nats", "fullname", n)]
-        for s in st:
-            s["scenario"] = "a"
-            emit(s)
-        slow = min(st, key=lambda s: s["records_per_s"])
-        summary["a_slowest_stage"] = slow["stage"]
-        summary["a_fraction_of_slowest_stage"] = round(a["records_per_s"] / slow["records_per_s"], 3)
-if want("b"):
-    n = 100000 if q else 1000000
-    b = pipeline("b", n, "identity")
-    emit(b)
-    summary["b_records_per_s"] = b["records_per_s"]
-    if want("stages") or not only:
-        st = [stage("transform", "identity", n, threads=2), stage("store", "identity", n),
-              stage("nats", "identity", n)]
-        for s in st:
-            s["scenario"] = "b"
-            emit(s)
-        slow = min(st, key=lambda s: s["records_per_s"])
-        summary["b_slowest_stage"] = slow["stage"]
-        summary["b_fraction_of_slowest_stage"] = round(b["records_per_s"] / slow["records_per_s"], 3)
-if want("c"):
-    chunks = 200 if q else 1000
-    workers = 40
-    c = pipeline("c", chunks * 100, "sleep:100", mappers=2, concurrency=workers // 2)
-    ideal = chunks * 0.1 / workers
-    c["ideal_seconds"] = round(ideal, 3)
-    # Process start is part of "seconds"; efficiency is measured on it.
-    c["parallel_efficiency"] = round(ideal / c["seconds"], 3)
-    emit(c)
-    summary["c_parallel_efficiency"] = c["parallel_efficiency"]
-if want("d"):
-    small, big = (100000, 1000000) if q else (100000, 10000000)
-    d1 = pipeline("d-small", small, "fullname")
-    d2 = pipeline("d-big", big, "fullname")
-    emit(d1)
-    emit(d2)
-    summary["d_fetcher_peak_rss_mb"] = [d1["peak_rss_mb"]["fetcher"], d2["peak_rss_mb"]["fetcher"]]
-    summary["d_saver_peak_rss_mb"] = [d1["peak_rss_mb"]["saver"], d2["peak_rss_mb"]["saver"]]
-    summary["d_records"] = [small, big]
-if want("pg"):
-    pr = pg_scenario(100000 if q else 1000000, [1, 2, 4])
-    for r in pr:
+
+def table(aggs, summary, machine):
+    w = sys.stderr.write
+    w(f"\nload average {machine['loadavg_start']} at start, {machine.get('loadavg_end')} at end\n")
+    w(f"{'scenario':<22} {'records':>10} {'runs':>4}  {'records/s min / median / max':>32}"
+      f"  {'CPU µs/rec':>10}\n")
+    for a in aggs:
+        r = a["records_per_s"]
+        rng = f"{r['min']:,} / {r['median']:,} / {r['max']:,}"
+        cpu = a.get("cpu_us_per_record_median")
+        w(f"{a['scenario']:<22} {a['records']:>10,} {a['runs']:>4}  {rng:>32}"
+          f"  {'' if cpu is None else cpu:>10}\n")
+    for k, v in summary.items():
+        if k != "kind":
+            w(f"{k}: {v}\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    ap.add_argument("--only", default="",
+                    help="comma list of scenarios: a,b,c,d,stages,js,pg (original runs with a)")
+    ap.add_argument("--original", metavar="PATH",
+                    help="a checkout of the original example's app9 folder: run it side by side")
+    ap.add_argument("--original-mappers", default="1,2",
+                    help="mapper counts for the original (default 1,2)")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="repetitions of a, b, c, js, pg and the original (default 3, --quick 1)")
+    ap.add_argument("--discard-failed", action="store_true",
+                    help="remove a failed run's directory (its logs' last lines go into the error)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply b's and d-big's record counts (a reduced run on a loaded machine)")
+    args = ap.parse_args(argv)
+    global DISCARD_FAILED
+    DISCARD_FAILED = args.discard_failed
+
+    class Cfg:
+        pass
+    cfg = Cfg()
+    cfg.bin = args.bin_dir
+    only = set(filter(None, args.only.split(",")))
+    want = lambda n: not only or n in only  # noqa: E731
+    q = args.quick
+    reps = args.reps or (1 if q else 3)
+
+    for b in ("fetcher/fetcher", "mapper/mapper", "saver/saver", "bench/cmbench"):
+        if not os.access(os.path.join(cfg.bin, b), os.X_OK):
+            raise BenchError(f"--bin-dir {cfg.bin}: no executable {b} there (build first)")
+    threading.Thread(target=_sampler, daemon=True).start()
+    machine = {"kind": "machine", "cores": os.cpu_count(),
+               "cpu": platform.processor() or platform.machine(), "kernel": platform.release(),
+               "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+               "quick": q, "reps": reps, "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    machine["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        machine["nats_server"] = subprocess.run(["nats-server", "--version"], capture_output=True,
+                                                text=True).stdout.strip()
+    except OSError:
+        pass
+    orig_mappers = [int(x) for x in args.original_mappers.split(",") if x]
+    work = None
+    try:
+        if args.original:
+            machine["node"] = subprocess.run(["node", "--version"], capture_output=True,
+                                             text=True).stdout.strip()
+            work = tmpdir("cmbench-original-")
+            cfg.original_work = f"{work}/app9"
+            prepare_original(os.path.abspath(args.original), cfg.original_work)
+        emit(machine)
+        return run_all(cfg, args, want, q, reps, machine, orig_mappers)
+    finally:
+        stop_all()
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(cfg, args, want, q, reps, machine, orig_mappers):
+    runs = {}  # scenario -> its runs (dicts keep the order of first appearance)
+
+    def record(r):
+        runs.setdefault(r["scenario"], []).append(r)
         emit(r)
-    base = [r for r in pr if r.get("sink") == "sqlite"]
-    if base:
-        summary["pg_records_per_s"] = {str(r["savers"]): r["records_per_s"] for r in pr
-                                       if r.get("sink") == "postgres"}
-        summary["pg_1_saver_vs_sqlite"] = round(
-            summary["pg_records_per_s"]["1"] / base[0]["records_per_s"], 2)
-emit(summary)
+
+    summary = {"kind": "summary"}
+    # With the original, a does the original's job (100,000 records) even
+    # with --quick: the ratio compares the same work.
+    na = 20000 if q and not args.original else 100000
+    nb = int((100000 if q else 1000000) * args.scale)
+    chunks_c = 200 if q else 1000
+    workers = 40
+    js_ok = None
+    if want("js") and not q:
+        js_ok = jetstream_available()
+        if js_ok is not True:
+            summary["js"] = f"skipped: {js_ok}"
+    # Scenario pg: b's job (smaller with --quick) with 1, 2, 4 savers on one
+    # throwaway PostgreSQL server, next to one SQLite saver.
+    pg_srv, pg_savers = None, [1, 2] if q else [1, 2, 4]
+    npg = int((20000 if q else 1000000) * args.scale)
+    if want("pg"):
+        pg = pg_import()
+        why = pg.skip_reason()
+        if why:
+            summary["pg"] = f"skipped: {why}"
+        else:
+            pg_srv = pg.PgServer(fsync=True)
+    try:
+        return _run_reps(cfg, args, want, q, reps, machine, orig_mappers, runs, record, summary,
+                         na, nb, chunks_c, workers, js_ok, pg_srv, pg_savers, npg)
+    finally:
+        if pg_srv is not None:
+            pg_srv.stop()
+
+
+def _run_reps(cfg, args, want, q, reps, machine, orig_mappers, runs, record, summary, na, nb,
+              chunks_c, workers, js_ok, pg_srv, pg_savers, npg):
+    # Interleaved: each repetition runs every repeated scenario once, so a
+    # change in the machine's load hits all of them alike.
+    for rep in range(reps):
+        if args.original and (want("a") or want("original")):
+            for m in orig_mappers:
+                record(original(cfg, m))
+        if want("a"):
+            record(pipeline(cfg, "a", na, "fullname"))
+        if want("b"):
+            record(pipeline(cfg, "b", nb, "identity"))
+        if want("c"):
+            c = pipeline(cfg, "c", chunks_c * 100, "sleep:100", mappers=2,
+                         concurrency=workers // 2)
+            ideal = chunks_c * 0.1 / workers
+            c["ideal_seconds"] = round(ideal, 3)
+            # Process start is part of "seconds"; efficiency is measured on it.
+            c["parallel_efficiency"] = round(ideal / c["seconds"], 3)
+            record(c)
+        if js_ok is True:
+            r = stage(cfg, "jetstream", "identity", nb)
+            r["scenario"] = "js"
+            record(r)
+        if pg_srv is not None:
+            for n_savers in [0] + pg_savers:
+                record(pg_run(cfg, pg_srv, n_savers, npg))
+    if want("stages") and (want("a") or want("b")):
+        for sc, tr, n in (("a", "fullname", na), ("b", "identity", nb)):
+            if not want(sc):
+                continue
+            st = [stage(cfg, "transform", tr, n, threads=2), stage(cfg, "store", tr, n),
+                  stage(cfg, "nats", tr, n)]
+            for s in st:
+                s["scenario"] = f"{sc}-stage-{s['stage']}"
+                emit(s)
+            slow = min(st, key=lambda s: s["records_per_s"])
+            med = statistics.median(r["records_per_s"] for r in runs[sc])
+            summary[f"{sc}_slowest_stage"] = slow["stage"]
+            summary[f"{sc}_fraction_of_slowest_stage"] = round(med / slow["records_per_s"], 3)
+    if want("d"):
+        small, big = (100000, 1000000) if q else (100000, int(10000000 * args.scale))
+        d1 = pipeline(cfg, "d-small", small, "fullname")
+        record(d1)
+        d2 = pipeline(cfg, "d-big", big, "fullname")
+        record(d2)
+        summary["d_fetcher_peak_rss_mb"] = [d1["peak_rss_mb"]["fetcher"],
+                                            d2["peak_rss_mb"]["fetcher"]]
+        summary["d_saver_peak_rss_mb"] = [d1["peak_rss_mb"]["saver"], d2["peak_rss_mb"]["saver"]]
+        summary["d_records"] = [small, big]
+
+    aggs = [aggregate(k, v) for k, v in runs.items()]
+    for a in aggs:
+        emit(a)
+    med = {a["scenario"]: a["records_per_s"]["median"] for a in aggs}
+    for k in ("a", "b"):
+        if k in med:
+            summary[f"{k}_records_per_s_median"] = med[k]
+    if "a" in med:
+        origs = [k for k in med if k.startswith("original-")]
+        if origs:
+            for k in origs:
+                summary[f"original_{k.split('-')[1]}_mappers_records_per_s_median"] = med[k]
+                summary[f"a_vs_original_{k.split('-')[1]}_mappers"] = round(med["a"] / med[k], 2)
+        else:
+            summary["original"] = "not measured (scripts/bench --original PATH)"
+    if "c" in runs:
+        summary["c_parallel_efficiency_median"] = statistics.median(
+            r["parallel_efficiency"] for r in runs["c"])
+    if "pg-sqlite-1" in med:
+        summary["pg_records_per_s_median"] = {str(n): med[f"pg-postgres-{n}"] for n in pg_savers}
+        summary["pg_1_saver_vs_sqlite"] = round(med["pg-postgres-1"] / med["pg-sqlite-1"], 2)
+    if "js" in med:
+        summary["js_records_per_s_median"] = med["js"]
+        if "b" in med:
+            summary["b_vs_js"] = round(med["b"] / med["js"], 3)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    summary["loadavg_start"] = machine["loadavg_start"]
+    summary["loadavg_end"] = machine["loadavg_end"]
+    emit(summary)
+    table(aggs, summary, machine)
+    return 0
+
+
+def jetstream_available():
+    """True, or the reason this nats-server cannot run JetStream."""
+    d = tmpdir("cmbench-jscheck-")
+    try:
+        nats, _, mon = start_nats(d, jetstream=True)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mon}/jsz", timeout=2) as r:
+                js = json.load(r)
+            if js.get("disabled") or "config" not in js:
+                return "nats-server reports JetStream disabled"
+            return True
+        except OSError as e:
+            return f"nats-server has no JetStream monitoring endpoint ({e})"
+        finally:
+            nats.stop()
+    except BenchError as e:
+        return f"nats-server -js did not start: {e}"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        sys.exit(1)

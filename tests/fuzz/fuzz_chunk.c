@@ -122,6 +122,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(v2.hdr.index == v.hdr.index);
   FUZZ_CHECK(v2.hdr.attempt == v.hdr.attempt);
   FUZZ_CHECK(strcmp(v2.hdr.job, hdr.job) == 0);
+  /* The lease (hex) and its mapper id (valid UTF-8) survive unchanged. */
+  FUZZ_CHECK(strcmp(v2.hdr.lease, hdr.lease) == 0);
+  if (hdr.lease[0] != '\0') FUZZ_CHECK(strcmp(v2.hdr.mapper, hdr.mapper) == 0);
   walk(v2.data, v2.data_len, &data2);
   FUZZ_CHECK(data2.count == data1.count);
   for (size_t i = 0; i < data1.count; i++)

@@ -4,12 +4,17 @@ and the fetcher (each restarted) and restarting nats-server at least twice.
 With --db postgres: --savers savers (3) on a throwaway PostgreSQL server
 (pg.py), a random one killed each time, and PostgreSQL crash-restarted
 (pg_ctl -m immediate) too.
+With --nats-nodes N (>1) NATS is a cluster of N routed servers, every daemon
+is given the whole list, and killing a random node (hung first, or SIGKILLed
+at once; restarted after a while) is one more fault of every round; the
+--nats-restarts still take the whole cluster down.
 At the end it checks exactly-once against the source and prints a one-line
 JSON verdict. Exit 0 only for 0 lost, 0 duplicated, 0 stuck.
 """
 import argparse
 import json
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +30,8 @@ ap.add_argument("--transform", default="fullname")
 ap.add_argument("--min-gap", type=float, default=0.7, help="seconds between faults (min)")
 ap.add_argument("--max-gap", type=float, default=2.5, help="seconds between faults (max)")
 ap.add_argument("--nats-restarts", type=int, default=2)
+ap.add_argument("--nats-nodes", type=int, default=1,
+                help="NATS servers (>1: a routed cluster on loopback)")
 ap.add_argument("--timeout", type=float, default=1800)
 ap.add_argument("--seed", type=int, default=None)
 ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -58,13 +65,45 @@ if args.db == "postgres":
 
 P = PipelineClass("chaos", records=args.records, mappers=args.mappers, transform=args.transform,
              chunk_size=args.chunk_size, extra_mapper=["--save-timeout", "2s"],
+             nats_nodes=args.nats_nodes,
              extra_fetcher=["--job", "chaos", "--ack-wait", "10s", "--progress", "0"])
 total_chunks = (args.records + args.chunk_size - 1) // args.chunk_size
+CLUSTER = args.nats_nodes > 1
 faults = {"mapper_kill": 0, "saver_kill": 0, "fetcher_kill": 0, "nats_restart": 0}
 savers = [P.saver]
 if SRV is not None:
     savers += [P.start_saver(f"saver{i}") for i in range(1, args.savers or 3)]
     faults["postgres_restart"] = 0
+if CLUSTER:
+    faults["nats_node_kill"] = 0
+
+
+def nats_restart(down_s):
+    """The whole of NATS down for down_s, then back."""
+    if CLUSTER:
+        for i in range(args.nats_nodes):
+            P.nats.kill9(i)
+        time.sleep(down_s)
+        for i in range(args.nats_nodes):
+            P.nats.start(i)
+    else:
+        P.nats.proc.kill9()
+        time.sleep(down_s)
+        P.nats.start()
+    faults["nats_restart"] += 1
+
+
+def nats_node_kill():
+    """One random node dies (half the time after hanging a moment, so what
+    was sent to it is lost) and comes back after a while, as a pod would."""
+    i = rng.randrange(args.nats_nodes)
+    if rng.random() < 0.5:
+        P.nats.freeze_and_kill(i, rng.uniform(0.1, 0.4))
+    else:
+        P.nats.kill9(i)
+    time.sleep(rng.uniform(0.5, 2.0))
+    P.nats.start(i)
+    faults["nats_node_kill"] += 1
 t0 = time.time()
 
 
@@ -90,14 +129,12 @@ while time.time() - t0 < args.timeout:
     frac = last_done / total_chunks
     if restart_marks and frac >= restart_marks[0]:
         restart_marks.pop(0)
-        P.nats.proc.kill9()
-        time.sleep(rng.uniform(0.5, 2.0))
-        P.nats.start()
-        faults["nats_restart"] += 1
+        nats_restart(rng.uniform(0.5, 2.0))
         continue
     # Every kind of fault comes up in each round of four, in random order.
     if not cycle:
-        cycle = ["mapper", "mapper", "saver", "fetcher"] + (["postgres"] if SRV else [])
+        cycle = (["mapper", "mapper", "saver", "fetcher"] + (["postgres"] if SRV else []) +
+                 (["nats_node"] if CLUSTER else []))
         rng.shuffle(cycle)
     action = cycle.pop()
     if action == "mapper":
@@ -105,6 +142,8 @@ while time.time() - t0 < args.timeout:
         victim.kill9()
         P.start_mapper()  # a replacement, as a Deployment would start
         faults["mapper_kill"] += 1
+    elif action == "nats_node":
+        nats_node_kill()
     elif action == "saver":
         i = rng.randrange(len(savers))
         savers[i].kill9()
@@ -126,10 +165,9 @@ while time.time() - t0 < args.timeout:
 # Let the remaining nats restarts happen even on a short job, then finish.
 while restart_marks:
     restart_marks.pop(0)
-    P.nats.proc.kill9()
-    time.sleep(1.0)
-    P.nats.start()
-    faults["nats_restart"] += 1
+    nats_restart(1.0)
+if CLUSTER and faults["nats_node_kill"] == 0:
+    nats_node_kill()
 deadline = time.time() + 600
 while not complete and time.time() < deadline:
     if not P.fetcher.alive():
@@ -193,11 +231,13 @@ verdict = {
     "seconds": round(seconds, 1), "seed": seed,
 }
 verdict["ok"] = (complete and verdict["lost"] == 0 and verdict["duplicated"] == 0 and stuck == 0
-                 and not bad_chunks and content_ok and faults["nats_restart"] >= 2)
+                 and not bad_chunks and content_ok and faults["nats_restart"] >= 2
+                 and (not CLUSTER or faults["nats_node_kill"] >= 1))
 for s in savers[1:]:
     s.stop()
 P.stop_all()
 if SRV is not None:
     SRV.stop()
+shutil.rmtree(P.workdir, ignore_errors=True)
 print(json.dumps(verdict), flush=True)
 sys.exit(0 if verdict["ok"] else 1)

@@ -3,11 +3,20 @@
 Every process a test starts is tracked by PID and stopped at exit (SIGTERM,
 then SIGKILL). Servers listen on 127.0.0.1 and free ports only. Every wait is
 bounded.
+
+Every file a test writes goes into a directory from tmpdir() (under $TMPDIR;
+ctest points it into the build tree), removed at exit however the test ends:
+passed, failed, exception, SIGTERM (ctest's timeout) or SIGINT. Set
+CM_KEEP_TMP=1 to keep them for a post-mortem (their paths are printed).
+CM_TEST_FORCE_FAIL=1 makes every check() fail after its test ran
+(tests/integration/test_tmp_cleanup.py proves that a failing run leaves
+nothing behind).
 """
 import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -20,7 +29,26 @@ import urllib.request
 
 BIN_DIR = os.environ.get("CM_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 _procs = []
+_tmpdirs = []
 _results = {"passed": 0, "failed": 0}
+
+
+def tmpdir(prefix="cm-", parent=None):
+    """A new private directory under $TMPDIR (or parent), removed at exit (see
+    above)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    _tmpdirs.append(d)
+    return d
+
+
+_log_dir = None
+
+
+def _default_log_dir():
+    global _log_dir
+    if _log_dir is None:
+        _log_dir = tmpdir("cm-logs-")
+    return _log_dir
 
 
 def bin_path(name):
@@ -41,8 +69,8 @@ class Proc:
     def __init__(self, name, argv, env=None, log_dir=None):
         self.name = name
         self.argv = argv
-        self.log_path = os.path.join(log_dir or tempfile.gettempdir(), f"{name}.log")
-        self.out_path = os.path.join(log_dir or tempfile.gettempdir(), f"{name}.out")
+        self.log_path = os.path.join(log_dir or _default_log_dir(), f"{name}.log")
+        self.out_path = os.path.join(log_dir or _default_log_dir(), f"{name}.out")
         self._log = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
         full_env = dict(os.environ)
@@ -97,6 +125,13 @@ def _cleanup():
                 p.wait(5)
         except Exception:
             pass
+    keep = os.environ.get("CM_KEEP_TMP", "") not in ("", "0")
+    while _tmpdirs:
+        d = _tmpdirs.pop()
+        if keep:
+            print(f"CM_KEEP_TMP: kept {d}", flush=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 atexit.register(_cleanup)
@@ -108,6 +143,7 @@ def _on_signal(signum, frame):
 
 
 signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
 
 
 def wait_until(pred, timeout, interval=0.05, what="condition"):
@@ -170,13 +206,84 @@ class Nats:
             return json.loads(r.read())
 
 
+class NatsCluster:
+    """n nats-servers routed to each other on loopback (cluster "c"): every
+    node has its own client, route and monitoring port. `url` is the whole
+    list, comma separated, as a user passes it to --nats-url."""
+
+    def __init__(self, workdir, n=3):
+        self.workdir = workdir
+        self.route_ports = [free_port() for _ in range(n)]
+        self.nodes = []
+        for i in range(n):
+            routes = ",".join(f"nats-route://127.0.0.1:{p}"
+                              for j, p in enumerate(self.route_ports) if j != i)
+            self.nodes.append(Nats(workdir, extra=[
+                "--cluster_name", "c", "--cluster", f"nats://127.0.0.1:{self.route_ports[i]}",
+                "--routes", routes]))
+        self.wait_routes()
+
+    @property
+    def url(self):
+        return ",".join(node.url for node in self.nodes)
+
+    def alive(self, i):
+        return self.nodes[i].proc.alive()
+
+    def routes(self, i):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.nodes[i].mon}/routez",
+                                    timeout=2) as r:
+            return json.loads(r.read())["num_routes"]
+
+    def wait_routes(self, timeout=20):
+        """Every live node routes to every other live node."""
+        live = [i for i in range(len(self.nodes)) if self.alive(i)]
+
+        def meshed():
+            try:
+                return all(self.routes(i) >= len(live) - 1 for i in live)
+            except OSError:
+                return False
+
+        wait_until(meshed, timeout, interval=0.1, what="NATS cluster routes")
+
+    def node_of(self, server_url):
+        """Index of the node a daemon's /status "nats_server" names, or None."""
+        for i, node in enumerate(self.nodes):
+            if server_url and server_url.rstrip("/").endswith(f":{node.port}"):
+                return i
+        return None
+
+    def kill9(self, i):
+        self.nodes[i].proc.kill9()
+
+    def freeze_and_kill(self, i, freeze_s):
+        """SIGSTOP node i for freeze_s, then SIGKILL it: a node that hangs
+        before it dies. What its clients and routes sent it meanwhile sits
+        in its socket buffers and is lost, as on a real crash under load."""
+        self.nodes[i].proc.signal(signal.SIGSTOP)
+        time.sleep(freeze_s)
+        self.nodes[i].proc.kill9()
+
+    def start(self, i):
+        self.nodes[i].start()
+
+    def stop(self):
+        for node in self.nodes:
+            if node.proc.alive():
+                node.stop()
+
+
 class Pipeline:
-    """nats-server + saver + N mappers + fetcher in one temp dir."""
+    """nats-server (or a cluster of nats_nodes routed servers) + saver + N
+    mappers + fetcher in one temp dir."""
 
     def __init__(self, name, records=100000, mappers=2, transform="fullname", extra_fetcher=(),
-                 extra_mapper=(), workdir=None, prefix=None, chunk_size=100):
-        self.workdir = workdir or tempfile.mkdtemp(prefix=f"cm-{name}-")
-        self.nats = Nats(self.workdir)
+                 extra_mapper=(), workdir=None, prefix=None, chunk_size=100, nats_nodes=1,
+                 heartbeat="200ms"):
+        self.workdir = workdir or tmpdir(f"cm-{name}-")
+        self.nats = Nats(self.workdir) if nats_nodes <= 1 else NatsCluster(self.workdir, nats_nodes)
+        self.heartbeat = heartbeat
         self.prefix = prefix or f"t{os.getpid()}"
         self.db = os.path.join(self.workdir, "results.db")
         self.ledger = os.path.join(self.workdir, "ledger.db")
@@ -194,7 +301,7 @@ class Pipeline:
 
     def common(self, role, port):
         return ["--nats-url", self.nats.url, "--prefix", self.prefix, "--http",
-                f"127.0.0.1:{port}", "--heartbeat", "200ms"]
+                f"127.0.0.1:{port}", "--heartbeat", self.heartbeat]
 
     def start_saver(self, name="saver"):
         port = free_port()
@@ -301,6 +408,9 @@ def check(name, fn):
     t0 = time.monotonic()
     try:
         fn()
+        if os.environ.get("CM_TEST_FORCE_FAIL", "") not in ("", "0"):
+            raise AssertionError(f"forced failure (CM_TEST_FORCE_FAIL is set) with {_tmpdirs} "
+                                 "in place")
         _results["passed"] += 1
         print(f"PASS {name} ({time.monotonic() - t0:.1f}s)", flush=True)
     except Exception as e:  # noqa: BLE001 - report every failure kind

@@ -17,11 +17,10 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
 from harness import (Nats, Proc, bin_path, check, finish, free_port, http_get, status,
-                     wait_until)
+                     tmpdir, wait_until)
 
 RECORDS = 100000
 CHUNKS = 1000
@@ -34,7 +33,7 @@ class Env:
     """One nats-server and the processes of one scenario."""
 
     def __init__(self, name):
-        self.dir = tempfile.mkdtemp(prefix=f"cm-app9-{name}-")
+        self.dir = tmpdir(f"cm-app9-{name}-")
         self.nats = Nats(self.dir)
         self.procs = []
         self.n = 0

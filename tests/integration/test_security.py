@@ -13,15 +13,14 @@ authorization errors: the daemon exits 1). Secrets never appear in a log.
 import os
 import shutil
 import subprocess
-import tempfile
 
 from harness import (Nats, Proc, bin_path, check, finish, free_port, http_get, log_lines,
-                     wait_until)
+                     tmpdir, wait_until)
 
 RECORDS = 5000
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE_CONF = os.path.join(ROOT, "deploy", "nats", "nats-server.conf")
-WORK = tempfile.mkdtemp(prefix="cm-security-")
+WORK = tmpdir("cm-security-")  # removed at exit; CM_KEEP_TMP=1 keeps it
 PASSWORDS = {"fetcher": "fetcher-pw-Q7x2", "mapper": "mapper-pw-K9m4", "saver": "saver-pw-Z3v8",
              "ops": "ops-pw-H5n1"}
 WRONG_PASSWORD = "wrong-pw-J6c0"
@@ -273,10 +272,46 @@ def permissions_enforced():
             wait_until(lambda: any('Permissions Violation for Subscription to "chunkmill.save"'
                                    in e.get("msg", "") for e in log_lines(p)), 15,
                        what="the permissions violation in the saver's log")
+            # Refused is not ready: /readyz says 503 and names the subject.
+            wait_until(lambda: http_get(p.port, "/readyz")[0] == 503, 5, what="/readyz 503")
+            st, body = http_get(p.port, "/readyz")
+            assert st == 503 and "chunkmill.save" in body, (st, body)
+            print(f"    /readyz: {body.strip()}")
         finally:
             p.stop()
         with open(nats.proc.log_path) as f:
             assert "Subscription Violation" in f.read()
+    finally:
+        nats.stop()
+
+
+PUBLISH_REFUSED_CONF = """
+authorization {
+  users = [
+    { user: mapper, password: "mapper-pw-K9m4",
+      permissions { publish { allow: ["chunkmill.heartbeat"] }
+                    subscribe { allow: ["chunkmill.chunk.>", "chunkmill.heartbeat", "_INBOX.>"] } } }
+  ]
+}
+"""
+
+
+def publish_refused():
+    """A mapper whose user may subscribe to everything it needs but not
+    publish its credit: the server refuses each credit; the mapper is not
+    ready and /readyz names the subject."""
+    nats, d = start_nats("users-pub", PUBLISH_REFUSED_CONF)
+    try:
+        p = daemon("mapper", nats, d, ["--nats-user", "mapper", "--nats-password",
+                                       PASSWORDS["mapper"]], ["--id", "m-refused"])
+        try:
+            def refused_503():
+                st, body = http_get(p.port, "/readyz")
+                return st == 503 and "chunkmill.credit" in body and "Publish" in body
+            wait_until(refused_503, 15, what="/readyz 503 naming chunkmill.credit")
+            print(f"    /readyz: {http_get(p.port, '/readyz')[1].strip()}")
+        finally:
+            p.stop()
     finally:
         nats.stop()
 
@@ -304,13 +339,10 @@ check("users with the example config's permissions: job completes, exactly 5000 
       users_job)
 check("users: wrong password / no credentials: not ready, reason logged", users_refused)
 check("permissions are enforced: the mapper user cannot act as a saver", permissions_enforced)
+check("a refused publish makes the daemon not ready, naming the subject", publish_refused)
 check("token: job completes; wrong token: not ready, reason logged", token_job)
 check("no password or token in any log", no_secrets)
 for p in ALL_PROCS:
     if p.alive():
         p.stop()
-if __import__("harness")._results["failed"] == 0:
-    shutil.rmtree(WORK, ignore_errors=True)  # kept for inspection on failure
-else:
-    print(f"logs and certificates kept in {WORK}")
 finish()

@@ -11,9 +11,23 @@
 //      non-root and hardened securityContexts, grace period above the drain
 //      timeout, fetcher and SQLite saver Recreate with one replica, savers
 //      on PostgreSQL RollingUpdate with a PodDisruptionBudget, references that
-//      resolve (ConfigMaps, PVCs, Services, PDBs, autoscalers, analyses).
+//      resolve (ConfigMaps, Secrets, PVCs, Services, PDBs, autoscalers,
+//      analyses); NATS authorization: every daemon connects as its role's
+//      user with the password from a Secret (never a literal), the fetcher
+//      and saver read the lease key from a Secret volume, the NATS server
+//      runs a config file with every role's password from a Secret, and
+//      k8s/base/nats-server.conf is deploy/nats/nats-server.conf.
+//   5. NATS runs clustered (k8s/base and every overlay): a StatefulSet of 3
+//      nats-server pods with a headless Service, cluster routes to each pod
+//      by its stable name, a PodDisruptionBudget (minAvailable 2), pod
+//      anti-affinity, probes, and the daemons' CHUNKMILL_NATS_URL naming a
+//      Service of those pods.
+// The secrets themselves are not in the repository (scripts/gen-secrets
+// makes them): k8s/ is copied to a temporary directory, the generator
+// fills its k8s/base/secrets/, and that copy is rendered.
 // Then it runs the same checks over testdata/broken.yaml, whose objects are
-// each broken on purpose, and asserts every one is rejected for its reason.
+// each broken on purpose, and asserts every one is rejected for its reason;
+// the NATS cluster check is run over broken copies of k8s/base.
 //
 // Usage: node check.js [--repo DIR] [--verbose]
 // Prints one `ok`/`not ok` line per test and closes with
@@ -211,6 +225,67 @@ function savesToPostgres(container, ctx) {
   return db !== undefined && (/^postgres(ql)?:\/\//.test(db) || db.includes("="));
 }
 
+// Where a container's env var comes from: {value} | {secret: {name, key}} |
+// {other: true} | undefined.
+function envSource(container, envName) {
+  for (const e of container.env || []) {
+    if (e.name !== envName) continue;
+    if (e.value !== undefined) return { value: e.value };
+    const sk = e.valueFrom && e.valueFrom.secretKeyRef;
+    if (sk) return { secret: { name: sk.name, key: sk.key } };
+    return { other: true };
+  }
+  return undefined;
+}
+
+function secretHasKey(ctx, name, key) {
+  const s = ctx.secrets.get(name);
+  return !!s && ((s.data && s.data[key] !== undefined) || (s.stringData && s.stringData[key] !== undefined));
+}
+
+// Credentials of a chunkmill daemon container (see the header).
+function credentialErrors(cn, daemon, c, pod, ctx) {
+  const errs = [];
+  const argv = [...(c.command || []), ...(c.args || [])].map(String);
+  for (const a of argv) {
+    if (/^--nats-(password|token)(=|$)/.test(a)) errs.push(`${cn}: a NATS secret on the command line (${a.split("=")[0]})`);
+  }
+  for (const e of c.env || []) {
+    if (/(PASSWORD|TOKEN)$/.test(e.name) && e.value !== undefined) errs.push(`${cn}: env ${e.name} is a literal value, not from a Secret`);
+  }
+  const user = settingOf(c, "nats-user", ctx);
+  if (user !== daemon) errs.push(`${cn}: CHUNKMILL_NATS_USER is ${user === undefined ? "not set" : `"${user}"`}, not the ${daemon} role's user`);
+  const pw = envSource(c, "CHUNKMILL_NATS_PASSWORD");
+  if (!pw || !pw.secret) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD does not come from a Secret`);
+  else if (!secretHasKey(ctx, pw.secret.name, pw.secret.key)) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD refers to missing Secret key ${pw.secret.name}/${pw.secret.key}`);
+  if (daemon === "fetcher" || daemon === "saver") {
+    const file = settingOf(c, "lease-key-file", ctx);
+    if (!file) errs.push(`${cn}: no lease key (CHUNKMILL_LEASE_KEY_FILE): leases would not be authenticated`);
+    else {
+      const vols = new Map((pod.volumes || []).map((v) => [v.name, v]));
+      const m = (c.volumeMounts || []).find((vm) => String(file).startsWith(String(vm.mountPath).replace(/\/?$/, "/")));
+      const v = m && vols.get(m.name);
+      if (!v || !v.secret) errs.push(`${cn}: the lease key file ${file} is not on a Secret volume`);
+      else if (!ctx.secrets.has(v.secret.secretName)) errs.push(`${cn}: the lease key Secret ${v.secret.secretName} is not defined`);
+    }
+  }
+  return errs;
+}
+
+// The NATS server container: a config file (authorization) and every
+// role's password from a Secret.
+function natsServerErrors(cn, c, ctx) {
+  const errs = [];
+  const argv = [...(c.command || []), ...(c.args || [])].map(String);
+  if (!argv.some((a) => a === "-c" || a === "--config" || a.startsWith("--config="))) errs.push(`${cn}: the NATS server runs without a config file (no authorization)`);
+  for (const role of ["FETCHER", "MAPPER", "SAVER", "OPS"]) {
+    const src = envSource(c, `CM_${role}_PASSWORD`);
+    if (!src || !src.secret) errs.push(`${cn}: CM_${role}_PASSWORD does not come from a Secret`);
+    else if (!secretHasKey(ctx, src.secret.name, src.secret.key)) errs.push(`${cn}: CM_${role}_PASSWORD refers to missing Secret key ${src.secret.name}/${src.secret.key}`);
+  }
+  return errs;
+}
+
 function portOfHttpAddr(addr) {
   const m = /(?:^|:)(\d+)$/.exec(String(addr));
   return m ? Number(m[1]) : NaN;
@@ -261,6 +336,7 @@ function policyErrors(docs) {
   const ctx = {
     configMaps: new Map(docs.filter((d) => d.kind === "ConfigMap").map((d) => [d.metadata.name, d])),
     pvcs: new Set(docs.filter((d) => d.kind === "PersistentVolumeClaim").map((d) => d.metadata.name)),
+    secrets: new Map(docs.filter((d) => d.kind === "Secret").map((d) => [d.metadata.name, d])),
     templates: new Set(docs.filter((d) => d.kind === "AnalysisTemplate").map((d) => d.metadata.name)),
   };
   const workloads = docs.filter((d) => WORKLOAD_KINDS.has(d.kind) && d.spec && d.spec.template);
@@ -335,7 +411,9 @@ function policyErrors(docs) {
           if (!cm || !cm.data || cm.data[ref.key] === undefined) errs.push(`${cn}: env ${e.name} refers to missing ConfigMap key ${ref.name}/${ref.key}`);
         }
       }
+      if (/^nats(:|@|$)/.test(String(c.image || "").split("/").pop())) errs.push(...natsServerErrors(cn, c, ctx));
       if (!daemon) continue;
+      errs.push(...credentialErrors(cn, daemon, c, pod, ctx));
 
       // chunkmill daemon specifics.
       const httpPort = portOfHttpAddr(settingOf(c, "http", ctx) || `:${DEFAULT_HTTP_PORT}`);
@@ -439,6 +517,121 @@ function policyErrors(docs) {
   return result;
 }
 
+// ---- 5. NATS cluster ---------------------------------------------------------
+const NATS_REPLICAS = 3;
+
+function isNatsContainer(c) {
+  return /(^|\/)nats(:|@|$)/.test(String(c.image || ""));
+}
+
+// The nats-server configuration text a container runs with: the file named
+// by --config/-c, read from the ConfigMap (or Secret) mounted at its
+// directory.
+function natsConfigOf(c, pod, ctx) {
+  const argv = [...(c.command || []), ...(c.args || [])];
+  let file = null;
+  for (let i = 0; i < argv.length; i++) {
+    if ((argv[i] === "--config" || argv[i] === "-c") && i + 1 < argv.length) file = argv[i + 1];
+    else if (String(argv[i]).startsWith("--config=")) file = String(argv[i]).slice(9);
+  }
+  if (!file) return null;
+  const volumes = new Map((pod.volumes || []).map((v) => [v.name, v]));
+  for (const m of c.volumeMounts || []) {
+    const dir = m.mountPath.replace(/\/$/, "");
+    if (!file.startsWith(`${dir}/`)) continue;
+    const v = volumes.get(m.name);
+    const key = file.slice(dir.length + 1);
+    const cm = v && v.configMap && ctx.configMaps.get(v.configMap.name);
+    if (cm && cm.data && cm.data[key] !== undefined) return cm.data[key];
+    // The configuration may live in a Secret (it can hold passwords).
+    const sec = v && v.secret && ctx.secrets.get(v.secret.secretName);
+    if (sec && sec.stringData && sec.stringData[key] !== undefined) return sec.stringData[key];
+    if (sec && sec.data && sec.data[key] !== undefined) return Buffer.from(sec.data[key], "base64").toString("utf8");
+  }
+  return null;
+}
+
+function natsClusterErrors(docs) {
+  const errs = [];
+  const byKind = (k) => new Map(docs.filter((d) => d.kind === k).map((d) => [d.metadata.name, d]));
+  const ctx = { configMaps: byKind("ConfigMap"), secrets: byKind("Secret") };
+  const workloads = docs.filter((d) => WORKLOAD_KINDS.has(d.kind) && d.spec && d.spec.template);
+  const nats = workloads.filter((w) => ((w.spec.template.spec || {}).containers || []).some(isNatsContainer));
+  if (nats.length !== 1) return [`expected one NATS workload, found ${nats.length}`];
+  const w = nats[0];
+  const name = `${w.kind}/${w.metadata.name}`;
+  const tpl = w.spec.template;
+  const pod = tpl.spec || {};
+  const labels = (tpl.metadata && tpl.metadata.labels) || {};
+  if (w.kind !== "StatefulSet") errs.push(`${name}: NATS must be a StatefulSet (stable names for the routes)`);
+  if (w.spec.replicas !== NATS_REPLICAS) errs.push(`${name}: replicas must be ${NATS_REPLICAS} (got ${w.spec.replicas})`);
+  // Headless Service behind the pods' stable names.
+  const svcs = docs.filter((d) => d.kind === "Service" && d.spec && d.spec.selector && labelsMatch({ matchLabels: d.spec.selector }, labels));
+  const headless = svcs.find((d) => d.metadata.name === w.spec.serviceName);
+  if (!headless) errs.push(`${name}: serviceName ${w.spec.serviceName} is not a Service selecting the NATS pods`);
+  else {
+    if (headless.spec.clusterIP !== "None") errs.push(`Service/${headless.metadata.name}: not headless (clusterIP: None)`);
+    if (!(headless.spec.ports || []).some((p) => p.port === 6222 || p.name === "cluster")) errs.push(`Service/${headless.metadata.name}: no cluster (route) port`);
+  }
+  // Routes to every pod by its stable name.
+  const c = (pod.containers || []).find(isNatsContainer);
+  const conf = c && natsConfigOf(c, pod, ctx);
+  if (!conf) errs.push(`${name}: nats-server does not run with a --config file from a ConfigMap or Secret`);
+  else {
+    const cl = /cluster\s*\{([\s\S]*)\}/.exec(conf);
+    if (!cl) errs.push(`${name}: nats.conf has no cluster block`);
+    else {
+      if (!/\bname\s*[:=]/.test(cl[1])) errs.push(`${name}: the cluster block has no name`);
+      for (let i = 0; i < NATS_REPLICAS; i++) {
+        const host = `${w.metadata.name}-${i}.${w.spec.serviceName}`;
+        if (!new RegExp(`nats-route://${host.replace(/\./g, "\\.")}(\\.|:)`).test(cl[1])) errs.push(`${name}: no cluster route to ${host}`);
+      }
+    }
+  }
+  // PDB.
+  const pdb = docs.find((d) => d.kind === "PodDisruptionBudget" && labelsMatch(d.spec.selector, labels));
+  if (!pdb) errs.push(`${name}: no PodDisruptionBudget selects the NATS pods`);
+  else if (pdb.spec.minAvailable !== NATS_REPLICAS - 1) errs.push(`PodDisruptionBudget/${pdb.metadata.name}: minAvailable must be ${NATS_REPLICAS - 1} (got ${pdb.spec.minAvailable})`);
+  // Anti-affinity between the NATS pods.
+  const aa = (pod.affinity && pod.affinity.podAntiAffinity) || {};
+  const terms = [...(aa.requiredDuringSchedulingIgnoredDuringExecution || []),
+    ...(aa.preferredDuringSchedulingIgnoredDuringExecution || []).map((p) => p.podAffinityTerm)];
+  if (!terms.some((t) => t && t.topologyKey && labelsMatch(t.labelSelector, labels))) errs.push(`${name}: no pod anti-affinity between the NATS pods`);
+  if (c && (!c.readinessProbe || !c.livenessProbe)) errs.push(`${name}: nats-server needs readiness and liveness probes`);
+  // The daemons use a Service of the NATS pods.
+  const svcNames = new Set(svcs.map((d) => d.metadata.name));
+  for (const d of workloads) {
+    for (const dc of (d.spec.template.spec || {}).containers || []) {
+      if (!daemonOf(dc)) continue;
+      const url = settingOf(dc, "nats-url", ctx);
+      for (const u of String(url || "").split(",")) {
+        const m = /^\s*(?:nats|tls):\/\/(?:[^@/]*@)?([^:/.]+)/.exec(u);
+        if (!m || !svcNames.has(m[1])) errs.push(`${d.kind}/${d.metadata.name} container ${dc.name}: CHUNKMILL_NATS_URL ${url} is not a Service of the NATS pods`);
+      }
+    }
+  }
+  return errs;
+}
+
+// Broken copies of a rendering, each of which the cluster check must reject.
+function natsClusterMutations(docs) {
+  const copy = () => JSON.parse(JSON.stringify(docs));
+  const natsOf = (ds) => ds.find((d) => WORKLOAD_KINDS.has(d.kind) && ((d.spec.template.spec || {}).containers || []).some(isNatsContainer));
+  return [
+    ["a single NATS replica", "replicas must be 3", (ds) => { natsOf(ds).spec.replicas = 1; }],
+    ["no PodDisruptionBudget", "no PodDisruptionBudget", (ds) => ds.filter((d) => d.kind !== "PodDisruptionBudget")],
+    ["no anti-affinity", "no pod anti-affinity", (ds) => { delete natsOf(ds).spec.template.spec.affinity; }],
+    ["no routes", "no cluster route to", (ds) => {
+      for (const d of ds) if (d.kind === "ConfigMap" && d.data) for (const k of Object.keys(d.data)) d.data[k] = d.data[k].replace(/nats-route:\/\/[^\s\]]+/g, "");
+    }],
+    ["a Deployment", "must be a StatefulSet", (ds) => { natsOf(ds).kind = "Deployment"; }],
+  ].map(([what, expect, mutate]) => {
+    const ds = copy();
+    const out = mutate(ds);
+    return [what, expect, Array.isArray(out) ? out : ds];
+  });
+}
+
 // ---- running -------------------------------------------------------------
 let passed = 0;
 let failed = 0;
@@ -476,8 +669,25 @@ function collect(map) {
   return out;
 }
 
+// k8s/ copied into a temporary directory with generated secrets (the real
+// ones are never in the repository); removed at exit.
+let RENDER_ROOT = null;
+function renderRoot() {
+  if (RENDER_ROOT) return RENDER_ROOT;
+  const os = require("os");
+  RENDER_ROOT = fs.mkdtempSync(path.join(os.tmpdir(), "cm-k8s-check-"));
+  process.on("exit", () => fs.rmSync(RENDER_ROOT, { recursive: true, force: true }));
+  fs.cpSync(path.join(REPO, "k8s"), path.join(RENDER_ROOT, "k8s"), {
+    recursive: true,
+    filter: (src) => !src.startsWith(path.join(REPO, "k8s", "base", "secrets")),
+  });
+  execFileSync(path.join(REPO, "scripts", "gen-secrets"), [path.join(RENDER_ROOT, "k8s", "base", "secrets")],
+    { stdio: ["ignore", "ignore", "inherit"] });
+  return RENDER_ROOT;
+}
+
 function renderTargets() {
-  const k8s = path.join(REPO, "k8s");
+  const k8s = path.join(renderRoot(), "k8s");
   const targets = [path.join(k8s, "base")];
   const ov = path.join(k8s, "overlays");
   if (fs.existsSync(ov)) {
@@ -490,8 +700,9 @@ function renderTargets() {
 
 function main() {
   const kinds = new Set();
+  let baseDocs = null;
   for (const dir of renderTargets()) {
-    const rel = path.relative(REPO, dir);
+    const rel = path.relative(renderRoot(), dir);
     let docs;
     try {
       const out = execFileSync("kubectl", ["kustomize", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -506,10 +717,27 @@ function main() {
     report(collect(r.schema).length === 0, `${rel}: every object validates against its schema`, collect(r.schema));
     report(collect(r.strict).length === 0, `${rel}: no unknown fields (strict pass)`, collect(r.strict));
     report(collect(r.policy).length === 0, `${rel}: policy`, collect(r.policy));
+    const ne = natsClusterErrors(docs);
+    report(ne.length === 0, `${rel}: NATS runs as a ${NATS_REPLICAS}-node cluster (StatefulSet, headless Service, routes, PDB, anti-affinity)`, ne);
+    if (rel === path.join("k8s", "base")) baseDocs = docs;
+  }
+  // The cluster check can fail.
+  if (baseDocs) {
+    for (const [what, expect, ds] of natsClusterMutations(baseDocs)) {
+      const errs = natsClusterErrors(ds);
+      report(errs.some((e) => e.includes(expect)), `NATS cluster check rejects k8s/base with ${what} (${expect})`, errs);
+    }
+  }
+  // The NATS config the cluster runs is the example config, as shipped.
+  {
+    const a = fs.readFileSync(path.join(REPO, "k8s", "base", "nats-server.conf"), "utf8");
+    const b = fs.readFileSync(path.join(REPO, "deploy", "nats", "nats-server.conf"), "utf8");
+    report(a === b, "k8s/base/nats-server.conf is deploy/nats/nats-server.conf",
+      a === b ? [] : ["the two differ: cp deploy/nats/nats-server.conf k8s/base/nats-server.conf"]);
   }
   // Every kind the issue asks for is present somewhere.
-  const want = ["v1 Namespace", "v1 ConfigMap", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
-    "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "autoscaling/v2 HorizontalPodAutoscaler",
+  const want = ["v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
+    "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "apps/v1 StatefulSet", "autoscaling/v2 HorizontalPodAutoscaler",
     "keda.sh/v1alpha1 ScaledObject", "argoproj.io/v1alpha1 Rollout", "argoproj.io/v1alpha1 AnalysisTemplate",
     "monitoring.coreos.com/v1 ServiceMonitor"];
   const missing = want.filter((k) => !kinds.has(k));

@@ -378,8 +378,63 @@ static void test_help(void **state) {
   cap_close(&err);
 }
 
+/* --version: return 2 and print nothing (the daemon prints its name and
+ * version), wherever it stands; it is listed in --help. */
+static void test_version(void **state) {
+  cfg_t c;
+  cap_t out, err;
+  cfg_init(&c);
+  cap_open(&out);
+  cap_open(&err);
+  assert_int_equal(parse(c.opts, c.n, &out, &err, "--version", NULL), 2);
+  assert_int_equal(parse(c.opts, c.n, &out, &err, "--prefix", "x", "--version", NULL), 2);
+  assert_string_equal(cap_text(&out), "");
+  assert_string_equal(cap_text(&err), "");
+  /* "--version" as the value of an option is that value. */
+  assert_int_equal(parse(c.opts, c.n, &out, &err, "--prefix", "--version", NULL), 0);
+  assert_string_equal(c.common.prefix, "--version");
+  /* --version-label is still its own option. */
+  assert_int_equal(parse(c.opts, c.n, &out, &err, "--version-label", "v2", NULL), 0);
+  assert_string_equal(c.common.version, "v2");
+  assert_int_equal(parse(c.opts, c.n, &out, &err, "--help", NULL), 1);
+  assert_non_null(strstr(cap_text(&out), "  --version "));
+  cap_close(&out);
+  cap_close(&err);
+}
+
+/* An option whose help text already names its choices does not get them
+ * listed a second time; one whose text does not gets the list. */
+static void test_help_choices_once(void **state) {
+  static const char *const modes[] = {"fast", "slow:", NULL};
+  const char *a = NULL, *b = NULL;
+  cm_opt_t opts[] = {
+      {"named", CM_OPT_STRING, "fast", 0, 0, modes, NULL, "fast | slow:N (a delay)", &a},
+      {"unnamed", CM_OPT_STRING, "fast", 0, 0, modes, NULL, "how to run", &b},
+  };
+  cap_t out, err;
+  cap_open(&out);
+  cap_open(&err);
+  assert_int_equal(parse(opts, 2, &out, &err, "--help", NULL), 1);
+  const char *t = cap_text(&out);
+  const char *named = strstr(t, "--named ");
+  const char *unnamed = strstr(t, "--unnamed ");
+  assert_non_null(named);
+  assert_non_null(unnamed);
+  const char *eol = strchr(named, '\n');
+  assert_non_null(eol);
+  char line[512];
+  snprintf(line, sizeof line, "%.*s", (int)(eol - named), named);
+  assert_non_null(strstr(line, "fast | slow:N (a delay) (env CHUNKMILL_NAMED"));
+  assert_null(strstr(line, "[fast"));
+  assert_non_null(strstr(unnamed, "how to run [fast|slow:...] (env CHUNKMILL_UNNAMED"));
+  cap_close(&out);
+  cap_close(&err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_version, clean_env),
+      cmocka_unit_test_setup(test_help_choices_once, clean_env),
       cmocka_unit_test_setup(test_common_defaults, clean_env),
       cmocka_unit_test_setup(test_flags_beat_env, clean_env),
       cmocka_unit_test_setup(test_env_fallback, clean_env),

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cm/metrics.h"
+#include "exec.h"
 #include "transform.h"
 
 #define OUT_MAX (16u << 20)
@@ -231,6 +233,179 @@ static void test_threads(void **st) {
   threads_on("plugin:" CM_PLUGIN_UPPER);
 }
 
+/* Renders m and returns the value of the sample `name` (-1 when absent). */
+static double metric(cm_metrics_t *m, const char *name) {
+  cm_buf_t prom;
+  double v = -1;
+  cm_buf_init(&prom, 1 << 20);
+  assert_int_equal(cm_metrics_render(m, &prom), 0);
+  for (const char *p = prom.data; p && *p;) {
+    size_t nl = strlen(name);
+    if (strncmp(p, name, nl) == 0 && p[nl] == ' ') v = strtod(p + nl + 1, NULL);
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  cm_buf_free(&prom);
+  return v;
+}
+
+/* A child that writes one extra line 150 ms after each batch of answers.
+ * With no settle time the first chunk is committed (its answers are right);
+ * the late line arrives while no chunk is outstanding, and the next chunk
+ * must not take it as an answer: it goes to a new child instead. */
+static void test_stray_output_between_chunks(void **st) {
+  cm_transform_t *t = NULL;
+  cm_metrics_t *m = NULL;
+  cm_buf_t out;
+  char err[256] = "";
+  const char *py =
+      "exec:[\"python3\",\"-u\",\"-c\",\"import sys,threading\\ntm=None\\n"
+      "def late():\\n print('late line',flush=True)\\n"
+      "for l in sys.stdin:\\n if tm: tm.cancel()\\n print(l.strip(),flush=True)\\n"
+      " tm=threading.Timer(0.15,late)\\n tm.start()\"]";
+  const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
+  const char *c2 = "{\"index\":8,\"data\":[{\"n\":3},{\"n\":4}]}";
+  struct timespec ts = {0, 400 * 1000000L};
+  cm_transform_opts_t o = {.exec_framing = "lines"};
+  assert_int_equal(cm_metrics_create(&m), 0);
+  assert_int_equal(cm_transform_create_ex(&t, py, &o, err, sizeof err), 0);
+  cm_transform_set_metrics(t, m);
+  cm_buf_init(&out, OUT_MAX);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), 0);
+  assert_non_null(strstr(out.data, "\"data\":[{\"n\":1},{\"n\":2}]"));
+  nanosleep(&ts, NULL);
+  cm_buf_reset(&out);
+  assert_int_equal(cm_transform_chunk(t, c2, strlen(c2), &out, NULL, err, sizeof err), 0);
+  assert_non_null(strstr(out.data, "\"data\":[{\"n\":3},{\"n\":4}]"));
+  assert_null(strstr(out.data, "dead"));
+  assert_true(metric(m, "chunkmill_exec_protocol_errors_total") == 1);
+  assert_true(metric(m, "chunkmill_exec_restarts_total") == 1);
+  cm_buf_free(&out);
+  cm_transform_destroy(t);
+  cm_metrics_destroy(m);
+}
+
+/* A banner: N+1 lines; the settle time sees the last one. */
+static void test_settle_catches_banner(void **st) {
+  cm_transform_t *t = NULL;
+  cm_buf_t out;
+  char err[256] = "";
+  cm_transform_opts_t o = {.exec_framing = "lines", .exec_settle_ms = 100};
+  const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
+  assert_int_equal(
+      cm_transform_create_ex(&t, "exec:sh -c 'echo hello banner; exec cat'", &o, err, sizeof err),
+      0);
+  cm_buf_init(&out, OUT_MAX);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "is out of step"));
+  assert_non_null(strstr(err, "first line \"hello banner\""));
+  assert_int_equal(out.len, 0);
+  cm_buf_free(&out);
+  cm_transform_destroy(t);
+}
+
+/* --exec-framing chunk (the default): a child per chunk, read to EOF: a
+ * line written 300 ms after the answers (longer than any settle) still
+ * fails it. */
+static void test_chunk_framing(void **st) {
+  cm_transform_t *t = NULL;
+  cm_metrics_t *m = NULL;
+  cm_buf_t out;
+  char err[256] = "";
+  cm_transform_opts_t o = {.exec_framing = "chunk"};
+  const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
+  assert_int_equal(cm_metrics_create(&m), 0);
+  assert_int_equal(cm_transform_create_ex(&t, "exec:cat", NULL, err, sizeof err), 0); /* default */
+  cm_transform_set_metrics(t, m);
+  cm_buf_init(&out, OUT_MAX);
+  for (int i = 0; i < 3; i++) {
+    cm_buf_reset(&out);
+    assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), 0);
+    assert_non_null(strstr(out.data, "\"data\":[{\"n\":1},{\"n\":2}]"));
+  }
+  assert_true(metric(m, "chunkmill_exec_restarts_total") == 0); /* a new child is no restart */
+  cm_transform_destroy(t);
+  assert_int_equal(
+      cm_transform_create_ex(&t, "exec:sh -c 'cat; sleep 0.3; echo extra'", &o, err, sizeof err),
+      0);
+  cm_buf_reset(&out);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "extra line \"extra\""));
+  cm_transform_destroy(t);
+  o.exec_framing = "bogus";
+  assert_int_equal(cm_transform_create_ex(&t, "exec:cat", &o, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "--exec-framing"));
+  cm_buf_free(&out);
+  cm_metrics_destroy(m);
+}
+
+/* stdout closed before the last answer, the child alive: out of step now,
+ * not after --exec-timeout. */
+static void test_stdout_closed_early(void **st) {
+  cm_transform_t *t = NULL;
+  cm_buf_t out;
+  char err[256] = "";
+  cm_transform_opts_t o = {.exec_framing = "lines", .exec_timeout_ms = 20000};
+  const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
+  assert_int_equal(cm_transform_create_ex(&t, "exec:sh -c 'read -r l; echo $l; exec >&-; sleep 30'",
+                                          &o, err, sizeof err),
+                   0);
+  cm_buf_init(&out, OUT_MAX);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "closed its stdout after 1 of 2 answer lines"));
+  cm_buf_free(&out);
+  cm_transform_destroy(t);
+}
+
+/* --exec-framing tagged: "<seq>\t" both ways, seq running over the child's
+ * life; `cat` answers every record with itself and its tag. */
+static void test_tagged_framing(void **st) {
+  cm_transform_t *t = NULL;
+  cm_buf_t out;
+  char err[256] = "";
+  cm_transform_opts_t o = {.exec_framing = "tagged"};
+  const char *c1 = "{\"index\":7,\"data\":[{\"n\":1},{\"n\":2}]}";
+  assert_int_equal(cm_transform_create_ex(&t, "exec:cat", &o, err, sizeof err), 0);
+  cm_buf_init(&out, OUT_MAX);
+  for (int i = 0; i < 3; i++) { /* tags 1,2 then 3,4 then 5,6 on one child */
+    cm_buf_reset(&out);
+    assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), 0);
+    assert_non_null(strstr(out.data, "\"data\":[{\"n\":1},{\"n\":2}]"));
+  }
+  cm_transform_destroy(t);
+  /* untagged output (a banner) and an answer with a stale tag fail */
+  assert_int_equal(
+      cm_transform_create_ex(&t, "exec:sh -c 'echo hello; exec cat'", &o, err, sizeof err), 0);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "answer line 1 should start with \"1<TAB>\": \"hello\""));
+  cm_transform_destroy(t);
+  assert_int_equal(cm_transform_create_ex(&t,
+                                          "exec:sh -c 'read -r l; echo \"$l\"; echo \"$l\"; "
+                                          "exec cat'",
+                                          &o, err, sizeof err),
+                   0);
+  assert_int_equal(cm_transform_chunk(t, c1, strlen(c1), &out, NULL, err, sizeof err), -EPROTO);
+  assert_non_null(strstr(err, "answer line 2 should start with \"2<TAB>\""));
+  cm_buf_free(&out);
+  cm_transform_destroy(t);
+}
+
+static void test_secret_env_names(void **st) {
+  assert_true(cm_exec_env_is_secret("CHUNKMILL_NATS_PASSWORD=x"));
+  assert_true(cm_exec_env_is_secret("CHUNKMILL_NATS_TOKEN=x"));
+  assert_true(cm_exec_env_is_secret("CHUNKMILL_NATS_USER=alice"));
+  assert_true(cm_exec_env_is_secret("CHUNKMILL_NATS_URL=nats://h:4222"));
+  assert_true(cm_exec_env_is_secret("CHUNKMILL_LEASE_KEY_FILE=/k"));
+  assert_true(cm_exec_env_is_secret("NATS_PASSWORD=x"));
+  assert_true(cm_exec_env_is_secret("NATS_CREDS=/c"));
+  assert_true(cm_exec_env_is_secret("NATS_URL=nats://alice:pw@h:4222"));
+  assert_true(cm_exec_env_is_secret("NATS_URL=nats://tok@h:4222"));
+  assert_false(cm_exec_env_is_secret("NATS_URL=nats://h:4222"));
+  assert_false(cm_exec_env_is_secret("CHUNKMILL_TRANSFORM_ARG=x"));
+  assert_false(cm_exec_env_is_secret("PATH=/bin"));
+  assert_false(cm_exec_env_is_secret("MY_TOKEN=x")); /* not ours: the user's business */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sed_uppercase),
@@ -240,6 +415,12 @@ int main(void) {
       cmocka_unit_test(test_bad_specs),
       cmocka_unit_test(test_plugin_upper),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_stray_output_between_chunks),
+      cmocka_unit_test(test_settle_catches_banner),
+      cmocka_unit_test(test_chunk_framing),
+      cmocka_unit_test(test_stdout_closed_early),
+      cmocka_unit_test(test_tagged_framing),
+      cmocka_unit_test(test_secret_env_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,10 +15,11 @@
 #include <unistd.h>
 
 #include "ledger.h"
+#include "tmpdir.h"
 
 #define SRC "gen:users records=1000 seed=1 chunk=100"
 
-static char g_dir[256];
+static char g_dir[CM_TEST_PATH_MAX];
 static int g_seq;
 
 /* ---- commit counting --------------------------------------------------
@@ -43,17 +44,14 @@ static int hook_entry(sqlite3 *db, const char **errmsg, const void *api) {
 
 static int setup(void **state) {
   (void)state;
-  snprintf(g_dir, sizeof g_dir, "/tmp/cm-test-ledger-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
+  cm_test_mkdtemp(g_dir, sizeof g_dir, "cm-test-ledger");
   return sqlite3_auto_extension((void (*)(void))hook_entry) == SQLITE_OK ? 0 : -1;
 }
 
 static int teardown(void **state) {
-  char cmd[300];
   (void)state;
   sqlite3_reset_auto_extension();
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return cm_test_rmtree(g_dir) == 0 ? 0 : -1;
 }
 
 /* A fresh file name per call. */
@@ -800,6 +798,125 @@ static void test_random_against_model(void **state) {
   free(m);
 }
 
+
+/* ---- oldest pending age --------------------------------------------------
+ * chunkmill_oldest_pending_age_seconds used to be the fetcher's uptime
+ * whenever anything was waiting. It is the age of the chunk that has been
+ * pending longest, from the moment it became pending. */
+static int64_t g_clock;
+static int64_t fake_clock(void *ud) {
+  (void)ud;
+  return g_clock;
+}
+
+static void test_oldest_pending_age(void **state) {
+  (void)state;
+  char path[300], err[512];
+  uint32_t att;
+  cm_job_info_t in;
+  cm_ledger_t *l = open_ledger((new_path(path, sizeof path), path));
+  g_clock = 1000000;
+  cm_ledger_set_clock(l, fake_clock, NULL);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, true), 0); /* no job */
+  assert_int_equal(cm_ledger_job_open(l, "j", SRC, 100, &in, err, sizeof err), 0);
+  g_clock += 4000;
+  /* Nothing created yet: the source's first chunk waits since the open. */
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 0);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, true), 4000);
+
+  add_n(l, 1); /* chunk 0 at +4000 */
+  g_clock += 1000;
+  add_n(l, 1); /* chunk 1 at +5000 */
+  g_clock += 500;
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 1500);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, true), 1500);
+
+  /* Dispatched: chunk 1 is now the oldest pending. */
+  assert_int_equal(cm_ledger_lease(l, 0, "m1", 999999999, &att), 0);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 500);
+  assert_int_equal(cm_ledger_lease(l, 1, "m1", 999999999, &att), 0);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 0);
+  /* The unread tail has waited since chunk 1 was created. */
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, true), 500);
+
+  /* A nak makes chunk 0 pending again: it waits from now (with backoff). */
+  g_clock += 10000;
+  assert_int_equal(cm_ledger_release(l, 0, 1, g_clock + 250, "nak", 5), 1);
+  g_clock += 300;
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 300);
+  /* Acked while pending (a late save): nothing pending any more. */
+  assert_int_equal(cm_ledger_ack(l, 0, 1, 100), 1);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 0);
+  /* An expired lease: pending from its release. */
+  assert_int_equal(cm_ledger_release(l, 1, 1, 0, "expired", 5), 1);
+  g_clock += 700;
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 700);
+  assert_int_equal(cm_ledger_flush(l), 0);
+  cm_ledger_close(l);
+
+  /* Reopened (a restart): recovered chunks wait from this run's open, not
+   * from when they were first created. */
+  g_clock += 60000;
+  l = open_ledger(path);
+  cm_ledger_set_clock(l, fake_clock, NULL);
+  assert_int_equal(cm_ledger_job_open(l, "j", SRC, 100, &in, err, sizeof err), 0);
+  g_clock += 2000;
+  assert_int_equal(cm_ledger_pending_count(l), 1);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, false), 2000);
+
+  /* The source done and every chunk leased: nothing waits. */
+  assert_int_equal(cm_ledger_set_source_done(l), 0);
+  assert_int_equal(cm_ledger_lease(l, 1, "m1", 999999999, &att), 0);
+  assert_int_equal(cm_ledger_oldest_pending_ms(l, true), 0);
+  cm_ledger_close(l);
+}
+
+/* The FIFO under a random mix of operations: the reported age is always
+ * that of the longest-waiting pending chunk, checked against a model. */
+static void test_oldest_pending_model(void **state) {
+  (void)state;
+  enum { N = 200 };
+  char path[300];
+  int64_t since[N];
+  int st[N]; /* 0 pending, 1 leased, 2 done */
+  uint32_t attn[N];
+  new_path(path, sizeof path);
+  cm_ledger_t *l = open_ledger(path);
+  g_clock = 5;
+  cm_ledger_set_clock(l, fake_clock, NULL);
+  char err[512];
+  cm_job_info_t in;
+  assert_int_equal(cm_ledger_job_open(l, "j", SRC, 100, &in, err, sizeof err), 0);
+  for (int i = 0; i < N; i++) {
+    add_n(l, 1);
+    since[i] = g_clock;
+    st[i] = 0;
+    attn[i] = 0;
+    g_clock += 1 + i % 3;
+  }
+  srand(7);
+  for (int step = 0; step < 5000; step++) {
+    int i = rand() % N, op = rand() % 3;
+    g_clock += rand() % 5;
+    if (op == 0 && st[i] == 0) {
+      assert_int_equal(cm_ledger_lease(l, (uint64_t)i, "m", 999999999, &attn[i]), 0);
+      st[i] = 1;
+    } else if (op == 1 && st[i] == 1) {
+      assert_int_equal(cm_ledger_release(l, (uint64_t)i, attn[i], g_clock, "r", 0), 1);
+      st[i] = 0;
+      since[i] = g_clock;
+    } else if (op == 2 && st[i] != 2 && rand() % 10 == 0) {
+      assert_int_equal(cm_ledger_ack(l, (uint64_t)i, attn[i], 1), 1);
+      st[i] = 2;
+    }
+    int64_t oldest = -1;
+    for (int k = 0; k < N; k++)
+      if (st[k] == 0 && (oldest < 0 || since[k] < oldest)) oldest = since[k];
+    assert_int_equal(cm_ledger_oldest_pending_ms(l, false), oldest < 0 ? 0 : g_clock - oldest);
+  }
+  cm_ledger_close(l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_open_creates_schema),
@@ -814,6 +931,8 @@ int main(void) {
       cmocka_unit_test(test_crash_recovery),
       cmocka_unit_test(test_memory_bounded),
       cmocka_unit_test(test_random_against_model),
+      cmocka_unit_test(test_oldest_pending_age),
+      cmocka_unit_test(test_oldest_pending_model),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -188,14 +188,56 @@ static void test_quantile(void **state) {
   for (int i = 0; i < 10; i++) cm_histogram_observe(h, 15);  /* (10,20] */
   /* rank 10 of 20 is the end of the first bucket */
   assert_true(fabs(cm_histogram_quantile(h, 0.5) - 10.0) < 1e-9);
-  /* rank 15 is half way through (10,20] */
-  assert_true(fabs(cm_histogram_quantile(h, 0.75) - 15.0) < 1e-9);
-  /* rank 2 is a fifth into (0,10] */
-  assert_true(fabs(cm_histogram_quantile(h, 0.1) - 2.0) < 1e-9);
-  /* Ranks in +Inf report the highest finite bound. */
+  /* rank 15 is half way through (10,20], narrowed to (10,15] by the largest
+   * value seen */
+  assert_true(fabs(cm_histogram_quantile(h, 0.75) - 12.5) < 1e-9);
+  /* rank 2 is a fifth into (0,10], narrowed to [5,10] by the smallest */
+  assert_true(fabs(cm_histogram_quantile(h, 0.1) - 6.0) < 1e-9);
+  assert_true(cm_histogram_max(h) == 15);
+  /* Ranks in +Inf interpolate between the last bound and the largest value
+   * seen: rank 99 of 100 is 79/80 into (40, 1000]. */
   for (int i = 0; i < 80; i++) cm_histogram_observe(h, 1000);
-  assert_true(fabs(cm_histogram_quantile(h, 0.99) - 40.0) < 1e-9);
+  assert_true(fabs(cm_histogram_quantile(h, 0.99) - (40 + 960 * 79.0 / 80)) < 1e-9);
+  assert_true(fabs(cm_histogram_quantile(h, 1.0) - 1000.0) < 1e-9);
   assert_int_equal(cm_histogram_count(h), 100);
+  cm_metrics_destroy(m);
+}
+
+/* The fetcher's latency buckets end ..., 5, 10, 30: a job whose chunks all
+ * took 10-12.5 s had its p99 reported as 25.6 s (interpolated across
+ * (10, 30]). No quantile may leave the range of what was observed, and a
+ * known distribution must come out close. */
+static void test_quantile_stays_within_observed(void **state) {
+  cm_metrics_t *m = NULL;
+  assert_int_equal(cm_metrics_create(&m), 0);
+  static const double bounds[] = {0.5, 1, 2.5, 5, 10, 30};
+  cm_histogram_t *h = cm_metrics_histogram(m, "lat", "l", NULL, bounds, 6);
+
+  /* Every chunk 12.5 s: every quantile is 12.5. */
+  for (int i = 0; i < 100; i++) cm_histogram_observe(h, 12.5);
+  for (double q = 0.01; q <= 1.0; q += 0.01) {
+    double v = cm_histogram_quantile(h, q);
+    assert_true(v <= 12.5 + 1e-9);
+    assert_true(v >= 10.0);
+  }
+  assert_true(fabs(cm_histogram_quantile(h, 0.99) - 12.5) < 1e-9);
+
+  /* Uniform over [0, 12.5]: p50 ~ 6.25, p90 ~ 11.25, p99 ~ 12.375, none
+   * above the maximum. */
+  cm_histogram_t *u = cm_metrics_histogram(m, "lat_u", "l", NULL, bounds, 6);
+  for (int i = 0; i <= 10000; i++) cm_histogram_observe(u, 12.5 * i / 10000.0);
+  assert_true(fabs(cm_histogram_quantile(u, 0.5) - 6.25) < 0.5);
+  assert_true(fabs(cm_histogram_quantile(u, 0.9) - 11.25) < 0.5);
+  assert_true(fabs(cm_histogram_quantile(u, 0.99) - 12.375) < 0.3);
+  assert_true(cm_histogram_quantile(u, 1.0) <= 12.5);
+  assert_true(cm_histogram_max(u) == 12.5);
+
+  /* Values above the last bound: the +Inf bucket answers the largest. */
+  cm_histogram_t *t = cm_metrics_histogram(m, "lat_t", "l", NULL, bounds, 6);
+  for (int i = 0; i < 99; i++) cm_histogram_observe(t, 1);
+  cm_histogram_observe(t, 40);
+  assert_true(cm_histogram_quantile(t, 1.0) == 40);
+  assert_true(cm_histogram_quantile(t, 0.5) <= 1);
   cm_metrics_destroy(m);
 }
 
@@ -252,6 +294,7 @@ int main(void) {
       cmocka_unit_test(test_render_exact),      cmocka_unit_test(test_labels_and_special_values),
       cmocka_unit_test(test_registry_rules),    cmocka_unit_test(test_registry_is_bounded),
       cmocka_unit_test(test_quantile),          cmocka_unit_test(test_concurrent_updates),
+      cmocka_unit_test(test_quantile_stays_within_observed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

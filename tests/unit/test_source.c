@@ -17,22 +17,21 @@
 #include <unistd.h>
 
 #include "source.h"
+#include "tmpdir.h"
 
 #define BUFMAX ((size_t)64 << 20)
 
-static char g_dir[256];
+static char g_dir[CM_TEST_PATH_MAX];
 
 static int setup_dir(void **state) {
   (void)state;
-  snprintf(g_dir, sizeof g_dir, "/tmp/cm-test-source-XXXXXX");
-  return mkdtemp(g_dir) ? 0 : -1;
+  cm_test_mkdtemp(g_dir, sizeof g_dir, "cm-test-source");
+  return 0;
 }
 
 static int teardown_dir(void **state) {
-  char cmd[300];
   (void)state;
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return cm_test_rmtree(g_dir) == 0 ? 0 : -1;
 }
 
 static void path_in_dir(char *out, size_t n, const char *name) {

@@ -21,11 +21,12 @@
 
 #include "cm/chunk.h"
 #include "fixture.h"
+#include "tmpdir.h"
 #include "store.h"
 
 typedef struct {
-  char dir[64];
-  char path[128];
+  char dir[CM_TEST_PATH_MAX];
+  char path[CM_TEST_PATH_MAX + 16];
   char *fixture; /* the app9 chunk */
   size_t fixture_len;
   const char *rec[100]; /* its records, raw */
@@ -35,11 +36,9 @@ typedef struct {
 static int setup(void **state) {
   ctx_t *c = calloc(1, sizeof *c);
   assert_non_null(c);
-  memcpy(c->dir, "/tmp/cm_store_XXXXXX", 21);
-  assert_non_null(mkdtemp(c->dir));
-  (void)snprintf(c->path, sizeof c->path, "%s/results.db", c->dir);
-
   c->fixture = cm_test_fixture(&c->fixture_len);
+  cm_test_mkdtemp(c->dir, sizeof c->dir, "cm_store");
+  (void)snprintf(c->path, sizeof c->path, "%s/results.db", c->dir);
 
   cm_chunk_view_t v;
   char err[160];
@@ -53,16 +52,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   ctx_t *c = *state;
-  const char *sfx[] = {"", "-wal", "-shm", "-journal"};
-  for (int k = 0; k < 4; k++) {
-    char p[160];
-    (void)snprintf(p, sizeof p, "%s%s", c->path, sfx[k]);
-    (void)unlink(p);
-  }
-  (void)rmdir(c->dir);
+  int rc = cm_test_rmtree(c->dir);
   free(c->fixture);
   free(c);
-  return 0;
+  return rc == 0 ? 0 : -1;
 }
 
 static cm_store_t *open_store(ctx_t *c, cm_store_sync_t sync) {
@@ -418,7 +411,7 @@ static void test_schema_versions(void **state) {
   sqlite3_close(db);
   assert_int_equal(cm_store_open(&s, c->path, CM_SYNC_NORMAL, err, sizeof err), -ENOTSUP);
   assert_null(s);
-  char want[256];
+  char want[CM_TEST_PATH_MAX + 160];
   (void)snprintf(want, sizeof want,
                  "results database %s has schema version 3; this saver supports up to 2", c->path);
   assert_string_equal(err, want);
@@ -481,6 +474,50 @@ static void test_sync_modes(void **state) {
   }
 }
 
+/* The write path's settings (see cm_store_open): a new file gets 16 KB
+ * pages, sub-journals stay in memory, durability is unchanged; a file made
+ * with 4 KB pages keeps them and still saves. */
+static void test_write_path_settings(void **state) {
+  ctx_t *c = *state;
+  cm_store_t *s = open_store(c, CM_SYNC_FULL);
+  cm_store_item_t it;
+  assert_int_equal(q_int(s, "PRAGMA page_size"), 16384);
+  assert_int_equal(q_int(s, "PRAGMA temp_store"), 2); /* MEMORY */
+  assert_int_equal(q_int(s, "PRAGMA synchronous"), 2); /* FULL */
+  char *js = make_chunk(c, "pg", 0, 0, 0, 100, NULL, 0, NULL);
+  save1(s, js, &it);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(it.records, 100);
+  free(js);
+  cm_store_close(s);
+  s = open_store(c, CM_SYNC_FULL);
+  assert_int_equal(q_int(s, "PRAGMA page_size"), 16384);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 100);
+  cm_store_close(s);
+
+  /* An older results file with 4 KB pages. */
+  const char *sfx[] = {"", "-wal", "-shm"};
+  for (int k = 0; k < 3; k++) {
+    char p[sizeof(c->path) + 8];
+    (void)snprintf(p, sizeof p, "%s%s", c->path, sfx[k]);
+    (void)unlink(p);
+  }
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
+                                    " CREATE TABLE other(x)", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  s = open_store(c, CM_SYNC_FULL);
+  assert_int_equal(q_int(s, "PRAGMA page_size"), 4096);
+  js = make_chunk(c, "pg", 1, 0, 0, 100, NULL, 0, NULL);
+  save1(s, js, &it);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(it.records, 100);
+  free(js);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 100);
+  cm_store_close(s);
+}
+
 static int refuse_commit(void *arg) {
   (void)arg;
   return 1; /* turns the COMMIT into a ROLLBACK */
@@ -527,6 +564,58 @@ static void test_commit_and_begin_failures(void **state) {
   assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 5);
   assert_int_equal(cm_store_save_batch(s, NULL, 0), 0);
   free(g);
+  cm_store_close(s);
+}
+
+/* A store error inside one chunk's save that SQLite does not turn into a
+ * rollback of the whole transaction (here: the file may not grow,
+ * max_page_count; the same as a full disk for that statement). It is not
+ * the chunk's fault: the whole batch fails with -ENOSPC, every item is
+ * "temporary" (retried, not NAKed), nothing is half-saved; a data error in
+ * the same batch keeps its own status. */
+static void test_item_store_error_is_temporary(void **state) {
+  ctx_t *c = *state;
+  cm_store_t *s = open_store(c, CM_SYNC_NORMAL);
+  char *small = make_chunk(c, "full", 1, 1, 0, 2, NULL, 0, NULL);
+  char *big = make_chunk(c, "full", 2, 1, 0, 100, NULL, 0, NULL);
+  const char *bad = "{\"index\":3,\"data\":[}";
+  cm_store_item_t it[3] = {{.json = small, .len = strlen(small)},
+                           {.json = bad, .len = strlen(bad)},
+                           {.json = big, .len = strlen(big)}};
+  char sql[64];
+
+  (void)snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
+                 (long long)q_int(s, "PRAGMA page_count"));
+  assert_int_equal(sqlite3_exec(cm_store_db(s), sql, NULL, NULL, NULL), SQLITE_OK);
+  int rc = cm_store_save_batch(s, it, 3);
+  assert_int_equal(rc, -ENOSPC);
+  assert_true(cm_store_status_temporary(rc));
+  assert_true(it[0].status < 0 && cm_store_status_temporary(it[0].status));
+  assert_int_equal(it[1].status, -EINVAL);
+  assert_false(cm_store_status_temporary(it[1].status));
+  assert_int_equal(it[2].status, -ENOSPC);
+  assert_non_null(strstr(it[2].err, "full"));
+  assert_non_null(strstr(it[0].err, "batch not saved"));
+  assert_int_equal(q_int(s, "SELECT count(*) FROM chunks"), 0);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 0);
+
+  /* Room again: the same batch saves both good chunks. */
+  assert_int_equal(sqlite3_exec(cm_store_db(s), "PRAGMA max_page_count = 1073741823", NULL, NULL,
+                                NULL),
+                   SQLITE_OK);
+  assert_int_equal(cm_store_save_batch(s, it, 3), 0);
+  assert_int_equal(it[0].status, 0);
+  assert_int_equal(it[1].status, -EINVAL);
+  assert_int_equal(it[2].status, 0);
+  assert_int_equal(q_int(s, "SELECT count(*) FROM records"), 102);
+  assert_false(cm_store_status_temporary(0));
+  assert_false(cm_store_status_temporary(-ERANGE));
+  assert_false(cm_store_status_temporary(-E2BIG));
+  assert_true(cm_store_status_temporary(-EBUSY));
+  assert_true(cm_store_status_temporary(-ENOMEM));
+  assert_true(cm_store_status_temporary(-EIO));
+  free(small);
+  free(big);
   cm_store_close(s);
 }
 
@@ -581,7 +670,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sync_modes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_write_path_settings, setup, teardown),
       cmocka_unit_test_setup_teardown(test_commit_and_begin_failures, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_item_store_error_is_temporary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

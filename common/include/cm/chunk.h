@@ -1,7 +1,10 @@
 /* chunk.h - the JSON chunk codec (I/O-free).
  *
- * Wire form (DESIGN.md), always written with "data" last:
+ * Wire form (docs/design.md), always written with "data" last:
  *   {"job":"users","index":17,"attempt":2,"data":[ ...records... ]}
+ * or, with an authenticated lease (cm/lease.h), header keys before "data":
+ *   {"job":"users","index":17,"attempt":2,"mapper":"m1","lease":"<hex>",
+ *    "data":[...]}
  * A mapped chunk (mapper -> saver) may carry dead letters after "data":
  *   {"job":..,"index":..,"attempt":..,"data":[..., null, ...],
  *    "dead":[{"idx":3,"reason":"missing field fn","record":{...}}]}
@@ -23,10 +26,18 @@
 
 #define CM_JOB_MAX 128 /* bytes of a job name, NUL included */
 
+#define CM_MAPPER_ID_MAX 128 /* bytes of a lease's mapper id, NUL included */
+#define CM_LEASE_MAX 33      /* bytes of a lease token, NUL included */
+
+/* mapper and lease are the authenticated lease (cm/lease.h): written by the
+ * fetcher when it has a lease key, copied unchanged by the mapper into the
+ * mapped chunk, verified by the saver. Both "" when absent. */
 typedef struct cm_chunk_hdr_s {
   char job[CM_JOB_MAX];
   uint64_t index;
   uint32_t attempt;
+  char mapper[CM_MAPPER_ID_MAX];
+  char lease[CM_LEASE_MAX];
 } cm_chunk_hdr_t;
 
 typedef struct cm_chunk_view_s {
@@ -43,7 +54,8 @@ typedef struct cm_chunk_view_s {
  * non-negative integer", "job name longer than 127 bytes"). Unknown keys are
  * skipped. The view borrows `json`.
  * Details: "index" is required; "job" (-> "") and "attempt" (-> 0) are
- * optional, as in the app9 format; "dead": null counts as absent. Every
+ * optional, as in the app9 format; so are "mapper" and "lease" (-> "");
+ * the job name and the mapper id must be valid UTF-8; "dead": null counts as absent. Every
  * value, the data span included, is fully syntax-checked (so a view's data
  * is valid JSON); a known key given twice, or anything but whitespace after
  * the object, is an error. err names the byte offset of the problem. */
@@ -65,7 +77,8 @@ typedef struct cm_json_elems_s {
 int cm_chunk_peek_elems(const char *json, size_t len, cm_chunk_view_t *out, cm_json_elems_t *elems,
                         char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Like cm_chunk_peek, but only the header (job, index, attempt) is
+/* Like cm_chunk_peek, but only the header (job, index, attempt, mapper,
+ * lease) is
  * syntax-checked: the other values are delimited with cm_json_value_skip
  * (memory-safe on any input, but a malformed value may go unnoticed), so
  * the view's spans must not be trusted until cm_chunk_peek has checked the
@@ -126,5 +139,11 @@ size_t cm_json_compact(const char *s, size_t len, char *out);
  * text ends at an escaped NUL, as a C string would hold it. */
 #define CM_UNESCAPE_NUL_ENDS 1
 long cm_json_unescape(const char *lit, size_t n, char *dst, size_t cap, int flags);
+
+/* UTF-8 (RFC 3629: no overlong forms, surrogates or code points above
+ * U+10FFFF). cm_utf8_check returns the offset of the first byte that does
+ * not start a well-formed sequence, or len when all of s is valid. */
+size_t cm_utf8_check(const char *s, size_t len);
+bool cm_utf8_valid(const char *s, size_t len);
 
 #endif

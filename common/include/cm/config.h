@@ -16,6 +16,8 @@
  *   BOOL to false.
  * - Values of options whose name contains "password", "token" or "secret" are
  *   never printed (errors and --help show "(hidden)").
+ * - --help lists a STRING option's choices after its help text unless that
+ *   text already names every choice.
  * - STRING targets point into argv or the environment: do not setenv/unsetenv
  *   a CHUNKMILL_* variable after parsing.
  * - On error, the targets of earlier rows may already have been written. */
@@ -55,7 +57,9 @@ typedef struct cm_opt_s {
 
 /* Parses argv and the environment into the targets of `opts`.
  * Returns 0 on success; 1 when --help (or -h) was given and the usage was
- * printed to `out` (the caller exits 0); -EINVAL on an invalid value, unknown
+ * printed to `out` (the caller exits 0); 2 when --version was given (nothing
+ * printed: the caller prints its name and version and exits 0; no table row
+ * may be named "version"); -EINVAL on an invalid value, unknown
  * flag or stray argument, after printing one clear line to `err`, e.g.
  *   fetcher: invalid value "abc" for --chunk-size (CHUNKMILL_CHUNK_SIZE from
  *   the environment): not an integer
@@ -64,7 +68,7 @@ int cm_config_parse(const cm_opt_t *opts, size_t n, int argc, char **argv,
                     const char *prog, const char *summary, FILE *out, FILE *err)
     __attribute__((warn_unused_result));
 
-/* Options every daemon has (DESIGN.md "Command line"). */
+/* Options every daemon has (docs/design.md "Command line"). */
 typedef struct cm_common_cfg_s {
   const char *nats_url;      /* --nats-url, env CHUNKMILL_NATS_URL, NATS_URL */
   const char *prefix;        /* --prefix (chunkmill) */

@@ -47,12 +47,17 @@ typedef struct cm_daemon_hooks_s {
   /* Add role-specific fields to each heartbeat (in-flight leases...). The
    * daemon owns whatever it puts there until the next call. May be NULL. */
   void (*heartbeat)(void *ud, Chunkmill__Heartbeat *hb);
+  /* Extra liveness condition for /healthz (e.g. every worker stuck); NULL =
+   * none. Write a short reason into why when not alive. */
+  bool (*alive)(void *ud, char *why, size_t whylen);
 } cm_daemon_hooks_t;
 
 /* Parses the command line for `role` with the common options plus
- * `own[0..nown)`. Handles --help (returns 1: exit 0), --probe (returns 2 and
- * sets *probe_status to the exit code), invalid input (returns -EINVAL: exit
- * 2), and initialises logging. Fills cfg->id when unset. */
+ * `own[0..nown)`. Handles --help and --version (returns 1: exit 0), --probe
+ * (returns 2 and sets *probe_status to the exit code), invalid input,
+ * including an --http address or NATS settings cm_daemon_create would refuse
+ * (returns -EINVAL: exit 2; nothing has been opened yet), and initialises
+ * logging. Fills cfg->id when unset. */
 int cm_daemon_main_config(const char *role, const char *summary, cm_common_cfg_t *cfg,
                           const cm_opt_t *own, size_t nown, int argc, char **argv,
                           int *probe_status);
@@ -71,6 +76,10 @@ cm_metrics_t *cm_daemon_metrics(cm_daemon_t *d);
 cm_nats_t *cm_daemon_nats(cm_daemon_t *d);
 const cm_common_cfg_t *cm_daemon_cfg(cm_daemon_t *d);
 const char *cm_daemon_id(cm_daemon_t *d);
+/* 32 hex digits drawn at random when the daemon was created: sent in every
+ * heartbeat and credit, so the fetcher tells a restart under the same --id
+ * (a new instance) from the same process speaking again. */
+const char *cm_daemon_instance(cm_daemon_t *d);
 bool cm_daemon_draining(cm_daemon_t *d);
 /* The code cm_daemon_run will return (for a forced _exit). */
 int cm_daemon_exit_code(cm_daemon_t *d);
@@ -82,6 +91,8 @@ double cm_wall_time(void);
 
 /* "<prefix>.<suffix>" into out. 0 or -ENAMETOOLONG. */
 int cm_subject(char *out, size_t outlen, const char *prefix, const char *suffix);
+/* Sends a heartbeat now (loop thread), besides the periodic ones. */
+void cm_daemon_heartbeat_now(cm_daemon_t *d);
 /* Publishes a protobuf-c message. */
 int cm_daemon_publish_proto(cm_daemon_t *d, const char *subject, const ProtobufCMessage *msg);
 

@@ -20,13 +20,26 @@ typedef void (*cm_handoff_fn)(void *arg, int cancelled);
 
 int cm_handoff_create(cm_handoff_t **out, uv_loop_t *loop, size_t cap)
     __attribute__((warn_unused_result));
-/* Any thread. 0, or -ESHUTDOWN after cm_handoff_close (fn is then NOT called:
- * the caller still owns arg). */
+/* Any thread. 0, or -ESHUTDOWN when h is NULL or stopped/closed (fn is then
+ * NOT called: the caller still owns arg). A handoff's memory is freed once
+ * its close has completed on the loop: the owner must make sure no thread
+ * posts after that (cm_nats_post exists for nats.c's threads). */
 int cm_handoff_post(cm_handoff_t *h, cm_handoff_fn fn, void *arg)
     __attribute__((warn_unused_result));
+/* Any thread. From now on every post fails with -ESHUTDOWN, and producers
+ * blocked on a full queue return at once. Items already queued stay for
+ * cm_handoff_close. Used before waiting for the producer threads to stop:
+ * none of them can then be stuck waiting for the loop. NULL-safe. */
+void cm_handoff_stop(cm_handoff_t *h);
 /* Loop thread. Runs the queued items with cancelled=1, closes the async
  * handle; memory is freed in its close callback. NULL-safe. */
 void cm_handoff_close(cm_handoff_t *h);
+/* Loop thread, after cm_handoff_close and before the loop runs again: the
+ * memory is never freed, for when producer threads may still be running
+ * (e.g. they did not stop in time). Their posts keep failing with
+ * -ESHUTDOWN instead of touching freed memory. The block stays reachable
+ * (no leak report). NULL-safe. */
+void cm_handoff_keep(cm_handoff_t *h);
 size_t cm_handoff_depth(cm_handoff_t *h);
 
 #endif

@@ -1,24 +1,35 @@
 /* http.h - the probe/metrics HTTP server on the libuv loop, and the I/O-free
  * request parser it is built on (tested without sockets).
  *
- * Serves GET (and HEAD) only; one request per connection (Connection: close).
- * Limits: request head CM_HTTP_MAX_REQUEST bytes (-> 431), at most
- * CM_HTTP_MAX_CONNS connections at once (further ones are closed at accept),
- * CM_HTTP_IDLE_MS to receive a full request (-> connection closed).
- * After answering, the server shuts down its sending side and waits (up to
- * 2 s) for the client to close, so an early 400/431 is not lost to a TCP RST.
- * libuv writes with write(2): the process must ignore SIGPIPE. */
+ * Serves GET (and HEAD) only, over HTTP/1.1 persistent connections:
+ * requests are answered one at a time in the order received (pipelining);
+ * "Connection: close", HTTP/1.0 without keep-alive, an error status or a
+ * request with a body end the connection after the answer.
+ * Limits: request head CM_HTTP_MAX_REQUEST bytes (-> 431); a body that
+ * cannot fit that cap (-> 413 as soon as Content-Length says so);
+ * CM_HTTP_IDLE_MS to receive each full request, counted from when the server
+ * starts waiting for it (slow or idle -> connection closed);
+ * CM_HTTP_WRITE_MS for the client to take a response; at most
+ * cm_http_max_conns() connections (CM_HTTP_MAX_CONNS, lowered to fit the
+ * descriptor limit): at the cap, the connection idle longest is closed so
+ * that the new one (a probe) is served. cm_http_create raises the process's
+ * RLIMIT_NOFILE soft limit to the hard limit.
+ * After a closing answer, the server shuts down its sending side and waits
+ * (up to 2 s) for the client to close, so an early 400/431 is not lost to a
+ * TCP RST. libuv writes with write(2): the process must ignore SIGPIPE. */
 #ifndef CM_HTTP_H
 #define CM_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
 #include "cm/buf.h"
 
 #define CM_HTTP_MAX_REQUEST 8192
-#define CM_HTTP_MAX_CONNS 64
+#define CM_HTTP_MAX_CONNS 4096
 #define CM_HTTP_IDLE_MS 5000
+#define CM_HTTP_WRITE_MS 10000
 
 /* ---- I/O-free request parser (http-parser underneath) ---- */
 typedef struct cm_httpreq_s cm_httpreq_t;
@@ -26,18 +37,31 @@ typedef struct cm_httpreq_s cm_httpreq_t;
 int cm_httpreq_create(cm_httpreq_t **out, size_t max_bytes) __attribute__((warn_unused_result));
 void cm_httpreq_destroy(cm_httpreq_t *r); /* NULL-safe */
 /* Feeds bytes. Returns 0 when more bytes are needed, 1 when a complete
- * request has been read, -E2BIG when the request exceeds max_bytes,
+ * request has been read, -E2BIG when the request head exceeds max_bytes,
+ * -EMSGSIZE when its body does (at once when Content-Length says so),
  * -EINVAL when it is not valid HTTP/1.x. Once 1 or an error was returned,
- * further calls return the same value. */
+ * further calls return the same value (until cm_httpreq_reset). */
 int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len);
+/* After feed returned 1: how many bytes of that call's data belong to the
+ * request (the rest starts the next one). 0 otherwise. */
+size_t cm_httpreq_used(const cm_httpreq_t *r);
+/* After feed returned 1: the connection may carry another request (HTTP/1.1
+ * without "Connection: close", or 1.0 with keep-alive; no body left unread). */
+bool cm_httpreq_keep_alive(const cm_httpreq_t *r);
+/* Ready for the next request on the same connection. */
+void cm_httpreq_reset(cm_httpreq_t *r);
 /* Both NULL until feed returned 1; borrowed, valid until destroy. */
 const char *cm_httpreq_method(const cm_httpreq_t *r); /* "GET"; valid after 1 */
 const char *cm_httpreq_path(const cm_httpreq_t *r);   /* path without query */
 
 /* Formats a complete HTTP/1.1 response with Content-Length and
- * Connection: close. A NULL body with len 0 is allowed. */
+ * "Connection: close", or "Connection: keep-alive" with CM_HTTP_KEEP_ALIVE.
+ * CM_HTTP_HEAD_ONLY leaves the body out (HEAD). A NULL body with len 0 is
+ * allowed. */
+#define CM_HTTP_HEAD_ONLY 1
+#define CM_HTTP_KEEP_ALIVE 2
 int cm_http_format_response(cm_buf_t *out, int status, const char *content_type,
-                            const char *body, size_t len, int head_only)
+                            const char *body, size_t len, int flags)
     __attribute__((warn_unused_result));
 
 /* ---- server ---- */
@@ -55,6 +79,9 @@ typedef int (*cm_http_handler_fn)(void *ud, const char *path, cm_buf_t *body,
 int cm_http_create(cm_http_t **out, uv_loop_t *loop, const char *addr, cm_http_handler_fn fn,
                    void *ud) __attribute__((warn_unused_result));
 int cm_http_port(const cm_http_t *h);
+/* The connection cap in force; set_max_conns can only lower it (tests). */
+size_t cm_http_max_conns(const cm_http_t *h);
+void cm_http_set_max_conns(cm_http_t *h, size_t n);
 /* Closes the listener and all connections; memory is freed in the close
  * callbacks (run the loop afterwards). NULL-safe. Call it once: `h` is gone
  * after the loop has run the close callbacks. */
@@ -64,5 +91,10 @@ void cm_http_close(cm_http_t *h);
  * (":PORT" means 127.0.0.1:PORT). Returns the HTTP status, or a negative
  * errno on connection failure or timeout. No libuv loop needed. */
 int cm_http_probe(const char *addr, const char *path, int timeout_ms);
+
+/* 0 if addr is an address cm_http_create accepts (syntax only: numeric host
+ * or localhost, port 0..65535), else -EINVAL. For checking the command line
+ * before anything is opened. */
+int cm_http_check_addr(const char *addr);
 
 #endif

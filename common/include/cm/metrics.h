@@ -56,8 +56,11 @@ void cm_gauge_add(cm_gauge_t *g, double d);
 double cm_gauge_get(const cm_gauge_t *g);
 void cm_histogram_observe(cm_histogram_t *h, double v); /* NaN is dropped */
 uint64_t cm_histogram_count(const cm_histogram_t *h);
-/* Quantile estimated from the buckets by linear interpolation (0 if empty). */
+/* Quantile estimated from the buckets by linear interpolation, kept within
+ * the smallest and largest value observed (0 if empty). */
 double cm_histogram_quantile(const cm_histogram_t *h, double q);
+/* Largest value observed (0 if empty). */
+double cm_histogram_max(const cm_histogram_t *h);
 
 /* Appends the whole registry to `out`, families in registration order, one
  * HELP and TYPE line per family. 0 or a negative errno (-E2BIG). */
