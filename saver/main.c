@@ -443,7 +443,7 @@ int main(int argc, char **argv) {
   cm_metrics_t *m;
 
   rc = cm_daemon_main_config("saver",
-                             "saver: stores mapped chunks in SQLite or PostgreSQL, acks after commit",
+                             "stores mapped chunks in SQLite or PostgreSQL, acks after commit",
                              &s.cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;
