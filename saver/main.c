@@ -493,9 +493,6 @@ int main(int argc, char **argv) {
     cm_lease_key_free(s.lease_key);
     return 1;
   }
-  (void)uv_timer_init(cm_daemon_loop(s.d), &s.check_timer);
-  s.check_timer.data = &s;
-  (void)uv_timer_start(&s.check_timer, saver_check_tick, 1000, 1000);
   m = cm_daemon_metrics(s.d);
   if (cm_reject_create(&s.rej, m) != 0) {
     cm_daemon_destroy(s.d);
@@ -503,6 +500,9 @@ int main(int argc, char **argv) {
     cm_lease_key_free(s.lease_key);
     return 1;
   }
+  (void)uv_timer_init(cm_daemon_loop(s.d), &s.check_timer);
+  s.check_timer.data = &s;
+  (void)uv_timer_start(&s.check_timer, saver_check_tick, 1000, 1000);
   s.m_chunks = cm_metrics_counter(m, "chunkmill_saver_chunks_saved_total",
                                   "Chunks committed for the first time.", NULL);
   s.m_records = cm_metrics_counter(m, "chunkmill_saver_records_saved_total",

@@ -48,8 +48,9 @@ typedef struct cm_sink_item_s {
   int status;     /* 0 saved now, 1 duplicate (already saved), <0 error */
   bool temporary; /* status <0 only: the store could not write now (connection
                      lost, disk full, lock or statement timeout, serialization
-                     failure): retry later, the chunk itself is fine. false: the
-                     chunk's own data is bad and will never be saved. */
+                     failure; SQLite: cm_store_status_temporary): retry later,
+                     the chunk itself is fine. false: the chunk's own data is
+                     bad and will never be saved. */
   cm_chunk_hdr_t hdr;
   uint32_t records; /* records stored (for a duplicate: as stored before) */
   uint32_t dead;    /* dead letters stored */

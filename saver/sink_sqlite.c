@@ -1,6 +1,7 @@
 /* sink_sqlite.c - the SQLite sink: the results database of store.c behind
- * the sink interface (sink.h). store.c keeps the storage logic; this file
- * only translates items, classifies errors and tracks health. */
+ * the sink interface (sink.h). store.c keeps the storage logic and the error
+ * classification (cm_store_status_temporary); this file only translates
+ * items and tracks health. */
 #include "sink.h"
 #include "store.h"
 
