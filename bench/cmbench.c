@@ -3,7 +3,8 @@
  * object:
  *
  *   cmbench transform --transform T --records N [--threads K]
- *   cmbench store     --transform T --records N [--batch B] [--sync full|normal] --db PATH
+ *   cmbench store     --transform T --records N [--batch B] [--sync full|normal] --db PATH|DSN
+ *                     (a PostgreSQL DSN: its tables are emptied first)
  *                     [--pragma "SQL"]  (run on the store's connection after open: to
  *                                        compare settings side by side)
  *   cmbench nats      --transform T --records N --url URL
@@ -15,7 +16,6 @@
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +27,7 @@
 #include "cm/buf.h"
 #include "cm/chunk.h"
 #include "source.h"
-#include "store.h"
+#include "sink.h"
 #include "transform.h"
 
 typedef struct {
@@ -162,18 +162,19 @@ static int bench_store(const opts_t *o) {
   size_t n;
   blob_t *in = gen_chunks(o, &n);
   blob_t *mapped = map_chunks(o, in, n);
-  cm_store_t *s;
+  cm_sink_t *s;
   char err[256];
-  cm_store_item_t *items = calloc((size_t)o->batch, sizeof(*items));
+  cm_sink_item_t *items = calloc((size_t)o->batch, sizeof(*items));
+  cm_sink_opts_t so = {.db = o->db, .sync = o->sync};
   double t0, dt, c0;
-  (void)unlink(o->db);
-  if (cm_store_open(&s, o->db, strcmp(o->sync, "normal") == 0 ? CM_SYNC_NORMAL : CM_SYNC_FULL,
-                    err, sizeof(err)) != 0)
+  if (!cm_sink_is_postgres(o->db)) (void)unlink(o->db);
+  if (cm_sink_open(&s, &so, err, sizeof(err)) != 0) die(err);
+  if (!cm_sink_health(s, err, sizeof(err))) die(err);
+  /* A PostgreSQL database is emptied instead of deleted. */
+  if (cm_sink_is_postgres(o->db) &&
+      cm_sink_query(s, "TRUNCATE records, chunks, dead_letters", NULL, 0, err, sizeof(err)) != 0)
     die(err);
-  if (o->pragma != NULL) {
-    char *e = NULL;
-    if (sqlite3_exec(cm_store_db(s), o->pragma, NULL, NULL, &e) != SQLITE_OK) die(e ? e : "pragma");
-  }
+  if (o->pragma != NULL && cm_sink_query(s, o->pragma, NULL, 0, err, sizeof(err)) != 0) die(err);
   c0 = cpu_s();
   t0 = now_s();
   for (size_t i = 0; i < n; i += (size_t)o->batch) {
@@ -183,13 +184,14 @@ static int bench_store(const opts_t *o) {
       items[j].json = mapped[i + j].data;
       items[j].len = mapped[i + j].len;
     }
-    if (cm_store_save_batch(s, items, k) != 0) die("save batch");
+    if (cm_sink_save_batch(s, items, k) != 0) die(items[0].err);
   }
   dt = now_s() - t0;
-  cm_store_close(s);
-  printf("{\"stage\":\"store\",\"transform\":\"%s\",\"batch\":%d,\"sync\":\"%s\",\"records\":%" PRIu64
+  printf("{\"stage\":\"store\",\"sink\":\"%s\",\"transform\":\"%s\",\"batch\":%d,\"sync\":\"%s\",\"records\":%" PRIu64
          ",\"seconds\":%.4f,\"cpu_s\":%.3f,\"records_per_s\":%.0f}\n",
-         o->transform, o->batch, o->sync, o->records, dt, cpu_s() - c0, (double)o->records / dt);
+         cm_sink_kind(s), o->transform, o->batch, o->sync, o->records, dt, cpu_s() - c0,
+         (double)o->records / dt);
+  cm_sink_close(s);
   free(items);
   free_blobs(mapped, n);
   free_blobs(in, n);

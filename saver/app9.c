@@ -29,7 +29,7 @@
 
 typedef struct app9_saver_s {
   cm_daemon_t *d;
-  cm_store_t *store;
+  cm_sink_t *store;
   const char *db_path;
 
   natsMsg *queue[APP9_MAX_QUEUE];
@@ -40,13 +40,13 @@ typedef struct app9_saver_s {
   bool busy;
   natsMsg *msgs[APP9_MAX_BATCH];
   cm_buf_t wire[APP9_MAX_BATCH];
-  cm_store_item_t items[APP9_MAX_BATCH];
+  cm_sink_item_t items[APP9_MAX_BATCH];
   size_t nbatch;
   int batch_rc;
   double batch_seconds;
 
   bool shutting_down;
-  cm_store_health_t health;
+  cm_store_health_t health; /* rate-limited failure logs; readiness is the sink's */
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_errors, *m_commits, *m_dropped;
   cm_histogram_t *m_commit_s;
@@ -64,7 +64,7 @@ static void a9s_maybe_finish(app9_saver_t *s) {
 
 /* Thread pool: app9 body -> wire form with job "app9". A body that does not
  * parse is handed to the store as it is, which rejects it with a reason. */
-static void a9s_rewrite(cm_buf_t *b, cm_store_item_t *it) {
+static void a9s_rewrite(cm_buf_t *b, cm_sink_item_t *it) {
   cm_chunk_view_t v;
   cm_chunk_hdr_t h;
   char err[160];
@@ -89,7 +89,7 @@ static void a9s_commit_work(uv_work_t *w) {
   app9_saver_t *s = w->data;
   double t0 = cm_wall_time();
   for (size_t i = 0; i < s->nbatch; i++) a9s_rewrite(&s->wire[i], &s->items[i]);
-  s->batch_rc = cm_store_save_batch(s->store, s->items, s->nbatch);
+  s->batch_rc = cm_sink_save_batch(s->store, s->items, s->nbatch);
   s->batch_seconds = cm_wall_time() - t0;
 }
 
@@ -99,8 +99,8 @@ static void a9s_commit_done(uv_work_t *w, int status) {
   cm_histogram_observe(s->m_commit_s, s->batch_seconds);
   if (s->batch_rc == 0) cm_counter_inc(s->m_commits);
   for (size_t i = 0; i < s->nbatch; i++) {
-    cm_store_item_t *it = &s->items[i];
-    if (s->batch_rc != 0) {
+    cm_sink_item_t *it = &s->items[i];
+    if (it->status < 0 && it->temporary) {
       cm_counter_inc(s->m_errors);
     } else if (it->status < 0) {
       cm_counter_inc(s->m_errors);
@@ -126,7 +126,7 @@ static void a9s_commit_done(uv_work_t *w, int status) {
   if (s->nbatch > 0) {
     const char *why = "commit failed";
     for (size_t i = 0; i < s->nbatch; i++)
-      if (cm_store_status_temporary(s->items[i].status) && s->items[i].err[0]) {
+      if (s->items[i].status < 0 && s->items[i].temporary && s->items[i].err[0]) {
         why = s->items[i].err;
         break;
       }
@@ -181,6 +181,13 @@ static void a9s_on_data(void *ud, natsMsg *m) {
 
 /* ---- daemon hooks ---- */
 
+/* The sink's health as of its last commit or connection attempt (a lost
+ * PostgreSQL connection is retried with each batch). */
+static bool a9s_ready(void *ud, char *why, size_t whylen) {
+  app9_saver_t *s = ud;
+  return cm_sink_health(s->store, why, whylen);
+}
+
 static int a9s_status(void *ud, cm_buf_t *out) {
   app9_saver_t *s = ud;
   int rc = cm_buf_puts(out, ",\"protocol\":\"app9\",\"job\":\"" CM_SAVER_APP9_JOB "\",\"db\":");
@@ -193,11 +200,6 @@ static int a9s_status(void *ud, cm_buf_t *out) {
                       cm_counter_get(s->m_dups), cm_counter_get(s->m_errors),
                       cm_counter_get(s->m_dropped), s->qlen, s->busy ? "true" : "false");
   return rc;
-}
-
-static bool a9s_ready(void *ud, char *why, size_t whylen) {
-  app9_saver_t *s = ud;
-  return cm_store_health_ready(&s->health, why, whylen);
 }
 
 static void a9s_shutdown(void *ud, bool forced) {
@@ -257,7 +259,7 @@ static void a9s_metrics(app9_saver_t *s) {
                                 "Chunks received and waiting for the next commit.", NULL);
 }
 
-int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_store_t *store, const char *db_path) {
+int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_sink_t *store, const char *db_path) {
   cm_daemon_hooks_t hooks = {.ready = a9s_ready,
                              .status = a9s_status,
                              .shutdown = a9s_shutdown,

@@ -5,7 +5,7 @@
  *                       saver.workers
  *   processed_data  out the index as a decimal string, after COMMIT
  *
- * Storage is the native saver's (cm_store_save_batch, group commit on the
+ * Storage is the native saver's (cm_sink_save_batch, group commit on the
  * thread pool): the chunk is stored as job CM_SAVER_APP9_JOB ("app9"), so
  * records(job='app9', chunk=N, idx=i) and a chunk saved twice is a duplicate
  * that is confirmed again but not rewritten. Loop thread only. */
@@ -13,13 +13,13 @@
 #define CM_SAVER_APP9_H
 
 #include "cm/config.h"
-#include "store.h"
+#include "sink.h"
 
 /* The job name of every chunk saved in app9 mode (app9 bodies carry none). */
 #define CM_SAVER_APP9_JOB "app9"
 
 /* Runs the whole daemon (cm_daemon_create .. cm_daemon_destroy) in app9
  * mode. Borrows cfg, store and db_path. Returns the process exit code. */
-int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_store_t *store, const char *db_path);
+int cm_saver_app9_run(const cm_common_cfg_t *cfg, cm_sink_t *store, const char *db_path);
 
 #endif

@@ -16,7 +16,7 @@
 #include "cm/lease.h"
 #include "cm/log.h"
 #include "cm/reject.h"
-#include "store.h"
+#include "sink.h"
 #include "store_health.h"
 
 #define SAVER_MAX_BATCH 128
@@ -40,8 +40,13 @@ typedef struct saver_s {
   cm_common_cfg_t cfg;
   const char *db_path;
   const char *sync;
+  const char *db_password_file;
+  int64_t db_statement_timeout_ms;
   cm_daemon_t *d;
-  cm_store_t *store;
+  cm_sink_t *store;
+  /* Sink upkeep (reconnect, health) on the thread pool while idle. */
+  uv_timer_t check_timer;
+  uv_work_t check_work;
   char ack_subject[256];
   natsSubscription *save_sub;
   const char *lease_key_file;
@@ -56,7 +61,7 @@ typedef struct saver_s {
   uv_work_t work;
   bool busy;
   saver_msg_t *batch_msgs[SAVER_MAX_BATCH];
-  cm_store_item_t items[SAVER_MAX_BATCH];
+  cm_sink_item_t items[SAVER_MAX_BATCH];
   size_t nbatch;
   int batch_rc;
   double batch_seconds;
@@ -64,9 +69,8 @@ typedef struct saver_s {
   bool shutting_down;
   bool sub_drained; /* no more save requests will arrive */
   bool exited; /* cm_daemon_exit called */
-  bool store_ok;
-  /* failing: the last commit failed for a reason that is not the data's
-   * (disk full, I/O, locked): not ready until a commit succeeds again. */
+  /* Rate-limited logging of failed commits (both backends); readiness
+   * comes from the sink (cm_sink_health). */
   cm_store_health_t health;
 
   cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
@@ -103,7 +107,7 @@ static void saver_reply(saver_t *s, natsMsg *m, const char *body) {
 static void saver_commit_work(uv_work_t *w) {
   saver_t *s = w->data;
   double t0 = cm_wall_time();
-  s->batch_rc = cm_store_save_batch(s->store, s->items, s->nbatch);
+  s->batch_rc = cm_sink_save_batch(s->store, s->items, s->nbatch);
   s->batch_seconds = cm_wall_time() - t0;
 }
 
@@ -126,12 +130,14 @@ static void saver_commit_done(uv_work_t *w, int status) {
   cm_histogram_observe(s->m_batch_chunks, (double)s->nbatch);
   if (s->batch_rc == 0) cm_counter_inc(s->m_commits);
   for (size_t i = 0; i < s->nbatch; i++) {
-    cm_store_item_t *it = &s->items[i];
+    cm_sink_item_t *it = &s->items[i];
     saver_msg_t *sm = s->batch_msgs[i];
     natsMsg *m = sm->m;
-    if (s->batch_rc != 0 || cm_store_status_temporary(it->status)) {
-      /* Nothing committed, or not for a reason of this chunk's data: the
-       * mapper keeps its result and retries. */
+    if (it->status < 0 && it->temporary) {
+      /* Not written now (the store's condition, not the chunk's; a batch
+       * that did not commit gives every chunk that was fine the batch's
+       * error): the mapper keeps its result and retries; no delivery is
+       * used up. */
       cm_counter_inc(s->m_errors);
       saver_retry_body(body, sizeof(body), it->err[0] ? it->err : "commit failed");
     } else if (it->status < 0) {
@@ -182,7 +188,7 @@ static void saver_commit_done(uv_work_t *w, int status) {
   if (s->nbatch > 0) {
     const char *why = "commit failed";
     for (size_t i = 0; i < s->nbatch; i++)
-      if (cm_store_status_temporary(s->items[i].status) && s->items[i].err[0]) {
+      if (s->items[i].status < 0 && s->items[i].temporary && s->items[i].err[0]) {
         why = s->items[i].err;
         break;
       }
@@ -295,17 +301,37 @@ static void saver_on_save(void *ud, natsMsg *m) {
 
 static bool saver_ready(void *ud, char *why, size_t whylen) {
   saver_t *s = ud;
-  if (!s->store_ok) {
-    snprintf(why, whylen, "results database not open");
-    return false;
-  }
-  return cm_store_health_ready(&s->health, why, whylen);
+  return cm_sink_health(s->store, why, whylen);
+}
+
+static void saver_check_work(uv_work_t *w) { cm_sink_check(((saver_t *)w->data)->store); }
+
+static void saver_check_done(uv_work_t *w, int status) {
+  saver_t *s = w->data;
+  s->busy = false;
+  if (status == UV_ECANCELED) return;
+  saver_start_batch(s);
+  saver_maybe_finish(s);
+}
+
+/* About once a second while no batch runs: the sink reconnects and
+ * refreshes its health, so /readyz follows the database even when no
+ * chunks arrive. Shares `busy` with the batches: the sink is used by one
+ * thread at a time. */
+static void saver_check_tick(uv_timer_t *t) {
+  saver_t *s = t->data;
+  if (s->busy || s->qlen > 0 || s->exited || s->shutting_down) return;
+  s->busy = true;
+  s->check_work.data = s;
+  if (uv_queue_work(cm_daemon_loop(s->d), &s->check_work, saver_check_work, saver_check_done) != 0)
+    s->busy = false;
 }
 
 static int saver_status(void *ud, cm_buf_t *out) {
   saver_t *s = ud;
+  const char *db = cm_sink_name(s->store);
   int rc = cm_buf_puts(out, ",\"db\":");
-  rc |= cm_buf_append_json_str(out, s->db_path, strlen(s->db_path));
+  rc |= cm_buf_append_json_str(out, db, strlen(db));
   rc |= cm_buf_printf(out,
                       ",\"chunks_saved\":%llu,\"records_saved\":%llu,\"duplicates\":%llu,"
                       "\"dead_letters\":%llu,\"queue\":%zu,\"committing\":%s",
@@ -337,6 +363,7 @@ static void saver_shutdown(void *ud, bool forced) {
                         saver_sub_drained, s) == 0)
     return;
   cm_nats_unsubscribe_all(cm_daemon_nats(s->d));
+  (void)uv_timer_stop(&s->check_timer);
   s->sub_drained = true;
   if (forced) {
     /* Whatever is not committed was never acknowledged: the mappers keep
@@ -354,6 +381,7 @@ static void saver_shutdown(void *ud, bool forced) {
 
 static void saver_close(void *ud) {
   saver_t *s = ud;
+  uv_close((uv_handle_t *)&s->check_timer, NULL);
   while (s->qlen > 0) {
     saver_msg_free(s->queue[s->qhead]);
     s->qhead = (s->qhead + 1) % SAVER_MAX_QUEUE;
@@ -383,7 +411,17 @@ int main(int argc, char **argv) {
   static const char *const sync_choices[] = {"normal", "full", NULL};
   cm_opt_t own[] = {
       {"db", CM_OPT_STRING, "chunkmill-results.db", 0, 0, NULL, NULL,
-       "SQLite results database (created if missing)", &s.db_path},
+       "results database: a SQLite file (created if missing), or PostgreSQL as "
+       "postgresql://user@host/db or a libpq keyword string (host=... dbname=...)",
+       &s.db_path},
+      {"db-password-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "PostgreSQL: file holding the password (else from the URL, PGPASSWORD or a libpq "
+       "passfile/service)",
+       &s.db_password_file},
+      {"db-statement-timeout", CM_OPT_DURATION, "30s", 100, 3600000, NULL, NULL,
+       "PostgreSQL: statement_timeout of the saver's session (a stuck statement fails the "
+       "batch, which is retried)",
+       &s.db_statement_timeout_ms},
       {"sync", CM_OPT_STRING, "full", 0, 0, sync_choices, NULL,
        "SQLite synchronous mode: full (an acknowledged chunk survives power loss) or normal",
        &s.sync},
@@ -404,49 +442,67 @@ int main(int argc, char **argv) {
   int probe = 0, rc;
   cm_metrics_t *m;
 
-  rc = cm_daemon_main_config("saver", "stores mapped chunks in SQLite, acks after commit",
+  rc = cm_daemon_main_config("saver",
+                             "stores mapped chunks in SQLite or PostgreSQL, acks after commit",
                              &s.cfg, own, sizeof(own) / sizeof(own[0]), argc, argv, &probe);
   if (rc == 1) return 0;
   if (rc == 2) return probe;
   if (rc != 0) return 2;
 
-  rc = cm_store_open(&s.store, s.db_path,
-                     strcmp(s.sync, "normal") == 0 ? CM_SYNC_NORMAL : CM_SYNC_FULL, err,
-                     sizeof(err));
-  if (rc != 0) {
-    /* err names the file and the reason ("cannot open results database X:
-     * ..."); add only which option it came from. */
-    fprintf(stderr, "saver: --db: %s\n", err);
-    cm_log_error("--db: %s", err);
-    return 1;
+  {
+    cm_sink_opts_t so = {.db = s.db_path,
+                         .sync = s.sync,
+                         .password_file = s.db_password_file,
+                         .statement_timeout_ms = (int)s.db_statement_timeout_ms};
+    char shown[512];
+    rc = cm_sink_open(&s.store, &so, err, sizeof(err));
+    if (rc != 0) {
+      /* SQLite's err names the file ("cannot open results database X:
+       * ..."); PostgreSQL's names the reason only, so add the database
+       * (password redacted). */
+      if (cm_sink_is_postgres(s.db_path)) {
+        cm_sink_redact(s.db_path, shown, sizeof(shown));
+        fprintf(stderr, "saver: cannot open results database --db %s: %s\n", shown, err);
+        cm_log_error("cannot open results database %s: %s", shown, err);
+      } else {
+        fprintf(stderr, "saver: --db: %s\n", err);
+        cm_log_error("--db: %s", err);
+      }
+      return 1;
+    }
+    if (!cm_sink_health(s.store, err, sizeof(err)))
+      cm_log_warn("results database %s not writable yet (retrying): %s", cm_sink_name(s.store),
+                  err);
   }
-  s.store_ok = true;
-  cm_store_health_init(&s.health, s.db_path);
+  cm_store_health_init(&s.health, cm_sink_name(s.store));
   if (strcmp(s.cfg.protocol, "app9") == 0) { /* the original example's protocol */
     cm_log_warn("--protocol app9: leases are not authenticated (the app9 wire format has no "
                 "room for a lease token)");
-    rc = cm_saver_app9_run(&s.cfg, s.store, s.db_path);
-    cm_store_close(s.store);
+    rc = cm_saver_app9_run(&s.cfg, s.store, cm_sink_name(s.store));
+    cm_sink_close(s.store);
     return rc;
   }
   if (cm_lease_key_option(&s.lease_key, s.lease_key_file, err, sizeof(err)) != 0) {
     fprintf(stderr, "saver: invalid value for --lease-key-file: %s\n", err);
     cm_log_error("%s", err);
-    cm_store_close(s.store);
+    cm_sink_close(s.store);
     return 2;
   }
   if (cm_daemon_create(&s.d, "saver", &s.cfg, &hooks, &s) != 0) {
-    cm_store_close(s.store);
+    cm_sink_close(s.store);
     cm_lease_key_free(s.lease_key);
     return 1;
   }
   m = cm_daemon_metrics(s.d);
   if (cm_reject_create(&s.rej, m) != 0) {
     cm_daemon_destroy(s.d);
-    cm_store_close(s.store);
+    cm_sink_close(s.store);
     cm_lease_key_free(s.lease_key);
     return 1;
   }
+  (void)uv_timer_init(cm_daemon_loop(s.d), &s.check_timer);
+  s.check_timer.data = &s;
+  (void)uv_timer_start(&s.check_timer, saver_check_tick, 1000, 1000);
   s.m_chunks = cm_metrics_counter(m, "chunkmill_saver_chunks_saved_total",
                                   "Chunks committed for the first time.", NULL);
   s.m_records = cm_metrics_counter(m, "chunkmill_saver_records_saved_total",
@@ -479,10 +535,10 @@ int main(int argc, char **argv) {
       cm_daemon_exit(s.d, 1);
     }
   }
-  cm_log_info("saver ready to store into %s", s.db_path);
+  cm_log_info("saver ready to store into %s", cm_sink_name(s.store));
   rc = cm_daemon_run(s.d);
   cm_daemon_destroy(s.d);
-  cm_store_close(s.store);
+  cm_sink_close(s.store);
   cm_reject_destroy(s.rej);
   cm_lease_key_free(s.lease_key);
   return rc;

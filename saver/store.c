@@ -53,6 +53,11 @@ static const char *const schema_v1[] = {
     " PRIMARY KEY(job, chunk, idx)) WITHOUT ROWID",
 };
 
+/* Version 2: the mapper version that produced a chunk (as in PostgreSQL). */
+static const char *const schema_v2[] = {
+    "ALTER TABLE chunks ADD COLUMN version TEXT",
+};
+
 enum {
   ST_BEGIN,
   ST_COMMIT,
@@ -197,7 +202,13 @@ static int migrate(cm_store_t *s, char *err, size_t errlen) {
       if (rc != SQLITE_OK) goto rollback;
     }
   }
-  /* Later versions add their steps here: if (v < 2) { ... }. */
+  if (v < 2) {
+    for (size_t k = 0; k < sizeof schema_v2 / sizeof schema_v2[0]; k++) {
+      rc = exec1(s->db, schema_v2[k], NULL, 0, err, errlen);
+      if (rc != SQLITE_OK) goto rollback;
+    }
+  }
+  /* Later versions add their steps here: if (v < 3) { ... }. */
   if (v < CM_STORE_SCHEMA_VERSION) {
     rc = exec1(s->db, "PRAGMA user_version = " CM_STR(CM_STORE_SCHEMA_VERSION), NULL, 0, err,
                errlen);
@@ -553,6 +564,8 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
   src = run(s->db, s->st[ST_BEGIN], msg, sizeof msg);
   if (src != SQLITE_DONE) {
     rc = sqlite_errno(src);
+    /* Never the data's fault: the batch is retried whole. */
+    if (!cm_store_status_temporary(rc)) rc = -EIO;
     cm_set_err(why, sizeof why, "batch not saved: BEGIN: %s", msg);
     fail_all(items, n, rc, why);
     return rc;

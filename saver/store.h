@@ -2,8 +2,11 @@
  *
  *   records(job, chunk, idx, body)      PRIMARY KEY(job, chunk, idx), WITHOUT
  *                                        ROWID: inserts append in key order
- *   chunks(job, chunk, records, dead, attempt, saved_at)
- *                                        the "chunk saved" marker
+ *   chunks(job, chunk, records, dead, attempt, saved_at, version)
+ *                                        the "chunk saved" marker; version
+ *                                        (schema 2): the mapper version that
+ *                                        produced it, NULL while mapped
+ *                                        chunks do not carry one
  *   dead_letters(job, chunk, idx, reason, record)
  *
  * A chunk's records, its dead letters and its marker commit together. A
@@ -21,7 +24,7 @@
 
 #include "cm/chunk.h"
 
-#define CM_STORE_SCHEMA_VERSION 1
+#define CM_STORE_SCHEMA_VERSION 2
 
 typedef struct cm_store_s cm_store_t;
 
@@ -31,7 +34,7 @@ typedef enum { CM_SYNC_NORMAL = 1, CM_SYNC_FULL = 2 } cm_store_sync_t;
  * a newer schema version is refused with a clear error).
  * Details: journal_mode=WAL, synchronous NORMAL or FULL, busy_timeout 5 s.
  * A newer schema gives -ENOTSUP and "results database PATH has schema
- * version N; this saver supports up to 1", and the file is not modified.
+ * version N; this saver supports up to 2", and the file is not modified.
  * Other failures: SQLite's code as a negative errno (-EIO, -EACCES, ...)
  * with err naming the file. */
 int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char *err,

@@ -7,11 +7,13 @@ CM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Build and runtime dependencies (docs/design.md).
 CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotobuf-c-dev
   protobuf-c-compiler libsqlite3-dev libcjson-dev libhttp-parser-dev libcurl4-openssl-dev
-  libssl-dev libcmocka-dev nats-server sqlite3 python3 curl"
+  libssl-dev libcmocka-dev nats-server sqlite3 python3 curl libpq-dev"
 # Tests also need clang's sanitizer/libFuzzer runtime, openssl (TLS tests
-# generate their certificates) and docker-compose (deploy_compose_config runs
-# `docker-compose config` on the compose files; no engine needed).
-CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose"
+# generate their certificates), docker-compose (deploy_compose_config runs
+# `docker-compose config` on the compose files; no engine needed) and a
+# PostgreSQL server (the PostgreSQL sink's tests run a throwaway one: initdb +
+# pg_ctl).
+CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose postgresql"
 # deploy_manifests also needs node >= 18 and npm, but it runs only where
 # kubectl >= 1.27 with kustomize v5 is on PATH (not a Debian package:
 # bookworm's kubernetes-client is 1.20). scripts/test installs these only

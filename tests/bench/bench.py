@@ -212,7 +212,6 @@ def check_saved(db, records, chunk_size, transform, name="run"):
     BenchError unless it is exactly the job: `records` rows, as many distinct
     record keys, one marker per chunk whose counts add up, no dead letter.
     Returns the counts."""
-    chunks = (records + chunk_size - 1) // chunk_size
     if not os.path.exists(db):
         raise BenchError(f"{name}: results database {db} does not exist")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -226,14 +225,36 @@ def check_saved(db, records, chunk_size, transform, name="run"):
         dead = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     finally:
         con.close()
-    got = {"rows": rows, "distinct_keys": keys, "chunks": nchunks,
-           "chunk_records": chunk_rows, "dead_letters": dead + chunk_dead}
+    return exact(db, (rows, keys, nchunks, chunk_rows, dead + chunk_dead), records, chunk_size,
+                 name)
+
+
+def exact(where, counts, records, chunk_size, name):
+    """counts: (rows, distinct record keys, chunk markers, sum of the
+    markers' records, dead letters) as counted in a results database; raises
+    BenchError unless they are exactly the job's. Returns them as a dict."""
+    chunks = (records + chunk_size - 1) // chunk_size
+    got = dict(zip(("rows", "distinct_keys", "chunks", "chunk_records", "dead_letters"),
+                   (int(c) for c in counts)))
     want = {"rows": records, "distinct_keys": records, "chunks": chunks,
             "chunk_records": records, "dead_letters": 0}
     bad = [f"{k} {got[k]} (expected {want[k]})" for k in want if got[k] != want[k]]
     if bad:
-        raise BenchError(f"{name}: results database {db} is not exact: " + ", ".join(bad))
+        raise BenchError(f"{name}: results database {where} is not exact: " + ", ".join(bad))
     return got
+
+
+def check_saved_pg(srv, dbname, records, chunk_size, transform, name="run"):
+    """check_saved for a PostgreSQL results database (pg.PgServer srv,
+    database dbname): the same counts, the same verdict."""
+    key = record_key(transform)[2:]  # "$.uuid" -> uuid
+    out = srv.psql(
+        "SELECT (SELECT count(*) FROM records),"
+        f" (SELECT count(DISTINCT body::jsonb ->> '{key}') FROM records),"
+        " (SELECT count(*) FROM chunks), (SELECT coalesce(sum(records), 0) FROM chunks),"
+        " (SELECT count(*) FROM dead_letters) + (SELECT coalesce(sum(dead), 0) FROM chunks)",
+        dbname)
+    return exact(f"PostgreSQL {dbname}", out.split("|"), records, chunk_size, name)
 
 
 # ---- chunkmill --------------------------------------------------------------
@@ -326,6 +347,103 @@ def stage(cfg, kind, transform, records, **kw):
             r["cpu_us_per_record"] = round((r["cpu_s"] + r["nats_server_cpu_s"]) * 1e6
                                            / records, 2)
     return r
+
+
+# ---- PostgreSQL -------------------------------------------------------------
+
+def pg_cpu_s(postmaster_pid):
+    """CPU seconds of a PostgreSQL server so far: the postmaster, its live
+    children (background workers, backends) and the children it reaped
+    (backends of closed connections, counted in its cutime/cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid):
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        return int(f[1]), [int(x) for x in f[11:15]]  # ppid, utime stime cutime cstime
+
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            ppid, t = stat(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(pid) == postmaster_pid:
+            total += sum(t)
+        elif ppid == postmaster_pid:
+            total += t[0] + t[1]
+    return total / tick
+
+
+def pg_import():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                    "integration"))
+    import pg
+    return pg
+
+
+def pg_run(cfg, srv, n_savers, records, mappers=2, transform="identity", chunk_size=100):
+    """One run of scenario pg: the pipeline with n_savers savers on
+    PostgreSQL (fsync and synchronous_commit on), or with one SQLite saver
+    for n_savers == 0 (the baseline, same run). Rows counted exactly in the
+    results database; CPU seconds per process, the PostgreSQL server's
+    included."""
+    sink = "postgres" if n_savers else "sqlite"
+    name = f"pg-{sink}-{max(1, n_savers)}"
+    d = tmpdir(f"cmbench-{name}-")
+    try:
+        if n_savers:
+            srv.psql("DROP DATABASE IF EXISTS bench")
+            dsn = srv.create_db("bench")
+        nats, url, _ = start_nats(d)
+        common = ["--nats-url", url, "--prefix", "bench"]
+        with open(os.path.join(srv.data, "postmaster.pid")) as fh:
+            pm = int(fh.readline())
+        pg0 = pg_cpu_s(pm)
+        t0 = time.time()
+        savers = [Child([f"{cfg.bin}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
+                         "--id", f"s{i}", "--db", dsn if n_savers else f"{d}/results.db"],
+                        f"{d}/saver{i}.log") for i in range(max(1, n_savers))]
+        ms = [Child([f"{cfg.bin}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
+                     "--transform", transform, "--id", f"m{i}"], f"{d}/mapper{i}.log")
+              for i in range(mappers)]
+        fetcher = Child([f"{cfg.bin}/fetcher/fetcher", *common, "--http",
+                         f"127.0.0.1:{free_port()}", "--records", str(records), "--chunk-size",
+                         str(chunk_size), "--ledger", f"{d}/ledger.db", "--once", "--progress",
+                         "0"], f"{d}/fetcher.out")
+        rc = fetcher.reap(3600)
+        seconds = time.time() - t0
+        for c in ms + savers:
+            c.stop()
+        nats.stop()
+        fetcher.stop()
+        if rc != 0:
+            raise failed_run(d, f"{name}: fetcher exit status {rc}")
+        try:
+            if n_savers:
+                saved = check_saved_pg(srv, "bench", records, chunk_size, transform, name)
+            else:
+                saved = check_saved(f"{d}/results.db", records, chunk_size, transform, name)
+        except BenchError as e:
+            raise failed_run(d, str(e)) from None
+        cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
+               "savers": round(sum(x.cpu() for x in savers), 3), "nats_server": nats.cpu()}
+        if n_savers:
+            cpu["postgres"] = round(pg_cpu_s(pm) - pg0, 3)
+        out = {"scenario": name, "sink": sink, "savers": max(1, n_savers), "records": records,
+               "transform": transform, "mappers": mappers, "seconds": round(seconds, 3),
+               "records_per_s": round(records / seconds), "cpu_s": cpu,
+               "cpu_us_per_record": round(sum(cpu.values()) * 1e6 / records, 2),
+               "saved": saved}
+    except BaseException:
+        stop_all()
+        if DISCARD_FAILED:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    shutil.rmtree(d, ignore_errors=True)
+    return out
 
 
 # ---- the original Node.js example ------------------------------------------
@@ -506,13 +624,13 @@ def main(argv=None):
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     ap.add_argument("--only", default="",
-                    help="comma list of scenarios: a,b,c,d,stages,js (original runs with a)")
+                    help="comma list of scenarios: a,b,c,d,stages,js,pg (original runs with a)")
     ap.add_argument("--original", metavar="PATH",
                     help="a checkout of the original example's app9 folder: run it side by side")
     ap.add_argument("--original-mappers", default="1,2",
                     help="mapper counts for the original (default 1,2)")
     ap.add_argument("--reps", type=int, default=None,
-                    help="repetitions of a, b, c, js and the original (default 3, --quick 1)")
+                    help="repetitions of a, b, c, js, pg and the original (default 3, --quick 1)")
     ap.add_argument("--discard-failed", action="store_true",
                     help="remove a failed run's directory (its logs' last lines go into the error)")
     ap.add_argument("--scale", type=float, default=1.0,
@@ -584,6 +702,27 @@ def run_all(cfg, args, want, q, reps, machine, orig_mappers):
         js_ok = jetstream_available()
         if js_ok is not True:
             summary["js"] = f"skipped: {js_ok}"
+    # Scenario pg: b's job (smaller with --quick) with 1, 2, 4 savers on one
+    # throwaway PostgreSQL server, next to one SQLite saver.
+    pg_srv, pg_savers = None, [1, 2] if q else [1, 2, 4]
+    npg = int((20000 if q else 1000000) * args.scale)
+    if want("pg"):
+        pg = pg_import()
+        why = pg.skip_reason()
+        if why:
+            summary["pg"] = f"skipped: {why}"
+        else:
+            pg_srv = pg.PgServer(fsync=True)
+    try:
+        return _run_reps(cfg, args, want, q, reps, machine, orig_mappers, runs, record, summary,
+                         na, nb, chunks_c, workers, js_ok, pg_srv, pg_savers, npg)
+    finally:
+        if pg_srv is not None:
+            pg_srv.stop()
+
+
+def _run_reps(cfg, args, want, q, reps, machine, orig_mappers, runs, record, summary, na, nb,
+              chunks_c, workers, js_ok, pg_srv, pg_savers, npg):
     # Interleaved: each repetition runs every repeated scenario once, so a
     # change in the machine's load hits all of them alike.
     for rep in range(reps):
@@ -606,6 +745,9 @@ def run_all(cfg, args, want, q, reps, machine, orig_mappers):
             r = stage(cfg, "jetstream", "identity", nb)
             r["scenario"] = "js"
             record(r)
+        if pg_srv is not None:
+            for n_savers in [0] + pg_savers:
+                record(pg_run(cfg, pg_srv, n_savers, npg))
     if want("stages") and (want("a") or want("b")):
         for sc, tr, n in (("a", "fullname", na), ("b", "identity", nb)):
             if not want(sc):
@@ -648,6 +790,9 @@ def run_all(cfg, args, want, q, reps, machine, orig_mappers):
     if "c" in runs:
         summary["c_parallel_efficiency_median"] = statistics.median(
             r["parallel_efficiency"] for r in runs["c"])
+    if "pg-sqlite-1" in med:
+        summary["pg_records_per_s_median"] = {str(n): med[f"pg-postgres-{n}"] for n in pg_savers}
+        summary["pg_1_saver_vs_sqlite"] = round(med["pg-postgres-1"] / med["pg-sqlite-1"], 2)
     if "js" in med:
         summary["js_records_per_s_median"] = med["js"]
         if "b" in med:

@@ -2,7 +2,9 @@
 """The bench's exact checks fail on what they must catch: a results
 database missing a row, holding a record twice, a dead letter or a chunk
 marker that does not add up; an original saver log missing a package. Each
-case is a small SQLite file with the columns the check reads, made here."""
+case is a small SQLite file with the columns the check reads, made here;
+the PostgreSQL check (scenario pg) is run the same way on a throwaway
+server when Debian's postgresql is installed."""
 import os
 import shutil
 import sqlite3
@@ -50,6 +52,44 @@ def expect_fail(db, what):
     raise AssertionError(f"check_saved accepted a database with {what} wrong")
 
 
+def pg_cases():
+    """check_saved_pg on a throwaway PostgreSQL (tests/integration/pg.py):
+    exact, a row missing, a record twice. Returns the number of cases run
+    (0 when PostgreSQL is not installed)."""
+    pg = bench.pg_import()
+    why = pg.skip_reason()
+    if why:
+        print(f"PostgreSQL cases skipped: {why}")
+        return 0
+    srv = pg.PgServer()
+    try:
+        n = 0
+        for case, rows, what in (("ok", exact_rows(), None),
+                                 ("missing", exact_rows()[:-1], "rows 999 (expected 1000)"),
+                                 ("dup", exact_rows()[:5] + [(0, 5, 4)] + exact_rows()[6:],
+                                  "distinct_keys 999 (expected 1000)")):
+            srv.psql(f"CREATE DATABASE {case}")
+            srv.psql("CREATE TABLE records(job text, chunk bigint, idx bigint, body text);"
+                     "CREATE TABLE chunks(job text, chunk bigint, records integer, dead integer);"
+                     "CREATE TABLE dead_letters(job text, chunk bigint, idx bigint, reason text,"
+                     " record text)", case)
+            srv.psql("INSERT INTO records VALUES " + ",".join(
+                "('j', %d, %d, '{\"id\":\"k%d\",\"name\":\"x\"}')" % r for r in rows), case)
+            srv.psql("INSERT INTO chunks VALUES " + ",".join(
+                "('j', %d, %d, 0)" % c for c in exact_chunks()), case)
+            try:
+                got = bench.check_saved_pg(srv, case, N, CS, "fullname", "case")
+                assert what is None, f"check_saved_pg accepted a database with {what} wrong"
+                assert got["rows"] == N and got["distinct_keys"] == N, got
+            except bench.BenchError as e:
+                assert what is not None and what in str(e), (what, str(e))
+                print("caught:", e)
+            n += 1
+        return n
+    finally:
+        srv.stop()
+
+
 def main():
     d = tempfile.mkdtemp(prefix="cm-benchcheck-")
     try:
@@ -92,7 +132,8 @@ def main():
             raise AssertionError(f"check_original_log accepted a log with {what}")
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    print("bench checks: 8 passed, 0 failed")
+    n = pg_cases()
+    print(f"bench checks: {8 + n} passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 //      schemas themselves accept unknown keys, which hides typos);
 //   4. policy: probes on declared ports and real daemon paths, resources,
 //      non-root and hardened securityContexts, grace period above the drain
-//      timeout, fetcher/saver Recreate with one replica, references that
+//      timeout, fetcher and SQLite saver Recreate with one replica, savers
+//      on PostgreSQL RollingUpdate with a PodDisruptionBudget, references that
 //      resolve (ConfigMaps, Secrets, PVCs, Services, PDBs, autoscalers,
 //      analyses); NATS authorization: every daemon connects as its role's
 //      user with the password from a Secret (never a literal), the fetcher
@@ -213,6 +214,17 @@ function settingOf(container, name, ctx) {
   return v;
 }
 
+// A saver whose --db / CHUNKMILL_DB is a PostgreSQL connection string (a
+// postgres:// URL or a libpq keyword string), or comes from a Secret (a
+// SQLite path is never secret), writes to PostgreSQL.
+function savesToPostgres(container, ctx) {
+  for (const e of container.env || []) {
+    if (e.name === "CHUNKMILL_DB" && e.valueFrom && e.valueFrom.secretKeyRef) return true;
+  }
+  const db = settingOf(container, "db", ctx);
+  return db !== undefined && (/^postgres(ql)?:\/\//.test(db) || db.includes("="));
+}
+
 // Where a container's env var comes from: {value} | {secret: {name, key}} |
 // {other: true} | undefined.
 function envSource(container, envName) {
@@ -298,6 +310,15 @@ function checkProbe(kindName, c, probeName, probe, errs, want) {
   const where = `${kindName} container ${c.name}: ${probeName}`;
   if (!probe) { errs.push(`${where} missing`); return; }
   const hg = probe.httpGet;
+  // Other software (an example database) may probe with a command or a TCP
+  // connect; chunkmill's daemons (want set) must use their HTTP paths.
+  if (!hg && want === null && probe.exec && (probe.exec.command || []).length > 0) return;
+  if (!hg && want === null && probe.tcpSocket) {
+    const tp = probe.tcpSocket.port;
+    const ok = (c.ports || []).some((p) => (typeof tp === "string" ? p.name === tp : p.containerPort === tp));
+    if (!ok) errs.push(`${where} port ${tp} is not a declared containerPort`);
+    return;
+  }
   if (!hg) { errs.push(`${where} is not an httpGet probe`); return; }
   const ports = c.ports || [];
   const port = typeof hg.port === "string"
@@ -338,16 +359,19 @@ function policyErrors(docs) {
       errs.push(`${name}: selector does not match its pod template labels`);
     }
     const volumes = new Map((pod.volumes || []).map((v) => [v.name, v]));
+    for (const t of w.spec.volumeClaimTemplates || []) volumes.set(t.metadata.name, t);
     for (const v of pod.volumes || []) {
       if (v.persistentVolumeClaim && !ctx.pvcs.has(v.persistentVolumeClaim.claimName)) {
         errs.push(`${name}: volume ${v.name} claims PVC ${v.persistentVolumeClaim.claimName}, which is not defined`);
       }
     }
     const daemons = new Set();
+    let pgSaver = false;
     for (const c of pod.containers || []) {
       const cn = `${name} container ${c.name}`;
       const daemon = daemonOf(c);
       if (daemon) daemons.add(daemon);
+      if (daemon === "saver" && savesToPostgres(c, ctx)) pgSaver = true;
       const ready = checkProbe(name, c, "readinessProbe", c.readinessProbe, errs, daemon ? "/readyz" : null);
       const live = checkProbe(name, c, "livenessProbe", c.livenessProbe, errs, daemon ? "/healthz" : null);
       if (c.startupProbe) checkProbe(name, c, "startupProbe", c.startupProbe, errs, null);
@@ -417,9 +441,17 @@ function policyErrors(docs) {
       }
     }
 
-    // Stateful singletons.
+    // Stateful singletons: the fetcher (its ledger) and a saver on SQLite
+    // (one writer per file). Savers on PostgreSQL are many at once: they
+    // roll without loss of capacity and keep a disruption budget instead.
+    if (pgSaver) {
+      const strategy = (w.spec.strategy && w.spec.strategy.type) || "RollingUpdate";
+      if (w.kind !== "Deployment" || strategy !== "RollingUpdate") errs.push(`${name}: savers on PostgreSQL must be a Deployment with strategy RollingUpdate (got ${w.kind}/${strategy})`);
+      if (!docs.some((d) => d.kind === "PodDisruptionBudget" && labelsMatch(d.spec.selector, podLabels))) errs.push(`${name}: savers on PostgreSQL need a PodDisruptionBudget`);
+      if ((pod.volumes || []).some((v) => v.persistentVolumeClaim)) errs.push(`${name}: savers on PostgreSQL must not claim a PVC (the results are in the database)`);
+    }
     for (const d of ["fetcher", "saver"]) {
-      if (!daemons.has(d)) continue;
+      if (!daemons.has(d) || (d === "saver" && pgSaver)) continue;
       const strategy = (w.spec.strategy && w.spec.strategy.type) || (w.kind === "Deployment" ? "RollingUpdate" : w.kind);
       if (w.kind !== "Deployment" || strategy !== "Recreate") errs.push(`${name}: the ${d} must be a Deployment with strategy Recreate (got ${w.kind}/${strategy})`);
       if (w.spec.replicas !== 1) errs.push(`${name}: the ${d} must have replicas: 1 (got ${w.spec.replicas})`);
