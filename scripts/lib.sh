@@ -10,8 +10,10 @@ CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotob
   libssl-dev libcmocka-dev nats-server sqlite3 python3 curl"
 # Tests also need clang's sanitizer/libFuzzer runtime, openssl (TLS tests
 # generate their certificates) and docker-compose (deploy_compose_config runs
-# `docker-compose config` on the compose files; no engine needed).
-CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose"
+# `docker-compose config` on the compose files; no engine needed) and
+# prometheus for promtool and python3-yaml (integ_monitoring checks the
+# alert rules with them).
+CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose prometheus python3-yaml"
 # deploy_manifests also needs node >= 18 and npm, but it runs only where
 # kubectl >= 1.27 with kustomize v5 is on PATH (not a Debian package:
 # bookworm's kubernetes-client is 1.20). scripts/test installs these only

@@ -707,7 +707,7 @@ function main() {
   const want = ["v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
     "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "apps/v1 StatefulSet", "autoscaling/v2 HorizontalPodAutoscaler",
     "keda.sh/v1alpha1 ScaledObject", "argoproj.io/v1alpha1 Rollout", "argoproj.io/v1alpha1 AnalysisTemplate",
-    "monitoring.coreos.com/v1 ServiceMonitor"];
+    "monitoring.coreos.com/v1 ServiceMonitor", "monitoring.coreos.com/v1 PrometheusRule"];
   const missing = want.filter((k) => !kinds.has(k));
   report(missing.length === 0, "the rendered outputs cover every required kind", missing.map((k) => `missing ${k}`));
 
