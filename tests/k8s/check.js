@@ -380,7 +380,10 @@ function policyErrors(docs) {
           errs.push(`${cn}: envFrom ConfigMap ${ref.name} is not defined`);
         }
       }
+      const envSeen = new Set();
       for (const e of c.env || []) {
+        if (envSeen.has(e.name)) errs.push(`${cn}: env ${e.name} is set twice (the later one wins)`);
+        envSeen.add(e.name);
         const ref = e.valueFrom && e.valueFrom.configMapKeyRef;
         if (ref && !ref.optional) {
           const cm = ctx.configMaps.get(ref.name);
