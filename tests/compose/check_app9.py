@@ -8,8 +8,9 @@ README promises:
   the original fetcher runs `npm start` from its own image with no build,
   volumes, secrets, healthcheck or CHUNKMILL_* variable inherited from
   chunkmill's fetcher; chunkmill's fetcher is left out (a profile); mappers
-  and saver run CHUNKMILL_PROTOCOL=app9; NATS runs open (the original
-  connects without credentials) but still healthchecked;
+  and saver run CHUNKMILL_PROTOCOL=app9; NATS runs the migration's
+  nats-server.conf (k8s/components/app9: the original connects without
+  credentials), still healthchecked;
 - step 3 (docker-compose.app9.yml + docker-compose.fetcher.yml): chunkmill's
   fetcher runs app9 with CHUNKMILL_ACK_WAIT once, and refuses to render
   without APP9_SOURCE (a fetcher swapped in must read the original's data,
@@ -65,9 +66,15 @@ def steps_1_2():
         "chunkmill's fetcher would start next to the original"
     for svc in ("mapper", "saver"):
         assert s[svc]["environment"]["CHUNKMILL_PROTOCOL"] == "app9", s[svc]["environment"]
-    nats = s["nats"]
-    assert nats["entrypoint"] == ["nats-server"] and "-c" not in nats["command"], nats
-    assert "8222" in nats["command"] and "healthcheck" in nats, "NATS health is not checked"
+    conf = os.path.join(ROOT, "k8s", "components", "app9", "nats-server.conf")
+    for node in ("nats", "nats-2", "nats-3"):
+        # docker-compose 1.x renders "src:dst:ro", 2.x a mapping.
+        vols = [v if isinstance(v, str) else
+                f"{v['source']}:{v['target']}{':ro' if v.get('read_only') else ''}"
+                for v in s[node]["volumes"]]
+        mounts = [v for v in vols if v.split(":")[1:2] == ["/etc/nats/nats-server.conf"]]
+        assert mounts == [f"{conf}:/etc/nats/nats-server.conf:ro"], (node, vols)
+        assert "healthcheck" in s[node], f"{node}: health is not checked"
 
 
 def step_3():
