@@ -514,6 +514,8 @@ static void mapper_on_nats(void *ud, cm_nats_event_t ev) {
   /* Our subscriptions went out first on the new connection, so the replies
    * to these requests find their way back. */
   if (m->ever_connected) mapper_resend_saves(m, "reconnected to NATS");
+  else
+    cm_log_info("mapper ready: connected to NATS, taking chunks on %s", m->chunk_subject);
   m->ever_connected = true;
 }
 
@@ -796,8 +798,14 @@ int main(int argc, char **argv) {
     cm_log_error("cannot subscribe");
     cm_daemon_exit(m.d, 1);
   }
-  cm_log_info("mapper ready: transform %s, %lld workers, %d slots, chunks on %s", m.transform_spec,
-              (long long)m.concurrency, m.nslots, m.chunk_subject);
+  /* Not "ready" yet: that is logged once NATS is connected (mapper_on_nats),
+   * when /readyz turns 200. */
+  cm_log_info("mapper started: transform %s, %lld workers, %d slots (%lld workers + %lld "
+              "--prefetch + %lld --save-window%s), chunks on %s",
+              m.transform_spec, (long long)m.concurrency, m.nslots, (long long)m.concurrency,
+              (long long)m.prefetch, (long long)m.save_window,
+              m.concurrency + m.prefetch + m.save_window > MAPPER_MAX_SLOTS ? ", capped" : "",
+              m.chunk_subject);
   rc = cm_daemon_run(m.d);
   cm_daemon_destroy(m.d);
   cm_transform_destroy(m.t);

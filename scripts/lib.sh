@@ -10,10 +10,11 @@ CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotob
   libssl-dev libcmocka-dev nats-server sqlite3 python3 curl libpq-dev"
 # Tests also need clang's sanitizer/libFuzzer runtime, openssl (TLS tests
 # generate their certificates), docker-compose (deploy_compose_config runs
-# `docker-compose config` on the compose files; no engine needed) and a
+# `docker-compose config` on the compose files; no engine needed), a
 # PostgreSQL server (the PostgreSQL sink's tests run a throwaway one: initdb +
-# pg_ctl).
-CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose postgresql"
+# pg_ctl), and prometheus for promtool and python3-yaml (integ_monitoring
+# checks the alert rules with them).
+CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose postgresql prometheus python3-yaml"
 # deploy_manifests also needs node >= 18 and npm, but it runs only where
 # kubectl >= 1.27 with kustomize v5 is on PATH (not a Debian package:
 # bookworm's kubernetes-client is 1.20). scripts/test installs these only

@@ -269,6 +269,10 @@ static double cm__nats_dropped(void *ud) {
   return d->nats != NULL ? (double)cm_nats_dropped(d->nats) : 0;
 }
 
+/* /readyz as a metric (1 when it would answer 200), so that an alert can
+ * tell a saver that is up but not ready from one that serves. */
+static double cm__ready(void *ud) { return cm_daemon_ready(ud) ? 1 : 0; }
+
 /* ---- NATS, heartbeats ---- */
 
 static void cm__daemon_close_all(cm_daemon_t *d);
@@ -462,6 +466,10 @@ int cm_daemon_create(cm_daemon_t **out, const char *role, const cm_common_cfg_t 
   (void)cm_metrics_gauge_fn(d->metrics, "chunkmill_nats_dropped_messages",
                             "Messages dropped by the NATS client as a slow consumer.", NULL,
                             cm__nats_dropped, d);
+  snprintf(labels, sizeof(labels), "role=\"%s\"", role);
+  (void)cm_metrics_gauge_fn(d->metrics, "chunkmill_ready",
+                            "1 while /readyz answers 200 (connected, not draining, role ready).",
+                            labels, cm__ready, d);
   (void)cm_metrics_gauge_fn(d->metrics, "process_resident_memory_bytes",
                             "Resident memory size in bytes.", NULL, cm__rss_bytes, d);
   (void)cm_metrics_gauge_fn(d->metrics, "chunkmill_process_peak_rss_bytes",

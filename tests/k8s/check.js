@@ -404,7 +404,10 @@ function policyErrors(docs) {
           errs.push(`${cn}: envFrom ConfigMap ${ref.name} is not defined`);
         }
       }
+      const envSeen = new Set();
       for (const e of c.env || []) {
+        if (envSeen.has(e.name)) errs.push(`${cn}: env ${e.name} is set twice (the later one wins)`);
+        envSeen.add(e.name);
         const ref = e.valueFrom && e.valueFrom.configMapKeyRef;
         if (ref && !ref.optional) {
           const cm = ctx.configMaps.get(ref.name);
@@ -739,7 +742,7 @@ function main() {
   const want = ["v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
     "policy/v1 PodDisruptionBudget", "networking.k8s.io/v1 NetworkPolicy", "apps/v1 StatefulSet", "autoscaling/v2 HorizontalPodAutoscaler",
     "keda.sh/v1alpha1 ScaledObject", "argoproj.io/v1alpha1 Rollout", "argoproj.io/v1alpha1 AnalysisTemplate",
-    "monitoring.coreos.com/v1 ServiceMonitor"];
+    "monitoring.coreos.com/v1 ServiceMonitor", "monitoring.coreos.com/v1 PrometheusRule"];
   const missing = want.filter((k) => !kinds.has(k));
   report(missing.length === 0, "the rendered outputs cover every required kind", missing.map((k) => `missing ${k}`));
 
