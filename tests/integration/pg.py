@@ -55,11 +55,24 @@ def _free_port():
 _servers = []
 
 
+def _reachable_tmp():
+    """The folder for a server's files: $TMPDIR, unless it runs as root and
+    `nobody` (who runs the server) cannot reach $TMPDIR (a build tree under
+    /root, mode 700): then /tmp. The folder is removed when the server stops
+    or the test exits."""
+    d = tempfile.gettempdir()
+    if os.geteuid() != 0:
+        return d
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "test", "-x", d],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return d if r.returncode == 0 else "/tmp"
+
+
 class PgServer:
     def __init__(self, fsync=False, extra_conf=()):
         self.bin = bin_dir()
         self.port = _free_port()
-        self.tmp = tempfile.mkdtemp(prefix="cm-pg-")
+        self.tmp = tempfile.mkdtemp(prefix="cm-pg-", dir=_reachable_tmp())
         self.data = os.path.join(self.tmp, "data")
         self.log = os.path.join(self.tmp, "postgres.log")
         self.user = None
