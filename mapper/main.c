@@ -731,6 +731,12 @@ int main(int argc, char **argv) {
     cm_transform_destroy(m.t);
     return rc;
   }
+  /* Only the native protocol's mapped chunk has a header to carry it. */
+  if (cm_transform_set_version(m.t, m.cfg.version, err, sizeof(err)) != 0) {
+    fprintf(stderr, "mapper: invalid value for --version-label: %s\n", err);
+    cm_transform_destroy(m.t);
+    return 2;
+  }
   if (cm_peers_create(&m.peers) != 0 || cm_daemon_create(&m.d, "mapper", &m.cfg, &hooks, &m) != 0) {
     cm_peers_destroy(m.peers);
     cm_transform_destroy(m.t);

@@ -48,6 +48,7 @@ struct cm_transform_s {
   size_t nfail;
   cm_exec_t *exec;     /* exec:CMD */
   cm_plugin_t *plugin; /* plugin:PATH */
+  char version[CM_VERSION_MAX]; /* written into every mapped chunk; "" = none */
 };
 
 /* fail:I,J,K - identity, except that the listed chunk indexes fail as a
@@ -166,6 +167,21 @@ void cm_transform_set_metrics(cm_transform_t *t, cm_metrics_t *m) {
 }
 
 const char *cm_transform_name(const cm_transform_t *t) { return t->name; }
+
+int cm_transform_set_version(cm_transform_t *t, const char *label, char *err, size_t errlen) {
+  size_t n = label ? strlen(label) : 0;
+  if (n >= sizeof t->version) {
+    cm_set_err(err, errlen, "longer than %d bytes", CM_VERSION_MAX - 1);
+    return -EINVAL;
+  }
+  if (!cm_utf8_valid(label ? label : "", n)) {
+    cm_set_err(err, errlen, "not valid UTF-8 (byte %zu)", cm_utf8_check(label, n));
+    return -EINVAL;
+  }
+  memcpy(t->version, label ? label : "", n);
+  t->version[n] = '\0';
+  return 0;
+}
 
 /* ---- per-record work --------------------------------------------------- */
 
@@ -554,6 +570,9 @@ int cm_transform_chunk(const cm_transform_t *t, const char *in, size_t len, cm_b
       if (rc == 0) ndead++;
     }
   }
+  /* The mapped chunk names the mapper that produced it, whatever the input
+   * said. */
+  memcpy(v.hdr.version, t->version, sizeof v.hdr.version);
   if (rc == 0) rc = cm_chunk_begin(out, &v.hdr);
   pos = 0;
   while (rc == 0) {

@@ -61,8 +61,16 @@ int cm_transform_create_ex(cm_transform_t **out, const char *spec, const cm_tran
  * Call before the first chunk. No-op for other transforms. */
 void cm_transform_set_metrics(cm_transform_t *t, cm_metrics_t *m);
 
+/* The mapper version label (--version-label) written as "version" into the
+ * header of every mapped chunk (cm/chunk.h); unset or "": no "version" key.
+ * At most CM_VERSION_MAX - 1 bytes of valid UTF-8, else -EINVAL with err
+ * saying why. Call before the first chunk (not thread-safe). */
+int cm_transform_set_version(cm_transform_t *t, const char *label, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Maps one chunk. `in` is a whole chunk in wire form (see cm/chunk.h); the
- * mapped chunk (same job/index/attempt; dead records as null in "data" and
+ * mapped chunk (same job/index/attempt/mapper/lease, this transform's version;
+ * dead records as null in "data" and
  * listed in "dead") is appended to `out`. Returns 0, or -EINVAL when the
  * chunk itself is unusable (not JSON, no data array) with err set: the
  * caller NAKs it. Thread-safe.

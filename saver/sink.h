@@ -7,7 +7,7 @@
  *
  * Both keep the same data model (docs/design.md "Results database"):
  *   records(job, chunk, idx, body)   PRIMARY KEY(job, chunk, idx)
- *   chunks(job, chunk, records, dead, attempt, [version,] saved_at)
+ *   chunks(job, chunk, records, dead, attempt, version, saved_at)
  *                                    the "chunk saved" marker
  *   dead_letters(job, chunk, idx, reason, record)
  * A chunk's records, dead letters and marker commit in one transaction; a

@@ -8,9 +8,9 @@
  * sent it (SQLite stores the same text), and text is cheaper to load; jsonb
  * would reorder keys, drop duplicate keys and reformat numbers (1.0 -> 1.0
  * but 1e2 -> 100). Query it with body::jsonb.
- * chunks.version is meant for the mapper version that produced the chunk;
- * the mapped chunk does not carry it yet, so it is NULL for now (the column
- * exists so that adding it changes no schema).
+ * chunks.version is the mapper version that produced the chunk (the mapped
+ * chunk's "version", cm/chunk.h), NULL when the chunk has none; a duplicate
+ * keeps the first marker, so the first version.
  *
  * One batch = one transaction (READ COMMITTED):
  *   1. the markers of all chunks of the batch, sorted by (job, chunk), in one
@@ -67,7 +67,6 @@ typedef enum { PGE_OK = 0, PGE_PERM, PGE_RETRY, PGE_TEMP, PGE_CONN } pge_t;
 typedef struct {
   cm_chunk_view_t v;
   const cm_json_elems_t *elems; /* may be NULL or !ok: split with cm_json_array_next */
-  char version[64];             /* "" = NULL */
   uint32_t nrec, ndead;
   int alias;     /* >= 0: same (job, chunk) as that earlier item of the batch */
   bool valid;    /* passed the checks before the database */
@@ -567,7 +566,7 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
     p->params[np++] = nums[s].rec;
     p->params[np++] = nums[s].dead;
     p->params[np++] = nums[s].att;
-    p->params[np++] = q->version[0] ? q->version : NULL;
+    p->params[np++] = q->v.hdr.version[0] ? q->v.hdr.version : NULL;
     p->params[np++] = ts;
   }
   rc |= cm_buf_puts(&p->sql, " ON CONFLICT (job, chunk) DO NOTHING RETURNING job, chunk");

@@ -81,8 +81,10 @@ static const char *stmt_sql[ST_COUNT] = {
     [ST_SAVEPOINT] = "SAVEPOINT cm_item",
     [ST_RELEASE] = "RELEASE cm_item",
     [ST_ROLLBACK_TO] = "ROLLBACK TO cm_item",
-    [ST_INS_CHUNK] = "INSERT OR IGNORE INTO chunks(job, chunk, records, dead, attempt, saved_at)"
-                     " VALUES(?1, ?2, 0, 0, ?3, ?4)",
+    /* version: the mapper's label, NULL when the chunk has none; a
+     * duplicate is ignored, so the first version stays. */
+    [ST_INS_CHUNK] = "INSERT OR IGNORE INTO chunks(job, chunk, records, dead, attempt, saved_at,"
+                     " version) VALUES(?1, ?2, 0, 0, ?3, ?4, ?5)",
     [ST_GET_CHUNK] = "SELECT records, dead FROM chunks WHERE job = ?1 AND chunk = ?2",
     /* One row per non-null slot of "data", its raw text bound as is: the
      * chunk was syntax-checked by cm_chunk_peek, so every body is valid
@@ -486,6 +488,10 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
   bind_key(st[ST_INS_CHUNK], &v->hdr);
   (void)sqlite3_bind_int64(st[ST_INS_CHUNK], 3, v->hdr.attempt);
   (void)sqlite3_bind_int64(st[ST_INS_CHUNK], 4, ts);
+  if (v->hdr.version[0] != '\0')
+    (void)sqlite3_bind_text(st[ST_INS_CHUNK], 5, v->hdr.version, -1, SQLITE_STATIC);
+  else
+    (void)sqlite3_bind_null(st[ST_INS_CHUNK], 5);
   rc = run(s->db, st[ST_INS_CHUNK], msg, sizeof msg);
   if (rc != SQLITE_DONE) goto sqlfail;
 

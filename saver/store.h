@@ -5,8 +5,8 @@
  *   chunks(job, chunk, records, dead, attempt, saved_at, version)
  *                                        the "chunk saved" marker; version
  *                                        (schema 2): the mapper version that
- *                                        produced it, NULL while mapped
- *                                        chunks do not carry one
+ *                                        produced it (the chunk's
+ *                                        "version"), NULL when absent
  *   dead_letters(job, chunk, idx, reason, record)
  *
  * A chunk's records, its dead letters and its marker commit together. A

@@ -523,9 +523,10 @@ static int parse_uint(const char *lit, size_t n, uint64_t max, uint64_t *v) {
   return 0;
 }
 
-enum { K_JOB = 1, K_INDEX = 2, K_ATTEMPT = 4, K_DATA = 8, K_DEAD = 16, K_MAPPER = 32, K_LEASE = 64 };
+enum { K_JOB = 1, K_INDEX = 2, K_ATTEMPT = 4, K_DATA = 8, K_DEAD = 16, K_MAPPER = 32, K_LEASE = 64,
+       K_VERSION = 128 };
 #define K_HDR3 (K_JOB | K_INDEX | K_ATTEMPT)
-#define K_HDR5 (K_HDR3 | K_MAPPER | K_LEASE)
+#define K_HDR6 (K_HDR3 | K_MAPPER | K_LEASE | K_VERSION)
 
 static int key_id(const char *k, size_t n) {
   /* Keys are compared raw (between the quotes): an escaped spelling of a
@@ -537,6 +538,7 @@ static int key_id(const char *k, size_t n) {
   if (n == 4 && memcmp(k, "dead", 4) == 0) return K_DEAD;
   if (n == 6 && memcmp(k, "mapper", 6) == 0) return K_MAPPER;
   if (n == 5 && memcmp(k, "lease", 5) == 0) return K_LEASE;
+  if (n == 7 && memcmp(k, "version", 7) == 0) return K_VERSION;
   return 0;
 }
 
@@ -597,7 +599,7 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
     bool ws = header_only; /* unknown without the full scan: assume some */
     long n;
     if (header_only && key != K_JOB && key != K_INDEX && key != K_ATTEMPT && key != K_MAPPER &&
-        key != K_LEASE) {
+        key != K_LEASE && key != K_VERSION) {
       n = cm_json_value_skip(json + i, len - i);
       at = 0;
       why = "malformed value";
@@ -635,6 +637,14 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
       if (ml == -E2BIG) FAIL("mapper id longer than %d bytes", CM_MAPPER_ID_MAX - 1);
       if (ml < 0) FAIL("mapper id has a NUL or a lone surrogate escape");
       if (!cm_utf8_valid(v.hdr.mapper, (size_t)ml)) FAIL("mapper id is not valid UTF-8");
+      break;
+    }
+    case K_VERSION: {
+      if (val[0] != '"') FAIL("\"version\" is not a string");
+      long vl = cm_json_unescape(val, vlen, v.hdr.version, sizeof v.hdr.version, 0);
+      if (vl == -E2BIG) FAIL("mapper version longer than %d bytes", CM_VERSION_MAX - 1);
+      if (vl < 0) FAIL("mapper version has a NUL or a lone surrogate escape");
+      if (!cm_utf8_valid(v.hdr.version, (size_t)vl)) FAIL("mapper version is not valid UTF-8");
       break;
     }
     case K_LEASE:
@@ -675,7 +685,7 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
 
     /* The header is complete: nothing after it is needed (and in the wire
      * form "data" follows the header, so this skips no data at all). */
-    if (header_only && (seen & K_HDR5) == K_HDR5) {
+    if (header_only && (seen & K_HDR6) == K_HDR6) {
       *out = v;
       return 0;
     }
@@ -736,6 +746,11 @@ int cm_chunk_begin(cm_buf_t *b, const cm_chunk_hdr_t *hdr) {
       rc = cm_buf_append_json_str(b, hdr->mapper, strnlen(hdr->mapper, sizeof hdr->mapper));
     if (rc == 0) rc = cm_buf_append(b, ",\"lease\":", 9);
     if (rc == 0) rc = cm_buf_append_json_str(b, hdr->lease, strnlen(hdr->lease, sizeof hdr->lease));
+  }
+  if (rc == 0 && hdr->version[0] != '\0') {
+    rc = cm_buf_append(b, ",\"version\":", 11);
+    if (rc == 0)
+      rc = cm_buf_append_json_str(b, hdr->version, strnlen(hdr->version, sizeof hdr->version));
   }
   if (rc == 0) rc = cm_buf_append(b, ",\"data\":[", 9);
   if (rc < 0 && b->len != mark) {

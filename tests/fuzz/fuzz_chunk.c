@@ -125,6 +125,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* The lease (hex) and its mapper id (valid UTF-8) survive unchanged. */
   FUZZ_CHECK(strcmp(v2.hdr.lease, hdr.lease) == 0);
   if (hdr.lease[0] != '\0') FUZZ_CHECK(strcmp(v2.hdr.mapper, hdr.mapper) == 0);
+  /* So does the mapper version (bounded, valid UTF-8). */
+  FUZZ_CHECK(strlen(v.hdr.version) < CM_VERSION_MAX);
+  FUZZ_CHECK(cm_utf8_valid(v.hdr.version, strlen(v.hdr.version)));
+  FUZZ_CHECK(strcmp(v2.hdr.version, hdr.version) == 0);
   walk(v2.data, v2.data_len, &data2);
   FUZZ_CHECK(data2.count == data1.count);
   for (size_t i = 0; i < data1.count; i++)

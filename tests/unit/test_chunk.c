@@ -598,6 +598,86 @@ static void test_mutations(void **state) {
 
 /* cm_chunk_peek_header checks the header only; cm_chunk_compact removes
  * whitespace between tokens and nothing else; peek reports data_ws. */
+/* "version": the producing mapper's label, written after the lease,
+ * escaped, parsed back; bounded and UTF-8 like the job name; optional. */
+static void test_version(void **state) {
+  (void)state;
+  cm_buf_t b;
+  cm_chunk_hdr_t h = {.index = 5, .attempt = 1};
+  cm_chunk_view_t v;
+  char err[160], js[512], name[200];
+  const char label[] = "v2\"-\xc3\xa9\\";
+
+  memcpy(h.job, "j", 2);
+  memcpy(h.mapper, "m1", 3);
+  memcpy(h.lease, "00ff", 5);
+  memcpy(h.version, label, sizeof label);
+  cm_buf_init(&b, 4096);
+  assert_int_equal(cm_chunk_begin(&b, &h), 0);
+  assert_int_equal(cm_chunk_end(&b, NULL, 0), 0);
+  assert_string_equal(b.data, "{\"job\":\"j\",\"index\":5,\"attempt\":1,\"mapper\":\"m1\","
+                              "\"lease\":\"00ff\",\"version\":\"v2\\\"-\xc3\xa9\\\\\",\"data\":[]}");
+  assert_int_equal(cm_chunk_peek(b.data, b.len, &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, label);
+  assert_string_equal(v.hdr.lease, "00ff");
+  /* The header-only peek reads it too. */
+  memset(&v, 0, sizeof v);
+  assert_int_equal(cm_chunk_peek_header(b.data, b.len, &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, label);
+  cm_buf_free(&b);
+
+  /* Without a lease, and absent (an older mapper): "". */
+  assert_int_equal(peek_str("{\"index\":1,\"version\":\"v1\",\"data\":[]}", &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, "v1");
+  assert_int_equal(peek_str("{\"index\":1,\"data\":[]}", &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, "");
+  const char *old = "{\"index\":1,\"data\":[]}";
+  assert_int_equal(cm_chunk_peek_header(old, strlen(old), &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, "");
+  /* "" in the header encodes no key. */
+  h.version[0] = '\0';
+  h.lease[0] = '\0';
+  cm_buf_init(&b, 4096);
+  assert_int_equal(cm_chunk_begin(&b, &h), 0);
+  assert_null(strstr(b.data, "version"));
+  cm_buf_free(&b);
+
+  /* 127 bytes fit, 128 do not (counted after unescaping). */
+  memset(name, 'v', sizeof name);
+  (void)snprintf(js, sizeof js, "{\"index\":1,\"version\":\"%.*s\",\"data\":[]}", 127, name);
+  assert_int_equal(peek_str(js, &v, err, sizeof err), 0);
+  assert_int_equal(strlen(v.hdr.version), 127);
+  (void)snprintf(js, sizeof js, "{\"index\":1,\"version\":\"%.*s\",\"data\":[]}", 128, name);
+  assert_int_equal(peek_str(js, &v, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "mapper version longer than 127 bytes");
+  (void)snprintf(js, sizeof js, "{\"index\":1,\"version\":\"%.*s\\u20ac\",\"data\":[]}", 125,
+                 name);
+  assert_int_equal(peek_str(js, &v, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "mapper version longer than 127 bytes");
+
+  /* Invalid: not a string, bad UTF-8, an escaped NUL, a lone surrogate,
+   * given twice. */
+  assert_int_equal(peek_str("{\"index\":1,\"version\":2,\"data\":[]}", &v, err, sizeof err),
+                   -EINVAL);
+  assert_string_equal(err, "\"version\" is not a string");
+  assert_int_equal(
+      peek_str("{\"index\":1,\"version\":\"a\xff\",\"data\":[]}", &v, err, sizeof err), -EINVAL);
+  assert_int_equal(peek_str("{\"index\":1,\"version\":\"a\\u0000\",\"data\":[]}", &v, err,
+                            sizeof err),
+                   -EINVAL);
+  assert_string_equal(err, "mapper version has a NUL or a lone surrogate escape");
+  assert_int_equal(peek_str("{\"index\":1,\"version\":\"\\ud800\",\"data\":[]}", &v, err,
+                            sizeof err),
+                   -EINVAL);
+  assert_string_equal(err, "mapper version has a NUL or a lone surrogate escape");
+  assert_int_equal(peek_str("{\"index\":1,\"version\":\"a\",\"version\":\"b\",\"data\":[]}", &v,
+                            err, sizeof err),
+                   -EINVAL);
+  /* The header-only peek checks it as well. */
+  const char *badv = "{\"index\":1,\"version\":7,\"data\":[]}";
+  assert_int_equal(cm_chunk_peek_header(badv, strlen(badv), &v, err, sizeof err), -EINVAL);
+}
+
 static void test_header_only_and_compact(void **state) {
   (void)state;
   cm_chunk_view_t v;
@@ -644,6 +724,7 @@ int main(void) {
       cmocka_unit_test(test_truncations),
       cmocka_unit_test(test_mutations),
       cmocka_unit_test(test_header_only_and_compact),
+      cmocka_unit_test(test_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,13 +111,15 @@ static int record(char *out, size_t cap, uint64_t chunk, int k) {
                   k, chunk);
 }
 
-/* A chunk of n records; slots in nulls[] are null; dead may be NULL. */
-static char *chunk(const char *job, uint64_t index, int n, const int *nulls, int nn,
-                   const char *dead) {
+/* A chunk of n records; slots in nulls[] are null; dead and version (the
+ * mapper's label in the header) may be NULL. */
+static char *chunk_v(const char *job, uint64_t index, int n, const int *nulls, int nn,
+                     const char *dead, const char *version) {
   cm_buf_t b;
   char rec[256];
   cm_chunk_hdr_t h = {.index = index, .attempt = 2};
   snprintf(h.job, sizeof h.job, "%s", job);
+  if (version) snprintf(h.version, sizeof h.version, "%s", version);
   cm_buf_init(&b, 1 << 24);
   assert_int_equal(cm_chunk_begin(&b, &h), 0);
   for (int k = 0; k < n; k++) {
@@ -133,6 +135,11 @@ static char *chunk(const char *job, uint64_t index, int n, const int *nulls, int
   }
   assert_int_equal(cm_chunk_end(&b, dead, dead ? strlen(dead) : 0), 0);
   return b.data;
+}
+
+static char *chunk(const char *job, uint64_t index, int n, const int *nulls, int nn,
+                   const char *dead) {
+  return chunk_v(job, index, n, nulls, nn, dead, NULL);
 }
 
 static void item(cm_sink_item_t *it, const char *json) {
@@ -339,6 +346,45 @@ static void test_many_chunks_one_batch(void **state) {
 
 /* A database whose schema is newer than this saver is refused, named, and
  * left as it is. */
+/* chunks.version is the chunk's "version" (the mapper's label), NULL when
+ * the chunk has none (an older mapper); a duplicate, in a later batch or in
+ * the same one, keeps the first version. */
+static void test_version_stored(void **state) {
+  ctx_t *c = *state;
+  char *a = chunk_v("j", 1, 3, NULL, 0, NULL, "v1"), *b = chunk_v("j", 2, 3, NULL, 0, NULL, NULL);
+  char *a2 = chunk_v("j", 1, 3, NULL, 0, NULL, "v2");
+  char *d1 = chunk_v("j", 3, 2, NULL, 0, NULL, "v2 \xc3\xa9\"x\""),
+       *d2 = chunk_v("j", 3, 2, NULL, 0, NULL, "v1");
+  cm_sink_item_t it[2];
+
+  item(&it[0], a);
+  item(&it[1], b);
+  assert_int_equal(cm_sink_save_batch(c->s, it, 2), 0);
+  assert_int_equal(it[0].status, 0);
+  assert_int_equal(it[1].status, 0);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE job = 'j' AND chunk = 1"), "v1");
+  assert_int_equal(qi(c, "SELECT count(*) FROM chunks WHERE chunk = 2 AND version IS NULL"), 1);
+
+  item(&it[0], a2);
+  assert_int_equal(cm_sink_save_batch(c->s, it, 1), 0);
+  assert_int_equal(it[0].status, 1);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE job = 'j' AND chunk = 1"), "v1");
+
+  item(&it[0], d1);
+  item(&it[1], d2);
+  assert_int_equal(cm_sink_save_batch(c->s, it, 2), 0);
+  assert_int_equal(it[0].status, 0);
+  assert_int_equal(it[1].status, 1);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE job = 'j' AND chunk = 3"),
+                      "v2 \xc3\xa9\"x\"");
+  assert_int_equal(qi(c, "SELECT count(*) FROM chunks"), 3);
+  free(a);
+  free(b);
+  free(a2);
+  free(d1);
+  free(d2);
+}
+
 static void test_newer_schema_refused(void **state) {
   ctx_t *c = *state;
   cm_sink_t *s2 = NULL;
@@ -483,6 +529,7 @@ int main(void) {
       T(test_same_chunk_twice_in_batch),
       T(test_whitespace_compacted),
       T(test_many_chunks_one_batch),
+      T(test_version_stored),
       T(test_newer_schema_refused),
       T(test_migrates_v1),
       T(test_health_ok),

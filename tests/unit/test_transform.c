@@ -52,6 +52,41 @@ static double now_us(void) {
   return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
+/* The mapped chunk carries the transform's version label, not the input's;
+ * without one, no "version" key. Labels are bounded and UTF-8. */
+static void test_version_label(void **state) {
+  (void)state;
+  cm_transform_t *t = make("identity");
+  cm_chunk_view_t v;
+  char err[160], big[CM_VERSION_MAX + 1];
+  const char *in = "{\"job\":\"j\",\"index\":2,\"attempt\":1,\"version\":\"forged\","
+                   "\"data\":[{\"a\":1}]}";
+
+  char *out = map_str(t, in, NULL);
+  assert_int_equal(cm_chunk_peek(out, strlen(out), &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, "");
+  assert_null(strstr(out, "version"));
+  free(out);
+
+  assert_int_equal(cm_transform_set_version(t, "v2 \xc3\xa9\"", err, sizeof err), 0);
+  out = map_str(t, in, NULL);
+  assert_string_equal(out, "{\"job\":\"j\",\"index\":2,\"attempt\":1,\"version\":\"v2 \xc3\xa9\\\"\","
+                           "\"data\":[{\"a\":1}]}");
+  assert_int_equal(cm_chunk_peek(out, strlen(out), &v, err, sizeof err), 0);
+  assert_string_equal(v.hdr.version, "v2 \xc3\xa9\"");
+  free(out);
+
+  memset(big, 'v', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  assert_int_equal(cm_transform_set_version(t, big, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "longer than 127 bytes");
+  big[CM_VERSION_MAX - 1] = '\0';
+  assert_int_equal(cm_transform_set_version(t, big, err, sizeof err), 0);
+  assert_int_equal(cm_transform_set_version(t, "a\xff", err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "UTF-8"));
+  cm_transform_destroy(t);
+}
+
 /* ---- specs ------------------------------------------------------------- */
 
 static void test_specs(void **state) {
@@ -509,6 +544,7 @@ static void test_timing(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_specs),
+      cmocka_unit_test(test_version_label),
       cmocka_unit_test(test_fixture_peek_cjson),
       cmocka_unit_test(test_identity_fixture),
       cmocka_unit_test(test_fullname_fixture),

@@ -28,6 +28,7 @@
 
 #define CM_MAPPER_ID_MAX 128 /* bytes of a lease's mapper id, NUL included */
 #define CM_LEASE_MAX 33      /* bytes of a lease token, NUL included */
+#define CM_VERSION_MAX 128   /* bytes of a mapper version label, NUL included */
 
 /* mapper and lease are the authenticated lease (cm/lease.h): written by the
  * fetcher when it has a lease key, copied unchanged by the mapper into the
@@ -38,6 +39,7 @@ typedef struct cm_chunk_hdr_s {
   uint32_t attempt;
   char mapper[CM_MAPPER_ID_MAX];
   char lease[CM_LEASE_MAX];
+  char version[CM_VERSION_MAX];
 } cm_chunk_hdr_t;
 
 typedef struct cm_chunk_view_s {
@@ -54,8 +56,10 @@ typedef struct cm_chunk_view_s {
  * non-negative integer", "job name longer than 127 bytes"). Unknown keys are
  * skipped. The view borrows `json`.
  * Details: "index" is required; "job" (-> "") and "attempt" (-> 0) are
- * optional, as in the app9 format; so are "mapper" and "lease" (-> "");
- * the job name and the mapper id must be valid UTF-8; "dead": null counts as absent. Every
+ * optional, as in the app9 format; so are "mapper", "lease" and "version"
+ * (-> ""); the job name, the mapper id and the version must be valid UTF-8
+ * without NUL, at most CM_JOB_MAX / CM_MAPPER_ID_MAX / CM_VERSION_MAX - 1
+ * bytes; "dead": null counts as absent. Every
  * value, the data span included, is fully syntax-checked (so a view's data
  * is valid JSON); a known key given twice, or anything but whitespace after
  * the object, is an error. err names the byte offset of the problem. */
@@ -78,7 +82,7 @@ int cm_chunk_peek_elems(const char *json, size_t len, cm_chunk_view_t *out, cm_j
                         char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Like cm_chunk_peek, but only the header (job, index, attempt, mapper,
- * lease) is
+ * lease, version) is
  * syntax-checked: the other values are delimited with cm_json_value_skip
  * (memory-safe on any input, but a malformed value may go unnoticed), so
  * the view's spans must not be trusted until cm_chunk_peek has checked the
@@ -91,6 +95,8 @@ int cm_chunk_peek_header(const char *json, size_t len, cm_chunk_view_t *out, cha
 
 /* Encoder in three steps so records can be streamed in without a tree:
  *   cm_chunk_begin(b, &hdr)           -> {"job":"..","index":N,"attempt":N,"data":[
+ *                                        (with "mapper","lease" when hdr->lease
+ *                                        is set, "version" when hdr->version is)
  *   append records separated by ','   (raw JSON text)
  *   cm_chunk_end(b, dead, dead_len)   -> ]}  or  ],"dead":[...]}
  * dead may be NULL. */
