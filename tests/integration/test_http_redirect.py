@@ -10,7 +10,10 @@ case, credentials in the source URL (http://user:PASSWORD@host/...):
   and then the other origin gets neither the header nor the URL's
   credentials;
 - the URL's password is in no log line, not in /status and not in the
-  ledger file.
+  ledger file;
+- a credential in the URL's query (?api_key=...) reaches the server but is
+  in no log line, /status, /metrics or ledger row (shown as api_key=***),
+  and a ledger row from an older build that kept it is rewritten.
 (https -> http counts as another origin: tests/unit/test_redirect.c.)
 """
 import base64
@@ -28,9 +31,11 @@ from harness import Pipeline, check, dump_logs_on_failure, finish, http_get, sta
 KEY = "X-Api-Key"
 KEY_VALUE = "api-key-R7t3q9"
 URL_PASSWORD = "url-pw-M2k8z5"
+QUERY_SECRET = "SECRET123q7"
 PAGE = 30
 PAGES = 3
 seen = collections.defaultdict(list)  # (server, path) -> [headers]
+queries = collections.defaultdict(list)  # (server, path) -> [query strings]
 lock = threading.Lock()
 
 
@@ -54,6 +59,7 @@ def make_handler(name, other_port):
             q = u.query
             with lock:
                 seen[(name, u.path)].append(dict(self.headers))
+                queries[(name, u.path)].append(q)
             if u.path == "/same":
                 return self.send(302, location=f"/data?{q}")
             if u.path == "/away":
@@ -198,7 +204,60 @@ def old_ledger_row():
         close(P, ok)
 
 
+def query_credentials():
+    """--source http://HOST/data?api_key=SECRET: the server gets the key,
+    nothing the fetcher shows or stores holds it."""
+    import sqlite3
+    seen.clear()
+    queries.clear()
+    src = f"http://127.0.0.1:{ports['A']}/data?api_key={QUERY_SECRET}&size={PAGE}"
+    P, f = run("querykey", src)
+    ok = False
+    try:
+        wait_until(lambda: (status(f) or {}).get("job", {}).get("complete"), 60, interval=0.2,
+                   what="job complete")
+        assert rows(P) == PAGE * PAGES, rows(P)
+        got = queries[("A", "/data")]
+        assert len(got) == PAGES + 1, got
+        assert all(parse_qs(q).get("api_key") == [QUERY_SECRET] for q in got), got
+        st, body = http_get(f.port, "/status")
+        assert st == 200 and QUERY_SECRET not in body, body
+        assert "api_key=***" in body, body
+        st, body = http_get(f.port, "/metrics")
+        assert st == 200 and QUERY_SECRET not in body, body[-1500:]
+        f.stop()
+
+        def no_secret_in_files():
+            for path in glob.glob(os.path.join(P.workdir, "*")):
+                if os.path.isfile(path):
+                    with open(path, "rb") as fh:
+                        assert QUERY_SECRET.encode() not in fh.read(), f"the key in {path}"
+
+        no_secret_in_files()
+        con = sqlite3.connect(P.ledger)
+        rows_ = con.execute("SELECT source FROM jobs").fetchall()
+        assert rows_ and all("api_key=***&size=" in r[0] for r in rows_), rows_
+        # A ledger row from a build that showed the query as it was: the
+        # same source, resumed, and the row rewritten without the key.
+        con.execute("UPDATE jobs SET source = replace(source, 'api_key=***', ?)",
+                    (f"api_key={QUERY_SECRET}",))
+        con.commit()
+        con.close()
+        f2 = P.start_fetcher(["--source", src, "--http-retries", "0", "--job", "querykey",
+                              "--once"], name="fetcher-again")
+        rc = f2.wait(60)
+        assert rc == 0, (rc, f2.log()[-1500:])
+        assert 'job "querykey" complete' in f2.out(), f2.out()[-500:]
+        f2.stop()
+        no_secret_in_files()
+        ok = True
+    finally:
+        close(P, ok)
+
+
 check("a redirect to the same origin is followed with the custom header", same_origin)
+check("a credential in the source URL's query reaches the server and is in no log line, "
+      "/status, /metrics or ledger row", query_credentials)
 check("a ledger row holding a URL password from an older build: resumed, and rewritten "
       "without it", old_ledger_row)
 check("a redirect to another origin is refused, naming it; the other server sees nothing",

@@ -133,6 +133,48 @@ static void test_redact(void **state) {
   /* Truncated output never holds a secret. */
   assert_string_equal(cm_redact_urls("nats://alice:SECRETSECRET@host", out, 16),
                       "nats://alice:**");
+  /* Query (and fragment) parameters named like a credential lose their
+   * value; the others and the order stay. */
+  assert_string_equal(cm_redact_urls("https://api.example/users?token=SECRET&page=1", out,
+                                     sizeof(out)),
+                      "https://api.example/users?token=***&page=1");
+  assert_string_equal(cm_redact_urls("http://h/x?page=2&API_KEY=s1&Access_Token=s2&apikey=s3"
+                                     "&key=s4&password=s5&passwd=s6&secret=s7&signature=s8"
+                                     "&sig=s9&auth=s10&credential=s11&client_secret=s12",
+                                     out, sizeof(out)),
+                      "http://h/x?page=2&API_KEY=***&Access_Token=***&apikey=***&key=***"
+                      "&password=***&passwd=***&secret=***&signature=***&sig=***&auth=***"
+                      "&credential=***&client_secret=***");
+  /* Names made of words: X-Amz-Signature, apiKey, refresh_token, a
+   * percent-encoded name; "monkey" is not "key", "pages" not a secret. */
+  assert_string_equal(cm_redact_urls("https://b.example/o?X-Amz-Signature=ab12&apiKey=k1"
+                                     "&refresh_token=t1&api%5Fkey=k2&monkey=m&pages=3",
+                                     out, sizeof(out)),
+                      "https://b.example/o?X-Amz-Signature=***&apiKey=***&refresh_token=***"
+                      "&api%5Fkey=***&monkey=m&pages=3");
+  /* A comma inside the query is part of it (not the next URL of a list);
+   * userinfo and query are both redacted; a fragment too; an empty value
+   * and a name without '=' stay as they are. */
+  assert_string_equal(cm_redact_urls("https://u:pw@h/x?fields=a,b&token=t,u&page=1#sig=zz", out,
+                                     sizeof(out)),
+                      "https://u:***@h/x?fields=a,b&token=***&page=1#sig=***");
+  assert_string_equal(cm_redact_urls("http://h/x?token=&key&page=1", out, sizeof(out)),
+                      "http://h/x?token=&key&page=1");
+  /* The URL ends at white space: a source description after it stays. */
+  assert_string_equal(cm_redact_urls("http://h/x?token=T&p=1 param=page start=1 records=data",
+                                     out, sizeof(out)),
+                      "http://h/x?token=***&p=1 param=page start=1 records=data");
+  /* A list after a query still splits at the next URL. */
+  assert_string_equal(cm_redact_urls("http://h1/x?token=t1,nats://a:x@h2", out, sizeof(out)),
+                      "http://h1/x?token=***,nats://a:***@h2");
+  /* Truncation inside a secret value shows none of it. */
+  assert_string_equal(cm_redact_urls("http://h/x?token=SECRETSECRET", out, 20),
+                      "http://h/x?token=**");
+  {
+    char *d = cm_redact_urls_dup("http://h/?k=1&sig=&sig=x");
+    assert_string_equal(d, "http://h/?k=1&sig=&sig=***");
+    free(d);
+  }
   {
     char *d = cm_redact_urls_dup("nats://u:@h");
     assert_string_equal(d, "nats://u:***@h");
