@@ -430,7 +430,9 @@ int cm_config_common_opts(cm_common_cfg_t *cfg, cm_opt_t *out, size_t cap) {
       {"id", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "instance id; unset: <role>-<host>-<pid>", &cfg->id},
       {"version-label", CM_OPT_STRING, "dev", 0, 0, NULL, NULL,
-       "version reported in heartbeats and metrics", &cfg->version},
+       "version reported in heartbeats and metrics; a mapper's is also stored with each chunk "
+       "it produces (chunks.version)",
+       &cfg->version},
       {"probe", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "probe mode: GET PATH on --http, exit 0 if it answers 200", &cfg->probe},
       {"nats-user", CM_OPT_STRING, NULL, 0, 0, NULL, NULL, "NATS user name", &cfg->nats_user},

@@ -7,7 +7,7 @@
   stays empty (no chunkmill-results.db, no chunkmill-ledger.db);
 - "cannot open" errors name the file once (saver --db, fetcher --ledger);
 - mapper --help names --transform's values once and CHUNKMILL_TRANSFORM_ARG
-  once;
+  once, and says --version-label is stored with each chunk (chunks.version);
 - scripts/*: --help prints the header comment only (no "set -euo
   pipefail"); scripts/run --help names --concurrency and fetcher options
   even before anything is built, each of which the fetcher really has;
@@ -93,6 +93,8 @@ def mapper_help_once():
         assert t.count(v) == 1, f"--transform names {v} {t.count(v)} times: {t!r}"
     a = lines["transform-arg"]
     assert a.count("CHUNKMILL_TRANSFORM_ARG") == 1, f"--transform-arg: {a!r}"
+    v = lines["version-label"]
+    assert "chunks.version" in v and "heartbeats" in v, f"--version-label: {v!r}"
 
 
 def scripts_help():
@@ -172,7 +174,8 @@ check("--help header: 'NAME - summary', lists --version", help_header)
 check("invalid --http / --nats-ca: exit 2, nothing created in the working directory",
       invalid_before_files)
 check("cannot-open errors name the option and the file once", open_errors_once)
-check("mapper --help: --transform values once, CHUNKMILL_TRANSFORM_ARG once", mapper_help_once)
+check("mapper --help: --transform values once, CHUNKMILL_TRANSFORM_ARG once, --version-label "
+      "names chunks.version", mapper_help_once)
 check("scripts/* --help: the header comment, no code", scripts_help)
 check("scripts/run --help: --concurrency and real fetcher options before any build",
       run_help_options)
