@@ -17,6 +17,9 @@
 //      and saver read the lease key from a Secret volume, the NATS server
 //      runs a config file with every role's password from a Secret, and
 //      k8s/base/nats-server.conf is deploy/nats/nats-server.conf.
+//   6. k8s/components/app9/nats-server.conf is deploy/nats/nats-server.conf
+//      (parsed: every key, user and permission) plus only the additions its
+//      header documents; broken copies of either file are rejected.
 //   5. NATS runs clustered (k8s/base and every overlay): a StatefulSet of 3
 //      nats-server pods with a headless Service, cluster routes to each pod
 //      by its stable name, a PodDisruptionBudget (minAvailable 2), pod
@@ -636,6 +639,208 @@ function natsClusterMutations(docs) {
 }
 
 // ---- running -------------------------------------------------------------
+// ---- 6. the app9 NATS config is the example config plus its additions -------
+// k8s/components/app9/nats-server.conf cannot include deploy/nats/nats-server.conf
+// and add to it: nats-server's `include` inserts a file's keys, and a second
+// `accounts` block replaces the included one (users and all), so a role's
+// permission lists cannot be extended that way. The copy is checked instead:
+// parsed, it must equal the example config except for what its header
+// documents:
+//   - each role may also be allowed the original example's subjects
+//     (APP9_SUBJECTS) in its publish/subscribe allow lists;
+//   - one more user, `app9`, without password, allowed only those subjects
+//     to publish and subscribe;
+//   - no_auth_user: app9.
+const APP9_SUBJECTS = ["mapper_status", "mapper_data", "saver_data", "processed_data"];
+
+// A parser for the nats-server configuration format as these files use it:
+// maps ({...}, or the top level), arrays, quoted and bare values, `key: v`,
+// `key = v` and `key v`, `#` and `//` comments, `,`/`;`/newline separators.
+// Throws an Error naming the file and line on anything else.
+function parseNatsConf(text, file) {
+  let i = 0;
+  const fail = (what) => {
+    throw new Error(`${file}: ${what} at line ${text.slice(0, i).split("\n").length}`);
+  };
+  const skip = () => {
+    while (i < text.length) {
+      const c = text[i];
+      if (c === "#" || (c === "/" && text[i + 1] === "/")) {
+        while (i < text.length && text[i] !== "\n") i++;
+      } else if (" \t\r\n,;".includes(c)) {
+        i++;
+      } else {
+        return;
+      }
+    }
+  };
+  const value = () => {
+    const c = text[i];
+    if (c === "{") {
+      i++;
+      const m = entries("}");
+      i++;
+      return m;
+    }
+    if (c === "[") {
+      i++;
+      const a = [];
+      for (;;) {
+        skip();
+        if (i >= text.length) fail("unterminated array");
+        if (text[i] === "]") { i++; return a; }
+        a.push(value());
+      }
+    }
+    if (c === '"' || c === "'") {
+      const j = text.indexOf(c, i + 1);
+      if (j < 0) fail("unterminated string");
+      const s = text.slice(i + 1, j);
+      i = j + 1;
+      return s;
+    }
+    const m = /^[^\s,;\]}#]+/.exec(text.slice(i));
+    if (!m) fail("a value expected");
+    i += m[0].length;
+    return m[0];
+  };
+  const entries = (close) => {
+    const m = {};
+    for (;;) {
+      skip();
+      if (i >= text.length) {
+        if (close) fail(`missing "${close}"`);
+        return m;
+      }
+      if (text[i] === close) return m;
+      const k = /^[^\s:={}[\],;#"']+/.exec(text.slice(i));
+      if (!k) fail("a key expected");
+      i += k[0].length;
+      while (text[i] === " " || text[i] === "\t") i++;
+      if (text[i] === ":" || text[i] === "=") i++;
+      while (text[i] === " " || text[i] === "\t") i++;
+      const key = k[0];
+      if (Object.prototype.hasOwnProperty.call(m, key)) fail(`"${k[0]}" given twice`);
+      m[key] = value();
+    }
+  };
+  return entries(null);
+}
+
+const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+// The allow list of a publish/subscribe permission, in either form
+// (`publish: [...]` or `publish { allow: [...] }`).
+function allowOf(perm) {
+  if (Array.isArray(perm)) return perm;
+  if (typeof perm === "string") return [perm];
+  if (isObj(perm)) return perm.allow === undefined ? [] : [].concat(perm.allow);
+  return [];
+}
+
+// A user block without the app9 subjects in its allow lists.
+function withoutApp9Subjects(user) {
+  const u = JSON.parse(JSON.stringify(user));
+  const p = u.permissions;
+  if (!isObj(p)) return u;
+  for (const dir of ["publish", "subscribe"]) {
+    if (Array.isArray(p[dir])) p[dir] = p[dir].filter((s) => !APP9_SUBJECTS.includes(s));
+    else if (isObj(p[dir]) && Array.isArray(p[dir].allow))
+      p[dir].allow = p[dir].allow.filter((s) => !APP9_SUBJECTS.includes(s));
+  }
+  return u;
+}
+
+// Errors of the app9 config text against the example config text.
+function natsApp9Errors(exampleText, app9Text) {
+  const errs = [];
+  let ex, a9;
+  try {
+    ex = parseNatsConf(exampleText, "deploy/nats/nats-server.conf");
+    a9 = parseNatsConf(app9Text, "k8s/components/app9/nats-server.conf");
+  } catch (e) {
+    return [e.message];
+  }
+  for (const k of Object.keys(ex)) {
+    if (k === "accounts") continue;
+    if (!(k in a9)) errs.push(`top level: "${k}" of the example config is missing`);
+    else if (!same(ex[k], a9[k])) errs.push(`top level: "${k}" differs from the example config: ${JSON.stringify(a9[k])} instead of ${JSON.stringify(ex[k])}`);
+  }
+  for (const k of Object.keys(a9)) {
+    if (k in ex || k === "accounts") continue;
+    if (k === "no_auth_user") {
+      if (a9[k] !== "app9") errs.push(`no_auth_user is "${a9[k]}", not app9`);
+    } else {
+      errs.push(`top level: "${k}" is not in the example config nor a documented addition`);
+    }
+  }
+  const exAcc = isObj(ex.accounts) ? ex.accounts : {};
+  const a9Acc = isObj(a9.accounts) ? a9.accounts : {};
+  if (!same(Object.keys(exAcc), Object.keys(a9Acc)))
+    errs.push(`accounts: ${JSON.stringify(Object.keys(a9Acc))} instead of ${JSON.stringify(Object.keys(exAcc))}`);
+  for (const name of Object.keys(exAcc)) {
+    const e = exAcc[name], g = a9Acc[name];
+    if (!isObj(g)) continue;
+    for (const k of new Set([...Object.keys(e), ...Object.keys(g)])) {
+      if (k !== "users" && !same(e[k], g[k])) errs.push(`account ${name}: "${k}" differs from the example config`);
+    }
+    const eu = new Map([].concat(e.users || []).map((u) => [u.user, u]));
+    const gu = new Map([].concat(g.users || []).map((u) => [u.user, u]));
+    for (const [user, u] of eu) {
+      if (!gu.has(user)) { errs.push(`account ${name}: user ${user} of the example config is missing`); continue; }
+      const got = withoutApp9Subjects(gu.get(user));
+      const want = withoutApp9Subjects(u);
+      if (!same(got, want))
+        errs.push(`account ${name}: user ${user} differs from the example config beyond the app9 subjects: ${JSON.stringify(got)} instead of ${JSON.stringify(want)}`);
+    }
+    for (const [user, u] of gu) {
+      if (eu.has(user)) continue;
+      if (user !== "app9") { errs.push(`account ${name}: user ${user} is not in the example config nor a documented addition`); continue; }
+      for (const k of Object.keys(u)) {
+        if (k !== "user" && k !== "permissions") errs.push(`account ${name}: user app9 has "${k}" (only permissions are documented)`);
+      }
+      const p = isObj(u.permissions) ? u.permissions : {};
+      for (const k of Object.keys(p)) {
+        if (k !== "publish" && k !== "subscribe") errs.push(`account ${name}: user app9 has permission "${k}"`);
+      }
+      for (const dir of ["publish", "subscribe"]) {
+        const allow = allowOf(p[dir]);
+        if (allow.length === 0) errs.push(`account ${name}: user app9 has no ${dir} allow list (it would be allowed everything)`);
+        const extra = allow.filter((s) => !APP9_SUBJECTS.includes(s));
+        if (extra.length) errs.push(`account ${name}: user app9 may ${dir} ${JSON.stringify(extra)}, not only the original's subjects`);
+      }
+    }
+  }
+  return errs;
+}
+
+// Broken copies of the two texts, each with the error it must cause.
+function natsApp9Mutations(exampleText, app9Text) {
+  const sub = (t, a, b) => {
+    if (!t.includes(a)) throw new Error(`mutation: "${a}" not found`);
+    return t.replace(a, b);
+  };
+  return [
+    ["the example config's fetcher allowed one more subject, the copy not updated", "user fetcher differs",
+      sub(exampleText, '"chunkmill.dead", "chunkmill.heartbeat"]', '"chunkmill.dead", "chunkmill.heartbeat", "chunkmill.extra"]'), app9Text],
+    ["the example config's max_payload changed, the copy not updated", '"max_payload" differs',
+      sub(exampleText, "max_payload: 1MB", "max_payload: 2MB"), app9Text],
+    ["a new user in the example config", "user newrole of the example config is missing",
+      sub(exampleText, "      {\n        user: ops", "      {user: newrole, password: $X}\n      {\n        user: ops"), app9Text],
+    ["the copy's mapper without chunkmill.save", "user mapper differs",
+      exampleText, sub(app9Text, '"chunkmill.save", "mapper_status", "saver_data"]', '"mapper_status", "saver_data"]')],
+    ["the copy's mapper allowed every chunkmill subject", "user mapper differs",
+      exampleText, sub(app9Text, '"chunkmill.chunk.>", "chunkmill.heartbeat", "_INBOX.>",', '"chunkmill.>", "chunkmill.chunk.>", "chunkmill.heartbeat", "_INBOX.>",')],
+    ["the copy's user app9 allowed a chunkmill subject", "user app9 may publish",
+      exampleText, sub(app9Text, 'allow: ["mapper_status", "mapper_data", "saver_data", "processed_data"]', 'allow: ["chunkmill.save", "mapper_status", "mapper_data", "saver_data", "processed_data"]')],
+    ["no_auth_user naming another user", "no_auth_user is",
+      exampleText, sub(app9Text, "no_auth_user: app9", "no_auth_user: saver")],
+    ["the copy with the example's ops user removed", "user ops of the example config is missing",
+      exampleText, app9Text.replace(/ {6}\{\n {8}user: ops[\s\S]*?\n {6}\}\n/, "")],
+  ];
+}
+
 let passed = 0;
 let failed = 0;
 function report(ok, title, details) {
@@ -737,6 +942,24 @@ function main() {
     const b = fs.readFileSync(path.join(REPO, "deploy", "nats", "nats-server.conf"), "utf8");
     report(a === b, "k8s/base/nats-server.conf is deploy/nats/nats-server.conf",
       a === b ? [] : ["the two differ: cp deploy/nats/nats-server.conf k8s/base/nats-server.conf"]);
+  }
+  // The app9 component's NATS config is the example config plus the
+  // documented additions, and the check can fail.
+  {
+    const ex = fs.readFileSync(path.join(REPO, "deploy", "nats", "nats-server.conf"), "utf8");
+    const a9 = fs.readFileSync(path.join(REPO, "k8s", "components", "app9", "nats-server.conf"), "utf8");
+    const errs = natsApp9Errors(ex, a9);
+    report(errs.length === 0, "k8s/components/app9/nats-server.conf is deploy/nats/nats-server.conf plus the app9 additions", errs);
+    let muts = [];
+    try {
+      muts = natsApp9Mutations(ex, a9);
+    } catch (e) {
+      report(false, "app9 NATS config check: broken copies built", [e.message]);
+    }
+    for (const [what, expect, e2, a2] of muts) {
+      const es = natsApp9Errors(e2, a2);
+      report(es.some((m) => m.includes(expect)), `app9 NATS config check rejects ${what} (${expect})`, es);
+    }
   }
   // Every kind the issue asks for is present somewhere.
   const want = ["v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service", "v1 PersistentVolumeClaim", "apps/v1 Deployment",
