@@ -46,20 +46,37 @@ def nats_leak_only(log):
 def one_round(workdir, protocol, k):
     """PARALLEL pairs of nats-server + mapper, stopped together. Returns the
     mappers' exit codes."""
-    pairs = []
-    for j in range(PARALLEL):
-        nats = Nats(workdir)
+    def start_mapper(nats, j, attempt):
         port = free_port()
-        m = Proc(f"mapper-{protocol}-{k}-{j}",
+        m = Proc(f"mapper-{protocol}-{k}-{j}" + (f"-retry{attempt}" if attempt else ""),
                  [bin_path("mapper"), "--nats-url", nats.url, "--prefix", f"s{k}{j}",
                   "--http", f"127.0.0.1:{port}", "--heartbeat", "100ms", "--protocol",
                   protocol, "--transform", "exec:cat",
                   "--concurrency", "1"], env=SAN_ENV, log_dir=workdir)
         m.port = port
-        pairs.append((nats, m))
-    for nats, m in pairs:
-        wait_until(lambda: http_get(m.port, "/readyz", timeout=1)[0] == 200, 20,
-                   what=f"{m.name} ready")
+        return m
+
+    def ready(m):
+        # Alive and answering on its port: a free port taken by another
+        # process between free_port() and the bind must not pass for ready.
+        return m.alive() and http_get(m.port, "/readyz", timeout=1)[0] == 200
+
+    pairs = []
+    for j in range(PARALLEL):
+        nats = Nats(workdir)
+        pairs.append((nats, start_mapper(nats, j, 0)))
+    for i, (nats, m) in enumerate(pairs):
+        for attempt in range(1, 4):
+            wait_until(lambda: ready(m) or not m.alive(), 20, what=f"{m.name} ready")
+            if m.alive():
+                break
+            # The port was taken before the mapper bound it (another test
+            # process on this machine): not what this test is about, retry.
+            assert "address already in use" in m.log(), m.log()[-2000:]
+            m.stop()
+            m = start_mapper(nats, i, attempt)
+            pairs[i] = (nats, m)
+        assert ready(m), f"{m.name} not ready"
     # the same moment: both signals back to back
     for nats, m in pairs:
         os.kill(m.pid, signal.SIGTERM)
