@@ -466,3 +466,35 @@ def kept_on_failure(pipeline, failed):
         pipeline.stop_all()
         if pipeline not in failed:
             shutil.rmtree(pipeline.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def environ_set(env):
+    """Sets the variables of env (a dict, or None for none) in os.environ for
+    the with-body, so a process started in it inherits them; afterwards each
+    is back to its old value, or unset if it was unset."""
+    env = env or {}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def send_json(handler, code, obj=None, location=None):
+    """Answers the request of a BaseHTTPRequestHandler with status code, obj
+    as a JSON body (an empty body if obj is None) and, if location is given,
+    a Location header."""
+    body = json.dumps(obj).encode() if obj is not None else b""
+    handler.send_response(code)
+    if location:
+        handler.send_header("Location", location)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
