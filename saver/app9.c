@@ -123,16 +123,9 @@ static void a9s_commit_done(uv_work_t *w, int status) {
     s->msgs[i] = NULL;
     cm_buf_reset(&s->wire[i]);
   }
-  if (s->nbatch > 0) {
-    const char *why = "commit failed";
-    for (size_t i = 0; i < s->nbatch; i++)
-      if (s->items[i].status < 0 && s->items[i].temporary && s->items[i].err[0]) {
-        why = s->items[i].err;
-        break;
-      }
-    cm_store_health_note(&s->health, s->batch_rc, why,
+  if (s->nbatch > 0)
+    cm_store_health_note(&s->health, s->batch_rc, cm_sink_batch_error(s->items, s->nbatch),
                          "not confirmed: the fetcher sends them again", cm_daemon_now_ms(s->d));
-  }
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   a9s_start_batch(s);

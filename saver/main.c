@@ -185,16 +185,9 @@ static void saver_commit_done(uv_work_t *w, int status) {
     saver_msg_free(sm);
     s->batch_msgs[i] = NULL;
   }
-  if (s->nbatch > 0) {
-    const char *why = "commit failed";
-    for (size_t i = 0; i < s->nbatch; i++)
-      if (s->items[i].status < 0 && s->items[i].temporary && s->items[i].err[0]) {
-        why = s->items[i].err;
-        break;
-      }
-    cm_store_health_note(&s->health, s->batch_rc, why, "the mappers retry",
-                         cm_daemon_now_ms(s->d));
-  }
+  if (s->nbatch > 0)
+    cm_store_health_note(&s->health, s->batch_rc, cm_sink_batch_error(s->items, s->nbatch),
+                         "the mappers retry", cm_daemon_now_ms(s->d));
   s->nbatch = 0;
   if (status == UV_ECANCELED) return;
   saver_start_batch(s);

@@ -71,6 +71,12 @@ int cm_sink_save_batch(cm_sink_t *s, cm_sink_item_t *items, size_t n) {
   return s->ops->save_batch(s->impl, items, n);
 }
 
+const char *cm_sink_batch_error(const cm_sink_item_t *items, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (items[i].status < 0 && items[i].temporary && items[i].err[0]) return items[i].err;
+  return "commit failed";
+}
+
 void cm_sink_check(cm_sink_t *s) { s->ops->check(s->impl); }
 
 bool cm_sink_health(cm_sink_t *s, char *why, size_t whylen) {

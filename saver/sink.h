@@ -87,6 +87,11 @@ const char *cm_sink_kind(const cm_sink_t *s); /* "sqlite" or "postgres" */
 int cm_sink_save_batch(cm_sink_t *s, cm_sink_item_t *items, size_t n)
     __attribute__((warn_unused_result));
 
+/* Why a batch of n items did not commit, for the store's health: the err of
+ * the first item with a temporary error (the database's reason), else
+ * "commit failed". Borrowed from items (or static). */
+const char *cm_sink_batch_error(const cm_sink_item_t *items, size_t n);
+
 /* Background upkeep on the commit thread while no batch runs (the saver
  * calls it about once a second when idle): reconnects a lost PostgreSQL
  * connection when its backoff has passed and refreshes health. Bounded by

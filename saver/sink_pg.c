@@ -537,6 +537,18 @@ typedef struct {
   char chunk[24], rec[16], dead[16], att[16];
 } nums_t;
 
+/* The selected chunk not yet marked inserted whose job and chunk number (as
+ * text, nums[s].chunk) are those of a result row, or NULL. */
+static prep_t *find_pending(pg_t *p, const size_t *sel, size_t nsel, const nums_t *nums,
+                            const char *job, const char *chunk) {
+  for (size_t s = 0; s < nsel; s++) {
+    prep_t *q = &p->prep[sel[s]];
+    if (!q->inserted && strcmp(nums[s].chunk, chunk) == 0 && strcmp(q->v.hdr.job, job) == 0)
+      return q;
+  }
+  return NULL;
+}
+
 /* Steps 1-4 of the header comment for the selected chunks, inside the
  * caller's transaction. */
 static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const char *ts) {
@@ -574,14 +586,8 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
   res = PQexecParams(p->conn, p->sql.data, (int)np, NULL, p->params, NULL, NULL, 0);
   if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) goto fail;
   for (int r = 0; r < PQntuples(res); r++) {
-    const char *job = PQgetvalue(res, r, 0), *chunk = PQgetvalue(res, r, 1);
-    for (size_t s = 0; s < nsel; s++) {
-      prep_t *q = &p->prep[sel[s]];
-      if (!q->inserted && strcmp(nums[s].chunk, chunk) == 0 && strcmp(q->v.hdr.job, job) == 0) {
-        q->inserted = true;
-        break;
-      }
-    }
+    prep_t *q = find_pending(p, sel, nsel, nums, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+    if (q != NULL) q->inserted = true;
   }
   PQclear(res);
   res = NULL;
@@ -606,15 +612,11 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
     res = PQexecParams(p->conn, p->sql.data, (int)np, NULL, p->params, NULL, NULL, 0);
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) goto fail;
     for (int r = 0; r < PQntuples(res); r++) {
-      const char *job = PQgetvalue(res, r, 0), *chunk = PQgetvalue(res, r, 1);
-      for (size_t s = 0; s < nsel; s++) {
-        prep_t *q = &p->prep[sel[s]];
-        if (!q->inserted && strcmp(nums[s].chunk, chunk) == 0 && strcmp(q->v.hdr.job, job) == 0) {
-          q->have_rec = (uint32_t)strtoul(PQgetvalue(res, r, 2), NULL, 10);
-          q->have_dead = (uint32_t)strtoul(PQgetvalue(res, r, 3), NULL, 10);
-          found++;
-          break;
-        }
+      prep_t *q = find_pending(p, sel, nsel, nums, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+      if (q != NULL) {
+        q->have_rec = (uint32_t)strtoul(PQgetvalue(res, r, 2), NULL, 10);
+        q->have_dead = (uint32_t)strtoul(PQgetvalue(res, r, 3), NULL, 10);
+        found++;
       }
     }
     PQclear(res);

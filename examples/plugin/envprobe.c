@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chunkmill/plugin.h"
+#include "copy_out.h"
 
 extern char **environ;
 
@@ -14,21 +15,6 @@ typedef struct probe_state_s {
   char *buf;
   size_t cap;
 } probe_state_t;
-
-/* The answer lives in the state until the next call (the ABI's rule). */
-static int copy_out(char **buf, size_t *cap, const char *in, size_t n, char **out,
-                    size_t *out_len) {
-  if (n + 1 > *cap) {
-    char *nb = realloc(*buf, n + 1);
-    if (nb == NULL) return -12; /* -ENOMEM */
-    *buf = nb;
-    *cap = n + 1;
-  }
-  memcpy(*buf, in, n);
-  *out = *buf;
-  *out_len = n;
-  return 0;
-}
 
 int cm_transform_abi_version(void) { return CM_PLUGIN_ABI_VERSION; }
 

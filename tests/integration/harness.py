@@ -13,6 +13,7 @@ CM_TEST_FORCE_FAIL=1 makes every check() fail after its test ran
 nothing behind).
 """
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -433,3 +434,67 @@ def dump_logs_on_failure(pipeline):
         print(f"---- {p.name} (exit {p.p.returncode}) log tail ----")
         print("\n".join(p.log().splitlines()[-15:]))
         print("\n".join(p.out().splitlines()[-5:]))
+
+
+@contextlib.contextmanager
+def torn_down(pipeline):
+    """Runs the with-body on pipeline: if it raises, prints the daemons' log
+    tails and re-raises; in every case stops every process of pipeline and
+    removes its workdir."""
+    try:
+        yield pipeline
+    except Exception:
+        dump_logs_on_failure(pipeline)
+        raise
+    finally:
+        pipeline.stop_all()
+        shutil.rmtree(pipeline.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def kept_on_failure(pipeline, failed):
+    """Runs the with-body on pipeline: if it raises, appends pipeline to the
+    list failed (the caller dumps its logs later) and re-raises; in every case
+    stops every process of pipeline, and removes its workdir unless pipeline
+    is in failed."""
+    try:
+        yield pipeline
+    except Exception:
+        failed.append(pipeline)
+        raise
+    finally:
+        pipeline.stop_all()
+        if pipeline not in failed:
+            shutil.rmtree(pipeline.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def environ_set(env):
+    """Sets the variables of env (a dict, or None for none) in os.environ for
+    the with-body, so a process started in it inherits them; afterwards each
+    is back to its old value, or unset if it was unset."""
+    env = env or {}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def send_json(handler, code, obj=None, location=None):
+    """Answers the request of a BaseHTTPRequestHandler with status code, obj
+    as a JSON body (an empty body if obj is None) and, if location is given,
+    a Location header."""
+    body = json.dumps(obj).encode() if obj is not None else b""
+    handler.send_response(code)
+    if location:
+        handler.send_header("Location", location)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import threading
-import time
 
 
 def _varint(v):
@@ -51,8 +50,8 @@ def nak(job, index, attempt, mapper_id, reason="forged", lease=""):
     return _msg([(1, job), (2, index), (3, attempt), (4, mapper_id), (5, reason), (8, lease)])
 
 
-def heartbeat(id_, role="mapper", period_ms=200, instance=""):
-    return _msg([(1, id_), (2, role), (3, "x"), (7, period_ms), (10, instance)])
+def heartbeat(id_, role="mapper", period_ms=200, instance="", version="x"):
+    return _msg([(1, id_), (2, role), (3, version), (7, period_ms), (10, instance)])
 
 
 class RawNats:
@@ -63,6 +62,8 @@ class RawNats:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.rf = self.sock.makefile("rb")
         self.lock = threading.Lock()
+        self.ponged = threading.Condition(self.lock)
+        self.pongs = 0
         self.counts = {}
         self.payloads = {}
         self.errors = []
@@ -105,6 +106,10 @@ class RawNats:
                         del self.payloads[sid][:-50]
                 elif line.startswith(b"PING"):
                     self._send(b"PONG\r\n")
+                elif line.startswith(b"PONG"):
+                    with self.lock:
+                        self.pongs += 1
+                        self.ponged.notify_all()
                 elif line.startswith(b"-ERR"):
                     with self.lock:
                         self.errors.append(line.decode(errors="replace").strip())
@@ -125,11 +130,14 @@ class RawNats:
         self._send(f"PUB {subject}{r} {len(data)}\r\n".encode() + data + b"\r\n")
 
     def flush(self, timeout=5):
-        """Round trip: everything published so far has reached the server."""
-        before = time.monotonic()
+        """Round trip: True once the server has answered a PING sent after
+        everything published so far (so it has processed all of it), False
+        if no PONG came within timeout seconds."""
+        with self.lock:
+            want = self.pongs + 1
         self._send(b"PING\r\n")
-        time.sleep(0.05)  # the reader answers PONGs; a short pause is enough here
-        return time.monotonic() - before < timeout
+        with self.lock:
+            return self.ponged.wait_for(lambda: self.pongs >= want, timeout)
 
     def count(self, sid):
         with self.lock:

@@ -16,7 +16,8 @@ import json
 import os
 import sqlite3
 
-from harness import Nats, Proc, bin_path, check, finish, free_port, http_get, tmpdir, wait_until
+from harness import (Nats, Proc, bin_path, check, environ_set, finish, free_port, http_get, tmpdir,
+                     wait_until)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONF = os.path.join(ROOT, "k8s", "components", "app9", "nats-server.conf")
@@ -32,16 +33,8 @@ class Env:
     def __init__(self, name):
         self.dir = tmpdir(f"cm-app9auth-{name}-")
         env = {f"CM_{r.upper()}_PASSWORD": pw for r, pw in PASSWORDS.items()}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # nats-server reads $CM_*_PASSWORD from its environment
-        try:
+        with environ_set(env):  # nats-server reads $CM_*_PASSWORD from its environment
             self.nats = Nats(self.dir, extra=["-c", CONF])
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         self.procs = []
         self.db = os.path.join(self.dir, "results.db")
 

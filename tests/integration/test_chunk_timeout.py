@@ -25,8 +25,8 @@ import sqlite3
 import tempfile
 import time
 
-from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish,
-                     free_port, http_get, log_lines, parse_prometheus, status, wait_until)
+from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, finish, free_port,
+                     http_get, log_lines, parse_prometheus, status, torn_down, wait_until)
 
 HANG = os.path.join(BIN_DIR, "examples", "plugin", "hang.so")
 N = 500
@@ -35,7 +35,7 @@ N = 500
 def hung_plugin():
     P = Pipeline("chunk-timeout", records=0, mappers=1, transform=f"plugin:{HANG}",
                  extra_mapper=["--concurrency", "2", "--chunk-timeout", "1s"])
-    try:
+    with torn_down(P):
         path = os.path.join(P.workdir, "in.ndjson")
         with open(path, "w") as fh:
             for i in range(1, N + 1):
@@ -64,12 +64,6 @@ def hung_plugin():
         m.signal(signal.SIGTERM)
         assert m.wait(15) == 0, m.log()[-800:]
         assert time.monotonic() - t0 < 10
-    except Exception:
-        dump_logs_on_failure(P)
-        raise
-    finally:
-        P.stop_all()
-        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def one_stuck_still_healthy():
@@ -77,7 +71,7 @@ def one_stuck_still_healthy():
     # one worker stays stuck and /healthz stays 200 (two still work).
     P = Pipeline("chunk-timeout-1", records=0, mappers=1, transform=f"plugin:{HANG}",
                  extra_mapper=["--concurrency", "3", "--chunk-timeout", "1s"])
-    try:
+    with torn_down(P):
         path = os.path.join(P.workdir, "in.ndjson")
         with open(path, "w") as fh:
             for i in range(1, 201):
@@ -92,12 +86,6 @@ def one_stuck_still_healthy():
         wait_until(lambda: parse_prometheus(http_get(m.port, "/metrics")[1])[0]
                    .get("chunkmill_mapper_stuck_workers") == 1, 10, what="one stuck worker")
         assert http_get(m.port, "/healthz")[0] == 200
-    except Exception:
-        dump_logs_on_failure(P)
-        raise
-    finally:
-        P.stop_all()
-        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def app9_mode():

@@ -22,9 +22,8 @@ number) with its own children. The NAK reasons quote the stray line.
 """
 import json
 import os
-import shutil
 
-from harness import Pipeline, check, dump_logs_on_failure, finish, log_lines
+from harness import Pipeline, check, finish, log_lines, torn_down
 
 N = 500
 
@@ -133,7 +132,7 @@ def run_case(name, script, framing=None, dead_chunks=None, reason_has=None, sett
                  extra_mapper=["--exec-settle", settle, "--exec-timeout", "20s",
                                "--concurrency", "2"] +
                  (["--exec-framing", framing] if framing else []))
-    try:
+    with torn_down(P):
         path = os.path.join(P.workdir, "in.ndjson")
         with open(path, "w") as fh:
             for i in range(1, N + 1):
@@ -159,12 +158,6 @@ def run_case(name, script, framing=None, dead_chunks=None, reason_has=None, sett
         m = P.mappers[0]
         assert m.alive(), "the mapper died"
         return P, m
-    except Exception:
-        dump_logs_on_failure(P)
-        raise
-    finally:
-        P.stop_all()
-        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def banner(framing=None):

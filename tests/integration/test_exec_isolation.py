@@ -20,12 +20,11 @@
 import ctypes
 import json
 import os
-import shutil
 import tempfile
 import time
 
-from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, dump_logs_on_failure,
-                     finish, free_port, http_get, parse_prometheus, wait_until)
+from harness import (BIN_DIR, Nats, Pipeline, Proc, bin_path, check, finish,
+                     free_port, http_get, parse_prometheus, torn_down, wait_until)
 
 ENVPROBE = os.path.join(BIN_DIR, "examples", "plugin", "envprobe.so")
 
@@ -145,22 +144,18 @@ def orphans_are_reaped():
     P = Pipeline("reap", records=300, mappers=1, transform="exec:sh -c 'sleep 30 | cat'",
                  extra_mapper=["--exec-timeout", "1s", "--concurrency", "3"])
     try:
-        P.wait_ready([P.saver] + P.mappers)
-        f = P.start_fetcher(["--once", "--job", "reap", "--max-deliver", "1", "--allow-dead"])
-        assert f.wait(60) == 0, f.log()[-800:]
-        m = P.mappers[0]
-        time.sleep(1.5)  # the reaper looks every 250 ms
-        z = zombies_of({os.getpid(), m.pid})
-        assert z == [], f"{len(z)} zombies left: {z}"
-        s, _ = parse_prometheus(http_get(m.port, "/metrics")[1])
-        assert s.get("chunkmill_exec_orphans_reaped_total", 0) >= 3, s.get(
-            "chunkmill_exec_orphans_reaped_total")
-    except Exception:
-        dump_logs_on_failure(P)
-        raise
+        with torn_down(P):
+            P.wait_ready([P.saver] + P.mappers)
+            f = P.start_fetcher(["--once", "--job", "reap", "--max-deliver", "1", "--allow-dead"])
+            assert f.wait(60) == 0, f.log()[-800:]
+            m = P.mappers[0]
+            time.sleep(1.5)  # the reaper looks every 250 ms
+            z = zombies_of({os.getpid(), m.pid})
+            assert z == [], f"{len(z)} zombies left: {z}"
+            s, _ = parse_prometheus(http_get(m.port, "/metrics")[1])
+            assert s.get("chunkmill_exec_orphans_reaped_total", 0) >= 3, s.get(
+                "chunkmill_exec_orphans_reaped_total")
     finally:
-        P.stop_all()
-        shutil.rmtree(P.workdir, ignore_errors=True)
         for pid in zombies_of({os.getpid()}):  # strangers we inherited
             try:
                 os.waitpid(pid, os.WNOHANG)

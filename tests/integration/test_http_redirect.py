@@ -19,14 +19,14 @@ case, credentials in the source URL (http://user:PASSWORD@host/...):
 import base64
 import collections
 import glob
-import json
 import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from harness import Pipeline, check, dump_logs_on_failure, finish, http_get, status, wait_until
+from harness import (Pipeline, check, dump_logs_on_failure, finish, http_get, send_json, status,
+                     wait_until)
 
 KEY = "X-Api-Key"
 KEY_VALUE = "api-key-R7t3q9"
@@ -45,14 +45,7 @@ def make_handler(name, other_port):
             pass
 
         def send(self, code, obj=None, location=None):
-            body = json.dumps(obj).encode() if obj is not None else b""
-            self.send_response(code)
-            if location:
-                self.send_header("Location", location)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, code, obj, location)
 
         def do_GET(self):  # noqa: N802
             u = urlparse(self.path)

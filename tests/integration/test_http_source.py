@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, urlparse
 
 import time
 
-from harness import (Pipeline, bin_path, check, dump_logs_on_failure, finish, free_port, http_get)
+from harness import (Pipeline, bin_path, check, dump_logs_on_failure, finish, free_port, http_get,
+                     send_json)
 
 SECRET = "Bearer s3cret-token-42"
 PAGE = 37
@@ -39,12 +40,7 @@ def user(i):
 
 class Api(BaseHTTPRequestHandler):
     def send(self, code, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, code, obj)
 
     def do_GET(self):  # noqa: N802
         u = urlparse(self.path)

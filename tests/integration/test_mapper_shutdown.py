@@ -16,8 +16,8 @@ import signal
 import tempfile
 import time
 
-from harness import (Nats, Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish,
-                     free_port, http_get, log_lines, wait_until)
+from harness import (Nats, Pipeline, Proc, bin_path, check, finish, free_port,
+                     http_get, log_lines, torn_down, wait_until)
 
 ROUNDS = 30
 PARALLEL = 5
@@ -117,7 +117,7 @@ def no_saver_left(kill_saver):
     nothing); else saver, fetcher and mapper get SIGTERM at the same moment."""
     P = Pipeline("all-at-once", records=20000, mappers=1, transform="sleep:300",
                  extra_mapper=["--concurrency", "2", "--save-timeout", "10s"])
-    try:
+    with torn_down(P):
         P.wait_ready([P.saver] + P.mappers)
         f = P.start_fetcher(["--job", "aao"])
         m = P.mappers[0]
@@ -141,12 +141,6 @@ def no_saver_left(kill_saver):
         else:
             assert ("handed back to the fetcher because no saver confirmed them" in last or
                     last == "mapper drained: no chunk in hand"), msgs[-6:]
-    except Exception:
-        dump_logs_on_failure(P)
-        raise
-    finally:
-        P.stop_all()
-        shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 check(f"mapper exec: SIGTERM while nats-server stops, native x{ROUNDS}: exit 0",

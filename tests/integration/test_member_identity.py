@@ -10,11 +10,10 @@ running instance (a random token in its heartbeats and credits).
 - a second process started under a live mapper's id is refused (counted)
   and the job still completes exactly once.
 """
-import shutil
 import time
 
-from harness import (Pipeline, Proc, check, dump_logs_on_failure, finish, http_get, log_lines,
-                     parse_prometheus, status, ts_of, wait_until)
+from harness import (Pipeline, Proc, check, dump_logs_on_failure, finish, http_get,
+                     kept_on_failure, log_lines, parse_prometheus, status, ts_of, wait_until)
 
 HB = 1.0  # mapper heartbeat period in these tests
 RECORDS = 20000
@@ -35,7 +34,7 @@ def exact(P):
 def same_id_restart():
     P = Pipeline("sameid", records=RECORDS, mappers=2, transform="sleep:40",
                  extra_mapper=["--heartbeat", f"{HB}s", "--concurrency", "2"])
-    try:
+    with kept_on_failure(P, failed):
         P.wait_ready([P.saver] + P.mappers)
         f = P.start_fetcher(["--ack-wait", "60s"])
         victim = P.mappers[0]
@@ -69,19 +68,12 @@ def same_id_restart():
         assert not [x for x in log_lines(f) if "missed 3 heartbeats" in x.get("msg", "")]
         # the new instance got work after the takeover
         assert (status(again) or {}).get("processed", 1) is not None
-    except Exception:
-        failed.append(P)
-        raise
-    finally:
-        P.stop_all()
-        if P not in failed:
-            shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 def live_id_refused():
     P = Pipeline("liveid", records=RECORDS, mappers=2, transform="sleep:20",
                  extra_mapper=["--concurrency", "2"])
-    try:
+    with kept_on_failure(P, failed):
         P.wait_ready([P.saver] + P.mappers)
         twin = Proc("twin", [a if not a.startswith("127.0.0.1:") else "127.0.0.1:0"
                              for a in P.mappers[0].argv], log_dir=P.workdir)
@@ -97,13 +89,6 @@ def live_id_refused():
         # may happen (its leases are released and sent again, nothing lost).
         print(f"  {int(n)} credits/heartbeats of the twin refused, "
               f"{int(m.get('chunkmill_fetcher_mapper_restarts_total', 0))} takeovers")
-    except Exception:
-        failed.append(P)
-        raise
-    finally:
-        P.stop_all()
-        if P not in failed:
-            shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 check("kill -9 and restart under the same --id: predecessor's leases released within ~1 "

@@ -14,9 +14,9 @@
 import json
 import os
 import shutil
-import socket
 import time
 
+import rawnats
 from harness import (Pipeline, check, dump_logs_on_failure, finish, http_get, parse_prometheus,
                      status, wait_until)
 
@@ -25,66 +25,6 @@ def metrics(port):
     st, body = http_get(port, "/metrics")
     assert st == 200, (st, body)
     return parse_prometheus(body)[0]
-
-
-# ---- a minimal NATS publisher (text protocol) and protobuf encoder, to play
-# mappers that only announce themselves ----
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _str(field, s):
-    b = s.encode()
-    return _varint(field << 3 | 2) + _varint(len(b)) + b
-
-
-def _uint(field, n):
-    return _varint(field << 3) + _varint(n)
-
-
-def credit(mapper_id, subject, version, free=0):
-    return _str(1, mapper_id) + _str(2, subject) + _str(3, version) + _uint(4, free)
-
-
-def heartbeat(mapper_id, version, period_ms):
-    return _str(1, mapper_id) + _str(2, "mapper") + _str(3, version) + _uint(7, period_ms)
-
-
-class NatsPub:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.f = self.s.makefile("rb")
-        assert self.f.readline().startswith(b"INFO ")
-        self.s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
-        self._pong()
-
-    def _pong(self):
-        while True:
-            line = self.f.readline()
-            assert line, "NATS closed the connection"
-            if line.startswith(b"PONG"):
-                return
-            assert not line.startswith(b"-ERR"), line
-
-    def pub(self, subject, payload):
-        self.s.sendall(f"PUB {subject} {len(payload)}\r\n".encode() + payload + b"\r\n")
-
-    def flush(self):
-        self.s.sendall(b"PING\r\n")
-        self._pong()
-
-    def close(self):
-        self.f.close()
-        self.s.close()
 
 
 P = Pipeline("metrics-truth", records=6000, mappers=0, transform="sleep:200")
@@ -129,16 +69,19 @@ def oldest_pending_age():
 def versions_never_mislabelled():
     # 18 live versions (the real mapper's "dev" + 17 announced ones) for 16
     # rows: two of them are counted as "other", none under another's name.
-    nats = NatsPub(P.nats.port)
+    nats = rawnats.RawNats(P.nats.port, name="fake-mappers")
     fakes = [(f"fake{i}", f"v{i}") for i in range(1, 18)]
     try:
         for mid, ver in fakes:
-            nats.pub(f"{P.prefix}.credit", credit(mid, f"{P.prefix}.chunk.{mid}", ver))
-        nats.flush()
+            nats.pub(f"{P.prefix}.credit",
+                     rawnats.credit(mid, f"{P.prefix}.chunk.{mid}", 0, version=ver))
+        assert nats.flush(), "no PONG from nats-server"
         time.sleep(0.3)
         for mid, ver in fakes:
-            nats.pub(f"{P.prefix}.heartbeat", heartbeat(mid, ver, 60000))
-        nats.flush()
+            nats.pub(f"{P.prefix}.heartbeat",
+                     rawnats.heartbeat(mid, period_ms=60000, version=ver))
+        assert nats.flush(), "no PONG from nats-server"
+        assert not nats.errors, nats.errors
     finally:
         nats.close()
 

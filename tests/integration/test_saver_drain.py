@@ -8,7 +8,8 @@ dropped request shows as the job ending a save timeout (60 s) late."""
 import shutil
 import time
 
-from harness import Pipeline, check, dump_logs_on_failure, finish, log_lines, status, wait_until
+from harness import (Pipeline, check, dump_logs_on_failure, finish, kept_on_failure, log_lines,
+                     status, wait_until)
 
 failed = []
 
@@ -46,15 +47,8 @@ def saver_sigterm_under_load(P):
 def run():
     P = Pipeline("sdrain", records=30000, chunk_size=10, mappers=3, transform="identity",
                  extra_mapper=["--save-timeout", "60s", "--concurrency", "2"])
-    try:
+    with kept_on_failure(P, failed):
         saver_sigterm_under_load(P)
-    except Exception:
-        failed.append(P)
-        raise
-    finally:
-        P.stop_all()
-        if P not in failed:
-            shutil.rmtree(P.workdir, ignore_errors=True)
 
 
 check("SIGTERM to the saver under load 3 times: every received request answered, exact", run)

@@ -14,8 +14,8 @@ import os
 import shutil
 import subprocess
 
-from harness import (Nats, Proc, bin_path, check, finish, free_port, http_get, log_lines,
-                     tmpdir, wait_until)
+from harness import (Nats, Proc, bin_path, check, environ_set, finish, free_port, http_get,
+                     log_lines, tmpdir, wait_until)
 
 RECORDS = 5000
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -79,16 +79,8 @@ def start_nats(name, conf_text, env=None):
     conf = os.path.join(d, "nats-server.conf")
     with open(conf, "w") as f:
         f.write(conf_text)
-    old = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})  # nats-server reads $VARS from its environment
-    try:
+    with environ_set(env):  # nats-server reads $VARS from its environment
         n = Nats(d, extra=["-c", conf])
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     ALL_PROCS.append(n.proc)
     return n, d
 

@@ -17,8 +17,8 @@ import shutil
 import sqlite3
 
 import rawnats
-from harness import (Pipeline, check, dump_logs_on_failure, finish, http_get, parse_prometheus,
-                     wait_until)
+from harness import (Pipeline, check, dump_logs_on_failure, finish, http_get, kept_on_failure,
+                     parse_prometheus, wait_until)
 
 N = 2000
 BAD = {7, 300, 1234, 1999}
@@ -64,12 +64,6 @@ def write_records(path):
                          + b"\n")
 
 
-def close(P):
-    P.stop_all()
-    if P not in failed:
-        shutil.rmtree(P.workdir, ignore_errors=True)
-
-
 def source_records():
     d = os.path.join("/tmp", f"cm-utf8-src-{os.getpid()}")
     os.makedirs(d, exist_ok=True)
@@ -77,17 +71,12 @@ def source_records():
     write_records(path)
     try:
         P = run_file("utf8src", "identity", path)
-        try:
+        with kept_on_failure(P, failed):
             assert P.db_query("SELECT count(*) FROM records") == [(N - len(BAD),)]
             dead = P.db_query("SELECT reason FROM dead_letters")
             assert len(dead) == len(BAD), dead
             assert all("not valid UTF-8" in r for (r,) in dead), dead
             all_utf8(P)
-        except Exception:
-            failed.append(P)
-            raise
-        finally:
-            close(P)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -112,23 +101,18 @@ def exec_output():
             fh.write(json.dumps({"uuid": f"n{i}"}) + "\n")
     try:
         P = run_file("utf8exec", "exec:" + json.dumps(["python3", "-u", "-c", CHILD]), path)
-        try:
+        with kept_on_failure(P, failed):
             assert P.db_query("SELECT count(*) FROM records") == [(N - 2,)]
             dead = P.db_query("SELECT reason FROM dead_letters")
             assert len(dead) == 2 and all("not valid UTF-8" in r for (r,) in dead), dead
             all_utf8(P)
-        except Exception:
-            failed.append(P)
-            raise
-        finally:
-            close(P)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
 
 def forged_chunks():
     P = Pipeline("utf8forged", records=0, mappers=0)
-    try:
+    with kept_on_failure(P, failed):
         P.wait_ready([P.saver])
         a = rawnats.RawNats(P.nats.port)
         sid = a.sub("_INBOX.u8.>")
@@ -145,11 +129,6 @@ def forged_chunks():
         m, _ = parse_prometheus(http_get(P.saver.port, "/metrics")[1])
         assert m.get('chunkmill_rejected_messages_total{reason="not_utf8"}') == 2, m
         a.close()
-    except Exception:
-        failed.append(P)
-        raise
-    finally:
-        close(P)
 
 
 check("file source: records that are not UTF-8 are dead letters with the reason", source_records)
