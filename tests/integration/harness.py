@@ -421,6 +421,21 @@ def check(name, fn):
         traceback.print_exc()
 
 
+def remove_workdir(path):
+    """At the end of a test script that made its own folder: on failure the
+    tails of its logs go to the output; the folder is removed either way
+    (CM_KEEP_TMP=1 keeps it)."""
+    if _results["failed"] != 0:
+        for root, _, files in os.walk(path):
+            for name in sorted(f for f in files if f.endswith(".log")):
+                with open(os.path.join(root, name), errors="replace") as fh:
+                    print(f"---- {name}:", *fh.read().splitlines()[-5:], sep="\n  ")
+    if os.environ.get("CM_KEEP_TMP", "") not in ("", "0"):
+        print(f"CM_KEEP_TMP: kept {path}", flush=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def finish():
     print(f"{_results['passed']} passed, {_results['failed']} failed", flush=True)
     _cleanup()

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import rawnats
-from harness import (Nats, Proc, bin_path, check, finish, free_port, http_get,
+from harness import (Nats, remove_workdir, Proc, bin_path, check, finish, free_port, http_get,
                      parse_prometheus, wait_until)
 
 RECORDS = 20000
@@ -317,8 +317,5 @@ check("open server: free=2^31 credit from a never-heartbeating id: 0 chunks to i
 check("mapper credentials: free=2^31 credit from a never-heartbeating id: 0 chunks to it, job "
       "not stalled", lambda: ghost_credit(True))
 check("every forged credit, ack and nak is counted by reason", credit_hijack_counted)
-if __import__("harness")._results["failed"] == 0:
-    shutil.rmtree(WORK, ignore_errors=True)
-else:
-    print(f"logs kept in {WORK}")
+remove_workdir(WORK)
 finish()

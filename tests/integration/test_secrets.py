@@ -12,7 +12,8 @@ import shutil
 import sqlite3
 import tempfile
 
-from harness import Nats, Proc, bin_path, check, finish, free_port, http_get, log_lines, wait_until
+from harness import (Nats, Proc, bin_path, check, finish, free_port, http_get, log_lines,
+                     remove_workdir, wait_until)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE_CONF = os.path.join(ROOT, "deploy", "nats", "nats-server.conf")
@@ -158,8 +159,5 @@ check("a creds file's JWT and seed: in no log", creds_file)
 for p in procs:
     if p.alive():
         p.stop()
-if __import__("harness")._results["failed"] == 0:
-    shutil.rmtree(WORK, ignore_errors=True)
-else:
-    print(f"logs kept in {WORK}")
+remove_workdir(WORK)
 finish()
