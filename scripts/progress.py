@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""scripts/progress.py URL [OUT] - scripts/run's live progress line on a terminal.
+"""scripts/progress.py URL [OUT [DONE]] - scripts/run's live progress line on a terminal.
 
 Polls the fetcher's /status at URL every 0.1 s and redraws one line in place
 (carriage return, erase to end of line) on stdout: chunks done of the total,
 records, records/s, in flight, backlog, dead chunks, mappers. Runs until
-SIGTERM (scripts/run sends it when the fetcher has exited); then ends the line
+the file DONE exists (scripts/run creates it when the fetcher has exited) or
+SIGTERM (scripts/run's fallback, or an interrupt); then ends the line
 with a newline so the summary starts on a line of its own. A job can end
 between two polls (or before the first): the last frame is then drawn from
 the {"summary":...} line the fetcher printed into OUT (its stdout), if any.
 A fetcher not answering yet is drawn as "waiting for the fetcher".
 """
 import json
+import os
 import signal
 import sys
 import time
@@ -36,8 +38,9 @@ def line(st, rate, elapsed):
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
-        print("usage: scripts/progress.py STATUS_URL [FETCHER_STDOUT]", file=sys.stderr)
+    if len(sys.argv) not in (2, 3, 4):
+        print("usage: scripts/progress.py STATUS_URL [FETCHER_STDOUT [DONE_FILE]]",
+              file=sys.stderr)
         return 2
     url = sys.argv[1]
     drawn = [False]
@@ -70,7 +73,10 @@ def main():
     signal.signal(signal.SIGINT, stop)
     t0 = time.monotonic()
     samples = []  # (time, records_done), the last ~2 s: the rate is over those
+    done_file = sys.argv[3] if len(sys.argv) > 3 else None
     while True:
+        if done_file and os.path.exists(done_file):
+            stop(None, None)
         now = time.monotonic()
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
