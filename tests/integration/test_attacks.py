@@ -242,7 +242,14 @@ def credit_hijack_counted():
                                'chunkmill_rejected_messages_total{reason="credit_over_slots"}') == 20
                     and metric(f.port, 'chunkmill_rejected_messages_total{reason="ack_forged"}') == 20
                     and metric(f.port, 'chunkmill_rejected_messages_total{reason="nak_forged"}') == 20)
-        wait_until(counted, 10, what="every forged credit, ack and nak counted by reason")
+        try:
+            wait_until(counted, 10, what="every forged credit, ack and nak counted by reason")
+        except AssertionError:
+            reasons = ("credit_subject", "member_instance", "credit_over_slots", "ack_forged",
+                       "nak_forged")
+            print("    counted:", {r: metric(f.port, 'chunkmill_rejected_messages_total'
+                                              f'{{reason="{r}"}}') for r in reasons})
+            raise
         assert a.count(sid) == 0
         a.close()
     finally:

@@ -41,12 +41,13 @@ class Tmpfs:
 
     def fill(self):
         """Writes a filler file until the file system is full."""
-        with open(self.path("filler"), "wb") as f:
+        # Unbuffered: a partial block left in a buffer would make the close
+        # itself fail with ENOSPC.
+        with open(self.path("filler"), "wb", buffering=0) as f:
             block = b"\0" * 65536
             try:
                 while True:
                     f.write(block)
-                    f.flush()
             except OSError:
                 pass
 
