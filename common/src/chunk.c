@@ -524,9 +524,9 @@ static int parse_uint(const char *lit, size_t n, uint64_t max, uint64_t *v) {
 }
 
 enum { K_JOB = 1, K_INDEX = 2, K_ATTEMPT = 4, K_DATA = 8, K_DEAD = 16, K_MAPPER = 32, K_LEASE = 64,
-       K_VERSION = 128 };
+       K_VERSION = 128, K_REDO = 256 };
 #define K_HDR3 (K_JOB | K_INDEX | K_ATTEMPT)
-#define K_HDR6 (K_HDR3 | K_MAPPER | K_LEASE | K_VERSION)
+#define K_HDR6 (K_HDR3 | K_MAPPER | K_LEASE | K_VERSION | K_REDO)
 
 static int key_id(const char *k, size_t n) {
   /* Keys are compared raw (between the quotes): an escaped spelling of a
@@ -539,6 +539,7 @@ static int key_id(const char *k, size_t n) {
   if (n == 6 && memcmp(k, "mapper", 6) == 0) return K_MAPPER;
   if (n == 5 && memcmp(k, "lease", 5) == 0) return K_LEASE;
   if (n == 7 && memcmp(k, "version", 7) == 0) return K_VERSION;
+  if (n == 4 && memcmp(k, "redo", 4) == 0) return K_REDO;
   return 0;
 }
 
@@ -667,6 +668,12 @@ static int peek_impl(const char *json, size_t len, cm_chunk_view_t *out, char *e
       if (rc < 0) FAIL("\"attempt\" is not a non-negative integer");
       v.hdr.attempt = (uint32_t)u;
       break;
+    case K_REDO:
+      rc = parse_uint(val, vlen, UINT32_MAX, &u);
+      if (rc == -ERANGE) FAIL("\"redo\" is larger than 2^32-1");
+      if (rc < 0) FAIL("\"redo\" is not a non-negative integer");
+      v.hdr.redo = (uint32_t)u;
+      break;
     case K_DATA:
       if (val[0] != '[') FAIL("\"data\" is not an array");
       v.data = val;
@@ -740,6 +747,7 @@ int cm_chunk_begin(cm_buf_t *b, const cm_chunk_hdr_t *hdr) {
   if (rc == 0)
     rc = cm_buf_printf(b, ",\"index\":%" PRIu64 ",\"attempt\":%" PRIu32, hdr->index,
                        hdr->attempt);
+  if (rc == 0 && hdr->redo > 0) rc = cm_buf_printf(b, ",\"redo\":%" PRIu32, hdr->redo);
   if (rc == 0 && hdr->lease[0] != '\0') {
     rc = cm_buf_append(b, ",\"mapper\":", 10);
     if (rc == 0)

@@ -40,6 +40,9 @@ typedef struct cm_chunk_hdr_s {
   char mapper[CM_MAPPER_ID_MAX];
   char lease[CM_LEASE_MAX];
   char version[CM_VERSION_MAX];
+  /* Redo generation (docs/jobs.md "Redo by version"): 0 for a chunk never
+   * redone; written (after "attempt") only when > 0. */
+  uint32_t redo;
 } cm_chunk_hdr_t;
 
 typedef struct cm_chunk_view_s {
