@@ -478,7 +478,7 @@ static int fetch_build(cm_fetch_t *f, uint64_t index, uint32_t attempt, const ch
   h.attempt = attempt;
   if (f->cfg.lease_key != NULL) {
     snprintf(h.mapper, sizeof(h.mapper), "%s", mapper);
-    cm_lease_token(f->cfg.lease_key, f->job, index, attempt, h.mapper, h.lease);
+    cm_lease_token(f->cfg.lease_key, f->job, index, attempt, h.redo, h.mapper, h.lease);
   }
   cm_buf_reset(&f->buf);
   if ((rc = cm_chunk_begin(&f->buf, &h)) != 0) return rc;
@@ -738,8 +738,8 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
   }
   if (a->job == NULL || strcmp(a->job, f->job) != 0) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->records,
-                           a->dead_records, a->duplicate, a->mac)) {
+      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->redo, a->records,
+                           a->dead_records, a->duplicate, a->version, a->mac)) {
     /* Only a saver holding the lease key makes this MAC, and only after
      * committing the chunk: anything else would mark unsaved work done. */
     cm_reject(f->rej, now_ms(f), "ack_forged",
@@ -779,7 +779,7 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
   }
   if (n->job == NULL || strcmp(n->job, f->job) != 0) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt,
+      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt, 0,
                        n->mapper_id ? n->mapper_id : "", n->lease)) {
     /* Only the mapper the chunk was leased to has its token. */
     cm_reject(f->rej, now, "nak_forged",
@@ -909,7 +909,7 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
         Chunkmill__Lease *l = hb->inflight[i];
         if (l->job == NULL || strcmp(l->job, f->job) != 0) continue;
         if (f->cfg.lease_key != NULL &&
-            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, m->id, l->lease)) {
+            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, 0, m->id, l->lease)) {
           cm_reject(f->rej, now, "lease_forged",
                     "heartbeat of mapper %.64s claims chunk %" PRIu64
                     " attempt %u without its lease token",

@@ -161,10 +161,13 @@ static void saver_commit_done(uv_work_t *w, int status) {
       ack.dead_records = it->dead;
       ack.duplicate = it->status == 1;
       ack.saver_id = (char *)cm_daemon_id(s->d);
+      /* What is stored now (for a duplicate, possibly a later redo). */
+      ack.version = it->version;
+      ack.redo = it->redo;
       char mac[CM_LEASE_TOKEN_HEX + 1];
       if (s->lease_key != NULL) {
-        cm_lease_ack_mac(s->lease_key, ack.job, ack.index, ack.attempt, ack.records,
-                         ack.dead_records, ack.duplicate, mac);
+        cm_lease_ack_mac(s->lease_key, ack.job, ack.index, ack.attempt, ack.redo, ack.records,
+                         ack.dead_records, ack.duplicate, ack.version, mac);
         ack.mac = mac;
       }
       if (it->status == 1) {
@@ -269,7 +272,7 @@ static void saver_on_save(void *ud, natsMsg *m) {
   }
   if (s->lease_key != NULL && sm->peek_rc == 0 &&
       !cm_lease_verify(s->lease_key, sm->v.hdr.job, sm->v.hdr.index, sm->v.hdr.attempt,
-                       sm->v.hdr.mapper, sm->v.hdr.lease)) {
+                       sm->v.hdr.redo, sm->v.hdr.mapper, sm->v.hdr.lease)) {
     /* Not the answer to a lease the fetcher issued (forged, or the fetcher
      * and this saver hold different keys): store nothing. */
     cm_reject(s->rej, cm_daemon_now_ms(s->d), sm->v.hdr.lease[0] ? "lease_forged" : "lease_missing",
