@@ -411,8 +411,8 @@ static void test_secret_env_names(void **st) {
  * chunk's header into the mapped chunk: the redo generation (docs/jobs.md
  * "Redo by version") and the lease unchanged, its own version label. */
 static void test_header_redo_copied(void **st) {
-  static const char *const specs[] = {"identity", "fullname", "burn:2", "sleep:1",
-                                      "exec:cat", "plugin:" CM_PLUGIN_UPPER};
+  static const char plugin[] = "plugin:" CM_PLUGIN_UPPER;
+  const char *const specs[] = {"identity", "fullname", "burn:2", "sleep:1", "exec:cat", plugin};
   const char *in = "{\"job\":\"j\",\"index\":9,\"attempt\":4,\"redo\":3,\"mapper\":\"m1\","
                    "\"lease\":\"00ff00ff00ff00ff00ff00ff00ff00ff\",\"version\":\"v1\","
                    "\"data\":[{\"uuid\":\"u\",\"fn\":\"ada\",\"ln\":\"x\"},{\"fn\":\"b\"}]}";
