@@ -779,7 +779,7 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
   }
   if (n->job == NULL || strcmp(n->job, f->job) != 0) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt, 0,
+      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt, n->redo,
                        n->mapper_id ? n->mapper_id : "", n->lease)) {
     /* Only the mapper the chunk was leased to has its token. */
     cm_reject(f->rej, now, "nak_forged",
@@ -909,7 +909,8 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
         Chunkmill__Lease *l = hb->inflight[i];
         if (l->job == NULL || strcmp(l->job, f->job) != 0) continue;
         if (f->cfg.lease_key != NULL &&
-            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, 0, m->id, l->lease)) {
+            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, l->redo, m->id,
+                             l->lease)) {
           cm_reject(f->rej, now, "lease_forged",
                     "heartbeat of mapper %.64s claims chunk %" PRIu64
                     " attempt %u without its lease token",
