@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -664,6 +665,78 @@ static void test_pg_bad_utf8_permanent(void **state) {
   free(good);
 }
 
+typedef struct {
+  cm_sink_t *s;
+  cm_sink_item_t *it;
+  volatile int done;
+  int rc;
+} save_thread_t;
+
+static void *save_thread(void *arg) {
+  save_thread_t *a = arg;
+  a->rc = cm_sink_save_batch(a->s, a->it, 1);
+  a->done = 1;
+  return NULL;
+}
+
+static void pg_ok(PGconn *pc, const char *sql) {
+  PGresult *r = PQexec(pc, sql);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) print_error("%s: %s\n", sql, PQerrorMessage(pc));
+  assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+}
+
+/* Two savers redo the same chunk at once, both having read generation 0:
+ * while the other's redo holds the marker (not committed yet), ours waits
+ * for it, and once it commits ours finds generation 1 and is a duplicate
+ * reporting that redo; the other's rows stay, ours are not written on
+ * top. */
+static void test_pg_concurrent_redo(void **state) {
+  ctx_t *c = *state;
+  char *v1 = chunk_r(5, 10, NULL, 0, NULL, "v1", 0);
+  char *v2 = chunk_r(5, 7, NULL, 0, NULL, "v2", 1);
+  cm_sink_item_t it;
+  save_thread_t a = {.s = c->s, .it = &it};
+  pthread_t th;
+  PGconn *pc;
+
+  save1(c, &it, v1);
+  assert_int_equal(it.status, 0);
+  pc = PQconnectdb(c->db);
+  assert_int_equal(PQstatus(pc), CONNECTION_OK);
+  /* The other saver has read the marker (generation 0) and locked it for
+   * its redo; ours reads generation 0 too and waits for the lock. */
+  pg_ok(pc, "BEGIN");
+  {
+    PGresult *r = PQexec(pc, "SELECT redo FROM chunks WHERE job = 'r' AND chunk = 5 FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+  }
+  item(&it, v2);
+  assert_int_equal(pthread_create(&th, NULL, save_thread, &a), 0);
+  usleep(500 * 1000);
+  assert_false(a.done); /* waiting for the other saver's marker */
+  pg_ok(pc, "UPDATE chunks SET redo = 1, version = 'other', records = 1, dead = 0"
+            " WHERE job = 'r' AND chunk = 5");
+  pg_ok(pc, "DELETE FROM records WHERE job = 'r' AND chunk = 5");
+  pg_ok(pc, "INSERT INTO records VALUES('r', 5, 0, '{\"v\":\"other\"}')");
+  pg_ok(pc, "COMMIT");
+  assert_int_equal(pthread_join(th, NULL), 0);
+  PQfinish(pc);
+
+  assert_int_equal(a.rc, 0);
+  assert_int_equal(it.status, 1);
+  assert_false(it.replaced);
+  assert_string_equal(it.version, "other");
+  assert_int_equal(it.redo, 1);
+  assert_int_equal(it.records, 1);
+  assert_int_equal(qi(c, "SELECT count(*) FROM records"), 1);
+  assert_int_equal(rows_of(c, 5, "other"), 1);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE chunk = 5"), "other");
+  free(v1);
+  free(v2);
+}
+
 /* A server that is not there: the sink opens, unhealthy with the reason;
  * a batch fails temporary (the mapper keeps it), nothing is lost. */
 static void test_pg_unreachable(void **state) {
@@ -736,6 +809,7 @@ int main(void) {
   };
   const struct CMUnitTest pg_only[] = {
       T(test_pg_bad_utf8_permanent),
+      T(test_pg_concurrent_redo),
       cmocka_unit_test(test_pg_unreachable),
   };
   const struct CMUnitTest plain[] = {cmocka_unit_test(test_redact)};
