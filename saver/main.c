@@ -73,7 +73,7 @@ typedef struct saver_s {
    * comes from the sink (cm_sink_health). */
   cm_store_health_t health;
 
-  cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
+  cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits, *m_replaced;
   cm_histogram_t *m_commit_s, *m_batch_chunks;
   cm_gauge_t *m_queue;
 } saver_t;
@@ -174,6 +174,7 @@ static void saver_commit_done(uv_work_t *w, int status) {
         cm_counter_inc(s->m_dups);
       } else {
         cm_counter_inc(s->m_chunks);
+        if (it->replaced) cm_counter_inc(s->m_replaced);
         cm_counter_add(s->m_records, it->records);
         cm_counter_add(s->m_dead, it->dead);
       }
@@ -506,6 +507,9 @@ int main(int argc, char **argv) {
   s.m_dups = cm_metrics_counter(m, "chunkmill_saver_duplicate_chunks_total",
                                 "Chunks received again after being saved (acknowledged, not rewritten).",
                                 NULL);
+  s.m_replaced = cm_metrics_counter(
+      m, "chunkmill_saver_chunks_replaced_total",
+      "Chunks saved by a redo (a higher redo generation): their earlier rows were replaced.", NULL);
   s.m_dead = cm_metrics_counter(m, "chunkmill_saver_dead_letters_total",
                                 "Records stored as dead letters.", NULL);
   s.m_errors = cm_metrics_counter(m, "chunkmill_saver_errors_total",

@@ -22,7 +22,7 @@ import time
 import pg
 import rawnats
 from harness import (Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish, free_port,
-                     kept_on_failure, wait_until)
+                     http_get, kept_on_failure, parse_prometheus, wait_until)
 
 JOB = "redo"
 CHUNKS = 12
@@ -109,6 +109,12 @@ class Acks:
         return out
 
 
+def saver_metric(P, name):
+    st, body = http_get(P.saver.port, "/metrics")
+    assert st == 200, body
+    return parse_prometheus(body)[0].get(name)
+
+
 def mapper_id(p):
     return p.argv[p.argv.index("--id") + 1]
 
@@ -172,6 +178,7 @@ def redo_on(backend):
                     [(CHUNKS, NO_LN, NO_LN)]
                 assert q(f"SELECT count(*) FROM records WHERE idx = {NO_LN}") == [(0,)]
             stored_is_v2()
+            assert saver_metric(P, "chunkmill_saver_chunks_replaced_total") == CHUNKS
 
             # 3. a late v1 answer (generation 0) after the redo: duplicate,
             # reporting what is stored; nothing changes.
