@@ -20,6 +20,7 @@
 #include "fetch.h"
 #include "ledger.h"
 #include "source.h"
+#include "web.h"
 
 typedef struct fetcher_s {
   cm_common_cfg_t cfg;
@@ -42,6 +43,12 @@ static void h_on_nats(void *ud, cm_nats_event_t ev) {
   fetcher_t *f = ud;
   if (f->fetch != NULL) cm_fetch_on_nats(f->fetch, ev);
 }
+
+/* The web dashboard's files (web.c); every other path is 404. */
+static int h_http_get(void *ud, const char *path, cm_buf_t *body, const char **ctype) {
+  return cm_web_serve(path, body, ctype);
+}
+
 static int h_status(void *ud, cm_buf_t *out) {
   fetcher_t *f = ud;
   return f->fetch != NULL ? cm_fetch_status(f->fetch, out) : 0;
@@ -174,7 +181,8 @@ int main(int argc, char **argv) {
                              .status = h_status,
                              .shutdown = h_shutdown,
                              .close = h_close,
-                             .heartbeat = h_heartbeat};
+                             .heartbeat = h_heartbeat,
+                             .http_get = h_http_get};
   cm_source_opts_t so;
   cm_source_t *src = NULL;
   cm_job_info_t info;

@@ -192,6 +192,10 @@ static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const cha
     if (rc == 0) rc = cm_buf_puts(body, "}\n");
     return rc == 0 ? 200 : 500;
   }
+  if (d->hooks.http_get != NULL) {
+    int st = d->hooks.http_get(d->ud, path, body, ctype);
+    if (st != 0) return st;
+  }
   if (cm_buf_puts(body, "not found\n") != 0) return 500;
   return 404;
 }

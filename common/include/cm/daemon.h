@@ -50,6 +50,11 @@ typedef struct cm_daemon_hooks_s {
   /* Extra liveness condition for /healthz (e.g. every worker stuck); NULL =
    * none. Write a short reason into why when not alive. */
   bool (*alive)(void *ud, char *why, size_t whylen);
+  /* GET/HEAD of a path the daemon does not serve itself (not /healthz,
+   * /readyz, /metrics, /status): append the body, set *ctype (static
+   * string) and return the status; return 0 when the path is not the
+   * role's either (the daemon answers 404). NULL = none. */
+  int (*http_get)(void *ud, const char *path, cm_buf_t *body, const char **ctype);
 } cm_daemon_hooks_t;
 
 /* Parses the command line for `role` with the common options plus
