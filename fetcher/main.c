@@ -44,9 +44,12 @@ static void h_on_nats(void *ud, cm_nats_event_t ev) {
   if (f->fetch != NULL) cm_fetch_on_nats(f->fetch, ev);
 }
 
-/* The web dashboard's files (web.c); every other path is 404. */
-static int h_http_get(void *ud, const char *path, cm_buf_t *body, const char **ctype) {
-  return cm_web_serve(path, body, ctype);
+/* Paths the daemon does not serve itself: the web dashboard's files
+ * (web.c) for GET and HEAD; anything else is 404. */
+static int h_route(void *ud, const cm_http_request_t *req, cm_buf_t *body, const char **ctype) {
+  if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
+    return cm_web_serve(req->path, body, ctype);
+  return 0;
 }
 
 static int h_status(void *ud, cm_buf_t *out) {
@@ -182,7 +185,7 @@ int main(int argc, char **argv) {
                              .shutdown = h_shutdown,
                              .close = h_close,
                              .heartbeat = h_heartbeat,
-                             .http_get = h_http_get};
+                             .route = h_route};
   cm_source_opts_t so;
   cm_source_t *src = NULL;
   cm_job_info_t info;
