@@ -359,7 +359,7 @@
       return;
     }
     box.querySelector('.empty')?.remove();
-    const showActions = !!st.token && (st.api === 'ok' || st.api === 'auth');
+    const showActions = !!st.token && st.api === 'ok';
     const versions = Object.keys((st.status && st.status.versions) || {});
     const seen = new Set();
     let prev = null;

@@ -8,18 +8,20 @@ the fetcher's http://HOST:PORT/.
 
 - The fetcher serves the page, its script and style with their content
   types, byte for byte the files of fetcher/web/; another path is 404.
-- The page shows the job numbers of /status: chunks done and dead and
-  records saved lie between two /status answers fetched around the page's
-  poll; the members (ids, roles, versions) and the versions are those of
-  /status (of /members when the fetcher has the job API).
+- The page shows the job numbers the fetcher reports (/status; GET
+  /jobs/dash when the fetcher has the job API, and /status's job as well
+  when it still has one): chunks done and dead and records saved lie
+  between the fetcher's answers fetched around the page's poll; the members
+  (ids, roles, versions) are those of /status (of /members with the job
+  API) and the versions those of /status.
 - They change while the job runs, without a reload; the chart has samples.
 - Wide (1280x800) and narrow (390x844) screenshots go to
   <build>/artifacts/dashboard-*.png; the narrow page does not scroll
   sideways.
-- With the job API (GET /jobs answers something else than 404): the token
-  entered is kept in sessionStorage only, a click on Pause pauses the job
-  (the API reports "paused" and chunks done stop growing) and the page then
-  shows exactly the numbers of /status. Without it (GET /jobs is 404, as
+- With the job API (GET /jobs answers something else than 404): once the
+  token is entered (kept in sessionStorage only) the actions show, a click
+  on Pause pauses the job (the API reports "paused" and chunks done stop
+  growing) and the page then shows exactly the job's numbers. Without it (GET /jobs is 404, as
   asked of the fetcher, not assumed), that part is reported as skipped; the
   page then says there is no job API once a token is entered, shows no
   actions, and shows exactly the numbers of /status once the job is
@@ -52,7 +54,8 @@ DRIVER = os.path.join(ROOT, "tests", "web", "dashboard_driver.js")
 WEB_DIR = os.path.join(ROOT, "fetcher", "web")
 BUILD = os.path.abspath(BIN_DIR)
 ARTIFACTS = os.path.join(BUILD, "artifacts")
-RECORDS, CHUNK = 60000, 100
+# 800 chunks of 100 ms on 2 x 2 workers: the job runs ~20 s.
+RECORDS, CHUNK = 80000, 100
 TOTAL = RECORDS // CHUNK
 TOKEN = "dashboard-test-token-0123456789"
 
@@ -184,12 +187,39 @@ def api(port, path, method="GET", body=None, token=None):
         return code, None
 
 
-class Sampler(threading.Thread):
-    """Fetches /status every 100 ms: (t_sent, t_answered, status)."""
+def job_view(port, has_api):
+    """The fetcher's own numbers for job "dash" in the page's terms, and its
+    /status: from GET /jobs/dash with the job API, else from /status."""
+    st, body = http_get(port, "/status", timeout=2)
+    if st != 200:
+        return None, None
+    status = json.loads(body)
+    if has_api:
+        code, j = api(port, "/jobs/dash", token=TOKEN)
+        if code != 200:
+            return None, status
+        ch = j["chunks"]
+        return {"done": ch["done"], "dead": ch["dead"], "leased": ch["leased"],
+                "pending": ch["pending"], "total": ch["total"], "records": j["records_saved"],
+                "state": j["state"]}, status
+    j = status["job"]
+    total = j["total_chunks"]
+    unread = max(0, total - j["chunks_created"]) if total is not None else 0
+    state = "running"
+    if j["complete"]:
+        state = "complete_with_dead" if j["dead_chunks"] else "complete"
+    return {"done": j["done_chunks"], "dead": j["dead_chunks"], "leased": j["inflight"],
+            "pending": j["pending"] + unread, "total": total, "records": j["records_done"],
+            "state": state}, status
 
-    def __init__(self, port):
+
+class Sampler(threading.Thread):
+    """job_view every 100 ms: (t_sent, t_answered, view, status)."""
+
+    def __init__(self, port, has_api):
         super().__init__(daemon=True)
         self.port = port
+        self.has_api = has_api
         self.samples = []
         self.lock = threading.Lock()
         self.stop_ev = threading.Event()
@@ -197,17 +227,19 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.stop_ev.is_set():
             t0 = time.time()
-            st, body = http_get(self.port, "/status", timeout=2)
+            view, status = job_view(self.port, self.has_api)
             t1 = time.time()
-            if st == 200:
+            if view is not None:
                 with self.lock:
-                    self.samples.append((t0, t1, json.loads(body)))
+                    self.samples.append((t0, t1, view, status))
             self.stop_ev.wait(0.1)
 
     def around(self, t, before=0.6, after=2.0):
-        """Samples answered from `before` s before t to sent `after` s after."""
+        """(view, status) answered from `before` s before t to sent `after` s
+        after t."""
         with self.lock:
-            return [s for (t0, t1, s) in self.samples if t1 >= t - before and t0 <= t + after]
+            return [(v, s) for (t0, t1, v, s) in self.samples
+                    if t1 >= t - before and t0 <= t + after]
 
 
 def get_file(port, path):
@@ -239,12 +271,12 @@ def main():
         P.start_fetcher(extra)
         P.wait_ready([P.fetcher], timeout=30)
         port = P.fetcher.port
-        sampler = Sampler(port)
-        sampler.start()
         jobs_status, _ = api(port, "/jobs", token=TOKEN)
         has_api = jobs_status != 404
         print(f"# GET /jobs: {jobs_status} ({'job API' if has_api else 'no job API'})",
               flush=True)
+        sampler = Sampler(port, has_api)
+        sampler.start()
 
         def served_files():
             for path, name, ctype in (("/", "index.html", "text/html"),
@@ -257,6 +289,8 @@ def main():
                     assert body == f.read(), f"{path} is not fetcher/web/{name}"
             st, _ = http_get(port, "/no-such-page")
             assert st == 404, st
+            # The files are read-only: a POST to one is not served.
+            assert api(port, "/", method="POST", body={})[0] == 404
 
         check("the fetcher serves the dashboard's files", served_files)
 
@@ -272,45 +306,73 @@ def main():
 
         check("the page loads and shows the job", page_loads)
 
-        def same_as_status():
+        def enter_token():
+            browser.cmd(cmd="fill", selector="#token", value=TOKEN)
+            browser.cmd(cmd="click", selector="#token-save")
+
+        def token_kept():
+            snap = browser.cmd(cmd="snapshot")
+            assert TOKEN not in snap["storage"]["url"], snap["storage"]
+            assert snap["storage"]["local"] == [], snap["storage"]
+            assert snap["storage"]["session"], snap["storage"]
+            return snap
+
+        if has_api:
+            def token_actions():
+                enter_token()
+                browser.cmd(cmd="wait", selector='[data-job="dash"] [data-action="pause"]:not([disabled])',
+                            timeout_ms=10000)
+                token_kept()
+
+            check("an API token entered shows the job actions, kept in sessionStorage only",
+                  token_actions)
+
+        def same_numbers():
             """Three looks at the running job, ~1.3 s apart."""
             for _ in range(3):
                 time.sleep(1.3)
                 snap = browser.cmd(cmd="snapshot")
-                # Let the sampler fetch /status after the page's poll too.
+                # Let the sampler ask the fetcher after the page's poll too.
                 time.sleep(0.6)
                 snaps.append(snap)
                 assert snap["polledAt"] > 0, "the page never polled"
                 win = sampler.around(snap["polledAt"] / 1000)
-                assert len(win) >= 2, f"only {len(win)} /status samples around the page's poll"
+                assert len(win) >= 2, f"only {len(win)} fetcher samples around the page's poll"
                 job = next(j for j in snap["jobs"] if j["name"] == "dash")
-                for field, key in (("done", "done_chunks"), ("dead", "dead_chunks"),
-                                   ("records", "records_done")):
-                    vals = [s["job"][key] for s in win]
+                # Monotonic counts: between the fetcher's answers before and
+                # after the page's poll.
+                for field in ("done", "dead", "records"):
+                    vals = [v[field] for v, _ in win]
                     assert min(vals) <= job[field] <= max(vals), \
-                        f"page {field}={job[field]}, /status {key} {min(vals)}..{max(vals)}"
+                        f"page {field}={job[field]}, fetcher {min(vals)}..{max(vals)}"
+                if "job" in win[-1][1]:  # /status's own job, with or without the API
+                    vals = [s["job"]["done_chunks"] for _, s in win]
+                    assert min(vals) <= job["done"] <= max(vals), (job["done"], vals)
                 assert job["total"] == TOTAL, job
                 assert job["state"] in ("running", "complete"), job
                 assert "records/s" in job["text"].lower(), job["text"]
+                status = win[-1][1]
                 if has_api:
                     code, mem = api(port, "/members", token=TOKEN)
                     assert code == 200, code
                     want = {(m["id"], m["role"], m.get("version", "")) for m in mem["members"]}
                 else:
-                    want = {(m["id"], "mapper", m["version"]) for m in win[-1]["members"]}
+                    want = {(m["id"], "mapper", m["version"]) for m in status["members"]}
                 got = {(m["id"], m["role"], m["version"]) for m in snap["members"]}
                 assert got == want, f"page members {sorted(got)} != {sorted(want)}"
                 mapper_ids = {f"m{i}-{m.port}" for i, m in enumerate(P.mappers)}
                 assert mapper_ids <= {m[0] for m in got}, (mapper_ids, got)
-                assert {v["name"] for v in snap["versions"]} == set(win[-1]["versions"]), \
-                    (snap["versions"], win[-1]["versions"])
+                assert {v["name"] for v in snap["versions"]} == set(status["versions"]), \
+                    (snap["versions"], status["versions"])
+                assert set(status["versions"]) >= {"v1", "v2-canary"}, status["versions"]
                 for v in snap["versions"]:
-                    vals = [s["versions"][v["name"]]["acked"] for s in win
+                    vals = [s["versions"][v["name"]]["acked"] for _, s in win
                             if v["name"] in s["versions"]]
                     assert min(vals) <= v["acked"] <= max(vals), (v, vals)
                 assert not snap["pageErrors"], snap["pageErrors"]
 
-        check("the page shows the job numbers, members and versions of /status", same_as_status)
+        check("the page shows the job numbers, members and versions the fetcher reports",
+              same_numbers)
 
         def changes_live():
             assert len(snaps) >= 2, "no snapshots"
@@ -341,45 +403,31 @@ def main():
                 print(f"# screenshot {path}", flush=True)
             browser.cmd(cmd="viewport", width=1280, height=800)
 
-        check("wide and narrow screenshots, no sideways scrolling", screenshots)
-
         def exact_when_still(expect_state):
-            """Once /status stops moving, the page shows exactly its numbers."""
-            def settled():
-                snap = browser.cmd(cmd="snapshot")
-                s = http_get(port, "/status")[1]
-                s = json.loads(s)["job"]
-                job = next(j for j in snap["jobs"] if j["name"] == "dash")
-                want = {"done": s["done_chunks"], "dead": s["dead_chunks"],
-                        "records": s["records_done"], "leased": s["inflight"],
-                        "pending": s["pending"] + max(0, TOTAL - s["chunks_created"]),
-                        "total": TOTAL}
-                got = {k: job[k] for k in want}
-                return (got == want and job["state"] == expect_state, got, want, job["state"])
+            """Once the fetcher's numbers stop moving, the page shows exactly
+            them."""
             last = [None]
 
             def ok():
-                last[0] = settled()
-                return last[0][0]
+                snap = browser.cmd(cmd="snapshot")
+                view, _ = job_view(port, has_api)
+                job = next(j for j in snap["jobs"] if j["name"] == "dash")
+                got = {k: job[k] for k in view}
+                last[0] = (got, view)
+                return got == view and view["state"] == expect_state
             try:
-                wait_until(ok, 30, interval=0.5, what=f"page numbers == /status ({expect_state})")
+                wait_until(ok, 30, interval=0.5, what=f"page numbers == fetcher ({expect_state})")
             except AssertionError:
-                raise AssertionError(f"page {last[0][1]} state {last[0][3]}, /status {last[0][2]}")
+                raise AssertionError(f"page {last[0][0]}, fetcher {last[0][1]}")
 
         if has_api:
             def pause_click():
-                browser.cmd(cmd="fill", selector="#token", value=TOKEN)
-                browser.cmd(cmd="click", selector="#token-save")
-                browser.cmd(cmd="wait", selector='[data-job="dash"] [data-action="pause"]:not([disabled])',
-                            timeout_ms=10000)
-                snap = browser.cmd(cmd="snapshot")
-                assert TOKEN not in snap["storage"]["url"], snap["storage"]
-                assert snap["storage"]["local"] == [], snap["storage"]
-                assert snap["storage"]["session"], snap["storage"]
                 browser.cmd(cmd="click", selector='[data-job="dash"] [data-action="pause"]')
                 wait_until(lambda: api(port, "/jobs/dash", token=TOKEN)[1].get("state") == "paused",
                            10, interval=0.2, what="the job API to report state paused")
-                done = lambda: json.loads(http_get(port, "/status")[1])["job"]["done_chunks"]  # noqa: E731
+
+                def done():
+                    return job_view(port, has_api)[0]["done"]
                 # Leases in flight still finish: wait for the count to settle.
                 prev = [done(), time.monotonic()]
 
@@ -394,27 +442,30 @@ def main():
                 assert done() == at_pause, "chunks done still grow after the pause"
                 assert at_pause < TOTAL, "the job completed before the pause took effect"
                 exact_when_still("paused")
+                snap = browser.cmd(cmd="snapshot")
+                job = next(j for j in snap["jobs"] if j["name"] == "dash")
+                assert "paused" in job["message"] or "paused" in job["stateText"], job
 
-            check("Pause in the page pauses the job; the page then shows /status exactly",
+            check("Pause in the page pauses the job; the page then shows its numbers exactly",
                   pause_click)
+            check("wide and narrow screenshots, no sideways scrolling", screenshots)
         else:
             print("SKIP pause: the fetcher answers 404 on GET /jobs (no job API on this "
                   "branch yet): the pause click cannot be tested", flush=True)
 
             def no_api_token():
-                browser.cmd(cmd="fill", selector="#token", value=TOKEN)
-                browser.cmd(cmd="click", selector="#token-save")
+                enter_token()
                 browser.cmd(cmd="wait", selector="#notice", timeout_ms=5000)
-                snap = browser.cmd(cmd="snapshot")
+                snap = token_kept()
                 assert "no job API" in snap["notice"], snap["notice"]
                 job = next(j for j in snap["jobs"] if j["name"] == "dash")
                 assert not job["actionsVisible"], job
-                assert snap["storage"]["local"] == [], snap["storage"]
 
             check("without the job API: a token gives a notice, no actions", no_api_token)
+            check("wide and narrow screenshots, no sideways scrolling", screenshots)
 
             def complete_exact():
-                wait_until(lambda: json.loads(http_get(port, "/status")[1])["job"]["complete"],
+                wait_until(lambda: job_view(port, has_api)[0]["state"] == "complete",
                            60, interval=0.3, what="the job to complete")
                 exact_when_still("complete")
 
