@@ -567,7 +567,8 @@
       const d = st.dead.get(j.job);
       if (st.api !== 'ok') {
         parts.push(el('div', { class: 'dead-job', 'data-job': j.job }, head, el('p', { class: 'muted',
-          text: 'Their reasons are listed by the job API (GET /jobs/' + j.job + '/dead) and in the saver\'s dead letters.' })));
+          text: 'Their reasons are listed by the job API (GET /jobs/' + j.job + '/dead) and kept in the ' +
+            'fetcher\'s ledger (sqlite3 LEDGER \'SELECT idx, attempt, reason FROM chunks WHERE state = 3\').' })));
         continue;
       }
       const rows = (d ? d.list : []).map((x) => el('tr', { 'data-index': x.index },
@@ -575,7 +576,7 @@
         el('td', { class: 'n', text: fmtInt(x.attempts) }),
         el('td', { class: 'reason', text: x.reason || '' })));
       const table = el('table', { class: 'dead-table' },
-        el('thead', {}, el('tr', {}, el('th', { text: 'chunk' }), el('th', { text: 'attempts' }), el('th', { text: 'reason' }))),
+        el('thead', {}, el('tr', {}, el('th', { class: 'n', text: 'chunk' }), el('th', { class: 'n', text: 'attempts' }), el('th', { text: 'reason' }))),
         el('tbody', {}, ...rows));
       parts.push(el('div', { class: 'dead-job', 'data-job': j.job }, head,
         d && d.error ? el('p', { class: 'error', text: d.error }) : null,

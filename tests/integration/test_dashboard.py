@@ -15,6 +15,9 @@ the fetcher's http://HOST:PORT/.
   (ids, roles, versions) are those of /status (of /members with the job
   API) and the versions those of /status.
 - They change while the job runs, without a reload; the chart has samples.
+- A third mapper version (v3-broken) fails every chunk it takes (past
+  --chunk-timeout, --max-deliver 1): its error rate and the job's dead
+  chunks show (with their reasons from GET /jobs/dash/dead with the API).
 - Wide (1280x800) and narrow (390x844) screenshots go to
   <build>/artifacts/dashboard-*.png; the narrow page does not scroll
   sideways.
@@ -254,9 +257,14 @@ def main():
                  chunk_size=CHUNK, extra_mapper=["--concurrency", "2"])
     P.start_mapper(["--version-label", "v1"])
     P.start_mapper(["--version-label", "v2-canary"])
+    # A broken version: every chunk it takes runs past --chunk-timeout and is
+    # NAKed; with --max-deliver 1 each is dead (a few per second, with a
+    # reason). The page must show its error rate and the dead chunks.
+    P.start_mapper(["--version-label", "v3-broken", "--transform", "sleep:400",
+                    "--chunk-timeout", "100ms", "--concurrency", "1", "--prefetch", "0"])
     helptext = subprocess.run([bin_path("fetcher"), "--help"], capture_output=True, text=True,
                               timeout=10).stdout
-    extra = ["--job", "dash"]
+    extra = ["--job", "dash", "--max-deliver", "1"]
     if "--api-token-file" in helptext:
         tokfile = os.path.join(P.workdir, "api-token")
         with open(tokfile, "w") as f:
@@ -364,11 +372,16 @@ def main():
                 assert mapper_ids <= {m[0] for m in got}, (mapper_ids, got)
                 assert {v["name"] for v in snap["versions"]} == set(status["versions"]), \
                     (snap["versions"], status["versions"])
-                assert set(status["versions"]) >= {"v1", "v2-canary"}, status["versions"]
+                assert set(status["versions"]) >= {"v1", "v2-canary", "v3-broken"}, \
+                    status["versions"]
                 for v in snap["versions"]:
-                    vals = [s["versions"][v["name"]]["acked"] for _, s in win
-                            if v["name"] in s["versions"]]
-                    assert min(vals) <= v["acked"] <= max(vals), (v, vals)
+                    for field, key in (("acked", "acked"), ("errorRatio", "error_ratio")):
+                        vals = [s["versions"][v["name"]][key] for _, s in win
+                                if v["name"] in s["versions"]]
+                        assert min(vals) - 1e-9 <= v[field] <= max(vals) + 1e-9, (v, field, vals)
+                if job["dead"] > 0:
+                    heads = [d["heading"] for d in snap["dead"] if d["job"] == "dash"]
+                    assert heads and f"{job['dead']} dead chunk" in heads[0], (job, snap["dead"])
                 assert not snap["pageErrors"], snap["pageErrors"]
 
         check("the page shows the job numbers, members and versions the fetcher reports",
@@ -387,6 +400,15 @@ def main():
             assert j1["rate"] is not None and j1["rate"] > 0, j1
 
         check("the numbers change while the job runs, without a reload", changes_live)
+
+        def canary_judged():
+            snap = snaps[-1]
+            ratio = {v["name"]: v["errorRatio"] for v in snap["versions"]}
+            assert ratio.get("v3-broken", 0) > 0.5, ratio
+            assert ratio.get("v1") == 0 and ratio.get("v2-canary") == 0, ratio
+            assert any(j["dead"] > 0 for j in snap["jobs"] if j["name"] == "dash"), snap["jobs"]
+
+        check("the broken version's error rate and its dead chunks show", canary_judged)
 
         def screenshots():
             for name, w, h in (("wide", 1280, 800), ("narrow", 390, 844)):
@@ -445,6 +467,17 @@ def main():
                 snap = browser.cmd(cmd="snapshot")
                 job = next(j for j in snap["jobs"] if j["name"] == "dash")
                 assert "paused" in job["message"] or "paused" in job["stateText"], job
+                # The dead chunks with their reasons, as GET /jobs/dash/dead
+                # lists them (the page asks again within a few seconds).
+                code, dead = api(port, "/jobs/dash/dead", token=TOKEN)
+                assert code == 200 and dead["dead"], (code, dead)
+                want = sorted((d["index"], d["attempts"], d["reason"]) for d in dead["dead"])
+
+                def dead_rows():
+                    s2 = browser.cmd(cmd="snapshot")
+                    rows = [r for d in s2["dead"] if d["job"] == "dash" for r in d["rows"]]
+                    return sorted((r["index"], r["attempts"], r["reason"]) for r in rows) == want
+                wait_until(dead_rows, 15, interval=0.5, what="the page's dead chunks == the API's")
 
             check("Pause in the page pauses the job; the page then shows its numbers exactly",
                   pause_click)
@@ -465,9 +498,9 @@ def main():
             check("wide and narrow screenshots, no sideways scrolling", screenshots)
 
             def complete_exact():
-                wait_until(lambda: job_view(port, has_api)[0]["state"] == "complete",
+                wait_until(lambda: job_view(port, has_api)[0]["state"] != "running",
                            60, interval=0.3, what="the job to complete")
-                exact_when_still("complete")
+                exact_when_still("complete_with_dead")
 
             check("once complete, the page shows /status exactly", complete_exact)
     finally:

@@ -66,13 +66,22 @@ function readDashboard() {
     acked: Number(tr.querySelector('[data-field="acked"]').textContent.replace(/,/g, '')),
     errorRatio: num(tr.querySelector('[data-field="error_ratio"]')),
   }));
+  const dead = [...document.querySelectorAll('#dead .dead-job')].map((d) => ({
+    job: d.dataset.job,
+    heading: (d.querySelector('h3') || {}).textContent || '',
+    rows: [...d.querySelectorAll('tbody tr')].map((tr) => ({
+      index: Number(tr.dataset.index),
+      attempts: Number(tr.children[1].textContent.replace(/,/g, '')),
+      reason: tr.children[2].textContent,
+    })),
+  }));
   const line = document.querySelector('#chart svg polyline');
   const notice = document.getElementById('notice');
   return {
     polledAt: Number(document.getElementById('updated').dataset.polledAt || 0),
     conn: document.getElementById('conn').textContent,
     loadMark: window.__cmLoadMark || null,
-    jobs, members, versions,
+    jobs, members, versions, dead,
     chartSamples: line ? Number(line.dataset.samples) : 0,
     notice: notice && !notice.hidden ? notice.textContent : '',
     storage: {
