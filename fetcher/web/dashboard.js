@@ -120,8 +120,8 @@
     const unread = total !== null && isNum(j.chunks_created) ? Math.max(0, total - j.chunks_created) : 0;
     const done = j.done_chunks || 0;
     const dead = j.dead_chunks || 0;
-    let state = 'running';
-    if (j.complete) state = dead > 0 ? 'complete_with_dead' : 'complete';
+    let state = typeof j.state === 'string' ? j.state : 'running';
+    if (j.complete && typeof j.state !== 'string') state = dead > 0 ? 'complete_with_dead' : 'complete';
     let eta = null;
     if (total !== null && isNum(rate) && rate > 0 && isNum(j.chunk_size)) {
       eta = Math.max(0, total - done - dead) * j.chunk_size / rate;
@@ -200,16 +200,26 @@
       st.jobs = j.body.jobs.filter((x) => x && typeof x.job === 'string');
       st.jobsFrom = 'from /jobs';
     }
+    // Without the API: a fetcher that lists its jobs in /status ("jobs",
+    // job objects as the API's) shows them all; an older one has one "job".
+    const statusJobs = Array.isArray(s.body.jobs) && s.body.jobs.length > 0
+      ? s.body.jobs.filter((x) => x && typeof x.job === 'string') : null;
     if (st.api === 'ok') {
       for (const x of st.jobs) sample.jobs[x.job] = x.records_saved || 0;
+    } else if (statusJobs) {
+      for (const x of statusJobs) sample.jobs[x.job] = x.records_saved || 0;
     } else if (s.body.job && typeof s.body.job.name === 'string') {
       sample.jobs[s.body.job.name] = s.body.job.records_done || 0;
     }
     st.samples.push(sample);
     while (st.samples.length > 2 && t - st.samples[0].t > CHART_MAX_S + RATE_WINDOW_S) st.samples.shift();
     if (st.api !== 'ok') {
-      const job = s.body.job ? jobFromStatus(s.body, sampledRate(s.body.job.name)) : null;
-      st.jobs = job ? [job] : [];
+      if (statusJobs) {
+        st.jobs = statusJobs;
+      } else {
+        const job = s.body.job ? jobFromStatus(s.body, sampledRate(s.body.job.name)) : null;
+        st.jobs = job ? [job] : [];
+      }
       st.jobsFrom = st.api === 'absent' ? 'from /status (this fetcher has no job API)'
         : 'from /status (' + st.apiError + ')';
     }
