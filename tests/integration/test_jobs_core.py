@@ -17,7 +17,8 @@ import json
 import sqlite3
 import time
 
-from harness import Pipeline, check, finish, status, torn_down, wait_until
+from harness import (Pipeline, check, finish, http_get, parse_prometheus, status, torn_down,
+                     wait_until)
 
 JOB_RECORDS = {"big": 40000, "small": 20000, "held": 30000, "other": 5000}
 SEEDS = {"big": 1, "small": 2, "held": 3, "other": 4}
@@ -94,6 +95,11 @@ def two_jobs_resume_and_share():
     assert js["small"]["finished_at"] is not None and js["small"]["last_error"] is None, js
     # /status keeps the single "job" object for --job's job
     assert status(f)["job"]["name"] == "small" and status(f)["job"]["complete"] is True
+    # per-job series next to the single-job ones (those follow --job's job)
+    m, _ = parse_prometheus(http_get(f.port, "/metrics")[1])
+    assert m['chunkmill_job_done_chunks{job="big"}'] == 400, m
+    assert m['chunkmill_job_records_saved{job="small"}'] == JOB_RECORDS["small"], m
+    assert m['chunkmill_job_running{job="big"}'] == 0 and m["chunkmill_fetcher_done_chunks"] == 200
     assert f.stop() == 0
     exact("big")
     exact("small")
@@ -127,6 +133,9 @@ def paused_stays_paused():
     assert js["held"]["state"] == "paused", js["held"]
     assert js["held"]["chunks"]["leased"] == 0, js["held"]
     assert js["held"]["chunks"]["done"] == done_before, (js["held"], done_before)
+    m, _ = parse_prometheus(http_get(f.port, "/metrics")[1])
+    assert m['chunkmill_job_running{job="held"}'] == 0, m
+    assert m['chunkmill_job_backlog_chunks{job="held"}'] == 0, m  # waits for the operator
     assert js["big"]["state"] == "complete" and js["small"]["state"] == "complete", js
     time.sleep(0.5)  # nothing of "held" on its way either
     assert P.db_query("SELECT count(*) FROM chunks WHERE job = 'held'")[0][0] == saved_before
