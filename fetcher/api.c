@@ -5,7 +5,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "jobspec.h"
 
 #define SRC_GEN 1u
 #define SRC_FILE 2u
@@ -22,8 +22,6 @@
 
 #define TOKEN_MIN 16
 #define TOKEN_MAX 4096
-/* Largest integer a JSON number (a double) holds exactly. */
-#define JSON_INT_MAX 9007199254740991.0
 
 static const char WRITES_OFF[] =
     "job API writes are disabled: start the fetcher with --api-token-file";
@@ -208,7 +206,6 @@ static bool token_ok(const cm_api_t *a, const char *given) {
 /* ---- strict parsing ---- */
 
 typedef struct {
-  cm_jobspec_t spec;
   /* file: and @FILE resolved under the root: what the registry opens. */
   char source[PATH_MAX + 8];
   char header[PATH_MAX + 2];
@@ -228,18 +225,6 @@ static const char *duplicate_key(const cJSON *obj) {
       if (a->string != NULL && b->string != NULL && strcmp(a->string, b->string) == 0)
         return a->string;
   return NULL;
-}
-
-/* 0 with *v, or 400 naming the field. A missing or null field keeps *v. */
-static int get_int(const cJSON *obj, const char *key, const char *name, double min, double max,
-                   int64_t *v, cm_buf_t *out) {
-  const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-  if (it == NULL || cJSON_IsNull(it)) return 0;
-  if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < min ||
-      it->valuedouble > max)
-    return answer_error(out, 400, "%s: must be an integer %.0f..%.0f", name, min, max);
-  *v = (int64_t)it->valuedouble;
-  return 0;
 }
 
 static int get_str(const cJSON *obj, const char *key, const char *name, const char **v,
@@ -306,91 +291,15 @@ static int resolve_under_root(const cm_api_t *a, const char *field, const char *
   return 0;
 }
 
-static const char *const SUBMIT_KEYS[] = {"job",         "source", "records", "seed",
-                                          "chunk_size",  "priority", "max_deliver", "http",
-                                          NULL};
-static const char *const HTTP_KEYS[] = {"page_param", "page_start", "page_step",
-                                        "next_field", "records_path", "pages",
-                                        "header",     "timeout_ms",  "retries",
-                                        "follow_redirects", NULL};
-
-static int parse_http(const cm_api_t *a, const cJSON *h, submission_t *s, cm_buf_t *out) {
-  cm_source_opts_t *o = &s->spec.source;
-  const char *header = NULL;
-  const cJSON *fr;
-  int rc;
-  if (h == NULL || cJSON_IsNull(h)) return 0;
-  if (!cJSON_IsObject(h)) return answer_error(out, 400, "http: must be an object");
-  if ((rc = check_keys(h, "http.", HTTP_KEYS, out)) != 0) return rc;
-  if ((rc = get_str(h, "page_param", "http.page_param", &o->http_page_param, out)) != 0 ||
-      (rc = get_int(h, "page_start", "http.page_start", 0, JSON_INT_MAX, &o->http_page_start,
-                    out)) != 0 ||
-      (rc = get_int(h, "page_step", "http.page_step", 1, 1000000000, &o->http_page_step, out)) !=
-          0 ||
-      (rc = get_str(h, "next_field", "http.next_field", &o->http_next_field, out)) != 0 ||
-      (rc = get_str(h, "records_path", "http.records_path", &o->http_records_path, out)) != 0 ||
-      (rc = get_int(h, "pages", "http.pages", 0, JSON_INT_MAX, &o->http_pages, out)) != 0 ||
-      (rc = get_str(h, "header", "http.header", &header, out)) != 0 ||
-      (rc = get_int(h, "timeout_ms", "http.timeout_ms", 100, 3600000, &o->http_timeout_ms,
-                    out)) != 0 ||
-      (rc = get_int(h, "retries", "http.retries", 0, 100, &o->http_retries, out)) != 0)
-    return rc;
-  fr = cJSON_GetObjectItemCaseSensitive(h, "follow_redirects");
-  if (fr != NULL && !cJSON_IsNull(fr)) {
-    if (!cJSON_IsBool(fr)) return answer_error(out, 400, "http.follow_redirects: must be a boolean");
-    o->http_follow_redirects = cJSON_IsTrue(fr);
-  }
-  if (header != NULL) {
-    /* A header value is a secret: it may only be named, as a file under
-     * the root, never sent (it would sit in the ledger's spec). */
-    if (header[0] != '@')
-      return answer_error(out, 400,
-                          "http.header: only \"@FILE\" (a file under --api-file-root holding "
-                          "the header lines) is accepted through the API");
-    if ((rc = resolve_under_root(a, "http.header", header + 1, s->header + 1,
-                                 sizeof s->header - 1, out)) != 0)
-      return rc;
-    s->header[0] = '@';
-    o->http_header = s->header;
-  }
-  return 0;
-}
-
-/* The submission body into s (strings borrowed from root or s): 0, or the
- * status of the error answer written to out. */
-static int parse_submission(const cm_api_t *a, const cJSON *root, submission_t *s,
-                            cm_buf_t *out) {
-  cm_source_opts_t *o = &s->spec.source;
-  const char *job = NULL, *src = NULL;
-  int64_t records = 100000, seed = 1, chunk = 100, prio = 1, maxd = 0;
+/* The API's policy on a parsed submission (docs/jobs.md): source kinds of
+ * --api-sources, file: and an http.header "@FILE" only under the root (the
+ * spec then points at the resolved paths in s), no stdin. 0, or the status
+ * of the error answer written to out. */
+static int apply_policy(const cm_api_t *a, cm_jobspec_t *spec, submission_t *s, cm_buf_t *out) {
+  cm_source_opts_t *o = &spec->source;
+  const char *src = o->spec;
   unsigned kind;
   int rc;
-
-  memset(s, 0, sizeof *s);
-  if (!cJSON_IsObject(root)) return answer_error(out, 400, "body: must be a JSON object");
-  if ((rc = check_keys(root, "", SUBMIT_KEYS, out)) != 0) return rc;
-  if ((rc = get_str(root, "job", "job", &job, out)) != 0) return rc;
-  if (job == NULL) return answer_error(out, 400, "job: required");
-  if (!valid_job_name(job))
-    return answer_error(out, 400, "job: use 1..%d of A-Z a-z 0-9 . _ : -", CM_JOB_MAX - 1);
-  if ((rc = get_str(root, "source", "source", &src, out)) != 0) return rc;
-  if (src == NULL) return answer_error(out, 400, "source: required");
-  if ((rc = get_int(root, "records", "records", 0, JSON_INT_MAX, &records, out)) != 0 ||
-      (rc = get_int(root, "seed", "seed", 0, JSON_INT_MAX, &seed, out)) != 0 ||
-      (rc = get_int(root, "chunk_size", "chunk_size", 1, 1000000, &chunk, out)) != 0 ||
-      (rc = get_int(root, "priority", "priority", 1, 1000, &prio, out)) != 0 ||
-      (rc = get_int(root, "max_deliver", "max_deliver", 1, 1000, &maxd, out)) != 0)
-    return rc;
-
-  /* The http_* defaults of the command line. */
-  o->http_page_param = "page";
-  o->http_page_start = 1;
-  o->http_page_step = 1;
-  o->http_timeout_ms = 30000;
-  o->http_retries = 5;
-  if ((rc = parse_http(a, cJSON_GetObjectItemCaseSensitive(root, "http"), s, out)) != 0)
-    return rc;
-
   if (strncmp(src, "gen:", 4) == 0)
     kind = SRC_GEN;
   else if (strncmp(src, "file:", 5) == 0)
@@ -406,7 +315,8 @@ static int parse_submission(const cm_api_t *a, const cJSON *root, submission_t *
                         (int)(k > 32 ? 32 : k), src);
   }
   if ((a->sources & kind) == 0)
-    return answer_error(out, 403, "source: %s sources are not allowed through the API (--api-sources %s)",
+    return answer_error(out, 403,
+                        "source: %s sources are not allowed through the API (--api-sources %s)",
                         kind == SRC_GEN ? "gen" : kind == SRC_FILE ? "file" : "http",
                         a->sources_str);
   if (kind == SRC_FILE) {
@@ -417,15 +327,20 @@ static int parse_submission(const cm_api_t *a, const cJSON *root, submission_t *
                                  out)) != 0)
       return rc;
     o->spec = s->source;
-  } else {
-    o->spec = src;
   }
-  snprintf(s->spec.job, sizeof s->spec.job, "%s", job);
-  o->records = (uint64_t)records;
-  o->seed = (uint64_t)seed;
-  o->chunk_size = (uint32_t)chunk;
-  s->spec.priority = (uint32_t)prio;
-  s->spec.max_deliver = (uint32_t)maxd;
+  if (o->http_header != NULL) {
+    /* A header value is a secret: it may only be named, as a file under
+     * the root, never sent (it would sit in the ledger's spec). */
+    if (o->http_header[0] != '@')
+      return answer_error(out, 400,
+                          "http.header: only \"@FILE\" (a file under --api-file-root holding "
+                          "the header lines) is accepted through the API");
+    if ((rc = resolve_under_root(a, "http.header", o->http_header + 1, s->header + 1,
+                                 sizeof s->header - 1, out)) != 0)
+      return rc;
+    s->header[0] = '@';
+    o->http_header = s->header;
+  }
   return 0;
 }
 
@@ -517,27 +432,47 @@ static op_t route_of(const char *path, char *name, size_t namelen, bool *write) 
   return OP_NONE;
 }
 
+/* The submission: JSON and duplicate keys checked here, the fields by the
+ * one submission parser (jobspec.h: unknown keys and bad values refused,
+ * naming them), then the API's policy. */
 static int do_submit(cm_api_t *a, const char *body, size_t len, cm_buf_t *out) {
   submission_t s;
+  cm_jobspec_store_t store;
   cm_job_t *j = NULL;
   char err[512] = "";
   int st = 0, rc;
   cJSON *root = parse_body(body, len, &st, out);
   if (root == NULL) return st;
-  st = parse_submission(a, root, &s, out);
-  if (st != 0) {
+  const char *dup = duplicate_key(root);
+  if (dup != NULL) {
+    st = answer_error(out, 400, "\"%.128s\" is given twice", dup);
     cJSON_Delete(root);
     return st;
   }
-  rc = cm_jobs_submit(a->jobs, &s.spec, &j, err, sizeof err);
   cJSON_Delete(root);
-  if (rc == -EEXIST) return answer_error(out, 409, "job \"%s\" exists", s.spec.job);
+  /* A blank body is {} (parse_body took it so): "job" is then required. */
+  if (strspn(body != NULL ? body : "", " \t\r\n") == len) {
+    body = "{}";
+    len = 2;
+  }
+  if (cm_jobspec_parse(&store, body, len, err, sizeof err) != 0)
+    return answer_error(out, 400, "%s", err);
+  st = apply_policy(a, &store.spec, &s, out);
+  if (st != 0) {
+    cm_jobspec_free(&store);
+    return st;
+  }
+  rc = cm_jobs_submit(a->jobs, &store.spec, &j, err, sizeof err);
+  char name[CM_JOB_MAX];
+  snprintf(name, sizeof name, "%s", store.spec.job);
+  cm_jobspec_free(&store);
+  if (rc == -EEXIST) return answer_error(out, 409, "job \"%s\" exists", name);
   if (rc == -EINVAL) return answer_error(out, 400, "%s", err[0] ? err : "invalid submission");
   if (rc != 0)
     return answer_error(out, rc == -EIO ? 503 : 500, "%s", err[0] ? err : strerror(-rc));
-  cm_log_info("api: job %s submitted", s.spec.job);
-  if (j == NULL) j = cm_jobs_find(a->jobs, s.spec.job);
-  if (j == NULL) return answer_error(out, 500, "job \"%s\" vanished", s.spec.job);
+  cm_log_info("api: job %s submitted", name);
+  if (j == NULL) j = cm_jobs_find(a->jobs, name);
+  if (j == NULL) return answer_error(out, 500, "job \"%s\" vanished", name);
   return answer_job(out, 201, j);
 }
 

@@ -149,15 +149,15 @@ def submissions():
     assert st == 409, (st, body)
     assert "exists" in body["error"], body
     # 400 naming the field.
-    for sub, want in (({"job": "c", "source": "gen:users", "recrods": 5}, "recrods"),
-                      ({"job": "c", "source": "gen:users", "chunk_size": 0}, "chunk_size"),
-                      ({"job": "c/d", "source": "gen:users"}, "job"),
-                      ({"source": "gen:users"}, "job"),
-                      ({"job": "c", "source": "ftp://x/y"}, "source"),
+    for sub, want in (({"job": "c", "source": "gen:users", "recrods": 5}, '"recrods"'),
+                      ({"job": "c", "source": "gen:users", "chunk_size": 0}, '"chunk_size"'),
+                      ({"job": "c/d", "source": "gen:users"}, '"job"'),
+                      ({"source": "gen:users"}, '"job"'),
+                      ({"job": "c", "source": "ftp://x/y"}, "source:"),
                       ({"job": "c", "source": "gen:users", "http": {"header": "X: y"}},
-                       "http.header")):
+                       "http.header:")):
         st, body = api("POST", "/jobs", sub)
-        assert st == 400 and body["error"].startswith(want + ":"), (sub, st, body)
+        assert st == 400 and want in body["error"], (sub, st, body)
     st, body = api("POST", "/jobs", raw=b"{not json")
     assert st == 400 and body["error"].startswith("body:"), (st, body)
     st, body = api("POST", "/jobs", raw=b"{" + b" " * (70 * 1024) + b"}")
@@ -201,8 +201,8 @@ def pause_resume_cancel():
     wait_until(lambda: job("c")["chunks"]["done"] >= 20, 60, interval=0.05, what="job c started")
     st, c = api("POST", "/jobs/c/pause")
     assert st == 200 and c["state"] == "paused", (st, c)
-    st, body = api("POST", "/jobs/c/pause")
-    assert st == 409, (st, body)
+    st, body = api("POST", "/jobs/c/pause")  # again: the registry may take it as done
+    assert st in (200, 409) and job("c")["state"] == "paused", (st, body)
     # Leases in flight finish; then nothing new is leased.
     j = wait_until(lambda: (lambda j: j if j["chunks"]["leased"] == 0 else None)(job("c")), 30,
                    interval=0.05, what="job c's leases in flight to finish")
@@ -248,7 +248,7 @@ def over_nats():
         assert st == 409, (st, body)
         st, body = r.request("jobs.submit", {"job": "n2", "source": "gen:users", "prio": 1,
                                              "token": TOKEN})
-        assert st == 400 and body["error"].startswith("prio:"), (st, body)
+        assert st == 400 and '"prio"' in body["error"], (st, body)
         st, body = r.request("jobs.list", {"token": TOKEN})
         assert st == 200 and "n" in [j["job"] for j in body["jobs"]], (st, body)
         st, body = r.request("jobs.get", {"job": "n", "token": TOKEN})
@@ -260,8 +260,8 @@ def over_nats():
         assert rows("n") == (3000, 3000), rows("n")
         st, body = r.request("jobs.resume", {"job": "n", "token": TOKEN})
         assert st == 409, (st, body)
-        st, body = r.request("jobs.cancel", {"job": "c", "token": TOKEN})
-        assert st == 409, (st, body)
+        st, body = r.request("jobs.resume", {"job": "c", "token": TOKEN})
+        assert st == 409 and "cancelled" in body["error"], (st, body)
         st, body = r.request("jobs.dead", {"job": "n", "token": TOKEN})
         assert st == 200 and body == {"dead": []}, (st, body)
         st, body = r.request("members", {"token": TOKEN})
