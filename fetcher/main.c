@@ -22,6 +22,7 @@
 #include "job.h"
 #include "ledger.h"
 #include "source.h"
+#include "web.h"
 
 typedef struct fetcher_s {
   cm_common_cfg_t cfg;
@@ -46,6 +47,15 @@ static void h_on_nats(void *ud, cm_nats_event_t ev) {
   fetcher_t *f = ud;
   if (f->fetch != NULL) cm_fetch_on_nats(f->fetch, ev);
 }
+
+/* Paths the daemon does not serve itself: the web dashboard's files
+ * (web.c) for GET and HEAD; anything else is 404. */
+static int h_route(void *ud, const cm_http_request_t *req, cm_buf_t *body, const char **ctype) {
+  if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
+    return cm_web_serve(req->path, body, ctype);
+  return 0;
+}
+
 static int h_status(void *ud, cm_buf_t *out) {
   fetcher_t *f = ud;
   return f->fetch != NULL ? cm_fetch_status(f->fetch, out) : 0;
@@ -254,7 +264,8 @@ int main(int argc, char **argv) {
                              .status = h_status,
                              .shutdown = h_shutdown,
                              .close = h_close,
-                             .heartbeat = h_heartbeat};
+                             .heartbeat = h_heartbeat,
+                             .route = h_route};
   cm_source_opts_t so;
   cm_source_t *src = NULL;
   cm_job_info_t info;
