@@ -595,8 +595,8 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
   }
   if (a->job == NULL || (j = cm_jobs_find(f->jobs, a->job)) == NULL) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->records,
-                           a->dead_records, a->duplicate, a->mac)) {
+      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->redo, a->records,
+                           a->dead_records, a->duplicate, a->version, a->mac)) {
     /* Only a saver holding the lease key makes this MAC, and only after
      * committing the chunk: anything else would mark unsaved work done. */
     cm_reject(f->rej, now_ms(f), "ack_forged",
@@ -640,7 +640,7 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
   }
   if (n->job == NULL || (j = cm_jobs_find(f->jobs, n->job)) == NULL) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt,
+      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt, n->redo,
                        n->mapper_id ? n->mapper_id : "", n->lease)) {
     /* Only the mapper the chunk was leased to has its token. */
     cm_reject(f->rej, now, "nak_forged",
@@ -782,7 +782,8 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
         if (lj == NULL || strcmp(l->job, cm_job_name(lj)) != 0) lj = cm_jobs_find(f->jobs, l->job);
         if (lj == NULL) continue;
         if (f->cfg.lease_key != NULL &&
-            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, m->id, l->lease)) {
+            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, l->redo, m->id,
+                             l->lease)) {
           cm_reject(f->rej, now, "lease_forged",
                     "heartbeat of mapper %.64s claims chunk %" PRIu64
                     " attempt %u without its lease token",

@@ -614,7 +614,7 @@ int cm_job_build(cm_job_t *j, uint64_t index, uint32_t attempt, const char *mapp
   h.redo = cm_ledger_chunk_redo(j->ledger, index);
   if (key != NULL) {
     snprintf(h.mapper, sizeof(h.mapper), "%s", mapper);
-    cm_lease_token(key, j->name, index, attempt, h.mapper, h.lease);
+    cm_lease_token(key, j->name, index, attempt, h.redo, h.mapper, h.lease);
   }
   cm_buf_reset(out);
   if ((rc = cm_chunk_begin(out, &h)) != 0) return rc;
