@@ -554,7 +554,7 @@ static int run_watch(cli_t *c, const cmd_t *cmd) {
         const cJSON *list = c->name ? NULL : cJSON_GetObjectItemCaseSensitive(jobs, "jobs");
         const cJSON *j;
         if (c->name) {
-          cm_render_progress_line(line, sizeof line, jobs, 30);
+          cm_render_progress_line(line, sizeof line, jobs, tty ? 30 : 0);
           fprintf(f, "%s%s%s\n", tty ? "" : ts, tty ? "" : " ", line);
         } else if (cJSON_GetArraySize(list) == 0) {
           fprintf(f, "%s%sno jobs\n", tty ? "" : ts, tty ? "" : " ");
@@ -593,6 +593,12 @@ static int run_watch(cli_t *c, const cmd_t *cmd) {
     }
     cJSON_Delete(jobs);
     cJSON_Delete(members);
+    /* nats.c ignores SIGPIPE: a reader that went away (watch | head) shows
+     * as a write error, which ends the view. */
+    if (ferror(stdout)) {
+      if (tty) fputs("\033[?25h", stdout);
+      return EX_ERROR;
+    }
     nap(c->interval_ms);
   }
   if (tty) fputs("\033[?25h\n", stdout);
