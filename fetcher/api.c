@@ -1,5 +1,5 @@
-/* api.c - the job API: authorization, strict parsing of submissions, the
- * routes of docs/jobs.md, and the HTTP and NATS adapters around them. */
+/* api.c - the job API: authorization, the API's policy on submissions,
+ * the routes of docs/jobs.md, and the HTTP and NATS adapters around them. */
 #include "api.h"
 
 #include <cjson/cJSON.h>
@@ -217,33 +217,40 @@ static bool valid_job_name(const char *s) {
          strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n;
 }
 
-/* Refuses a key given twice (cJSON keeps both; which one counts would be a
- * guess). */
-static const char *duplicate_key(const cJSON *obj) {
+/* More keys than any request has: refused before the quadratic duplicate
+ * check below (this runs before authorization on NATS). */
+#define MAX_KEYS 64
+
+/* Refuses an object with too many keys or a key given twice (cJSON keeps
+ * both; which one counts would be a guess): 0, or the status of the answer
+ * written to out. */
+static int check_object(const cJSON *obj, const char *prefix, cm_buf_t *out) {
+  int n = cJSON_GetArraySize(obj);
+  if (n > MAX_KEYS) return answer_error(out, 400, "body: more than %d keys", MAX_KEYS);
   for (const cJSON *a = obj->child; a != NULL; a = a->next)
     for (const cJSON *b = a->next; b != NULL; b = b->next)
       if (a->string != NULL && b->string != NULL && strcmp(a->string, b->string) == 0)
-        return a->string;
-  return NULL;
+        return answer_error(out, 400, "\"%s%.128s\" is given twice", prefix, a->string);
+  return 0;
 }
 
 static int get_str(const cJSON *obj, const char *key, const char *name, const char **v,
                    cm_buf_t *out) {
   const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (it == NULL || cJSON_IsNull(it)) return 0;
-  if (!cJSON_IsString(it)) return answer_error(out, 400, "%s: must be a string", name);
+  if (!cJSON_IsString(it)) return answer_error(out, 400, "\"%s\" must be a string", name);
   *v = it->valuestring;
   return 0;
 }
 
 static int check_keys(const cJSON *obj, const char *prefix, const char *const *keys,
                       cm_buf_t *out) {
-  const char *dup = duplicate_key(obj);
-  if (dup != NULL) return answer_error(out, 400, "%s%.128s: given twice", prefix, dup);
+  int st = check_object(obj, prefix, out);
+  if (st != 0) return st;
   for (const cJSON *it = obj->child; it != NULL; it = it->next) {
     bool known = false;
     for (size_t i = 0; keys[i] != NULL && !known; i++) known = strcmp(it->string, keys[i]) == 0;
-    if (!known) return answer_error(out, 400, "%s%.128s: unknown key", prefix, it->string);
+    if (!known) return answer_error(out, 400, "unknown key \"%s%.128s\"", prefix, it->string);
   }
   return 0;
 }
@@ -443,9 +450,7 @@ static int do_submit(cm_api_t *a, const char *body, size_t len, cm_buf_t *out) {
   int st = 0, rc;
   cJSON *root = parse_body(body, len, &st, out);
   if (root == NULL) return st;
-  const char *dup = duplicate_key(root);
-  if (dup != NULL) {
-    st = answer_error(out, 400, "\"%.128s\" is given twice", dup);
+  if ((st = check_object(root, "", out)) != 0) {
     cJSON_Delete(root);
     return st;
   }
@@ -501,7 +506,7 @@ static int do_redo(cm_job_t *j, const char *body, size_t len, cm_buf_t *out) {
   }
   if (version == NULL || version[0] == '\0') {
     cJSON_Delete(root);
-    return answer_error(out, 400, "version: required");
+    return answer_error(out, 400, "\"version\" is required");
   }
   rc = cm_job_redo(j, version, &n, err, sizeof err);
   if (rc == 0) cm_log_info("api: job %s: redo of version %s: %d chunks", cm_job_name(j), version, n);
@@ -645,14 +650,11 @@ static int nats_handle(cm_api_t *a, const char *suffix, const char *data, size_t
   root = parse_body(data, len, &st, body);
   if (root == NULL) return st;
 
-  if (duplicate_key(root) != NULL) {
-    st = answer_error(body, 400, "%.128s: given twice", duplicate_key(root));
-    goto done;
-  }
+  if ((st = check_object(root, "", body)) != 0) goto done;
   it = cJSON_GetObjectItemCaseSensitive(root, "token");
   if (it != NULL) {
     if (!cJSON_IsString(it)) {
-      st = answer_error(body, 400, "token: must be a string");
+      st = answer_error(body, 400, "\"token\" must be a string");
       goto done;
     }
     token = strdup(it->valuestring);
@@ -665,16 +667,17 @@ static int nats_handle(cm_api_t *a, const char *suffix, const char *data, size_t
   if (SUBJECTS[idx].takes_job) {
     it = cJSON_GetObjectItemCaseSensitive(root, "job");
     if (it == NULL || cJSON_IsNull(it)) {
-      st = answer_error(body, 400, "job: required");
+      st = answer_error(body, 400, "\"job\" is required");
       goto done;
     }
     if (!cJSON_IsString(it)) {
-      st = answer_error(body, 400, "job: must be a string");
+      st = answer_error(body, 400, "\"job\" must be a string");
       goto done;
     }
     name = it->valuestring;
     if (!valid_job_name(name)) {
-      st = answer_error(body, 400, "job: use 1..%d of A-Z a-z 0-9 . _ : -", CM_JOB_MAX - 1);
+      st = answer_error(body, 400, "\"job\" must be 1..%d of A-Z a-z 0-9 . _ : -",
+                        CM_JOB_MAX - 1);
       goto done;
     }
     snprintf(path, sizeof path, "/jobs/%s%s%s", name, SUBJECTS[idx].action[0] ? "/" : "",
@@ -686,7 +689,7 @@ static int nats_handle(cm_api_t *a, const char *suffix, const char *data, size_t
   if (strcmp(suffix, "jobs.submit") != 0 && strcmp(suffix, "jobs.redo") != 0) {
     for (const cJSON *c = root->child; c != NULL; c = c->next)
       if (!SUBJECTS[idx].takes_job || strcmp(c->string, "job") != 0) {
-        st = answer_error(body, 400, "%.128s: unknown key", c->string);
+        st = answer_error(body, 400, "unknown key \"%.128s\"", c->string);
         goto done;
       }
   } else {
