@@ -356,6 +356,16 @@ def token_never_logged():
                 assert TOKEN not in fh.read(), name
 
 
+def clean_exit():
+    """SIGTERM: the fetcher drains and exits 0 (under ASan also: no leak, no
+    sanitizer report)."""
+    f = P.fetcher
+    rc = f.stop()
+    assert rc == 0, (rc, f.log()[-3000:])
+    for text in (f.log(), f.out()):
+        assert "runtime error:" not in text and "Sanitizer" not in text, text[-3000:]
+
+
 try:
     check("fetcher --serve with --api-token-file starts", setup)
     check("401 without the token, 403 for writes without --api-token-file", auth_rules)
@@ -366,6 +376,7 @@ try:
     check("a submitted job survives kill -9 of the fetcher", survives_restart)
     check("deploy/nats/nats-server.conf lets ops use the API", example_conf_permissions)
     check("the token is never logged", token_never_logged)
+    check("the fetcher exits 0 on SIGTERM", clean_exit)
 finally:
     if __import__("harness")._results["failed"]:
         dump_logs_on_failure(P)
