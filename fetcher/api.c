@@ -326,6 +326,13 @@ static int apply_policy(const cm_api_t *a, cm_jobspec_t *spec, submission_t *s, 
                         "source: %s sources are not allowed through the API (--api-sources %s)",
                         kind == SRC_GEN ? "gen" : kind == SRC_FILE ? "file" : "http",
                         a->sources_str);
+  if (kind == SRC_HTTP && cm_jobspec_source_redacted(spec))
+    /* The spec is stored in the ledger so that a restart reopens the
+     * source: a credential in the URL would be stored with it. */
+    return answer_error(out, 400,
+                        "source: credentials in the URL are not accepted through the API (the "
+                        "job's spec is stored in the ledger): put them in a header file, "
+                        "http.header \"@FILE\" under --api-file-root");
   if (kind == SRC_FILE) {
     if (strcmp(src + 5, "-") == 0)
       return answer_error(out, 400, "source: file:- (stdin) cannot be read through the API");

@@ -422,6 +422,7 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
   char e[512] = "";
   int rc;
   cm_job_state_t state = (cm_job_state_t)row->state;
+  bool redacted = false;
   if (cm_jobs_find(r, row->name) != NULL) return 0;
   if (c->cli != NULL && strcmp(c->cli->job, row->name) == 0) {
     /* The --source job: its flags are the spec (cm_jobs_open compares). */
@@ -430,7 +431,12 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
     c->n++;
     return 0;
   }
-  if (row->spec != NULL && cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0) {
+  if (row->spec != NULL && cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0 &&
+      cm_jobspec_source_redacted(&st.spec)) {
+    cm_jobspec_free(&st);
+    redacted = true;
+  } else if (row->spec != NULL &&
+             cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0) {
     rc = job_make(r, &st.spec, NULL, !state_final(state), &j, e, sizeof(e));
     cm_jobspec_free(&st);
     if (rc == 0) {
@@ -462,7 +468,11 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
     return 1;
   }
   job_started(j);
-  if (!state_final(j->state))
+  if (!state_final(j->state) && redacted)
+    cm_log_warn("job %s: its source URL's credentials are not stored in the ledger: listed, not "
+                "run (start the fetcher with --job %s and its --source to resume it)",
+                j->name, j->name);
+  else if (!state_final(j->state))
     cm_log_warn("job %s has no usable stored spec: listed, not run (start the fetcher with "
                 "--job %s and its --source to resume it)",
                 j->name, j->name);

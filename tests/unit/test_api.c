@@ -463,6 +463,8 @@ static void test_bad_fields(void **state) {
       {"{\"job\":\"a\",\"source\":\"gen:users\",\"http\":{\"follow_redirects\":\"yes\"}}", 400, "\"http.follow_redirects\""},
       {"{\"job\":\"a\",\"source\":\"gen:users\",\"http\":{\"next_field\":3}}", 400, "\"http.next_field\""},
       {"{\"job\":\"a\",\"source\":\"gen:users\",\"http\":{\"header\":\"Authorization: Bearer x\"}}", 400, "http.header: only \"@FILE\""},
+      {"{\"job\":\"a\",\"source\":\"https://u:pw@h.example/x\"}", 400, "source: credentials in the URL are not accepted"},
+      {"{\"job\":\"a\",\"source\":\"https://h.example/x?api_key=K\"}", 400, "source: credentials in the URL are not accepted"},
       {"{\"job\":\"a\",\"source\":\"gen:users\",\"job\":\"b\"}", 400, "\"job\" is given twice"},
       {"{\"job\":\"a\",\"source\":\"gen:users\"", 400, "body: not valid JSON"},
       {"{\"job\":\"a\",\"source\":\"gen:users\"} x", 400, "body: not valid JSON"},
