@@ -11,9 +11,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "cm/ratelimit.h"
 #include "jobspec.h"
 
 #define SRC_GEN 1u
@@ -37,6 +39,7 @@ struct cm_api_s {
   void *status_ud;
   cm_nats_t *nats;
   char prefix[200];
+  cm_ratelimit_t unauthorized_log; /* one warning per minute at most */
 };
 
 /* ---- options ---- */
@@ -130,6 +133,7 @@ int cm_api_create(cm_api_t **out, const cm_api_cfg_t *cfg, cm_jobs_t *jobs, char
     return -ENOMEM;
   }
   a->jobs = jobs;
+  a->unauthorized_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(60000);
   a->status = cfg->status;
   a->status_ud = cfg->status_ud;
   rc = parse_sources(a, cfg->sources != NULL ? cfg->sources : "gen,http", err, errlen);
@@ -562,8 +566,19 @@ int cm_api_handle(cm_api_t *a, const char *method, const char *path, const char 
   if (!cm_api_owns_path(path)) return answer_error(out, 404, "not found");
   /* With a token configured, nothing of the API is answered without it
    * (not even whether a route exists). */
-  if (a->token != NULL && !token_ok(a, token))
+  if (a->token != NULL && !token_ok(a, token)) {
+    uint64_t more = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* Worth knowing (a client with an old token, or probing), but never
+     * a log line per request, and never what was sent. */
+    if (cm_ratelimit_allow(&a->unauthorized_log,
+                           (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &more))
+      cm_log_warn("api: refused %s %.200s: %s API token (%llu more refused since the last "
+                  "report)",
+                  method, path, token == NULL ? "no" : "wrong", (unsigned long long)more);
     return answer_error(out, 401, "missing or wrong API token (Authorization: Bearer TOKEN)");
+  }
   op = route_of(path, name, sizeof name, &write);
   if (op == OP_NONE) return answer_error(out, 404, "not found: %.200s", path);
   post = strcmp(method, "POST") == 0;
