@@ -461,7 +461,9 @@ static int do_submit(cm_api_t *a, const char *body, size_t len, cm_buf_t *out) {
   int st = 0, rc;
   cJSON *root = parse_body(body, len, &st, out);
   if (root == NULL) return st;
-  if ((st = check_object(root, "", out)) != 0) {
+  const cJSON *http = cJSON_GetObjectItemCaseSensitive(root, "http");
+  if ((st = check_object(root, "", out)) != 0 ||
+      (cJSON_IsObject(http) && (st = check_object(http, "http.", out)) != 0)) {
     cJSON_Delete(root);
     return st;
   }

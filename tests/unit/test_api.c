@@ -466,6 +466,7 @@ static void test_bad_fields(void **state) {
       {"{\"job\":\"a\",\"source\":\"https://u:pw@h.example/x\"}", 400, "source: credentials in the URL are not accepted"},
       {"{\"job\":\"a\",\"source\":\"https://h.example/x?api_key=K\"}", 400, "source: credentials in the URL are not accepted"},
       {"{\"job\":\"a\",\"source\":\"gen:users\",\"job\":\"b\"}", 400, "\"job\" is given twice"},
+      {"{\"job\":\"a\",\"source\":\"gen:users\",\"http\":{\"pages\":1,\"pages\":2}}", 400, "\"http.pages\" is given twice"},
       {"{\"job\":\"a\",\"source\":\"gen:users\"", 400, "body: not valid JSON"},
       {"{\"job\":\"a\",\"source\":\"gen:users\"} x", 400, "body: not valid JSON"},
       {"[1,2]", 400, "body: must be a JSON object"},
