@@ -327,12 +327,19 @@ def main():
 
         if has_api:
             def token_actions():
+                # Before the token: reads need it (--api-token-file), so the
+                # page says so and shows the job of /status, without actions.
+                snap = browser.cmd(cmd="snapshot")
+                assert "API token" in snap["notice"], snap["notice"]
+                job = next(j for j in snap["jobs"] if j["name"] == "dash")
+                assert not job["actionsVisible"], job
                 enter_token()
                 browser.cmd(cmd="wait", selector='[data-job="dash"] [data-action="pause"]:not([disabled])',
                             timeout_ms=10000)
                 token_kept()
 
-            check("an API token entered shows the job actions, kept in sessionStorage only",
+            check("without the token the page shows /status and says why; with it the actions "
+                  "(token in sessionStorage only)",
                   token_actions)
 
         def same_numbers():
