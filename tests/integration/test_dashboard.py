@@ -57,8 +57,10 @@ DRIVER = os.path.join(ROOT, "tests", "web", "dashboard_driver.js")
 WEB_DIR = os.path.join(ROOT, "fetcher", "web")
 BUILD = os.path.abspath(BIN_DIR)
 ARTIFACTS = os.path.join(BUILD, "artifacts")
-# 800 chunks of 100 ms on 2 x 2 workers: the job runs ~20 s.
-RECORDS, CHUNK = 80000, 100
+# 1200 chunks of 100 ms on 2 x 2 workers: the job runs ~30 s, long enough to
+# be paused mid-way on a loaded machine (with the job API it is paused, not
+# waited for).
+RECORDS, CHUNK = 120000, 100
 TOTAL = RECORDS // CHUNK
 TOKEN = "dashboard-test-token-0123456789"
 
