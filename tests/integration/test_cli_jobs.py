@@ -471,36 +471,37 @@ def token():
 
 
 def pause_resume_watch():
-    rc, out, err, _ = S.run("submit", "big", "--source", "gen:users", "--records", "300000",
+    rc, out, err, _ = S.run("submit", "big", "--source", "gen:users", "--records", "200000",
                             "--chunk-size", "1000")
     assert rc == 0, err
     rc, out, err, _ = S.run("pause", "big")
     assert rc == 0 and out.strip() == "job big: paused", (rc, out, err)
     assert S.json("status", "big")["state"] == "paused"
-    time.sleep(1.0)  # leases in flight finish
-    before = S.json("status", "big")["chunks"]
-    time.sleep(1.0)
+    # Leases in flight finish (slowly under ASan), then nothing moves.
+    before = wait_until(lambda: (lambda c: c if c["leased"] == 0 else None)(
+        S.json("status", "big")["chunks"]), 60, interval=0.2, what="big: no lease in flight")
+    time.sleep(1.5)
     after = S.json("status", "big")["chunks"]
-    assert after["done"] == before["done"] and after["leased"] == 0, (before, after)
-    assert after["done"] < 300, after
+    assert after == before, f"paused job moved: {before} -> {after}"
+    assert after["done"] < 200, after
     rc, out, err, _ = S.run("resume", "big")
     assert rc == 0 and out.strip() == "job big: running", (rc, out, err)
     # watch NAME, plain lines (no TTY): ends when the job is complete.
     rc, out, err, _ = S.run("watch", "big", "--interval", "300ms", timeout=180)
     assert rc == 0, f"watch big: exit {rc}: {err}"
     lines = out.splitlines()
-    assert any(re.search(r"Z big complete .*300/300 chunks, 300000 records", x) for x in lines), \
+    assert any(re.search(r"Z big complete .*200/200 chunks, 200000 records", x) for x in lines), \
         out[-600:]
     assert any(re.search(r"Z members: fetcher 1, mapper 2, saver 1$", x) for x in lines), \
         out[-600:]
-    exact_rows(S.pl, "big", 300, 1000)
+    exact_rows(S.pl, "big", 200, 1000)
 
 
 def wait_through_restart():
     """submit --wait goes on waiting while the fetcher is killed and
     restarted (a Recreate rollout): exit 0, the job exact."""
     p = Proc(f"wait-restart-{free_port()}", [
-        CLI, "submit", "restart", "--source", "gen:users", "--records", "200000",
+        CLI, "submit", "restart", "--source", "gen:users", "--records", "100000",
         "--chunk-size", "1000", "--wait", "--interval", "200ms", *S.base],
         env=clean_env(), log_dir=S.pl.workdir)
     wait_until(lambda: S.json("status", "restart")["chunks"]["done"] >= 10 or not p.alive(), 60,
@@ -514,7 +515,7 @@ def wait_through_restart():
     assert rc == 0, f"submit --wait across a fetcher restart: exit {rc}: {p.log()[-800:]}"
     assert "still waiting" in p.log(), p.log()[-800:]
     assert re.search(r"^state: +complete$", p.out(), re.M), p.out()
-    exact_rows(S.pl, "restart", 200, 1000)
+    exact_rows(S.pl, "restart", 100, 1000)
 
 
 def watch_tty():
