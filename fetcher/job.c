@@ -34,6 +34,7 @@ typedef struct sread_s {
   uint32_t nrec, nbad;
   int64_t pos;
   uint64_t line;
+  char cursor[2048]; /* cm_source_cursor after the read, "" for none */
   char err[256];
 } sread_t;
 
@@ -232,7 +233,7 @@ static int job_open_source(cm_job_t *j, char *err, size_t errlen) {
   j->total_chunks = cm_source_total_chunks(j->src);
   cm_ledger_info(j->ledger, &in);
   if (!j->random_access && in.source_pos > 0 &&
-      cm_source_seek(j->src, in.source_pos, in.source_line) != 0) {
+      cm_source_resume(j->src, in.source_pos, in.source_line, cm_ledger_cursor(j->ledger)) != 0) {
     char shown[1024];
     snprintf(err, errlen, "cannot resume source %s at byte %" PRId64,
              cm_redact_urls(j->spec.spec.source.spec, shown, sizeof(shown)), in.source_pos);
@@ -309,7 +310,7 @@ static int job_make(cm_jobs_t *r, const cm_jobspec_t *spec, const cm_ledger_new_
   j->random_access = cm_source_random_access(j->src);
   j->total_chunks = cm_source_total_chunks(j->src);
   if (!j->random_access && in.source_pos > 0 &&
-      cm_source_seek(j->src, in.source_pos, in.source_line) != 0) {
+      cm_source_resume(j->src, in.source_pos, in.source_line, cm_ledger_cursor(j->ledger)) != 0) {
     char shown[1024];
     snprintf(err, errlen, "cannot resume --source %s at byte %" PRId64,
              cm_redact_urls(spec->source.spec, shown, sizeof(shown)), in.source_pos);
@@ -421,6 +422,7 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
   char e[512] = "";
   int rc;
   cm_job_state_t state = (cm_job_state_t)row->state;
+  bool redacted = false;
   if (cm_jobs_find(r, row->name) != NULL) return 0;
   if (c->cli != NULL && strcmp(c->cli->job, row->name) == 0) {
     /* The --source job: its flags are the spec (cm_jobs_open compares). */
@@ -429,7 +431,12 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
     c->n++;
     return 0;
   }
-  if (row->spec != NULL && cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0) {
+  if (row->spec != NULL && cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0 &&
+      cm_jobspec_source_redacted(&st.spec)) {
+    cm_jobspec_free(&st);
+    redacted = true;
+  } else if (row->spec != NULL &&
+             cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0) {
     rc = job_make(r, &st.spec, NULL, !state_final(state), &j, e, sizeof(e));
     cm_jobspec_free(&st);
     if (rc == 0) {
@@ -461,7 +468,11 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
     return 1;
   }
   job_started(j);
-  if (!state_final(j->state))
+  if (!state_final(j->state) && redacted)
+    cm_log_warn("job %s: its source URL's credentials are not stored in the ledger: listed, not "
+                "run (start the fetcher with --job %s and its --source to resume it)",
+                j->name, j->name);
+  else if (!state_final(j->state))
     cm_log_warn("job %s has no usable stored spec: listed, not run (start the fetcher with "
                 "--job %s and its --source to resume it)",
                 j->name, j->name);
@@ -517,6 +528,12 @@ static void read_work(uv_work_t *w) {
     snprintf(r->err, sizeof(r->err), "chunk larger than %zu bytes", r->buf.max);
   }
   r->line = cm_source_line(j->src);
+  {
+    const char *c = r->rc == 0 ? cm_source_cursor(j->src) : NULL;
+    /* A cursor that does not fit is dropped: the resume then walks. */
+    if (c == NULL || snprintf(r->cursor, sizeof(r->cursor), "%s", c) >= (int)sizeof(r->cursor))
+      r->cursor[0] = '\0';
+  }
 }
 
 static void read_done(uv_work_t *w, int status) {
@@ -587,7 +604,8 @@ int cm_job_next_chunk(cm_job_t *j, int64_t now, uint64_t *index) {
       cm_log_warn("job %s chunk %" PRIu64
                   ": %u source records are not valid JSON (kept as dead letters)",
                   j->name, info.next_index, r->nbad);
-    if (cm_ledger_add_chunk(j->ledger, info.next_index, r->buf.data, r->buf.len, r->pos, r->line,
+    if (cm_ledger_set_cursor(j->ledger, r->cursor[0] ? r->cursor : NULL) != 0 ||
+        cm_ledger_add_chunk(j->ledger, info.next_index, r->buf.data, r->buf.len, r->pos, r->line,
                             false) != 0) {
       jobs_fatal(j->r, "ledger: cannot store chunk");
       return 0;

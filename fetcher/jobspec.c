@@ -1,6 +1,8 @@
 /* jobspec.c - see jobspec.h. */
 #include "jobspec.h"
 
+#include "cm/redact.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -71,7 +73,16 @@ int cm_jobspec_to_json(const cm_jobspec_t *s, cm_buf_t *out) {
   const cm_source_opts_t *o = &s->source;
   int rc = cm_buf_puts(out, "{\"job\":");
   rc |= cm_buf_append_json_str(out, s->job, strlen(s->job));
-  rc |= put_str(out, "source", o->spec);
+  /* Credentials in the URL are never stored: a job whose stored source
+   * was redacted resumes only with its --source on the command line. */
+  if (o->spec != NULL) {
+    char *shown = cm_redact_urls_dup(o->spec);
+    if (shown == NULL) return -ENOMEM;
+    rc |= put_str(out, "source", shown);
+    free(shown);
+  } else {
+    rc |= put_str(out, "source", NULL);
+  }
   rc |= cm_buf_printf(out,
                       ",\"records\":%" PRIu64 ",\"seed\":%" PRIu64
                       ",\"chunk_size\":%u,\"priority\":%u,\"max_deliver\":%u,\"http\":{",
@@ -93,6 +104,18 @@ int cm_jobspec_to_json(const cm_jobspec_t *s, cm_buf_t *out) {
                       o->http_timeout_ms, o->http_retries,
                       o->http_follow_redirects ? "true" : "false");
   return rc;
+}
+
+bool cm_jobspec_source_redacted(const cm_jobspec_t *s) {
+  char *shown;
+  bool redacted;
+  if (s->source.spec == NULL) return false;
+  /* A stored source is already redacted: redacting it again changes
+   * nothing, so compare with the marker itself. */
+  shown = cm_redact_urls_dup(s->source.spec);
+  redacted = shown != NULL && strstr(shown, "***") != NULL;
+  free(shown);
+  return redacted;
 }
 
 void cm_jobspec_free(cm_jobspec_store_t *s) {

@@ -8,6 +8,7 @@
 #ifndef CM_JOBSPEC_H
 #define CM_JOBSPEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "cm/buf.h"
@@ -38,5 +39,9 @@ int cm_jobspec_parse(cm_jobspec_store_t *out, const char *json, size_t len, char
 int cm_jobspec_copy(cm_jobspec_store_t *out, const cm_jobspec_t *in)
     __attribute__((warn_unused_result));
 void cm_jobspec_free(cm_jobspec_store_t *s);
+/* true when the source URL carries credentials (userinfo or a credential
+ * query parameter, cm/redact.h): cm_jobspec_to_json stores it redacted, so
+ * a stored spec with such a source cannot reopen it. */
+bool cm_jobspec_source_redacted(const cm_jobspec_t *s);
 
 #endif

@@ -76,14 +76,15 @@ static const char *const cm__sql[CM__S_COUNT] = {
     [CM__S_JOB_GET] = "SELECT source, chunk_size, next_index, source_done, source_pos, "
                       "source_line, done_chunks, dead_chunks, records_done, redeliveries, "
                       "created_at, state, priority, max_deliver, finished_at, last_error, spec, "
-                      "redo_version, redo_gen, redo_chunks, redo_done FROM jobs WHERE name = ?1",
+                      "redo_version, redo_gen, redo_chunks, redo_done, source_cursor "
+                      "FROM jobs WHERE name = ?1",
     [CM__S_JOB_INSERT] = "INSERT INTO jobs(name, source, chunk_size, created_at, spec, priority, "
                          "max_deliver, state) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [CM__S_JOB_UPDATE] = "UPDATE jobs SET next_index = ?2, source_done = ?3, source_pos = ?4, "
                          "source_line = ?5, done_chunks = ?6, dead_chunks = ?7, "
                          "records_done = ?8, redeliveries = ?9, state = ?10, finished_at = ?11, "
                          "last_error = ?12, redo_version = ?13, redo_gen = ?14, "
-                         "redo_chunks = ?15, redo_done = ?16 WHERE name = ?1",
+                         "redo_chunks = ?15, redo_done = ?16, source_cursor = ?17 WHERE name = ?1",
     /* "state <> 2" in the next three lets the planner use chunks_live. */
     [CM__S_RECOVER] = "UPDATE chunks SET state = 0, holder = NULL, deadline_ms = 0, "
                       "not_before_ms = 0 WHERE job = ?1 AND state <> 2 AND state = 1",
@@ -163,7 +164,8 @@ static const char *const cm__migrations[CM_LEDGER_SCHEMA_VERSION] = {
     "ALTER TABLE jobs ADD COLUMN redo_chunks INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN redo_done INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE chunks ADD COLUMN version TEXT;"
-    "ALTER TABLE chunks ADD COLUMN redo INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE chunks ADD COLUMN redo INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN source_cursor TEXT;",
 };
 
 /* One SQLite connection, shared by every handle opened from the first one
@@ -188,6 +190,7 @@ struct cm_ledger_s {
   char *errmsg;
   char *spec;        /* the job's submission (JSON), may be NULL */
   char *redo_version; /* version of the latest redo, NULL if none */
+  char *cursor;       /* the source's resume cursor, NULL if none */
   char *job;    /* open job name, NULL before job_open */
   char *source; /* its full source description */
   cm_job_info_t info;
@@ -541,6 +544,7 @@ void cm_ledger_close(cm_ledger_t *l) {
   free(l->source);
   free(l->spec);
   free(l->redo_version);
+  free(l->cursor);
   free(l);
   if (--c->refs == 0) cm__conn_free(c);
 }
@@ -604,6 +608,13 @@ static int cm__job_read(cm_ledger_t *l, const char *name, const char **src_out, 
   in->redo_gen = (uint32_t)sqlite3_column_int64(st, 18);
   in->redo_chunks = (uint64_t)sqlite3_column_int64(st, 19);
   in->redo_done = (uint64_t)sqlite3_column_int64(st, 20);
+  const unsigned char *cur = sqlite3_column_text(st, 21);
+  free(l->cursor);
+  l->cursor = cur ? cm__strdup((const char *)cur) : NULL;
+  if (cur && !l->cursor) {
+    ret = -ENOMEM;
+    goto out;
+  }
   ret = 1;
 out:
   sqlite3_reset(st);
@@ -710,7 +721,8 @@ int cm_ledger_job_open_ex(cm_ledger_t *l, const char *name, const char *source,
   }
   free(l->spec);
   free(l->redo_version);
-  l->spec = l->redo_version = NULL;
+  free(l->cursor);
+  l->spec = l->redo_version = l->cursor = NULL;
   memset(&l->info, 0, sizeof l->info);
   if (!(l->job = cm__strdup(name)) || !(l->source = cm__strdup(source))) {
     ret = -ENOMEM;
@@ -815,7 +827,8 @@ fail:
   free(l->source);
   free(l->spec);
   free(l->redo_version);
-  l->job = l->source = l->spec = l->redo_version = NULL;
+  free(l->cursor);
+  l->job = l->source = l->spec = l->redo_version = l->cursor = NULL;
   memset(&l->info, 0, sizeof l->info);
   return ret;
 }
@@ -1139,6 +1152,20 @@ int cm_ledger_set_state(cm_ledger_t *l, int state, double finished_at, const cha
 }
 
 const char *cm_ledger_spec(const cm_ledger_t *l) { return l->spec; }
+const char *cm_ledger_cursor(const cm_ledger_t *l) { return l->cursor; }
+
+int cm_ledger_set_cursor(cm_ledger_t *l, const char *cursor) {
+  char *c = NULL;
+  if (!l->job) return -EINVAL;
+  if ((cursor == NULL && l->cursor == NULL) ||
+      (cursor && l->cursor && strcmp(cursor, l->cursor) == 0))
+    return 0;
+  if (cursor && !(c = cm__strdup(cursor))) return -ENOMEM;
+  free(l->cursor);
+  l->cursor = c;
+  l->job_dirty = true;
+  return 0;
+}
 const char *cm_ledger_redo_version(const cm_ledger_t *l) { return l->redo_version; }
 
 int cm_ledger_each_job(cm_ledger_t *l, cm_ledger_job_fn fn, void *ud) {
@@ -1382,6 +1409,10 @@ static int cm__write_job(cm_ledger_t *l) {
   sqlite3_bind_int64(st, 14, in->redo_gen);
   sqlite3_bind_int64(st, 15, (sqlite3_int64)in->redo_chunks);
   sqlite3_bind_int64(st, 16, (sqlite3_int64)in->redo_done);
+  if (l->cursor)
+    sqlite3_bind_text(st, 17, l->cursor, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 17);
   int ret = cm__step_done(l, st);
   sqlite3_clear_bindings(st);
   return ret;

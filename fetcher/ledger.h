@@ -151,6 +151,12 @@ void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info);
 int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
                         int64_t pos, uint64_t line, bool source_done)
     __attribute__((warn_unused_result));
+/* The source's opaque resume cursor (cm_source_cursor; NULL: none), kept
+ * with source_pos/source_line: set it before the cm_ledger_add_chunk whose
+ * position it belongs to, and both are written by the same flush.
+ * cm_ledger_cursor: the stored one (borrowed). */
+int cm_ledger_set_cursor(cm_ledger_t *l, const char *cursor) __attribute__((warn_unused_result));
+const char *cm_ledger_cursor(const cm_ledger_t *l);
 /* Marks the source exhausted without a new chunk (empty tail). */
 int cm_ledger_set_source_done(cm_ledger_t *l) __attribute__((warn_unused_result));
 

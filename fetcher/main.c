@@ -17,6 +17,7 @@
 #include "cm/lease.h"
 #include "cm/log.h"
 #include "cm/redact.h"
+#include "api.h"
 #include "app9.h"
 #include "fetch.h"
 #include "job.h"
@@ -35,6 +36,8 @@ typedef struct fetcher_s {
   cm_source_opts_t http; /* the http_* settings of an http(s) source */
   bool replay_dead;
   bool serve;
+  const char *api_token_file, *api_sources, *api_file_root;
+  cm_api_t *api; /* the job API (api.h) */
   cm_fetch_t *fetch;
   cm_jobs_t *jobs;
   cm_ledger_t *ledger;
@@ -48,14 +51,23 @@ static void h_on_nats(void *ud, cm_nats_event_t ev) {
   if (f->fetch != NULL) cm_fetch_on_nats(f->fetch, ev);
 }
 
-/* Paths the daemon does not serve itself: the web dashboard's files
- * (web.c) for GET and HEAD; anything else is 404. */
+/* Paths the daemon does not serve itself: the job API (api.c: /jobs...,
+ * /members), the web dashboard's files (web.c) for GET and HEAD; anything
+ * else is 404. */
 static int h_route(void *ud, const cm_http_request_t *req, cm_buf_t *body, const char **ctype) {
+  fetcher_t *f = ud;
+  int st = f->api != NULL ? cm_api_route(f->api, req, body, ctype) : 0;
+  if (st != 0) return st;
   if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
     return cm_web_serve(req->path, body, ctype);
   return 0;
 }
 
+/* P.status over NATS: the /status object. */
+static int h_api_status(void *ud, cm_buf_t *out) {
+  fetcher_t *f = ud;
+  return f->d != NULL ? cm_daemon_status_json(f->d, out) : -EAGAIN;
+}
 static int h_status(void *ud, cm_buf_t *out) {
   fetcher_t *f = ud;
   return f->fetch != NULL ? cm_fetch_status(f->fetch, out) : 0;
@@ -179,6 +191,11 @@ static int run_native(fetcher_t *f, const cm_source_opts_t *so, cm_daemon_hooks_
   f->fc.lease_key = f->lease_key;
   if (cm_daemon_create(&d, "fetcher", &f->cfg, &hooks, f) != 0) return 1;
   f->d = d;
+  cm_api_set_jobs(f->api, f->jobs);
+  if (cm_api_nats_start(f->api, cm_daemon_nats(d), f->cfg.prefix) != 0) {
+    cm_log_error("cannot subscribe to the job API's subjects");
+    cm_daemon_exit(d, 1);
+  }
   if (cm_fetch_create(&f->fetch, d, &f->fc, f->ledger, f->jobs, primary) != 0) {
     cm_log_error("cannot start the dispatcher");
     cm_daemon_exit(d, 1);
@@ -258,6 +275,16 @@ int main(int argc, char **argv) {
       {"http-retries", CM_OPT_INT, "5", 0, 100, NULL, NULL,
        "http: retries of a page after a 5xx, 429 or network error (backoff 0.25 s doubling)",
        &f->http.http_retries},
+      {"api-token-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "job API token (docs/jobs.md): every /jobs and /members request, HTTP (Authorization: "
+       "Bearer TOKEN) or NATS (\"token\"), needs it; unset: reads open, writes refused (403)",
+       &f->api_token_file},
+      {"api-sources", CM_OPT_STRING, "gen,http", 0, 0, NULL, NULL,
+       "source kinds a job submitted through the API may use: comma list of gen, file, http "
+       "(http covers https)", &f->api_sources},
+      {"api-file-root", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "directory that file: sources (and an http.header @FILE) of submitted jobs must "
+       "resolve under (unset: file: refused through the API)", &f->api_file_root},
   };
   cm_daemon_hooks_t hooks = {.on_nats = h_on_nats,
                              .ready = h_ready,
@@ -299,6 +326,18 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (f->source == NULL && !f->serve) f->source = "gen:users";
+  {
+    /* The token file is read now: a bad one stops the fetcher at start. */
+    cm_api_cfg_t ac = {.token_file = f->api_token_file,
+                       .sources = f->api_sources,
+                       .file_root = f->api_file_root,
+                       .status = h_api_status,
+                       .status_ud = f};
+    if (cm_api_create(&f->api, &ac, NULL, err, sizeof(err)) != 0) {
+      fprintf(stderr, "fetcher: %s\n", err);
+      return 2;
+    }
+  }
 
   so = f->http;
   so.spec = f->source;
@@ -382,6 +421,7 @@ int main(int argc, char **argv) {
     rc = cm_fetch_app9_run(&f->cfg, &f->fc, f->ledger, src);
   }
 done:
+  cm_api_destroy(f->api);
   cm_lease_key_free(f->lease_key);
   cm_jobs_destroy(f->jobs);
   cm_ledger_close(f->ledger);

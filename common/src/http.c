@@ -643,19 +643,19 @@ static void respond(cm_http_conn_t *c, int verdict) {
   cm_buf_init(&body, CM_HTTP_MAX_BODY);
   if (verdict == -E2BIG) {
     status = 431;
-    fixed = "request too large\n";
+    fixed = "{\"error\":\"request head larger than 8 KiB\"}\n";
   } else if (verdict == -EMSGSIZE) {
     status = 413;
-    fixed = "request body too large\n";
+    fixed = "{\"error\":\"request body larger than 64 KiB\"}\n";
   } else if (verdict < 0) {
     status = 400;
-    fixed = "bad request\n";
+    fixed = "{\"error\":\"bad request\"}\n";
   } else {
     const cm_http_request_t *req = cm_httpreq_request(c->req);
     head = strcmp(req->method, "HEAD") == 0;
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "POST") != 0 && !head) {
       status = 405;
-      fixed = "method not allowed\n";
+      fixed = "{\"error\":\"method not allowed\"}\n";
     } else {
       c->keep_alive = cm_httpreq_keep_alive(c->req) && !c->peer_eof;
       status = c->srv->fn(c->srv->ud, req, &body, &ctype);
@@ -668,8 +668,13 @@ static void respond(cm_http_conn_t *c, int verdict) {
       }
     }
   }
-  /* A failed append leaves the body empty, which is still a valid reply. */
-  if (fixed != NULL && cm_buf_puts(&body, fixed) < 0) cm_buf_reset(&body);
+  /* JSON, like the job API's errors: a client of the API parses every
+   * answer the same way. A failed append leaves the body empty, which is
+   * still a valid reply. */
+  if (fixed != NULL) {
+    ctype = "application/json";
+    if (cm_buf_puts(&body, fixed) < 0) cm_buf_reset(&body);
+  }
 
   int flags = (head ? CM_HTTP_HEAD_ONLY : 0) | (c->keep_alive ? CM_HTTP_KEEP_ALIVE : 0);
   cm_buf_init(&c->out, CM_HTTP_MAX_BODY + CM_HTTP_MAX_HEAD);

@@ -17,6 +17,7 @@
   const REQUEST_TIMEOUT_MS = 4000;
   const API_RECHECK_MS = 15000;    // /jobs 404: ask again now and then
   const DEAD_REFRESH_MS = 5000;
+  const DEAD_ROWS_MAX = 200;       // per job; the API lists up to 1000
   const RATE_WINDOW_S = 10;        // records/s over the last ~10 s (as the API)
   const CHART_MAX_S = 300;         // chart: the last 5 minutes at most
   const CHART_MIN_S = 60;
@@ -408,8 +409,9 @@
     setNum(c.nums.total, known ? ch.total : null, known ? fmtInt(ch.total) : 'unknown');
     setNum(c.nums.records, j.records_saved || 0, fmtInt(j.records_saved || 0));
     setNum(c.nums.rate, isNum(j.records_per_s) ? j.records_per_s : null, fmtRate(j.records_per_s));
-    const finished = /^(complete|complete_with_dead|cancelled|failed)$/.test(j.state || '');
-    setNum(c.nums.eta, isNum(j.eta_s) ? j.eta_s : null, finished ? '—' : fmtDuration(j.eta_s));
+    // No ETA for a job that is not moving (finished, paused or queued).
+    const still = /^(complete|complete_with_dead|cancelled|failed|paused|queued)$/.test(j.state || '');
+    setNum(c.nums.eta, isNum(j.eta_s) && !still ? j.eta_s : null, still ? '—' : fmtDuration(j.eta_s));
 
     const extra = [];
     if (j.redo && typeof j.redo === 'object')
@@ -581,7 +583,7 @@
             'fetcher\'s ledger (sqlite3 LEDGER \'SELECT idx, attempt, reason FROM chunks WHERE state = 3\').' })));
         continue;
       }
-      const rows = (d ? d.list : []).map((x) => el('tr', { 'data-index': x.index },
+      const rows = (d ? d.list : []).slice(0, DEAD_ROWS_MAX).map((x) => el('tr', { 'data-index': x.index },
         el('td', { class: 'n', text: fmtInt(x.index) }),
         el('td', { class: 'n', text: fmtInt(x.attempts) }),
         el('td', { class: 'reason', text: x.reason || '' })));
@@ -591,7 +593,8 @@
       parts.push(el('div', { class: 'dead-job', 'data-job': j.job }, head,
         d && d.error ? el('p', { class: 'error', text: d.error }) : null,
         el('div', { class: 'scroll' }, table),
-        d && d.list.length < count ? el('p', { class: 'muted', text: 'showing ' + d.list.length + ' of ' + count }) : null));
+        d && rows.length < count ? el('p', { class: 'muted', text: 'showing ' + rows.length + ' of ' + fmtInt(count) +
+          ' (all: GET /jobs/' + j.job + '/dead)' }) : null));
     }
     if (parts.length === 0) parts.push(el('p', { class: 'muted', text: 'none' }));
     box.replaceChildren(...parts);

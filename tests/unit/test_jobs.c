@@ -308,6 +308,25 @@ static void test_jobspec_json(void **state) {
   assert_non_null(strstr(b.data, "\"header\":\"@/run/h\""));
   cm_buf_free(&b);
   cm_jobspec_free(&st);
+  /* credentials in the source URL are never stored: the stored spec says
+   * it was redacted, so a restart does not try the URL without them */
+  const char *u = "{\"job\":\"z\",\"source\":\"https://al:PW1@api.example/x?api_key=K2&page=1\"}";
+  assert_int_equal(cm_jobspec_parse(&st, u, strlen(u), err, sizeof err), 0);
+  assert_true(cm_jobspec_source_redacted(&st.spec));
+  cm_buf_init(&b, 1 << 16);
+  assert_int_equal(cm_jobspec_to_json(&st.spec, &b), 0);
+  assert_int_equal(cm_buf_append(&b, "", 1), 0);
+  assert_null(strstr(b.data, "PW1"));
+  assert_null(strstr(b.data, "K2"));
+  cm_jobspec_free(&st);
+  assert_int_equal(cm_jobspec_parse(&st, b.data, b.len - 1, err, sizeof err), 0);
+  assert_true(cm_jobspec_source_redacted(&st.spec));
+  cm_buf_free(&b);
+  cm_jobspec_free(&st);
+  const char *clean = "{\"job\":\"z\",\"source\":\"https://api.example/x?page=1\"}";
+  assert_int_equal(cm_jobspec_parse(&st, clean, strlen(clean), err, sizeof err), 0);
+  assert_false(cm_jobspec_source_redacted(&st.spec));
+  cm_jobspec_free(&st);
   /* refusals name the key */
   static const struct {
     const char *body, *err;

@@ -1130,6 +1130,30 @@ static void test_redo_by_version(void **state) {
   cm_ledger_close(l);
 }
 
+static void test_source_cursor(void **state) {
+  (void)state;
+  char path[300], err[512];
+  cm_job_info_t in;
+  new_path(path, sizeof path);
+  cm_ledger_t *l = open_job(path, "j", NULL);
+  assert_null(cm_ledger_cursor(l));
+  assert_int_equal(cm_ledger_set_cursor(l, "http://api/p?after=abc"), 0);
+  assert_int_equal(cm_ledger_add_chunk(l, 0, "[1]", 3, 7, 1, false), 0);
+  assert_int_equal(cm_ledger_flush(l), 0); /* chunk, position and cursor together */
+  assert_int_equal(q_int(path, "SELECT source_pos = 7 AND source_cursor = "
+                               "'http://api/p?after=abc' FROM jobs"),
+                   1);
+  cm_ledger_close(l);
+  l = open_ledger(path);
+  assert_int_equal(cm_ledger_job_open(l, "j", SRC, 100, &in, err, sizeof err), 0);
+  assert_string_equal(cm_ledger_cursor(l), "http://api/p?after=abc");
+  assert_int_equal(in.source_pos, 7);
+  assert_int_equal(cm_ledger_set_cursor(l, NULL), 0);
+  assert_int_equal(cm_ledger_flush(l), 0);
+  assert_int_equal(q_int(path, "SELECT source_cursor IS NULL FROM jobs"), 1);
+  cm_ledger_close(l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_open_creates_schema),
@@ -1150,6 +1174,7 @@ int main(void) {
       cmocka_unit_test(test_jobs_share_one_connection),
       cmocka_unit_test(test_dead_list),
       cmocka_unit_test(test_redo_by_version),
+      cmocka_unit_test(test_source_cursor),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -16,6 +16,8 @@
  * descriptor limit): at the cap, the connection idle longest is closed so
  * that the new one (a probe) is served. cm_http_create raises the process's
  * RLIMIT_NOFILE soft limit to the hard limit.
+ * The errors the server answers itself (400, 405, 413, 431) are JSON
+ * {"error":"..."}, as the fetcher's job API's are.
  * After a closing answer, the server shuts down its sending side and waits
  * (up to 2 s) for the client to close, so an early 400/431 is not lost to a
  * TCP RST. libuv writes with write(2): the process must ignore SIGPIPE. */
