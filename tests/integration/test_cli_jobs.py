@@ -504,8 +504,11 @@ def wait_through_restart():
         CLI, "submit", "restart", "--source", "gen:users", "--records", "100000",
         "--chunk-size", "1000", "--wait", "--interval", "200ms", *S.base],
         env=clean_env(), log_dir=S.pl.workdir)
-    wait_until(lambda: S.json("status", "restart")["chunks"]["done"] >= 10 or not p.alive(), 60,
-               what="job restart under way")
+    def under_way():
+        # The CLI may not have submitted yet: "no job" (exit 4) is "not yet".
+        rc, out, _, _ = S.run("status", "restart", "--output", "json")
+        return not p.alive() or (rc == 0 and json.loads(out)["chunks"]["done"] >= 10)
+    wait_until(under_way, 60, what="job restart under way")
     assert p.alive(), (p.p.returncode, p.log())
     S.pl.fetcher.kill9()
     time.sleep(1.0)  # the CLI meets no fetcher meanwhile
