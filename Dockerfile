@@ -1,10 +1,13 @@
-# chunkmill: one image holding the three daemons (fetcher, mapper, saver).
+# chunkmill: one image holding the three daemons (fetcher, mapper, saver)
+# and the `chunkmill` CLI that submits and steers the fetcher's jobs.
 #
 #   docker build -t chunkmill:latest .        (or: scripts/image)
 #   docker run --rm chunkmill:latest mapper --help
+#   docker run --rm chunkmill:latest chunkmill --help
 #
-# Pick the daemon with the command: `fetcher`, `mapper` or `saver`; configure
-# it with CHUNKMILL_* environment variables (see `<daemon> --help`).
+# Pick the program with the command: `fetcher`, `mapper`, `saver` or
+# `chunkmill`; configure it with CHUNKMILL_* environment variables (see
+# `<program> --help`).
 # Health checks need no shell or curl: `<daemon> --probe /readyz` GETs the
 # daemon's own endpoint on --http and exits 0 on 200, 1 otherwise.
 #
@@ -33,9 +36,11 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr/
  && for d in fetcher mapper saver; do \
       test -x /out/usr/local/bin/$d || install -D -m 0755 /build/$d/$d /out/usr/local/bin/$d; \
     done \
+ && test -x /out/usr/local/bin/chunkmill \
  && /out/usr/local/bin/fetcher --help >/dev/null \
  && /out/usr/local/bin/mapper --help >/dev/null \
- && /out/usr/local/bin/saver --help >/dev/null
+ && /out/usr/local/bin/saver --help >/dev/null \
+ && /out/usr/local/bin/chunkmill --help >/dev/null
 
 # -------------------------------------------------------------- runtime ----
 FROM ${DEBIAN_IMAGE} AS runtime
@@ -50,12 +55,12 @@ RUN apt-get update \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/chunkmill
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/
 # Fail the build now, not at deploy time, if a runtime library is missing.
-RUN for d in fetcher mapper saver; do \
+RUN for d in fetcher mapper saver chunkmill; do \
       if ldd /usr/local/bin/$d | grep 'not found'; then echo "missing libraries for $d" >&2; exit 1; fi; \
     done
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="chunkmill" \
-      org.opencontainers.image.description="fetch -> map -> save pipeline on NATS: fetcher, mapper, saver" \
+      org.opencontainers.image.description="fetch -> map -> save pipeline on NATS: fetcher, mapper, saver, chunkmill CLI" \
       org.opencontainers.image.version="${VERSION}"
 ENV CHUNKMILL_VERSION_LABEL=${VERSION}
 # Numeric user so Kubernetes runAsNonRoot can verify it without a passwd lookup.

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define CM__DT_MIN_CAP 64
@@ -27,12 +28,16 @@ static uint64_t cm__dt_mix(uint64_t x) {
   return x;
 }
 
+static uint64_t cm__dt_hash(const void *job, uint64_t index) {
+  return cm__dt_mix(index ^ ((uint64_t)(uintptr_t)job * 0x9E3779B97F4A7C15ULL));
+}
+
 static int cm__dt_resize(cm_dispatch_times_t *d, size_t cap) {
   cm__dt_slot_t *tab = calloc(cap, sizeof *tab);
   if (tab == NULL) return -ENOMEM;
   for (size_t i = 0; i < d->cap; i++) {
     if (!d->tab[i].used) continue;
-    size_t j = cm__dt_mix(d->tab[i].e.index) & (cap - 1);
+    size_t j = cm__dt_hash(d->tab[i].e.job, d->tab[i].e.index) & (cap - 1);
     while (tab[j].used) j = (j + 1) & (cap - 1);
     tab[j] = d->tab[i];
   }
@@ -59,16 +64,17 @@ void cm_dispatch_times_destroy(cm_dispatch_times_t *d) {
   free(d);
 }
 
-/* The slot holding index, or the empty slot where it would go. */
-static size_t cm__dt_find(const cm_dispatch_times_t *d, uint64_t index) {
-  size_t mask = d->cap - 1, i = cm__dt_mix(index) & mask;
-  while (d->tab[i].used && d->tab[i].e.index != index) i = (i + 1) & mask;
+/* The slot holding (job, index), or the empty slot where it would go. */
+static size_t cm__dt_find(const cm_dispatch_times_t *d, const void *job, uint64_t index) {
+  size_t mask = d->cap - 1, i = cm__dt_hash(job, index) & mask;
+  while (d->tab[i].used && (d->tab[i].e.index != index || d->tab[i].e.job != job))
+    i = (i + 1) & mask;
   return i;
 }
 
-int cm_dispatch_times_put(cm_dispatch_times_t *d, uint64_t index, int64_t t_ms,
+int cm_dispatch_times_put(cm_dispatch_times_t *d, const void *job, uint64_t index, int64_t t_ms,
                           uint32_t version) {
-  size_t i = cm__dt_find(d, index);
+  size_t i = cm__dt_find(d, job, index);
   if (d->tab[i].used) {
     d->tab[i].e.version = version;
     return 0;
@@ -76,24 +82,25 @@ int cm_dispatch_times_put(cm_dispatch_times_t *d, uint64_t index, int64_t t_ms,
   if (d->n >= CM_DISPATCH_TIMES_MAX) return -ENOSPC;
   if ((d->n + 1) * 2 > d->cap) {
     if (cm__dt_resize(d, d->cap * 2) != 0) return -ENOMEM;
-    i = cm__dt_find(d, index);
+    i = cm__dt_find(d, job, index);
   }
   d->tab[i].used = true;
-  d->tab[i].e = (cm_dispatch_time_t){.index = index, .t_ms = t_ms, .version = version};
+  d->tab[i].e = (cm_dispatch_time_t){.job = job, .index = index, .t_ms = t_ms, .version = version};
   d->n++;
   return 0;
 }
 
-const cm_dispatch_time_t *cm_dispatch_times_get(const cm_dispatch_times_t *d, uint64_t index) {
-  size_t i = cm__dt_find(d, index);
+const cm_dispatch_time_t *cm_dispatch_times_get(const cm_dispatch_times_t *d, const void *job,
+                                                uint64_t index) {
+  size_t i = cm__dt_find(d, job, index);
   return d->tab[i].used ? &d->tab[i].e : NULL;
 }
 
-void cm_dispatch_times_del(cm_dispatch_times_t *d, uint64_t index) {
-  size_t mask = d->cap - 1, i = cm__dt_find(d, index);
-  if (!d->tab[i].used) return;
+/* Backward-shift deletion of the entry in slot i; no shrink. */
+static void cm__dt_remove_at(cm_dispatch_times_t *d, size_t i) {
+  size_t mask = d->cap - 1;
   for (size_t j = (i + 1) & mask; d->tab[j].used; j = (j + 1) & mask) {
-    size_t home = cm__dt_mix(d->tab[j].e.index) & mask;
+    size_t home = cm__dt_hash(d->tab[j].e.job, d->tab[j].e.index) & mask;
     /* move slot j into the hole at i unless its home lies in (i, j] */
     bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
     if (!stays) {
@@ -103,9 +110,19 @@ void cm_dispatch_times_del(cm_dispatch_times_t *d, uint64_t index) {
   }
   d->tab[i].used = false;
   d->n--;
+}
+
+static void cm__dt_maybe_shrink(cm_dispatch_times_t *d) {
   /* Mostly empty after a burst (a replay, a stalled saver): shrink, with
    * room to spare so the next puts do not grow it straight back. */
   if (d->cap > 1024 && d->n * 8 < d->cap) (void)cm__dt_resize(d, d->cap / 4);
+}
+
+void cm_dispatch_times_del(cm_dispatch_times_t *d, const void *job, uint64_t index) {
+  size_t i = cm__dt_find(d, job, index);
+  if (!d->tab[i].used) return;
+  cm__dt_remove_at(d, i);
+  cm__dt_maybe_shrink(d);
 }
 
 size_t cm_dispatch_times_count(const cm_dispatch_times_t *d) { return d->n; }

@@ -7,7 +7,12 @@
  *   P.heartbeat  members are alive                   -> member table
  *   timers       lease expiry, member expiry, ledger flush, progress
  * Output: one chunk per credit on P.chunk.<mapper-id>, within the global
- * window --max-inflight.
+ * window --max-inflight, from the runnable job the scheduler picks
+ * (sched.h: stride scheduling on priority; a job with nothing due is
+ * skipped). Acks, naks and heartbeat leases name their job and go to its
+ * ledger; a holder gone releases its chunks in every job. Per-job state
+ * (source, read-ahead, completion, progress) is job.c's; the member table
+ * is members.c's.
  *
  * Durability is the ledger's: leases and acks are written behind (flushed
  * every FLUSH_MS in one transaction); a lost unflushed lease or ack only
@@ -15,6 +20,9 @@
  * source is in the ledger before it is first sent. While the ledger cannot
  * be written nothing is sent or read (ledger_health.h). */
 #include "fetch.h"
+#include "job.h"
+#include "members.h"
+#include "sched.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -32,7 +40,6 @@
 #include "cm/peers.h"
 #include "cm/reject.h"
 
-#define FETCH_MAX_MEMBERS 1024
 /* A version with no mapper left is dropped from /status after this long
  * without events (its slot is then free for a new version). */
 #define FETCH_VERSION_IDLE_MS (10 * 60 * 1000)
@@ -46,72 +53,20 @@
 /* Hard upper bound of what one mapper instance may hold, whatever it
  * declares (the mapper's own MAPPER_MAX_SLOTS). */
 #define FETCH_MAX_SLOTS 1024
-/* Members that have sent credit but no heartbeat yet: at most this many
- * (the oldest is dropped first), so a flood of made-up ids cannot fill the
- * member table. */
-#define FETCH_MAX_UNHEARD 64
-
-/* A mapper id is bound to one running instance (its random token) until it
- * leaves, drains or is declared gone; its chunks go only to
- * <prefix>.chunk.<id>. It gets work only once that instance has sent a
- * heartbeat (heard). */
-typedef struct member_s {
-  bool active;
-  bool heard;
-  char id[128];
-  char instance[40];
-  uint32_t slots; /* what the instance declared it can hold (capped) */
-  int64_t hb_ms;  /* last heartbeat of the bound instance */
-  /* Another instance under this id, seen while the bound one was alive:
-   * it takes over as soon as the bound one misses its heartbeat. */
-  char challenger[40];
-  int64_t challenger_ms;
-  bool challenger_heard;
-  char subject[256];
-  cm_version_h version;
-  char version_name[CM_VERSIONS_NAME_MAX]; /* as the mapper reports it */
-  uint32_t free;
-  uint64_t received;
-  uint64_t sent;
-  int64_t last_seen_ms;
-  int64_t joined_ms;
-  int64_t first_dispatch_ms; /* -1 until it got work */
-  int64_t period_ms;         /* its heartbeat period (0 until heard) */
-  bool draining;
-  uint64_t acked;
-  /* Set by a NATS failover (ours, this mapper's or a saver's): at its first
-   * heartbeat from reconcile_at on, leases dispatched to it before
-   * reconcile_cutoff that it does not hold were lost and go out again. */
-  int64_t reconcile_at;
-  int64_t reconcile_cutoff;
-} member_t;
+typedef cm_member_t member_t;
 
 typedef cm_dispatch_time_t lat_t;
 
-/* The read-ahead of a sequential source (see fetch_read_work). */
-typedef struct sread_s {
-  uv_work_t work;
-  bool busy, ready;
-  int rc;
-  cm_buf_t buf, bad;
-  uint32_t nrec, nbad;
-  int64_t pos;
-  uint64_t line;
-  char err[256];
-} sread_t;
-
 struct cm_fetch_s {
   cm_daemon_t *d;
-  sread_t rd;
   cm_fetch_cfg_t cfg;
-  cm_ledger_t *ledger;
-  cm_source_t *src;
-  bool random_access;
-  int64_t total_chunks; /* -1 unknown */
-  char job[CM_JOB_MAX];
+  cm_ledger_t *ledger; /* the root handle: flushes every job (ledger.h) */
+  cm_jobs_t *jobs;
+  cm_job_t *primary;   /* the --job job (or the first): /status "job", metrics, --once */
+  cm_sched_ent_t **sched; /* scratch of the pump, one per job */
+  size_t sched_cap;
 
-  member_t members[FETCH_MAX_MEMBERS];
-  int nmembers;
+  cm_members_t *mt;
   cm_versions_t *versions;
   cm_dispatch_times_t *lat; /* chunks dispatched and not yet done or dead */
 
@@ -123,12 +78,9 @@ struct cm_fetch_s {
   cm_buf_t buf;
 
   int64_t start_ms;
-  double start_wall;
-  uint64_t records_at_start;
   uint64_t last_progress_records;
   int64_t last_progress_ms;
-  bool complete;
-  bool reported;
+  bool complete; /* --once: the primary job is complete (exiting) */
   bool stopping;
   bool fatal;
   uint64_t dead_this_run;
@@ -151,70 +103,17 @@ static int64_t now_ms(cm_fetch_t *f) { return cm_daemon_now_ms(f->d); }
 
 /* ---- versions and members ---- */
 
-static member_t *member_find(cm_fetch_t *f, const char *id) {
-  for (int i = 0; i < f->nmembers; i++)
-    if (f->members[i].active && strcmp(f->members[i].id, id) == 0) return &f->members[i];
-  return NULL;
-}
+static member_t *member_find(cm_fetch_t *f, const char *id) { return cm_members_find(f->mt, id); }
 
-/* The version m reports (NULL or "" = "unknown"): m leaves its previous
- * version's entry, if any, and joins the new one. */
 static void member_set_version(cm_fetch_t *f, member_t *m, const char *v, int64_t now) {
-  const char *name = v != NULL && v[0] ? v : "unknown";
-  if (m->version_name[0] != '\0') {
-    if (strncmp(name, m->version_name, sizeof(m->version_name) - 1) == 0) return;
-    cm_versions_leave(f->versions, m->version, now);
-  }
-  snprintf(m->version_name, sizeof(m->version_name), "%s", name);
-  m->version = cm_versions_join(f->versions, m->version_name, now);
+  cm_members_set_version(f->mt, m, v, now);
 }
 
 static member_t *member_add(cm_fetch_t *f, const char *id) {
-  member_t *m = NULL, *oldest = NULL;
-  int unheard = 0;
-  for (int i = 0; i < f->nmembers; i++) {
-    member_t *u = &f->members[i];
-    if (!u->active || u->heard) continue;
-    unheard++;
-    if (oldest == NULL || u->joined_ms < oldest->joined_ms) oldest = u;
-  }
-  /* An unheard member holds no work: dropping it loses nothing. */
-  if (unheard >= FETCH_MAX_UNHEARD && oldest != NULL) {
-    oldest->active = false;
-    if (oldest->version_name[0] != '\0') cm_versions_leave(f->versions, oldest->version, now_ms(f));
-  }
-  for (int i = 0; i < f->nmembers; i++)
-    if (!f->members[i].active) {
-      m = &f->members[i];
-      break;
-    }
-  if (m == NULL) {
-    if (f->nmembers == FETCH_MAX_MEMBERS) return NULL;
-    m = &f->members[f->nmembers++];
-  }
-  memset(m, 0, sizeof(*m));
-  m->active = true;
-  snprintf(m->id, sizeof(m->id), "%s", id);
-  m->joined_ms = now_ms(f);
-  m->last_seen_ms = m->joined_ms;
-  m->first_dispatch_ms = -1;
-  return m;
+  return cm_members_add(f->mt, id, now_ms(f));
 }
 
-static int64_t member_available(const member_t *m) {
-  /* Chunks sent that the mapper had not seen when it reported `free` are
-   * still on their way: subtract them, so a stale credit never overfills. */
-  int64_t in_transit = (int64_t)m->sent - (int64_t)m->received;
-  if (in_transit < 0) in_transit = 0;
-  if (m->draining || !m->heard) return 0;
-  return (int64_t)(m->free < m->slots ? m->free : m->slots) - in_transit;
-}
-
-static int active_members(const cm_fetch_t *f) {
-  int n = 0;
-  for (int i = 0; i < f->nmembers; i++) n += f->members[i].active;
-  return n;
-}
+static int active_members(const cm_fetch_t *f) { return cm_members_active(f->mt); }
 
 /* ---- helpers ---- */
 
@@ -229,38 +128,50 @@ static int64_t backoff_ms(uint32_t attempt) {
 /* Latency runs from a chunk's first dispatch in this run: a redelivery
  * keeps the start, so the histogram shows how long chunks took to be saved
  * once sent, retries included, and never more than the run has lasted. */
-static void lat_put(cm_fetch_t *f, uint64_t index, int64_t t, cm_version_h version) {
+static void lat_put(cm_fetch_t *f, const cm_job_t *j, uint64_t index, int64_t t,
+                    cm_version_h version) {
   /* Out of memory: the chunk's time is unknown (not counted), nothing else. */
-  (void)cm_dispatch_times_put(f->lat, index, t, version);
+  (void)cm_dispatch_times_put(f->lat, j, index, t, version);
 }
 
-static const lat_t *lat_get(cm_fetch_t *f, uint64_t index) {
-  return cm_dispatch_times_get(f->lat, index);
+static const lat_t *lat_get(cm_fetch_t *f, const cm_job_t *j, uint64_t index) {
+  return cm_dispatch_times_get(f->lat, j, index);
 }
 
-static void fetch_publish_dead(cm_fetch_t *f, uint64_t index, uint32_t attempt, const char *reason) {
+static void fetch_publish_dead(cm_fetch_t *f, cm_job_t *j, uint64_t index, uint32_t attempt,
+                               const char *reason) {
   cm_buf_t b;
+  const char *job = cm_job_name(j);
   cm_buf_init(&b, 4096);
   int rc = cm_buf_puts(&b, "{\"job\":");
-  rc |= cm_buf_append_json_str(&b, f->job, strlen(f->job));
+  rc |= cm_buf_append_json_str(&b, job, strlen(job));
   rc |= cm_buf_printf(&b, ",\"index\":%" PRIu64 ",\"attempts\":%u,\"reason\":", index, attempt);
   rc |= cm_buf_append_json_str(&b, reason, strlen(reason));
   rc |= cm_buf_puts(&b, "}");
   if (rc == 0) (void)cm_nats_publish(cm_daemon_nats(f->d), f->dead_subject, NULL, b.data, b.len);
   cm_buf_free(&b);
-  cm_dispatch_times_del(f->lat, index);
+  cm_dispatch_times_del(f->lat, j, index);
   cm_counter_inc(f->m_dead);
   f->dead_this_run++;
-  cm_log_error("chunk %" PRIu64 " is dead after %u deliveries: %s", index, attempt, reason);
+  cm_log_error("chunk %" PRIu64 " is dead after %u deliveries: %s (job %s)", index, attempt,
+               reason, job);
 }
 
 /* Returns a lease to pending (or dead). */
-static void fetch_release(cm_fetch_t *f, uint64_t index, uint32_t attempt, int64_t not_before,
-                          const char *reason) {
-  int rc = cm_ledger_release(f->ledger, index, attempt, not_before, reason,
-                             (uint32_t)f->cfg.max_deliver);
+static void fetch_release(cm_fetch_t *f, cm_job_t *j, uint64_t index, uint32_t attempt,
+                          int64_t not_before, const char *reason) {
+  int rc = cm_ledger_release(cm_job_ledger(j), index, attempt, not_before, reason,
+                             cm_job_max_deliver(j));
   if (rc == 0) cm_counter_inc(f->m_fenced);
-  if (rc == 2) fetch_publish_dead(f, index, attempt, reason);
+  if (rc == 2) fetch_publish_dead(f, j, index, attempt, reason);
+}
+
+/* Chunks leased in every job (the global --max-inflight window). */
+static size_t fetch_leased(cm_fetch_t *f) {
+  size_t n = 0;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++)
+    n += cm_ledger_leased_count(cm_job_ledger(cm_jobs_at(f->jobs, i)));
+  return n;
 }
 
 /* ---- ledger health ---- */
@@ -273,69 +184,110 @@ bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen) {
 
 /* ---- completion and progress ---- */
 
-static void fetch_check_complete(cm_fetch_t *f) {
+static void fetch_summary(cm_fetch_t *f, cm_job_t *j) {
   cm_job_info_t info;
-  double secs;
-  uint64_t run_records;
-  int code;
-  if (f->complete || !cm_ledger_job_complete(f->ledger)) return;
-  /* Complete only once the ledger says so: with unwritten acks a restart
-   * would redo them, so "complete" (and exit 0) waits for the flush timer
-   * to get them written. */
-  if (fetch_flush_now(f) != 0) return;
-  f->complete = true;
-  cm_gauge_set(f->m_complete, 1);
-  cm_ledger_info(f->ledger, &info);
-  secs = cm_wall_time() - f->start_wall;
-  run_records = info.records_done - f->records_at_start;
+  double secs, start_wall;
+  uint64_t run_records, records_at_start;
+  const char *job = cm_job_name(j);
+  cm_ledger_info(cm_job_ledger(j), &info);
+  cm_job_run_start(j, &start_wall, &records_at_start);
+  secs = cm_wall_time() - start_wall;
+  run_records = info.records_done - records_at_start;
   printf("job \"%s\" complete%s: %" PRIu64 " records in %" PRIu64 " chunks, %" PRIu64
          " dead chunks, %" PRIu64 " redeliveries, %.2f s, %.0f records/s\n",
-         f->job, info.dead_chunks > 0 ? " with dead chunks" : "", info.records_done,
+         job, info.dead_chunks > 0 ? " with dead chunks" : "", info.records_done,
          info.done_chunks, info.dead_chunks, info.redeliveries, secs,
          secs > 0 ? (double)run_records / secs : 0.0);
   printf("{\"summary\":{\"job\":\"%s\",\"records\":%" PRIu64 ",\"chunks\":%" PRIu64
          ",\"dead_chunks\":%" PRIu64 ",\"redeliveries\":%" PRIu64
          ",\"seconds\":%.3f,\"records_per_s\":%.1f,\"records_this_run\":%" PRIu64
          ",\"latency_p50_s\":%.4f,\"latency_p99_s\":%.4f}}\n",
-         f->job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries, secs,
+         job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries, secs,
          secs > 0 ? (double)run_records / secs : 0.0, run_records,
          cm_histogram_quantile(f->m_latency, 0.5), cm_histogram_quantile(f->m_latency, 0.99));
   fflush(stdout);
   cm_log_info("job %s complete: %" PRIu64 " records, %" PRIu64 " chunks, %" PRIu64
               " dead, %" PRIu64 " redeliveries, %.2f s",
-              f->job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries,
+              job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries,
               secs);
-  if (f->cfg.once) {
-    code = (info.dead_chunks > 0 && !f->cfg.allow_dead) ? 3 : 0;
-    f->stopping = true;
-    cm_daemon_exit(f->d, code);
+}
+
+static bool state_complete(cm_job_state_t s) {
+  return s == CM_JOB_COMPLETE || s == CM_JOB_COMPLETE_WITH_DEAD;
+}
+
+static void fetch_check_complete(cm_fetch_t *f) {
+  bool flushed = false;
+  if (f->complete) return;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, i);
+    cm_job_state_t st = cm_job_state(j);
+    if ((st != CM_JOB_RUNNING && st != CM_JOB_PAUSED) ||
+        !cm_ledger_job_complete(cm_job_ledger(j)))
+      continue;
+    /* Complete only once the ledger says so: with unwritten acks a restart
+     * would redo them, so "complete" (and exit 0) waits for the flush timer
+     * to get them written. */
+    if (!flushed && fetch_flush_now(f) != 0) return;
+    flushed = true;
+    if (cm_job_settle(j) != 1) continue;
+    if (!(f->cfg.once && j == f->primary)) fetch_summary(f, j);
   }
+  if (f->primary != NULL)
+    cm_gauge_set(f->m_complete, state_complete(cm_job_state(f->primary)) ? 1 : 0);
+  if (f->cfg.once && f->primary != NULL && state_complete(cm_job_state(f->primary))) {
+    cm_job_info_t info;
+    if (!flushed && fetch_flush_now(f) != 0) return;
+    f->complete = true;
+    fetch_summary(f, f->primary);
+    cm_ledger_info(cm_job_ledger(f->primary), &info);
+    f->stopping = true;
+    cm_daemon_exit(f->d, (info.dead_chunks > 0 && !f->cfg.allow_dead) ? 3 : 0);
+  }
+}
+
+static void fetch_progress_job(cm_fetch_t *f, cm_job_t *j, double rate) {
+  cm_job_info_t info;
+  cm_ledger_t *l = cm_job_ledger(j);
+  int64_t total = cm_job_total_chunks(j);
+  char who[CM_JOB_MAX + 8] = "";
+  cm_ledger_info(l, &info);
+  if (j != f->primary) snprintf(who, sizeof(who), "job %s: ", cm_job_name(j));
+  if (total >= 0)
+    printf("progress: %s%" PRIu64 "/%" PRId64 " chunks (%.1f%%), %" PRIu64
+           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
+           who, info.done_chunks, total,
+           total > 0 ? 100.0 * (double)info.done_chunks / (double)total : 0.0,
+           info.records_done, rate, cm_ledger_leased_count(l), active_members(f),
+           info.redeliveries);
+  else
+    printf("progress: %s%" PRIu64 " chunks done (source %s), %" PRIu64
+           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
+           who, info.done_chunks, info.source_done ? "read" : "reading", info.records_done, rate,
+           cm_ledger_leased_count(l), active_members(f), info.redeliveries);
 }
 
 static void fetch_progress(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
-  cm_job_info_t info;
   int64_t now = now_ms(f);
   double dt = (double)(now - f->last_progress_ms) / 1000.0;
-  double rate;
+  bool any = false;
   if (f->complete) return;
-  cm_ledger_info(f->ledger, &info);
-  rate = dt > 0 ? (double)(info.records_done - f->last_progress_records) / dt : 0;
-  f->last_progress_records = info.records_done;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, i);
+    double rate = 0;
+    if (cm_job_state(j) != CM_JOB_RUNNING && cm_job_state(j) != CM_JOB_PAUSED) continue;
+    if (j == f->primary) {
+      cm_job_info_t info;
+      cm_ledger_info(cm_job_ledger(j), &info);
+      rate = dt > 0 ? (double)(info.records_done - f->last_progress_records) / dt : 0;
+      f->last_progress_records = info.records_done;
+    }
+    fetch_progress_job(f, j, rate);
+    any = true;
+  }
   f->last_progress_ms = now;
-  if (f->total_chunks >= 0)
-    printf("progress: %" PRIu64 "/%" PRId64 " chunks (%.1f%%), %" PRIu64
-           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
-           info.done_chunks, f->total_chunks,
-           f->total_chunks > 0 ? 100.0 * (double)info.done_chunks / (double)f->total_chunks : 0.0,
-           info.records_done, rate, cm_ledger_leased_count(f->ledger), active_members(f),
-           info.redeliveries);
-  else
-    printf("progress: %" PRIu64 " chunks done (source %s), %" PRIu64
-           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
-           info.done_chunks, info.source_done ? "read" : "reading", info.records_done, rate,
-           cm_ledger_leased_count(f->ledger), active_members(f), info.redeliveries);
-  fflush(stdout);
+  if (any) fflush(stdout);
 }
 
 /* ---- dispatch ---- */
@@ -350,155 +302,14 @@ static void fetch_fatal(cm_fetch_t *f, const char *what) {
   cm_daemon_exit(f->d, 1);
 }
 
-/* Thread pool: reads the next chunk of a sequential source into f->rd.
- * Only this function touches the source while a read is in flight. */
-static void fetch_read_work(uv_work_t *w) {
-  cm_fetch_t *f = w->data;
-  sread_t *r = &f->rd;
-  cm_buf_reset(&r->buf);
-  cm_buf_reset(&r->bad);
-  r->err[0] = '\0';
-  r->nrec = r->nbad = 0;
-  if (cm_buf_puts(&r->buf, "[") != 0) {
-    r->rc = -E2BIG;
-    return;
-  }
-  r->rc = cm_source_next(f->src, &r->buf, &r->nrec, &r->bad, &r->nbad, &r->pos, r->err,
-                         sizeof(r->err));
-  if (r->rc == 0 &&
-      (cm_buf_puts(&r->buf, "]") != 0 ||
-       (r->nbad > 0 && (cm_buf_puts(&r->buf, ",\"dead\":[") != 0 ||
-                        cm_buf_append(&r->buf, r->bad.data, r->bad.len) != 0 ||
-                        cm_buf_puts(&r->buf, "]") != 0)))) {
-    r->rc = -E2BIG;
-    snprintf(r->err, sizeof(r->err), "chunk larger than %zu bytes", r->buf.max);
-  }
-  r->line = cm_source_line(f->src);
-}
-
-static void fetch_pump(cm_fetch_t *f);
-
-static void fetch_read_done(uv_work_t *w, int status) {
-  cm_fetch_t *f = w->data;
-  f->rd.busy = false;
-  if (status == UV_ECANCELED) return;
-  f->rd.ready = true;
-  fetch_pump(f);
-}
-
-static void fetch_start_read(cm_fetch_t *f) {
-  cm_job_info_t info;
-  if (f->rd.busy || f->rd.ready || f->stopping || f->health.failing) return;
-  cm_ledger_info(f->ledger, &info);
-  if (info.source_done) return;
-  f->rd.busy = true;
-  f->rd.work.data = f;
-  if (uv_queue_work(cm_daemon_loop(f->d), &f->rd.work, fetch_read_work, fetch_read_done) != 0) {
-    f->rd.busy = false;
-    fetch_fatal(f, "cannot queue a source read");
-  }
-}
-
-/* Next chunk to send: a due retry first (lowest index), else a new chunk
- * from the source. Returns 1 with *index, 0 when there is nothing to send. */
-static int fetch_next_chunk(cm_fetch_t *f, int64_t now, uint64_t *index) {
-  cm_job_info_t info;
-  if (cm_ledger_next_due(f->ledger, now, index) == 1) return 1;
-  cm_ledger_info(f->ledger, &info);
-  if (info.source_done) return 0;
-  if (f->random_access) {
-    uint64_t idx = info.next_index;
-    bool last = f->total_chunks >= 0 && (int64_t)idx + 1 >= f->total_chunks;
-    if (f->total_chunks == 0) {
-      if (cm_ledger_set_source_done(f->ledger) != 0) fetch_fatal(f, "ledger write failed");
-      return 0;
-    }
-    if (cm_ledger_add_chunk(f->ledger, idx, NULL, 0, 0, 0, last) != 0) {
-      fetch_fatal(f, "ledger: cannot add chunk");
-      return 0;
-    }
-    *index = idx;
-    return 1;
-  } else {
-    sread_t *r = &f->rd;
-    /* Sequential sources (file, HTTP) are read on the thread pool, one
-     * chunk ahead, so a slow disk or a retrying HTTP API never stalls the
-     * loop (probes, acks, credit). The pump is called again when it lands. */
-    if (r->busy) return 0;
-    if (!r->ready) {
-      fetch_start_read(f);
-      return 0;
-    }
-    r->ready = false;
-    if (r->rc == 1) {
-      if (cm_ledger_set_source_done(f->ledger) != 0) fetch_fatal(f, "ledger write failed");
-      cm_log_info("source read to the end: %" PRIu64 " chunks", info.next_index);
-      return 0;
-    }
-    if (r->rc < 0) {
-      char msg[400];
-      snprintf(msg, sizeof(msg), "source error: %s", r->err);
-      fetch_fatal(f, msg);
-      return 0;
-    }
-    if (r->nbad > 0)
-      cm_log_warn("chunk %" PRIu64 ": %u source records are not valid JSON (kept as dead letters)",
-                  info.next_index, r->nbad);
-    if (cm_ledger_add_chunk(f->ledger, info.next_index, r->buf.data, r->buf.len, r->pos, r->line,
-                            false) != 0) {
-      fetch_fatal(f, "ledger: cannot store chunk");
-      return 0;
-    }
-    /* A sequential source (stdin, an HTTP API) may not give the same chunk
-     * twice: its payload is in the ledger before anyone sees the chunk. If
-     * the write fails, the chunk waits (pending, in memory) for the ledger
-     * to recover; reading pauses meanwhile. */
-    if (fetch_flush_now(f) != 0) return 0;
-    *index = info.next_index;
-    fetch_start_read(f); /* read ahead while this one is dispatched */
-    return 1;
-  }
-}
-
-/* Builds the wire chunk for (index, attempt) into f->buf. */
-static int fetch_build(cm_fetch_t *f, uint64_t index, uint32_t attempt, const char *mapper) {
-  cm_chunk_hdr_t h;
-  int rc;
-  memset(&h, 0, sizeof(h));
-  snprintf(h.job, sizeof(h.job), "%s", f->job);
-  h.index = index;
-  h.attempt = attempt;
-  if (f->cfg.lease_key != NULL) {
-    snprintf(h.mapper, sizeof(h.mapper), "%s", mapper);
-    cm_lease_token(f->cfg.lease_key, f->job, index, attempt, h.mapper, h.lease);
-  }
-  cm_buf_reset(&f->buf);
-  if ((rc = cm_chunk_begin(&f->buf, &h)) != 0) return rc;
-  if (f->random_access) {
-    uint32_t nrec = 0;
-    if ((rc = cm_source_chunk(f->src, index, &f->buf, &nrec)) != 0) return rc;
-    return cm_chunk_end(&f->buf, NULL, 0);
-  }
-  /* Stored payload is `[records]` or `[records],"dead":[...]`: it continues
-   * the `"data":[` that cm_chunk_begin wrote. */
-  {
-    size_t mark = f->buf.len;
-    if ((rc = cm_ledger_payload(f->ledger, index, &f->buf)) != 0) return rc;
-    if (f->buf.len == mark || f->buf.data[mark] != '[') return -EINVAL;
-    memmove(f->buf.data + mark, f->buf.data + mark + 1, f->buf.len - mark - 1);
-    f->buf.len--;
-    return cm_buf_puts(&f->buf, "}");
-  }
-}
-
 static member_t *fetch_pick(cm_fetch_t *f) {
   member_t *best = NULL;
   int64_t best_av = 0;
-  for (int i = 0; i < f->nmembers; i++) {
-    member_t *m = &f->members[i];
+  for (int i = 0; i < cm_members_count(f->mt); i++) {
+    member_t *m = cm_members_at(f->mt, i);
     int64_t av;
     if (!m->active) continue;
-    av = member_available(m);
+    av = cm_member_available(m);
     if (av > best_av) {
       best = m;
       best_av = av;
@@ -509,23 +320,55 @@ static member_t *fetch_pick(cm_fetch_t *f) {
 
 static void fetch_arm_due(cm_fetch_t *f, int64_t now);
 
+typedef struct {
+  cm_fetch_t *f;
+  int64_t now;
+  uint64_t index;
+} pump_ctx_t;
+
+static bool pump_due(void *ud, size_t i) {
+  pump_ctx_t *c = ud;
+  return cm_job_next_chunk(cm_jobs_at(c->f->jobs, i), c->now, &c->index) == 1;
+}
+
 static void fetch_pump(cm_fetch_t *f) {
   int64_t now;
+  size_t n = cm_jobs_count(f->jobs), leased;
+  pump_ctx_t ctx;
   if (f->stopping || f->complete || f->health.failing || !cm_nats_connected(cm_daemon_nats(f->d)))
     return;
   now = now_ms(f);
-  while ((int64_t)cm_ledger_leased_count(f->ledger) < f->cfg.max_inflight) {
+  if (n > f->sched_cap) {
+    void *p = realloc(f->sched, n * 2 * sizeof(*f->sched));
+    if (p == NULL) return; /* the next pump retries */
+    f->sched = p;
+    f->sched_cap = n * 2;
+  }
+  /* Only running jobs take part; a paused or finished one is never asked. */
+  for (size_t i = 0; i < n; i++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, i);
+    f->sched[i] = cm_job_runnable(j) ? cm_job_sched(j) : NULL;
+  }
+  ctx.f = f;
+  ctx.now = now;
+  leased = fetch_leased(f);
+  while ((int64_t)leased < f->cfg.max_inflight) {
     member_t *m = fetch_pick(f);
-    uint64_t index;
     uint32_t attempt = 0;
-    int rc;
+    cm_job_t *j;
+    int rc, pick;
     if (m == NULL) break;
-    if (fetch_next_chunk(f, now, &index) != 1) break;
-    if (cm_ledger_lease(f->ledger, index, m->id, now + f->cfg.ack_wait_ms, &attempt) != 0) {
+    pick = cm_sched_pick(f->sched, n, pump_due, &ctx);
+    if (f->stopping) return; /* a ledger failure while reading */
+    if (pick < 0) break;
+    j = cm_jobs_at(f->jobs, (size_t)pick);
+    if (cm_ledger_lease(cm_job_ledger(j), ctx.index, m->id, now + f->cfg.ack_wait_ms, &attempt) !=
+        0) {
       fetch_fatal(f, "ledger: cannot lease a pending chunk");
       return;
     }
-    rc = fetch_build(f, index, attempt, m->id);
+    leased++;
+    rc = cm_job_build(j, ctx.index, attempt, m->id, f->cfg.lease_key, &f->buf);
     if (rc == 0)
       rc = cm_nats_publish(cm_daemon_nats(f->d), m->subject, NULL, f->buf.data, f->buf.len);
     if (rc != 0) {
@@ -538,8 +381,9 @@ static void fetch_pump(cm_fetch_t *f) {
                  f->buf.len);
       else
         snprintf(reason, sizeof(reason), "dispatch failed: %s", strerror(-rc));
-      cm_log_warn("could not send chunk %" PRIu64 " to %s: %s", index, m->id, reason);
-      fetch_release(f, index, attempt, now + 100, reason);
+      cm_log_warn("could not send chunk %" PRIu64 " of job %s to %s: %s", ctx.index,
+                  cm_job_name(j), m->id, reason);
+      fetch_release(f, j, ctx.index, attempt, now + 100, reason);
       break;
     }
     m->sent++;
@@ -549,7 +393,7 @@ static void fetch_pump(cm_fetch_t *f) {
                   (double)(now - m->joined_ms) / 1000.0);
     }
     cm_versions_count(f->versions, m->version, CM_VERSION_DISPATCHED, now);
-    lat_put(f, index, now, m->version);
+    lat_put(f, j, ctx.index, now, m->version);
     cm_counter_inc(f->m_dispatched);
     if (attempt > 1) cm_counter_inc(f->m_redelivered);
   }
@@ -559,10 +403,18 @@ static void fetch_pump(cm_fetch_t *f) {
 static void fetch_due_cb(uv_timer_t *t) { fetch_pump(t->data); }
 
 static void fetch_arm_due(cm_fetch_t *f, int64_t now) {
-  /* Wake up when the next backed-off chunk becomes due. A chunk that is due
-   * already is waiting for credit, and credit wakes the pump: re-arming a
-   * 0 ms timer from its own callback would spin libuv's timer loop. */
-  int64_t at = cm_ledger_next_due_at(f->ledger);
+  /* Wake up when the next backed-off chunk of a running job becomes due. A
+   * chunk that is due already is waiting for credit, and credit wakes the
+   * pump: re-arming a 0 ms timer from its own callback would spin libuv's
+   * timer loop. */
+  int64_t at = -1;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, i);
+    int64_t t;
+    if (!cm_job_runnable(j)) continue;
+    t = cm_ledger_next_due_at(cm_job_ledger(j));
+    if (t > now && (at < 0 || t < at)) at = t;
+  }
   if (at <= now) return;
   (void)uv_timer_start(&f->due, fetch_due_cb, (uint64_t)(at - now), 0);
 }
@@ -599,17 +451,13 @@ static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
   int held = 0;
   if (!m->heard) return true;
   /* Drained: it announced it is leaving and holds nothing any more. */
-  if (m->draining && (cm_ledger_each_held(f->ledger, m->id, count_held, &held), held == 0))
-    return true;
+  if (m->draining) {
+    for (size_t i = 0; i < cm_jobs_count(f->jobs); i++)
+      (void)cm_ledger_each_held(cm_job_ledger(cm_jobs_at(f->jobs, i)), m->id, count_held, &held);
+    if (held == 0) return true;
+  }
   /* At least 250 ms of slack: a busy host delays short periods by that. */
   return now - m->hb_ms > period + (period / 4 > 250 ? period / 4 : 250);
-}
-
-static void member_challenge(member_t *m, const char *instance, bool heard, int64_t now) {
-  if (strcmp(m->challenger, instance) != 0) m->challenger_heard = false;
-  snprintf(m->challenger, sizeof(m->challenger), "%s", instance);
-  m->challenger_ms = now;
-  m->challenger_heard = m->challenger_heard || heard;
 }
 
 /* Binds m to `instance`, releasing what a predecessor held. */
@@ -657,7 +505,7 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
    * credit naming another subject is a misconfigured or hostile client
    * (it would take the id's chunks to where it listens). */
   if (snprintf(want, sizeof(want), "%s.%s", f->chunk_prefix, c->mapper_id) >= (int)sizeof(want) ||
-      strlen(c->mapper_id) >= sizeof(f->members[0].id) || strcmp(c->subject, want) != 0) {
+      strlen(c->mapper_id) >= sizeof(((member_t *)0)->id) || strcmp(c->subject, want) != 0) {
     cm_reject(f->rej, now, "credit_subject",
               "credit for mapper %.64s names subject %.128s; chunks for it only go to %.128s",
               c->mapper_id, c->subject, want);
@@ -670,7 +518,7 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
                 "credit for mapper %.64s from instance %.8s while instance %.8s of that id is "
                 "alive",
                 c->mapper_id, inst, m->instance);
-      if (!c->draining) member_challenge(m, inst, false, now);
+      if (!c->draining) cm_member_challenge(m, inst, false, now);
       goto out;
     }
     if (c->draining) goto out;
@@ -724,14 +572,15 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
   cm_fetch_t *f = ud;
   Chunkmill__Ack *a = chunkmill__ack__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                              (const uint8_t *)natsMsg_GetData(msg));
+  cm_job_t *j = NULL;
   if (a == NULL) {
     cm_reject(f->rej, now_ms(f), "invalid_message", "an invalid Ack message");
     goto out;
   }
-  if (a->job == NULL || strcmp(a->job, f->job) != 0) goto out;
+  if (a->job == NULL || (j = cm_jobs_find(f->jobs, a->job)) == NULL) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->records,
-                           a->dead_records, a->duplicate, a->mac)) {
+      !cm_lease_ack_verify(f->cfg.lease_key, a->job, a->index, a->attempt, a->redo, a->records,
+                           a->dead_records, a->duplicate, a->version, a->mac)) {
     /* Only a saver holding the lease key makes this MAC, and only after
      * committing the chunk: anything else would mark unsaved work done. */
     cm_reject(f->rej, now_ms(f), "ack_forged",
@@ -740,14 +589,17 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
               a->index, a->attempt, a->saver_id ? a->saver_id : "?");
     goto out;
   }
-  if (cm_ledger_ack(f->ledger, a->index, a->attempt, a->records) == 1) {
-    const lat_t *l = lat_get(f, a->index);
+  /* The saver's version and redo generation: an ack of a generation older
+   * than the chunk's (a late save of a redone version) is ignored. */
+  if (cm_ledger_ack_v(cm_job_ledger(j), a->index, a->attempt, a->records, a->version, a->redo) ==
+      1) {
+    const lat_t *l = lat_get(f, j, a->index);
     cm_counter_inc(f->m_acked);
     cm_counter_add(f->m_records, a->records);
     if (l != NULL) {
       cm_histogram_observe(f->m_latency, (double)(now_ms(f) - l->t_ms) / 1000.0);
       cm_versions_count(f->versions, l->version, CM_VERSION_ACKED, now_ms(f));
-      cm_dispatch_times_del(f->lat, a->index);
+      cm_dispatch_times_del(f->lat, j, a->index);
     }
     fetch_check_complete(f);
     fetch_pump(f);
@@ -763,15 +615,16 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
   cm_fetch_t *f = ud;
   Chunkmill__Nak *n = chunkmill__nak__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                              (const uint8_t *)natsMsg_GetData(msg));
+  cm_job_t *j = NULL;
   int64_t now;
   now = now_ms(f);
   if (n == NULL) {
     cm_reject(f->rej, now, "invalid_message", "an invalid Nak message");
     goto out;
   }
-  if (n->job == NULL || strcmp(n->job, f->job) != 0) goto out;
+  if (n->job == NULL || (j = cm_jobs_find(f->jobs, n->job)) == NULL) goto out;
   if (f->cfg.lease_key != NULL &&
-      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt,
+      !cm_lease_verify(f->cfg.lease_key, n->job, n->index, n->attempt, n->redo,
                        n->mapper_id ? n->mapper_id : "", n->lease)) {
     /* Only the mapper the chunk was leased to has its token. */
     cm_reject(f->rej, now, "nak_forged",
@@ -783,17 +636,17 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
     cm_counter_inc(f->m_handbacks);
     /* A hand-back is not a failure: due at once, and it never makes the
      * chunk dead (max_deliver 0 = no limit for this release). */
-    if (cm_ledger_release(f->ledger, n->index, n->attempt, now,
+    if (cm_ledger_release(cm_job_ledger(j), n->index, n->attempt, now,
                           n->reason ? n->reason : "handed back", 0) == 0)
       cm_counter_inc(f->m_fenced);
   } else {
-    const lat_t *l = lat_get(f, n->index);
+    const lat_t *l = lat_get(f, j, n->index);
     int64_t wait = n->retry_after_ms > 0 ? (int64_t)n->retry_after_ms : backoff_ms(n->attempt);
     cm_counter_inc(f->m_naks);
     if (l != NULL) cm_versions_count(f->versions, l->version, CM_VERSION_NAK, now);
-    cm_log_warn("chunk %" PRIu64 " attempt %u failed on %s: %s", n->index, n->attempt,
-                n->mapper_id ? n->mapper_id : "?", n->reason ? n->reason : "");
-    fetch_release(f, n->index, n->attempt, now + wait, n->reason ? n->reason : "nak");
+    cm_log_warn("chunk %" PRIu64 " attempt %u failed on %s: %s (job %s)", n->index, n->attempt,
+                n->mapper_id ? n->mapper_id : "?", n->reason ? n->reason : "", n->job);
+    fetch_release(f, j, n->index, n->attempt, now + wait, n->reason ? n->reason : "nak");
   }
   fetch_check_complete(f);
   fetch_pump(f);
@@ -809,8 +662,8 @@ out:
  * they are probably failing over too, not dead. */
 static void fetch_failover_seen(cm_fetch_t *f, int64_t now) {
   int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
-  for (int i = 0; i < f->nmembers; i++) {
-    member_t *m = &f->members[i];
+  for (int i = 0; i < cm_members_count(f->mt); i++) {
+    member_t *m = cm_members_at(f->mt, i);
     int64_t period = m->period_ms > hb ? m->period_ms : hb;
     if (!m->active) continue;
     m->reconcile_at = now + (period > FETCH_FAILOVER_SETTLE_MS ? period : FETCH_FAILOVER_SETTLE_MS);
@@ -822,6 +675,7 @@ static void fetch_failover_seen(cm_fetch_t *f, int64_t now) {
 
 typedef struct {
   cm_fetch_t *f;
+  cm_job_t *j;
   member_t *m;
   const Chunkmill__Heartbeat *hb;
   int64_t now;
@@ -830,16 +684,17 @@ typedef struct {
 
 static void reconcile_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
   reconcile_ctx_t *c = ud;
-  const lat_t *l = lat_get(c->f, index);
+  const lat_t *l = lat_get(c->f, c->j, index);
   /* Dispatched after the failover (or unknown): it may still be on its way. */
   if (l == NULL || l->t_ms >= c->m->reconcile_cutoff) return;
   for (size_t i = 0; i < c->hb->n_inflight; i++) {
     const Chunkmill__Lease *h = c->hb->inflight[i];
-    if (h->index == index && h->job != NULL && strcmp(h->job, c->f->job) == 0) return;
+    if (h->index == index && h->job != NULL && strcmp(h->job, cm_job_name(c->j)) == 0) return;
   }
   /* Never arrived, or done and its ack lost: out again at once (the saver
    * deduplicates). Not the chunk's fault: no --max-deliver budget spent. */
-  if (cm_ledger_release(c->f->ledger, index, attempt, c->now, "lost in a NATS failover", 0) == 1) {
+  if (cm_ledger_release(cm_job_ledger(c->j), index, attempt, c->now, "lost in a NATS failover",
+                        0) == 1) {
     if (c->m->sent > c->m->received) c->m->sent--;
     c->n++;
   }
@@ -847,9 +702,12 @@ static void reconcile_one(void *ud, uint64_t index, uint32_t attempt, const char
 
 static void fetch_reconcile(cm_fetch_t *f, member_t *m, const Chunkmill__Heartbeat *hb,
                             int64_t now) {
-  reconcile_ctx_t c = {f, m, hb, now, 0};
+  reconcile_ctx_t c = {f, NULL, m, hb, now, 0};
   m->reconcile_at = 0;
-  (void)cm_ledger_each_held(f->ledger, m->id, reconcile_one, &c);
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    c.j = cm_jobs_at(f->jobs, i);
+    (void)cm_ledger_each_held(cm_job_ledger(c.j), m->id, reconcile_one, &c);
+  }
   if (c.n > 0) {
     cm_counter_add(f->m_lost, (uint64_t)c.n);
     cm_log_warn("%d chunks leased to mapper %s were lost in a NATS failover: re-dispatching", c.n,
@@ -869,6 +727,8 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
                 hb->id, hb->nats_server != NULL && hb->nats_server[0] ? hb->nats_server : "?");
     fetch_failover_seen(f, now);
   }
+  if (hb != NULL && hb->role != NULL && strcmp(hb->role, "saver") == 0 && hb->id != NULL)
+    cm_members_saver_seen(f->mt, hb->id, hb->instance, hb->version, hb->n_inflight, now);
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "mapper") == 0 && hb->id != NULL) {
     member_t *m = member_find(f, hb->id);
     const char *inst = hb->instance != NULL ? hb->instance : "";
@@ -880,7 +740,7 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
                   "heartbeat of mapper %.64s from instance %.8s while instance %.8s of that id "
                   "is alive",
                   hb->id, inst, m->instance);
-        if (!hb->draining) member_challenge(m, inst, true, now);
+        if (!hb->draining) cm_member_challenge(m, inst, true, now);
         m = NULL;
       } else {
         /* A restart (kill -9, container restart under the same name): the
@@ -897,18 +757,25 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
       m->last_seen_ms = now;
       m->period_ms = hb->period_ms;
       /* Leases the mapper reports as in hand are alive: keep them. */
+      cm_job_t *lj = NULL;
       for (size_t i = 0; i < hb->n_inflight; i++) {
         Chunkmill__Lease *l = hb->inflight[i];
-        if (l->job == NULL || strcmp(l->job, f->job) != 0) continue;
+        if (l->job == NULL) continue;
+        /* Leases of one mapper mostly belong to one job: look it up again
+         * only when the name changes. */
+        if (lj == NULL || strcmp(l->job, cm_job_name(lj)) != 0) lj = cm_jobs_find(f->jobs, l->job);
+        if (lj == NULL) continue;
         if (f->cfg.lease_key != NULL &&
-            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, m->id, l->lease)) {
+            !cm_lease_verify(f->cfg.lease_key, l->job, l->index, l->attempt, l->redo, m->id,
+                             l->lease)) {
           cm_reject(f->rej, now, "lease_forged",
                     "heartbeat of mapper %.64s claims chunk %" PRIu64
                     " attempt %u without its lease token",
                     m->id, l->index, l->attempt);
           continue;
         }
-        (void)cm_ledger_extend(f->ledger, l->index, l->attempt, now + f->cfg.ack_wait_ms);
+        (void)cm_ledger_extend(cm_job_ledger(lj), l->index, l->attempt,
+                               now + f->cfg.ack_wait_ms);
       }
       if (m->reconcile_at != 0 && now >= m->reconcile_at && !f->stopping)
         fetch_reconcile(f, m, hb, now);
@@ -923,6 +790,7 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
 
 typedef struct {
   cm_fetch_t *f;
+  cm_job_t *j;
   int64_t now;
   const char *reason;
   bool at_once;
@@ -930,34 +798,45 @@ typedef struct {
 
 static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
   release_ctx_t *c = ud;
-  const lat_t *l = lat_get(c->f, index);
+  const lat_t *l = lat_get(c->f, c->j, index);
   member_t *m = holder != NULL ? member_find(c->f, holder) : NULL;
   /* A lease that ends without an ack or nak may never have reached its
    * mapper (lost in a reconnect): stop counting it as in transit. */
   if (m != NULL && m->sent > m->received) m->sent--;
   if (l != NULL) cm_versions_count(c->f->versions, l->version, CM_VERSION_EXPIRED, c->now);
-  fetch_release(c->f, index, attempt, c->at_once ? c->now : c->now + backoff_ms(attempt),
+  fetch_release(c->f, c->j, index, attempt, c->at_once ? c->now : c->now + backoff_ms(attempt),
                 c->reason);
 }
 
+/* A holder gone releases its chunks in every job. */
+static int release_held(cm_fetch_t *f, const char *holder, int64_t now, const char *reason) {
+  release_ctx_t g = {f, NULL, now, reason, true};
+  int n = 0;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    g.j = cm_jobs_at(f->jobs, i);
+    int k = cm_ledger_each_held(cm_job_ledger(g.j), holder, release_one, &g);
+    if (k > 0) n += k;
+  }
+  return n;
+}
+
 static int member_release_all(cm_fetch_t *f, member_t *m, const char *reason) {
-  release_ctx_t g = {f, now_ms(f), reason, true};
-  return cm_ledger_each_held(f->ledger, m->id, release_one, &g);
+  return release_held(f, m->id, now_ms(f), reason);
 }
 
 static void fetch_tick(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
   int64_t now = now_ms(f);
   int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
-  release_ctx_t c = {f, now, "lease expired (ack wait)", false};
-  int n;
+  release_ctx_t c = {f, NULL, now, "lease expired (ack wait)", false};
+  int n = 0;
   if (f->stopping) return;
   cm_versions_sweep(f->versions, now);
   /* The member table only ages while we can hear the members: an outage
    * of our own connection must not look like every mapper dying. */
   if (cm_nats_connected(cm_daemon_nats(f->d))) {
-    for (int i = 0; i < f->nmembers; i++) {
-      member_t *m = &f->members[i];
+    for (int i = 0; i < cm_members_count(f->mt); i++) {
+      member_t *m = cm_members_at(f->mt, i);
       if (m->active && m->challenger[0] != '\0') {
         /* A challenger heard within the last two periods takes over once
          * the bound instance is late. */
@@ -980,24 +859,26 @@ static void fetch_tick(uv_timer_t *t) {
       if (!m->heard) {
         /* Credit without a heartbeat: never got work, nothing to release. */
         cm_log_debug("mapper %s sent credit but no heartbeat: forgotten", m->id);
-        m->active = false;
-        cm_versions_leave(f->versions, m->version, now);
+        cm_members_forget(f->mt, m, now);
         continue;
       }
-      release_ctx_t g = {f, now, "mapper stopped sending heartbeats", true};
-      int held = cm_ledger_each_held(f->ledger, m->id, release_one, &g);
+      int held = release_held(f, m->id, now, "mapper stopped sending heartbeats");
       cm_counter_inc(f->m_departed);
       cm_log_warn("mapper %s missed 3 heartbeats: gone; %d chunks it held are pending again",
                   m->id, held);
-      m->active = false;
-      cm_versions_leave(f->versions, m->version, now);
+      cm_members_forget(f->mt, m, now);
     }
-    n = cm_ledger_each_expired(f->ledger, now, release_one, &c);
+    for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+      c.j = cm_jobs_at(f->jobs, i);
+      int k = cm_ledger_each_expired(cm_job_ledger(c.j), now, release_one, &c);
+      if (k > 0) n += k;
+    }
     if (n > 0) {
       cm_counter_add(f->m_expired, (uint64_t)n);
       cm_log_warn("%d leases expired after --ack-wait; re-dispatching", n);
     }
   }
+  cm_jobs_sample(f->jobs, now);
   fetch_check_complete(f);
   fetch_pump(f);
 }
@@ -1020,79 +901,120 @@ static void fetch_flush(uv_timer_t *t) {
 
 /* ---- status, metrics ---- */
 
-static double g_backlog(void *ud) {
-  cm_fetch_t *f = ud;
+/* Chunks of j waiting for a mapper (not done, not leased), read or not. */
+static double job_backlog(cm_job_t *j) {
   cm_job_info_t info;
+  cm_ledger_t *l = cm_job_ledger(j);
+  int64_t total = cm_job_total_chunks(j);
   double unread;
-  cm_ledger_info(f->ledger, &info);
+  cm_ledger_info(l, &info);
   if (info.source_done)
     unread = 0;
-  else if (f->total_chunks >= 0)
-    unread = (double)(f->total_chunks - (int64_t)info.next_index);
+  else if (total >= 0)
+    unread = (double)(total - (int64_t)info.next_index);
   else
     unread = 1; /* unknown size: at least one more */
-  return unread + (double)cm_ledger_pending_count(f->ledger);
+  return unread + (double)cm_ledger_pending_count(l);
+}
+
+/* The jobs that wait for mappers: running ones (a paused or finished
+ * job's chunks wait for the operator, not for the pipeline). */
+static bool job_counts(cm_job_t *j) { return cm_job_state(j) == CM_JOB_RUNNING; }
+
+static double g_backlog(void *ud) {
+  cm_fetch_t *f = ud;
+  double n = 0;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, i);
+    if (job_counts(j)) n += job_backlog(j);
+  }
+  return n;
 }
 
 static double g_oldest(void *ud) {
   cm_fetch_t *f = ud;
-  cm_job_info_t info;
-  bool unread;
+  int64_t worst = 0;
   if (f->complete) return 0;
-  cm_ledger_info(f->ledger, &info);
-  /* Chunks not read yet wait too when the source has more. */
-  unread = !info.source_done &&
-           (f->total_chunks < 0 || (int64_t)info.next_index < f->total_chunks);
-  return (double)cm_ledger_oldest_pending_ms(f->ledger, unread) / 1000.0;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, i);
+    cm_job_info_t info;
+    int64_t total = cm_job_total_chunks(j), age;
+    bool unread;
+    if (!job_counts(j)) continue;
+    cm_ledger_info(cm_job_ledger(j), &info);
+    /* Chunks not read yet wait too when the source has more. */
+    unread = !info.source_done && (total < 0 || (int64_t)info.next_index < total);
+    age = cm_ledger_oldest_pending_ms(cm_job_ledger(j), unread);
+    if (age > worst) worst = age;
+  }
+  return (double)worst / 1000.0;
 }
 
-static double g_inflight(void *ud) { return (double)cm_ledger_leased_count(((cm_fetch_t *)ud)->ledger); }
+static double g_inflight(void *ud) { return (double)fetch_leased(ud); }
 static double g_members(void *ud) { return (double)active_members(ud); }
+
+/* The job the single-job series describe: --job's, else the first. */
+static cm_job_t *status_job(cm_fetch_t *f) {
+  return f->primary != NULL ? f->primary : cm_jobs_at(f->jobs, 0);
+}
+
 static double g_done(void *ud) {
   cm_job_info_t info;
-  cm_ledger_info(((cm_fetch_t *)ud)->ledger, &info);
+  cm_job_t *j = status_job(ud);
+  if (j == NULL) return 0;
+  cm_ledger_info(cm_job_ledger(j), &info);
   return (double)info.done_chunks;
 }
 static double g_total(void *ud) {
-  cm_fetch_t *f = ud;
-  cm_job_info_t info;
-  cm_ledger_info(f->ledger, &info);
-  if (info.source_done) return (double)info.next_index;
-  return f->total_chunks >= 0 ? (double)f->total_chunks : NAN;
+  cm_job_t *j = status_job(ud);
+  int64_t total = j != NULL ? cm_job_total_chunks(j) : -1;
+  return total >= 0 ? (double)total : NAN;
 }
 static double g_records_done(void *ud) {
   cm_job_info_t info;
-  cm_ledger_info(((cm_fetch_t *)ud)->ledger, &info);
+  cm_job_t *j = status_job(ud);
+  if (j == NULL) return 0;
+  cm_ledger_info(cm_job_ledger(j), &info);
   return (double)info.records_done;
 }
 
 int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
   cm_job_info_t info;
   int64_t now = now_ms(f);
-  int rc;
+  int rc = 0;
   bool first = true;
-  char total[32] = "null";
-  cm_ledger_info(f->ledger, &info);
-  rc = cm_buf_puts(out, ",\"job\":{\"name\":");
-  rc |= cm_buf_append_json_str(out, f->job, strlen(f->job));
-  rc |= cm_buf_puts(out, ",\"source\":");
-  rc |= cm_buf_append_json_str(out, info.source, strlen(info.source));
-  if (info.source_done)
-    snprintf(total, sizeof(total), "%" PRIu64, info.next_index);
-  else if (f->total_chunks >= 0)
-    snprintf(total, sizeof(total), "%" PRId64, f->total_chunks);
-  rc |= cm_buf_printf(out,
-                      ",\"chunk_size\":%u,\"chunks_created\":%" PRIu64 ",\"total_chunks\":%s"
-                      ",\"done_chunks\":%" PRIu64 ",\"dead_chunks\":%" PRIu64
-                      ",\"records_done\":%" PRIu64 ",\"redeliveries\":%" PRIu64
-                      ",\"inflight\":%zu,\"pending\":%zu,\"backlog\":%.0f,\"complete\":%s}",
-                      info.chunk_size, info.next_index, total, info.done_chunks,
-                      info.dead_chunks, info.records_done, info.redeliveries,
-                      cm_ledger_leased_count(f->ledger), cm_ledger_pending_count(f->ledger),
-                      g_backlog(f), f->complete ? "true" : "false");
-  rc |= cm_buf_puts(out, ",\"members\":[");
-  for (int i = 0; i < f->nmembers; i++) {
-    member_t *m = &f->members[i];
+  cm_job_t *j = status_job(f);
+  if (j != NULL) {
+    cm_ledger_t *l = cm_job_ledger(j);
+    int64_t total = cm_job_total_chunks(j);
+    char tot[32] = "null";
+    const char *name = cm_job_name(j);
+    cm_ledger_info(l, &info);
+    if (total >= 0) snprintf(tot, sizeof(tot), "%" PRId64, total);
+    rc |= cm_buf_puts(out, ",\"job\":{\"name\":");
+    rc |= cm_buf_append_json_str(out, name, strlen(name));
+    rc |= cm_buf_puts(out, ",\"source\":");
+    rc |= cm_buf_append_json_str(out, info.source, strlen(info.source));
+    rc |= cm_buf_printf(out,
+                        ",\"chunk_size\":%u,\"chunks_created\":%" PRIu64 ",\"total_chunks\":%s"
+                        ",\"done_chunks\":%" PRIu64 ",\"dead_chunks\":%" PRIu64
+                        ",\"records_done\":%" PRIu64 ",\"redeliveries\":%" PRIu64
+                        ",\"inflight\":%zu,\"pending\":%zu,\"backlog\":%.0f,\"complete\":%s"
+                        ",\"state\":\"%s\"}",
+                        info.chunk_size, info.next_index, tot, info.done_chunks,
+                        info.dead_chunks, info.records_done, info.redeliveries,
+                        cm_ledger_leased_count(l), cm_ledger_pending_count(l), job_backlog(j),
+                        state_complete(cm_job_state(j)) ? "true" : "false",
+                        cm_job_state_name(cm_job_state(j)));
+  }
+  rc |= cm_buf_puts(out, ",\"jobs\":[");
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    if (i > 0) rc |= cm_buf_puts(out, ",");
+    rc |= cm_job_json(cm_jobs_at(f->jobs, i), out);
+  }
+  rc |= cm_buf_puts(out, "],\"members\":[");
+  for (int i = 0; i < cm_members_count(f->mt); i++) {
+    member_t *m = cm_members_at(f->mt, i);
     if (!m->active) continue;
     rc |= cm_buf_puts(out, first ? "{\"id\":" : ",{\"id\":");
     first = false;
@@ -1119,8 +1041,8 @@ void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev) {
   if (ev == CM_NATS_CONNECTED) {
     /* Chunks sent just before a disconnect may never have arrived: forget
      * in-transit counts and let the mappers' next credit speak. */
-    for (int i = 0; i < f->nmembers; i++) {
-      member_t *m = &f->members[i];
+    for (int i = 0; i < cm_members_count(f->mt); i++) {
+      member_t *m = cm_members_at(f->mt, i);
       if (!m->active) continue;
       /* `sent` is kept: chunks buffered across the outage are delivered
        * now and still count against the mapper's room. A chunk that was
@@ -1140,11 +1062,14 @@ void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev) {
 }
 
 void cm_fetch_heartbeat(cm_fetch_t *f, Chunkmill__Heartbeat *hb) {
-  cm_job_info_t info;
-  cm_ledger_info(f->ledger, &info);
-  hb->processed = info.done_chunks;
-  hb->records = info.records_done;
-  hb->errors = info.dead_chunks;
+  hb->processed = hb->records = hb->errors = 0;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
+    cm_job_info_t info;
+    cm_ledger_info(cm_job_ledger(cm_jobs_at(f->jobs, i)), &info);
+    hb->processed += info.done_chunks;
+    hb->records += info.records_done;
+    hb->errors += info.dead_chunks;
+  }
 }
 
 void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
@@ -1175,7 +1100,7 @@ void cm_fetch_shutdown(cm_fetch_t *f, bool forced) {
 void cm_fetch_close(cm_fetch_t *f) {
   int unwritten = fetch_flush_now(f) != 0;
   if (unwritten) cm_log_error("ledger flush failed at close: %s", f->health.err);
-  if (f->rd.busy) {
+  if (cm_jobs_reading(f->jobs)) {
     /* A source read (e.g. an HTTP page with retries) cannot be interrupted
      * and the loop would wait for it. The ledger is flushed and a read that
      * was not stored is simply read again at the next start: leave now. */
@@ -1195,20 +1120,35 @@ void cm_fetch_destroy(cm_fetch_t *f) {
   cm_dispatch_times_destroy(f->lat);
   cm_peers_destroy(f->peers);
   cm_reject_destroy(f->rej);
+  cm_members_destroy(f->mt);
   cm_buf_free(&f->buf);
-  cm_buf_free(&f->rd.buf);
-  cm_buf_free(&f->rd.bad);
+  free(f->sched);
   free(f);
 }
 
+/* Registry hooks (job.h). */
+static void jobs_wake(void *ud) {
+  cm_fetch_t *f = ud;
+  fetch_check_complete(f);
+  fetch_pump(f);
+}
+static void jobs_fatal(void *ud, const char *what) { fetch_fatal(ud, what); }
+static int jobs_flush(void *ud) { return fetch_flush_now(ud); }
+static int jobs_members(void *ud, cm_buf_t *out) {
+  cm_fetch_t *f = ud;
+  const cm_common_cfg_t *cc = cm_daemon_cfg(f->d);
+  /* A saver not heard for three heartbeats is gone. */
+  return cm_members_json(f->mt, cm_daemon_id(f->d), cm_daemon_instance(f->d), cc->version,
+                         now_ms(f), 3 * cc->heartbeat_ms, out);
+}
+
 int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
-                    cm_ledger_t *ledger, cm_source_t *src) {
+                    cm_ledger_t *ledger, cm_jobs_t *jobs, cm_job_t *primary) {
   cm_fetch_t *f = calloc(1, sizeof(*f));
   const cm_common_cfg_t *cc = cm_daemon_cfg(d);
   cm_metrics_t *m = cm_daemon_metrics(d);
   cm_nats_t *n = cm_daemon_nats(d);
   uv_loop_t *loop = cm_daemon_loop(d);
-  cm_job_info_t info;
   char subj[256];
   static const double lat_bounds[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
                                       0.015,  0.02,  0.03,  0.05,  0.075, 0.1,    0.15,
@@ -1221,7 +1161,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
     free(f);
     return -ENOMEM;
   }
-  if (cm_peers_create(&f->peers) != 0) {
+  if (cm_peers_create(&f->peers) != 0 || cm_members_create(&f->mt, f->versions) != 0) {
+    cm_peers_destroy(f->peers);
     cm_versions_destroy(f->versions);
     free(f);
     return -ENOMEM;
@@ -1235,22 +1176,20 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   f->d = d;
   f->cfg = *cfg;
   f->ledger = ledger;
-  f->src = src;
-  f->random_access = cm_source_random_access(src);
-  f->total_chunks = cm_source_total_chunks(src);
-  snprintf(f->job, sizeof(f->job), "%s", cfg->job);
+  f->jobs = jobs;
+  f->primary = primary;
   cm_buf_init(&f->buf, FETCH_MAX_CHUNK_BYTES);
-  cm_buf_init(&f->rd.buf, FETCH_MAX_CHUNK_BYTES);
-  cm_buf_init(&f->rd.bad, FETCH_MAX_CHUNK_BYTES / 2);
   f->start_ms = now_ms(f);
-  f->start_wall = cm_wall_time();
   f->last_progress_ms = f->start_ms;
-  cm_ledger_info(ledger, &info);
-  f->records_at_start = info.records_done;
-  f->last_progress_records = info.records_done;
+  if (primary != NULL) {
+    cm_job_info_t info;
+    cm_ledger_info(cm_job_ledger(primary), &info);
+    f->last_progress_records = info.records_done;
+  }
   cm_ledger_health_init(&f->health, ledger);
+  cm_jobs_bind(jobs, loop, f, jobs_wake, jobs_fatal, jobs_flush, jobs_members);
   /* Jitter only needs variety between runs; keep the conversion in range. */
-  srand((unsigned)((uint64_t)(f->start_wall * 1000.0) & 0xffffffffu));
+  srand((unsigned)((uint64_t)(cm_wall_time() * 1000.0) & 0xffffffffu));
 
   f->m_dispatched = cm_metrics_counter(m, "chunkmill_fetcher_chunks_dispatched_total",
                                        "Chunks sent to mappers (every attempt).", NULL);

@@ -10,8 +10,8 @@
 
 #include "cm/daemon.h"
 #include "cm/lease.h"
+#include "jobs.h"
 #include "ledger.h"
-#include "source.h"
 
 typedef struct cm_fetch_cfg_s {
   const char *job;
@@ -29,12 +29,16 @@ typedef struct cm_fetch_cfg_s {
 
 typedef struct cm_fetch_s cm_fetch_t;
 
-/* Borrows d, ledger and source (they outlive the dispatcher). Subscribes and
+/* Borrows d, the root ledger handle (no job open: its flush writes every
+ * job's changes) and the job registry; primary (may be NULL) is the --job
+ * job: /status "job", the single-job metrics, and --once's exit. They
+ * outlive the dispatcher, which binds the registry's hooks. Subscribes and
  * starts the timers. On a subscription failure it returns -EIO but still
  * sets *out (stopped, timers idle): earlier subscriptions point at it, so it
  * must live until NATS is closed; destroy it after cm_daemon_run. */
 int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
-                    cm_ledger_t *ledger, cm_source_t *source) __attribute__((warn_unused_result));
+                    cm_ledger_t *ledger, cm_jobs_t *jobs, cm_job_t *primary)
+    __attribute__((warn_unused_result));
 /* Daemon hooks, forwarded by main.c. */
 void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev);
 int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out);

@@ -62,6 +62,9 @@ enum {
   CM__S_PAYLOAD_PUT,
   CM__S_PAYLOAD_DEL,
   CM__S_PAYLOAD_GET,
+  CM__S_JOB_LIST,
+  CM__S_LOAD_REDO,
+  CM__S_DEAD_LIST,
   CM__S_COUNT
 };
 
@@ -72,32 +75,45 @@ static const char *const cm__sql[CM__S_COUNT] = {
     [CM__S_ROLLBACK] = "ROLLBACK",
     [CM__S_JOB_GET] = "SELECT source, chunk_size, next_index, source_done, source_pos, "
                       "source_line, done_chunks, dead_chunks, records_done, redeliveries, "
-                      "created_at FROM jobs WHERE name = ?1",
-    [CM__S_JOB_INSERT] = "INSERT INTO jobs(name, source, chunk_size, created_at) "
-                         "VALUES(?1, ?2, ?3, ?4)",
+                      "created_at, state, priority, max_deliver, finished_at, last_error, spec, "
+                      "redo_version, redo_gen, redo_chunks, redo_done, source_cursor "
+                      "FROM jobs WHERE name = ?1",
+    [CM__S_JOB_INSERT] = "INSERT INTO jobs(name, source, chunk_size, created_at, spec, priority, "
+                         "max_deliver, state) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [CM__S_JOB_UPDATE] = "UPDATE jobs SET next_index = ?2, source_done = ?3, source_pos = ?4, "
                          "source_line = ?5, done_chunks = ?6, dead_chunks = ?7, "
-                         "records_done = ?8, redeliveries = ?9 WHERE name = ?1",
+                         "records_done = ?8, redeliveries = ?9, state = ?10, finished_at = ?11, "
+                         "last_error = ?12, redo_version = ?13, redo_gen = ?14, "
+                         "redo_chunks = ?15, redo_done = ?16, source_cursor = ?17 WHERE name = ?1",
     /* "state <> 2" in the next three lets the planner use chunks_live. */
     [CM__S_RECOVER] = "UPDATE chunks SET state = 0, holder = NULL, deadline_ms = 0, "
                       "not_before_ms = 0 WHERE job = ?1 AND state <> 2 AND state = 1",
-    [CM__S_LOAD_LIVE] = "SELECT idx, attempt, base_attempt, not_before_ms, reason, records "
+    [CM__S_LOAD_LIVE] = "SELECT idx, attempt, base_attempt, not_before_ms, reason, records, redo "
                         "FROM chunks WHERE job = ?1 AND state <> 2 AND state = 0",
-    [CM__S_LOAD_DEAD] = "SELECT idx, attempt, reason, records "
+    [CM__S_LOAD_DEAD] = "SELECT idx, attempt, reason, records, redo "
                         "FROM chunks WHERE job = ?1 AND state <> 2 AND state = 3",
     [CM__S_CHUNK_UPSERT] =
         "INSERT INTO chunks(job, idx, state, attempt, base_attempt, deadline_ms, holder, "
-        "not_before_ms, reason, records) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+        "not_before_ms, reason, records, version, redo) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
         "ON CONFLICT(job, idx) DO UPDATE SET state = excluded.state, "
         "attempt = excluded.attempt, base_attempt = excluded.base_attempt, "
         "deadline_ms = excluded.deadline_ms, holder = excluded.holder, "
         "not_before_ms = excluded.not_before_ms, reason = excluded.reason, "
-        "records = excluded.records",
-    [CM__S_CHUNK_GET] = "SELECT state, attempt, base_attempt, reason, records "
+        "records = excluded.records, version = excluded.version, redo = excluded.redo",
+    [CM__S_CHUNK_GET] = "SELECT state, attempt, base_attempt, reason, records, redo "
                         "FROM chunks WHERE job = ?1 AND idx = ?2",
     [CM__S_PAYLOAD_PUT] = "INSERT OR REPLACE INTO payloads(job, idx, data) VALUES(?1, ?2, ?3)",
     [CM__S_PAYLOAD_DEL] = "DELETE FROM payloads WHERE job = ?1 AND idx = ?2",
     [CM__S_PAYLOAD_GET] = "SELECT data FROM payloads WHERE job = ?1 AND idx = ?2",
+    [CM__S_JOB_LIST] = "SELECT name, source, chunk_size, state, spec, priority, max_deliver, "
+                       "created_at FROM jobs ORDER BY created_at, name",
+    /* Full scan of the job's done chunks: redo is rare, and an index on
+     * version would cost every ack. */
+    [CM__S_LOAD_REDO] = "SELECT idx, attempt, base_attempt, records FROM chunks "
+                        "WHERE job = ?1 AND state = 2 AND version = ?2",
+    [CM__S_DEAD_LIST] = "SELECT idx, attempt, reason FROM chunks "
+                        "WHERE job = ?1 AND state <> 2 AND state = 3 ORDER BY idx LIMIT ?2",
 };
 
 /* Migration i takes a file from user_version i to i+1. Each runs inside the
@@ -135,12 +151,46 @@ static const char *const cm__migrations[CM_LEDGER_SCHEMA_VERSION] = {
     "  idx INTEGER NOT NULL,"
     "  data BLOB NOT NULL,"
     "  PRIMARY KEY(job, idx));",
+    /* 1 -> 2: several jobs as a service (docs/jobs.md). A v1 job keeps
+     * running (state 1); its spec is unknown until a --source names it. */
+    "ALTER TABLE jobs ADD COLUMN state INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE jobs ADD COLUMN spec TEXT;"
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE jobs ADD COLUMN max_deliver INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN finished_at REAL;"
+    "ALTER TABLE jobs ADD COLUMN last_error TEXT;"
+    "ALTER TABLE jobs ADD COLUMN redo_version TEXT;"
+    "ALTER TABLE jobs ADD COLUMN redo_gen INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN redo_chunks INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN redo_done INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE chunks ADD COLUMN version TEXT;"
+    "ALTER TABLE chunks ADD COLUMN redo INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN source_cursor TEXT;",
 };
 
-struct cm_ledger_s {
+/* One SQLite connection, shared by every handle opened from the first one
+ * (cm_ledger_share): one transaction per flush for all of them. */
+typedef struct cm__conn_s {
   sqlite3 *db;
   sqlite3_stmt *st[CM__S_COUNT];
   char *path;
+  char errmsg[256];
+  int refs;
+  cm_ledger_t *handles; /* linked through cm_ledger_s.next */
+} cm__conn_t;
+
+#define CM__ERRMSG_LEN 256
+
+struct cm_ledger_s {
+  cm__conn_t *conn;
+  cm_ledger_t *next; /* the connection's next handle */
+  sqlite3 *db;       /* = conn->db, conn->st, conn->path, conn->errmsg */
+  sqlite3_stmt **st;
+  char *path;
+  char *errmsg;
+  char *spec;        /* the job's submission (JSON), may be NULL */
+  char *redo_version; /* version of the latest redo, NULL if none */
+  char *cursor;       /* the source's resume cursor, NULL if none */
   char *job;    /* open job name, NULL before job_open */
   char *source; /* its full source description */
   cm_job_info_t info;
@@ -161,8 +211,6 @@ struct cm_ledger_s {
   struct cm__hit_s { uint64_t idx; uint32_t attempt; } *hits;
   size_t *stack;
   size_t hits_cap;
-
-  char errmsg[256];
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -192,7 +240,7 @@ static int cm__sqlerr(int rc) {
 
 /* Remembers sqlite's message so the caller can log why a flush failed. */
 static int cm__fail(cm_ledger_t *l, int rc) {
-  snprintf(l->errmsg, sizeof l->errmsg, "ledger %s: %s", l->path, sqlite3_errmsg(l->db));
+  snprintf(l->errmsg, CM__ERRMSG_LEN, "ledger %s: %s", l->path, sqlite3_errmsg(l->db));
   return cm__sqlerr(rc);
 }
 
@@ -266,6 +314,7 @@ static void cm__chunk_free(cm__chunk_t *c) {
   free(c->holder);
   free(c->reason);
   free(c->payload);
+  free(c->version);
   free(c);
 }
 
@@ -323,6 +372,7 @@ static int cm__load_row(cm_ledger_t *l, uint64_t idx, cm__chunk_t **out) {
   c->base_attempt = (uint32_t)sqlite3_column_int64(st, 2);
   const unsigned char *reason = sqlite3_column_text(st, 3);
   c->records = (uint32_t)sqlite3_column_int64(st, 4);
+  c->redo = (uint32_t)sqlite3_column_int64(st, 5);
   c->payload_in_db = true;
   if (reason && !(c->reason = cm__strdup((const char *)reason))) {
     ret = -ENOMEM;
@@ -383,21 +433,45 @@ sqlfail:
   return cm__sqlerr(rc);
 }
 
+static cm_ledger_t *cm__handle_new(cm__conn_t *c) {
+  cm_ledger_t *l = calloc(1, sizeof *l);
+  if (!l) return NULL;
+  l->conn = c;
+  l->db = c->db;
+  l->st = c->st;
+  l->path = c->path;
+  l->errmsg = c->errmsg;
+  l->ready.kind = CM__H_READY;
+  l->wait.kind = CM__H_WAIT;
+  l->lease.kind = CM__H_LEASE;
+  l->next = c->handles;
+  c->handles = l;
+  c->refs++;
+  return l;
+}
+
+static void cm__conn_free(cm__conn_t *c) {
+  if (!c) return;
+  for (int i = 0; i < CM__S_COUNT; i++) sqlite3_finalize(c->st[i]);
+  sqlite3_close(c->db);
+  free(c->path);
+  free(c);
+}
+
 int cm_ledger_open(cm_ledger_t **out, const char *path, char *err, size_t errlen) {
   cm_ledger_t *l = NULL;
+  cm__conn_t *c = NULL;
   int ret = 0, rc, v = 0;
   *out = NULL;
   if (errlen) err[0] = '\0';
-  l = calloc(1, sizeof *l);
-  if (!l || !(l->path = cm__strdup(path))) {
+  c = calloc(1, sizeof *c);
+  if (!c || !(c->path = cm__strdup(path)) || !(l = cm__handle_new(c))) {
     snprintf(err, errlen, "ledger %s: out of memory", path);
     ret = -ENOMEM;
     goto fail;
   }
-  l->ready.kind = CM__H_READY;
-  l->wait.kind = CM__H_WAIT;
-  l->lease.kind = CM__H_LEASE;
-  rc = sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+  rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+  l->db = c->db;
   if (rc != SQLITE_OK) goto sqlfail;
   /* The fetcher is the only writer, but a tool reading the file (or a
    * second fetcher started by mistake) may hold a lock briefly. */
@@ -429,36 +503,42 @@ int cm_ledger_open(cm_ledger_t **out, const char *path, char *err, size_t errlen
   ret = cm__migrate(l, err, errlen);
   if (ret < 0) goto fail;
   for (int i = 0; i < CM__S_COUNT; i++) {
-    rc = sqlite3_prepare_v3(l->db, cm__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL);
+    rc = sqlite3_prepare_v3(l->db, cm__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i], NULL);
     if (rc != SQLITE_OK) goto sqlfail;
   }
   *out = l;
   return 0;
 sqlfail:
   snprintf(err, errlen, "ledger %s: %s", path,
-           l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
+           c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
   ret = cm__sqlerr(rc);
   if (ret == 0) ret = -EIO;
 fail:
-  if (l) {
-    for (int i = 0; i < CM__S_COUNT; i++) sqlite3_finalize(l->st[i]);
-    sqlite3_close(l->db);
-    free(l->path);
-    free(l);
-  }
+  free(l);
+  cm__conn_free(c);
   return ret;
 }
 
+int cm_ledger_share(cm_ledger_t *l, cm_ledger_t **out) {
+  *out = cm__handle_new(l->conn);
+  return *out ? 0 : -ENOMEM;
+}
+
 void cm_ledger_close(cm_ledger_t *l) {
+  cm__conn_t *c;
   if (!l) return;
+  c = l->conn;
   /* Best effort: a failed final flush only means redeliveries (see the
    * header); the caller that cares flushes first and checks. */
   if (cm_ledger_flush(l) < 0) {
     /* nothing more to do: gcc does not accept (void) for warn_unused_result */
   }
   cm__reset_memory(l);
-  for (int i = 0; i < CM__S_COUNT; i++) sqlite3_finalize(l->st[i]);
-  sqlite3_close(l->db);
+  for (cm_ledger_t **p = &c->handles; *p; p = &(*p)->next)
+    if (*p == l) {
+      *p = l->next;
+      break;
+    }
   free(l->ready.v);
   free(l->wait.v);
   free(l->lease.v);
@@ -467,8 +547,11 @@ void cm_ledger_close(cm_ledger_t *l) {
   free(l->stack);
   free(l->job);
   free(l->source);
-  free(l->path);
+  free(l->spec);
+  free(l->redo_version);
+  free(l->cursor);
   free(l);
+  if (--c->refs == 0) cm__conn_free(c);
 }
 
 const char *cm_ledger_errmsg(const cm_ledger_t *l) { return l->errmsg; }
@@ -511,6 +594,32 @@ static int cm__job_read(cm_ledger_t *l, const char *name, const char **src_out, 
   in->records_done = (uint64_t)sqlite3_column_int64(st, 8);
   in->redeliveries = (uint64_t)sqlite3_column_int64(st, 9);
   in->created_at = sqlite3_column_double(st, 10);
+  in->state = sqlite3_column_int(st, 11);
+  in->priority = (uint32_t)sqlite3_column_int64(st, 12);
+  in->max_deliver = (uint32_t)sqlite3_column_int64(st, 13);
+  in->finished_at = sqlite3_column_double(st, 14);
+  const unsigned char *le = sqlite3_column_text(st, 15);
+  snprintf(in->last_error, sizeof in->last_error, "%s", le ? (const char *)le : "");
+  const unsigned char *spec = sqlite3_column_text(st, 16);
+  const unsigned char *rv = sqlite3_column_text(st, 17);
+  free(l->spec);
+  free(l->redo_version);
+  l->spec = spec ? cm__strdup((const char *)spec) : NULL;
+  l->redo_version = rv ? cm__strdup((const char *)rv) : NULL;
+  if ((spec && !l->spec) || (rv && !l->redo_version)) {
+    ret = -ENOMEM;
+    goto out;
+  }
+  in->redo_gen = (uint32_t)sqlite3_column_int64(st, 18);
+  in->redo_chunks = (uint64_t)sqlite3_column_int64(st, 19);
+  in->redo_done = (uint64_t)sqlite3_column_int64(st, 20);
+  const unsigned char *cur = sqlite3_column_text(st, 21);
+  free(l->cursor);
+  l->cursor = cur ? cm__strdup((const char *)cur) : NULL;
+  if (cur && !l->cursor) {
+    ret = -ENOMEM;
+    goto out;
+  }
   ret = 1;
 out:
   sqlite3_reset(st);
@@ -521,7 +630,7 @@ out:
  * the payloads table). NULL on out-of-memory. */
 static cm__chunk_t *cm__chunk_from_row(uint64_t idx, uint32_t attempt, uint32_t base_attempt,
                                        int64_t not_before_ms, const unsigned char *reason,
-                                       uint32_t records) {
+                                       uint32_t records, uint32_t redo) {
   cm__chunk_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->idx = idx;
@@ -529,6 +638,7 @@ static cm__chunk_t *cm__chunk_from_row(uint64_t idx, uint32_t attempt, uint32_t 
   c->base_attempt = base_attempt;
   c->not_before_ms = not_before_ms;
   c->records = records;
+  c->redo = redo;
   c->state = CM_CHUNK_PENDING;
   c->payload_in_db = true;
   if (reason && !(c->reason = cm__strdup((const char *)reason))) {
@@ -552,7 +662,8 @@ static int cm__job_load(cm_ledger_t *l) {
     c = cm__chunk_from_row((uint64_t)sqlite3_column_int64(st, 0),
                            (uint32_t)sqlite3_column_int64(st, 1),
                            (uint32_t)sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-                           sqlite3_column_text(st, 4), (uint32_t)sqlite3_column_int64(st, 5));
+                           sqlite3_column_text(st, 4), (uint32_t)sqlite3_column_int64(st, 5),
+                           (uint32_t)sqlite3_column_int64(st, 6));
     if (!c) {
       ret = -ENOMEM;
       goto out;
@@ -570,6 +681,28 @@ out:
 
 int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uint32_t chunk_size,
                        cm_job_info_t *info, char *err, size_t errlen) {
+  return cm_ledger_job_open_ex(l, name, source, chunk_size, NULL, info, err, errlen);
+}
+
+/* Runs one UPDATE jobs SET <col> = ?1 WHERE name = ?2 (inside job_open's
+ * transaction). */
+static int cm__job_set_text(cm_ledger_t *l, const char *sql, const char *v, const char *name) {
+  sqlite3_stmt *up = NULL;
+  int ret = 0;
+  int rc = sqlite3_prepare_v2(l->db, sql, -1, &up, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(up, 1, v, -1, SQLITE_STATIC);
+    sqlite3_bind_text(up, 2, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(up);
+  }
+  if (rc != SQLITE_OK && rc != SQLITE_DONE) ret = cm__fail(l, rc);
+  sqlite3_finalize(up);
+  return ret;
+}
+
+int cm_ledger_job_open_ex(cm_ledger_t *l, const char *name, const char *source,
+                          uint32_t chunk_size, const cm_ledger_new_job_t *nj, cm_job_info_t *info,
+                          char *err, size_t errlen) {
   char *stored = NULL;
   const char *old_src = NULL;
   int ret = 0, found;
@@ -591,6 +724,10 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
     free(l->source);
     l->job = l->source = NULL;
   }
+  free(l->spec);
+  free(l->redo_version);
+  free(l->cursor);
+  l->spec = l->redo_version = l->cursor = NULL;
   memset(&l->info, 0, sizeof l->info);
   if (!(l->job = cm__strdup(name)) || !(l->source = cm__strdup(source))) {
     ret = -ENOMEM;
@@ -609,17 +746,9 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
     char shown[1024];
     (void)cm_redact_urls(old_src, shown, sizeof(shown));
     if (strcmp(shown, source) == 0) {
-      sqlite3_stmt *up = NULL;
-      int rc = sqlite3_prepare_v2(l->db, "UPDATE jobs SET source = ?1 WHERE name = ?2", -1, &up,
-                                  NULL);
-      if (rc == SQLITE_OK) {
-        sqlite3_bind_text(up, 1, source, -1, SQLITE_STATIC);
-        sqlite3_bind_text(up, 2, name, -1, SQLITE_STATIC);
-        rc = sqlite3_step(up);
-      }
-      if (rc != SQLITE_OK && rc != SQLITE_DONE) ret = cm__fail(l, rc);
-      sqlite3_finalize(up);
-      if (rc != SQLITE_OK && rc != SQLITE_DONE) goto sqlfail;
+      if ((ret = cm__job_set_text(l, "UPDATE jobs SET source = ?1 WHERE name = ?2", source,
+                                  name)) < 0)
+        goto sqlfail;
     } else {
       snprintf(err, errlen,
                "job \"%s\" in ledger %s was created with source \"%s\"; refusing to resume it "
@@ -629,6 +758,11 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
       goto fail;
     }
   }
+  if (found && nj && nj->must_be_new) {
+    snprintf(err, errlen, "job \"%s\" exists in ledger %s", name, l->path);
+    ret = -EEXIST;
+    goto fail;
+  }
   if (found && l->info.chunk_size != chunk_size) {
     snprintf(err, errlen,
              "job \"%s\" in ledger %s was created with chunk size %u; refusing to resume it "
@@ -637,15 +771,41 @@ int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uin
     ret = -EEXIST;
     goto fail;
   }
+  if (found && nj && nj->spec && !l->spec) {
+    /* A job of a schema-1 ledger: its spec is known from now on. */
+    if ((ret = cm__job_set_text(l, "UPDATE jobs SET spec = ?1 WHERE name = ?2", nj->spec,
+                                name)) < 0)
+      goto sqlfail;
+    if (!(l->spec = cm__strdup(nj->spec))) {
+      ret = -ENOMEM;
+      goto sqlfail;
+    }
+  }
   if (!found) {
     sqlite3_stmt *st = l->st[CM__S_JOB_INSERT];
     l->info.chunk_size = chunk_size;
     l->info.created_at = cm__now_s();
+    l->info.priority = nj && nj->priority ? nj->priority : 1;
+    l->info.max_deliver = nj ? nj->max_deliver : 0;
+    l->info.state = nj ? nj->state : 1;
+    if (nj && nj->spec && !(l->spec = cm__strdup(nj->spec))) {
+      ret = -ENOMEM;
+      goto sqlfail;
+    }
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, source, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, chunk_size);
     sqlite3_bind_double(st, 4, l->info.created_at);
-    if ((ret = cm__step_done(l, st)) < 0) goto sqlfail;
+    if (l->spec)
+      sqlite3_bind_text(st, 5, l->spec, -1, SQLITE_STATIC);
+    else
+      sqlite3_bind_null(st, 5);
+    sqlite3_bind_int64(st, 6, l->info.priority);
+    sqlite3_bind_int64(st, 7, l->info.max_deliver);
+    sqlite3_bind_int(st, 8, l->info.state);
+    ret = cm__step_done(l, st);
+    sqlite3_clear_bindings(st);
+    if (ret < 0) goto sqlfail;
   }
   /* Crash recovery: nobody holds a lease from a previous run any more.
    * Attempts continue from the stored ones. A lease that was never flushed
@@ -670,7 +830,10 @@ fail:
   free(stored);
   free(l->job);
   free(l->source);
-  l->job = l->source = NULL;
+  free(l->spec);
+  free(l->redo_version);
+  free(l->cursor);
+  l->job = l->source = l->spec = l->redo_version = l->cursor = NULL;
   memset(&l->info, 0, sizeof l->info);
   return ret;
 }
@@ -774,7 +937,13 @@ int cm_ledger_extend(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t d
 }
 
 int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t records) {
+  return cm_ledger_ack_v(l, index, attempt, records, NULL, 0);
+}
+
+int cm_ledger_ack_v(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t records,
+                    const char *version, uint32_t redo) {
   cm__chunk_t *c;
+  char *v = NULL;
   int ret;
   (void)attempt; /* any attempt: the data is saved, whoever saved it */
   if (!l->job || index >= l->info.next_index) return 0;
@@ -786,13 +955,20 @@ int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t rec
     if ((ret = cm__set_reserve(&l->set)) < 0) return ret;
     ret = cm__load_row(l, index, &c);
     if (ret <= 0) return ret;
-    if (c->state != CM_CHUNK_DEAD) {
+    if (c->state != CM_CHUNK_DEAD || c->redo > redo) {
       cm__chunk_free(c);
       return 0;
     }
     cm__set_insert(&l->set, c);
   }
   if (c->state == CM_CHUNK_DONE) return 0;
+  /* Saved by an older generation than the chunk's redo: the saver keeps
+   * the newer rows (docs/jobs.md), so this ack proves nothing. */
+  if (c->redo > redo) return 0;
+  if (version && !(v = cm__strdup(version))) return -ENOMEM;
+  free(c->version);
+  c->version = v;
+  if (c->redo > 0 && c->redo == l->info.redo_gen) l->info.redo_done++;
   cm__unheap(l, c);
   cm__pendq_remove(&l->pendq, c);
   if (c->state == CM_CHUNK_DEAD) l->info.dead_chunks--;
@@ -937,7 +1113,8 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
     uint32_t attempt = (uint32_t)sqlite3_column_int64(st, 1);
     /* base_attempt = attempt: a fresh max_deliver budget. */
     c = cm__chunk_from_row(idx, attempt, attempt, 0, sqlite3_column_text(st, 2),
-                           (uint32_t)sqlite3_column_int64(st, 3));
+                           (uint32_t)sqlite3_column_int64(st, 3),
+                           (uint32_t)sqlite3_column_int64(st, 4));
     if (!c) {
       ret = -ENOMEM;
       goto out;
@@ -957,6 +1134,145 @@ out:
   sqlite3_reset(st);
   cm__chunk_free(c);
   return ret;
+}
+
+/* ---- jobs of the service (schema 2) ----------------------------------- */
+
+int cm_ledger_set_state(cm_ledger_t *l, int state, double finished_at, const char *last_error) {
+  cm_job_info_t old;
+  int ret;
+  if (!l->job) return -EINVAL;
+  old = l->info;
+  l->info.state = state;
+  l->info.finished_at = finished_at;
+  snprintf(l->info.last_error, sizeof l->info.last_error, "%s", last_error ? last_error : "");
+  l->job_dirty = true;
+  if ((ret = cm_ledger_flush(l)) < 0) {
+    /* Not stored: memory says what the file says. */
+    l->info.state = old.state;
+    l->info.finished_at = old.finished_at;
+    memcpy(l->info.last_error, old.last_error, sizeof old.last_error);
+  }
+  return ret;
+}
+
+const char *cm_ledger_spec(const cm_ledger_t *l) { return l->spec; }
+const char *cm_ledger_cursor(const cm_ledger_t *l) { return l->cursor; }
+
+int cm_ledger_set_cursor(cm_ledger_t *l, const char *cursor) {
+  char *c = NULL;
+  if (!l->job) return -EINVAL;
+  if ((cursor == NULL && l->cursor == NULL) ||
+      (cursor && l->cursor && strcmp(cursor, l->cursor) == 0))
+    return 0;
+  if (cursor && !(c = cm__strdup(cursor))) return -ENOMEM;
+  free(l->cursor);
+  l->cursor = c;
+  l->job_dirty = true;
+  return 0;
+}
+const char *cm_ledger_redo_version(const cm_ledger_t *l) { return l->redo_version; }
+
+int cm_ledger_each_job(cm_ledger_t *l, cm_ledger_job_fn fn, void *ud) {
+  sqlite3_stmt *st = l->st[CM__S_JOB_LIST];
+  int rc, n = 0, ret = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    cm_ledger_job_row_t r;
+    memset(&r, 0, sizeof r);
+    r.name = (const char *)sqlite3_column_text(st, 0);
+    r.source = (const char *)sqlite3_column_text(st, 1);
+    r.chunk_size = (uint32_t)sqlite3_column_int64(st, 2);
+    r.state = sqlite3_column_int(st, 3);
+    r.spec = (const char *)sqlite3_column_text(st, 4);
+    r.priority = (uint32_t)sqlite3_column_int64(st, 5);
+    r.max_deliver = (uint32_t)sqlite3_column_int64(st, 6);
+    r.created_at = sqlite3_column_double(st, 7);
+    n++;
+    if (fn && (ret = fn(ud, &r)) != 0) break;
+  }
+  if (ret == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE) ret = cm__fail(l, rc);
+  sqlite3_reset(st);
+  return ret != 0 ? ret : n;
+}
+
+int cm_ledger_each_dead(cm_ledger_t *l, size_t max, cm_ledger_dead_fn fn, void *ud) {
+  sqlite3_stmt *st = l->st[CM__S_DEAD_LIST];
+  int rc, n = 0, ret;
+  if (!l->job) return -EINVAL;
+  /* Chunks that died since the last flush are not in the table yet. */
+  if ((ret = cm_ledger_flush(l)) < 0) return ret;
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)(max > INT64_MAX ? INT64_MAX : max));
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const unsigned char *reason = sqlite3_column_text(st, 2);
+    if (fn)
+      fn(ud, (uint64_t)sqlite3_column_int64(st, 0), (uint32_t)sqlite3_column_int64(st, 1),
+         reason ? (const char *)reason : "");
+    n++;
+  }
+  ret = rc == SQLITE_DONE ? n : cm__fail(l, rc);
+  sqlite3_reset(st);
+  return ret;
+}
+
+int cm_ledger_redo(cm_ledger_t *l, const char *version) {
+  sqlite3_stmt *st = l->st[CM__S_LOAD_REDO];
+  cm__chunk_t *c = NULL;
+  char *v = NULL;
+  uint32_t gen;
+  int ret, rc, n = 0;
+  if (!l->job || !version) return -EINVAL;
+  /* Done chunks leave memory at the flush: then the table has them all. */
+  if ((ret = cm_ledger_flush(l)) < 0) return ret;
+  if (!(v = cm__strdup(version))) return -ENOMEM;
+  gen = l->info.redo_gen + 1;
+  cm__bind_job(l, st);
+  sqlite3_bind_text(st, 2, version, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
+    if (cm__set_find(&l->set, idx)) continue; /* cannot happen after the flush */
+    if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
+        (ret = cm__queue_reserve(l)) < 0)
+      goto out;
+    uint32_t attempt = (uint32_t)sqlite3_column_int64(st, 1);
+    uint32_t records = (uint32_t)sqlite3_column_int64(st, 3);
+    /* A fresh max_deliver budget, like a replay; records are counted again
+     * when the new save is acked. */
+    c = cm__chunk_from_row(idx, attempt, attempt, 0, NULL, 0, gen);
+    if (!c) {
+      ret = -ENOMEM;
+      goto out;
+    }
+    cm__set_insert(&l->set, c);
+    cm__pend(l, c);
+    cm__queue(l, c);
+    c = NULL;
+    l->info.done_chunks--;
+    l->info.records_done -= records;
+    n++;
+  }
+  ret = rc == SQLITE_DONE ? n : cm__fail(l, rc);
+out:
+  sqlite3_clear_bindings(st);
+  sqlite3_reset(st);
+  cm__chunk_free(c);
+  if (n > 0) {
+    /* Chunks moved so far stay moved (memory and queue agree). */
+    free(l->redo_version);
+    l->redo_version = v;
+    v = NULL;
+    l->info.redo_gen = gen;
+    l->info.redo_chunks = (uint64_t)n;
+    l->info.redo_done = 0;
+    l->job_dirty = true;
+  }
+  free(v);
+  return ret;
+}
+
+uint32_t cm_ledger_chunk_redo(cm_ledger_t *l, uint64_t index) {
+  cm__chunk_t *c = cm__set_find(&l->set, index);
+  return c ? c->redo : 0;
 }
 
 /* ---- queries ----------------------------------------------------------- */
@@ -1045,6 +1361,11 @@ static int cm__write_chunk(cm_ledger_t *l, const cm__chunk_t *c) {
   else
     sqlite3_bind_null(st, 9);
   sqlite3_bind_int64(st, 10, c->records);
+  if (c->version)
+    sqlite3_bind_text(st, 11, c->version, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 11);
+  sqlite3_bind_int64(st, 12, c->redo);
   ret = cm__step_done(l, st);
   sqlite3_clear_bindings(st);
   if (ret < 0) return ret;
@@ -1077,21 +1398,38 @@ static int cm__write_job(cm_ledger_t *l) {
   sqlite3_bind_int64(st, 7, (sqlite3_int64)in->dead_chunks);
   sqlite3_bind_int64(st, 8, (sqlite3_int64)in->records_done);
   sqlite3_bind_int64(st, 9, (sqlite3_int64)in->redeliveries);
-  return cm__step_done(l, st);
+  sqlite3_bind_int(st, 10, in->state);
+  if (in->finished_at > 0)
+    sqlite3_bind_double(st, 11, in->finished_at);
+  else
+    sqlite3_bind_null(st, 11);
+  if (in->last_error[0])
+    sqlite3_bind_text(st, 12, in->last_error, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 12);
+  if (l->redo_version)
+    sqlite3_bind_text(st, 13, l->redo_version, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 13);
+  sqlite3_bind_int64(st, 14, in->redo_gen);
+  sqlite3_bind_int64(st, 15, (sqlite3_int64)in->redo_chunks);
+  sqlite3_bind_int64(st, 16, (sqlite3_int64)in->redo_done);
+  if (l->cursor)
+    sqlite3_bind_text(st, 17, l->cursor, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 17);
+  int ret = cm__step_done(l, st);
+  sqlite3_clear_bindings(st);
+  return ret;
 }
 
-int cm_ledger_flush(cm_ledger_t *l) {
-  int ret = 0;
-  if (!l->job || (l->queue_n == 0 && !l->job_dirty)) return 0;
-  /* IMMEDIATE: take the write lock up front, so the busy timeout applies
-   * here and not as a deadlock-prone lock upgrade in the middle. */
-  if ((ret = cm__step_done(l, l->st[CM__S_BEGIN])) < 0) goto fail;
-  for (size_t i = 0; i < l->queue_n; i++)
-    if ((ret = cm__write_chunk(l, l->queue[i])) < 0) goto fail;
-  if ((ret = cm__write_job(l)) < 0) goto fail;
-  if ((ret = cm__step_done(l, l->st[CM__S_COMMIT])) < 0) goto fail;
+static bool cm__has_changes(const cm_ledger_t *h) {
+  return h->job && (h->queue_n > 0 || h->job_dirty);
+}
 
-  /* Committed: forget payload copies, and done/dead chunks leave memory. */
+/* After the commit: forget payload copies, and done/dead chunks leave
+ * memory. */
+static void cm__committed(cm_ledger_t *l) {
   for (size_t i = 0; i < l->queue_n; i++) {
     cm__chunk_t *c = l->queue[i];
     c->dirty = false;
@@ -1115,11 +1453,36 @@ int cm_ledger_flush(cm_ledger_t *l) {
     l->queue = NULL;
     l->queue_cap = 0;
   }
+}
+
+int cm_ledger_flush(cm_ledger_t *l) {
+  int ret = 0;
+  bool any = false;
+  cm_ledger_t *h;
+  for (h = l->conn->handles; h; h = h->next) any = any || cm__has_changes(h);
+  if (!any) return 0;
+  /* IMMEDIATE: take the write lock up front, so the busy timeout applies
+   * here and not as a deadlock-prone lock upgrade in the middle. */
+  if ((ret = cm__step_done(l, l->st[CM__S_BEGIN])) < 0) goto fail;
+  for (h = l->conn->handles; h; h = h->next) {
+    if (!cm__has_changes(h)) continue;
+    for (size_t i = 0; i < h->queue_n; i++)
+      if ((ret = cm__write_chunk(h, h->queue[i])) < 0) goto fail;
+    if ((ret = cm__write_job(h)) < 0) goto fail;
+  }
+  if ((ret = cm__step_done(l, l->st[CM__S_COMMIT])) < 0) goto fail;
+  for (h = l->conn->handles; h; h = h->next)
+    if (cm__has_changes(h)) cm__committed(h);
   return 0;
 fail:
-  /* Nothing was committed; the queue is intact and the next flush retries. */
+  /* Nothing was committed; the queues are intact and the next flush retries. */
   cm__rollback(l);
   return ret;
 }
 
-size_t cm_ledger_unflushed(const cm_ledger_t *l) { return l->queue_n + (l->job_dirty ? 1 : 0); }
+size_t cm_ledger_unflushed(const cm_ledger_t *l) {
+  size_t n = 0;
+  for (const cm_ledger_t *h = l->conn->handles; h; h = h->next)
+    if (h->job) n += h->queue_n + (h->job_dirty ? 1 : 0);
+  return n;
+}

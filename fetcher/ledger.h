@@ -19,7 +19,16 @@
  *
  * Fencing: every call about a chunk carries its attempt number. A nak or a
  * release for an attempt that is not the current lease is ignored; an ack of
- * any attempt marks the chunk done (the data is saved).
+ * any attempt marks the chunk done (the data is saved), unless it carries a
+ * redo generation below the chunk's (a save of the version being redone).
+ *
+ * Several jobs (schema 2, docs/jobs.md): a handle holds ONE job's in-memory
+ * state; several handles share one SQLite connection (cm_ledger_share), and
+ * cm_ledger_flush() on any of them writes the changes of all of them in one
+ * transaction. So the fetcher keeps one handle per job plus the first one
+ * (no job open: listing jobs, the flush of ledger_health.h), and a flush per
+ * tick stays one commit however many jobs run. The connection closes with
+ * its last handle.
  *
  * Single-threaded: call from the loop thread only. */
 #ifndef CM_LEDGER_H
@@ -30,7 +39,7 @@
 
 #include "cm/buf.h"
 
-#define CM_LEDGER_SCHEMA_VERSION 1
+#define CM_LEDGER_SCHEMA_VERSION 2
 
 typedef struct cm_ledger_s cm_ledger_t;
 
@@ -54,11 +63,20 @@ typedef struct cm_job_info_s {
   uint64_t records_done;  /* sum of records acked */
   uint64_t redeliveries;  /* leases with attempt > 1 */
   double created_at;      /* unix seconds */
+  /* Schema 2 (docs/jobs.md): */
+  int state;              /* jobs.state, numbered as cm_job_state_t (jobs.h) */
+  uint32_t priority;      /* 1..1000 */
+  uint32_t max_deliver;   /* 0: the fetcher's --max-deliver */
+  double finished_at;     /* unix seconds, 0 while not finished */
+  char last_error[256];   /* "" when none */
+  uint32_t redo_gen;      /* generation of the latest redo, 0: none */
+  uint64_t redo_chunks;   /* chunks the latest redo put back to pending */
+  uint64_t redo_done;     /* of those, done again */
 } cm_job_info_t;
 
 /* Opens or creates the ledger file (schema created/migrated; a file with a
  * newer schema version is refused: "ledger PATH has schema version 3, this
- * fetcher supports up to 1"). */
+ * fetcher supports up to 2"). */
 int cm_ledger_open(cm_ledger_t **out, const char *path, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void cm_ledger_close(cm_ledger_t *l); /* flushes; NULL-safe */
@@ -70,6 +88,59 @@ void cm_ledger_close(cm_ledger_t *l); /* flushes; NULL-safe */
 int cm_ledger_job_open(cm_ledger_t *l, const char *name, const char *source, uint32_t chunk_size,
                        cm_job_info_t *info, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* Schema 2: what a new job is created with (cm_ledger_job_open_ex). */
+typedef struct cm_ledger_new_job_s {
+  const char *spec;     /* the submission as JSON (docs/jobs.md), may be NULL */
+  uint32_t priority;    /* 0: 1 */
+  uint32_t max_deliver; /* 0: the fetcher's --max-deliver */
+  int state;            /* initial jobs.state */
+  bool must_be_new;     /* an existing job: -EEXIST ("job \"x\" exists ...") */
+} cm_ledger_new_job_t;
+/* cm_ledger_job_open, with nj (may be NULL) for a job that does not exist
+ * yet. An existing job of a schema-1 ledger (spec NULL) gets nj->spec. */
+int cm_ledger_job_open_ex(cm_ledger_t *l, const char *name, const char *source,
+                          uint32_t chunk_size, const cm_ledger_new_job_t *nj, cm_job_info_t *info,
+                          char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Another handle on l's connection, with no job open (cm_ledger_job_open
+ * then opens one). Closed with cm_ledger_close. */
+int cm_ledger_share(cm_ledger_t *l, cm_ledger_t **out) __attribute__((warn_unused_result));
+
+/* Every job of the file, by creation time: fn gets a row whose strings are
+ * valid during the call only; a non-zero return stops the walk and is
+ * returned. Returns the number of jobs visited, or a negative errno. */
+typedef struct cm_ledger_job_row_s {
+  const char *name, *source, *spec; /* spec may be NULL (schema-1 job) */
+  uint32_t chunk_size, priority, max_deliver;
+  int state;
+  double created_at;
+} cm_ledger_job_row_t;
+typedef int (*cm_ledger_job_fn)(void *ud, const cm_ledger_job_row_t *row);
+int cm_ledger_each_job(cm_ledger_t *l, cm_ledger_job_fn fn, void *ud);
+/* The open job's spec (NULL if unknown) and latest redo version (NULL if
+ * none). Borrowed until the next job_open or close. */
+const char *cm_ledger_spec(const cm_ledger_t *l);
+const char *cm_ledger_redo_version(const cm_ledger_t *l);
+/* Sets jobs.state, finished_at (0: null) and last_error (NULL/"": null) and
+ * flushes: 0 once stored; on a failed flush memory keeps the old values. */
+int cm_ledger_set_state(cm_ledger_t *l, int state, double finished_at, const char *last_error)
+    __attribute__((warn_unused_result));
+/* Dead chunks, lowest index first, at most max: fn(index, attempts, reason).
+ * Flushes first. Returns how many, or a negative errno. */
+typedef void (*cm_ledger_dead_fn)(void *ud, uint64_t index, uint32_t attempt, const char *reason);
+int cm_ledger_each_dead(cm_ledger_t *l, size_t max, cm_ledger_dead_fn fn, void *ud)
+    __attribute__((warn_unused_result));
+/* Redo by version: every done chunk whose ack carried `version` becomes
+ * pending with the job's next redo generation (info.redo_gen + 1), a fresh
+ * max_deliver budget, and its records no longer counted (done_chunks and
+ * records_done go down; the new ack counts them again). redo_chunks and
+ * redo_done follow the redo. Returns how many (0: none, nothing changes).
+ * Flushes first. Only for sources that regenerate a chunk by index: the
+ * stored payload of a sequential source's chunk is deleted once it is done. */
+int cm_ledger_redo(cm_ledger_t *l, const char *version) __attribute__((warn_unused_result));
+/* Redo generation of a chunk in memory (pending or leased), else 0: the
+ * chunk header's "redo". */
+uint32_t cm_ledger_chunk_redo(cm_ledger_t *l, uint64_t index);
+
 /* Current counters of the open job. */
 void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info);
 
@@ -80,6 +151,12 @@ void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info);
 int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
                         int64_t pos, uint64_t line, bool source_done)
     __attribute__((warn_unused_result));
+/* The source's opaque resume cursor (cm_source_cursor; NULL: none), kept
+ * with source_pos/source_line: set it before the cm_ledger_add_chunk whose
+ * position it belongs to, and both are written by the same flush.
+ * cm_ledger_cursor: the stored one (borrowed). */
+int cm_ledger_set_cursor(cm_ledger_t *l, const char *cursor) __attribute__((warn_unused_result));
+const char *cm_ledger_cursor(const cm_ledger_t *l);
 /* Marks the source exhausted without a new chunk (empty tail). */
 int cm_ledger_set_source_done(cm_ledger_t *l) __attribute__((warn_unused_result));
 
@@ -102,6 +179,11 @@ int cm_ledger_extend(cm_ledger_t *l, uint64_t index, uint32_t attempt, int64_t d
 /* Ack: returns 1 if the chunk became done now, 0 if it was already done or is
  * unknown. `records` is stored and added to records_done. */
 int cm_ledger_ack(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t records);
+/* The same with the Ack's version (stored with the done chunk, for redo; may
+ * be NULL) and redo generation: below the chunk's generation it is ignored
+ * (returns 0). cm_ledger_ack is (NULL, 0). */
+int cm_ledger_ack_v(cm_ledger_t *l, uint64_t index, uint32_t attempt, uint32_t records,
+                    const char *version, uint32_t redo);
 /* Returns a leased chunk to pending, due at not_before_ms, remembering
  * reason. Returns 1 if done, 0 if fenced (attempt is not the current lease or
  * the chunk is not leased). If the chunk has reached max_deliver leases it
@@ -137,9 +219,10 @@ size_t cm_ledger_pending_count(const cm_ledger_t *l); /* pending in memory */
 /* true when the source is done and every created chunk is done or dead. */
 bool cm_ledger_job_complete(const cm_ledger_t *l);
 
-/* Writes every queued change in one transaction. */
+/* Writes every queued change of every handle of l's connection in one
+ * transaction. */
 int cm_ledger_flush(cm_ledger_t *l) __attribute__((warn_unused_result));
-size_t cm_ledger_unflushed(const cm_ledger_t *l);
+size_t cm_ledger_unflushed(const cm_ledger_t *l); /* all handles of the connection */
 
 /* Additions (not used by the dispatcher contract above): */
 /* sqlite's message for the last failed operation ("ledger PATH: database is

@@ -25,10 +25,12 @@ typedef struct cm__chunk_s {
   char *holder;  /* owned; set while leased */
   char *reason;  /* owned; last release reason, may be NULL */
   void *payload; /* owned; only until a flush has written it */
+  char *version; /* owned; the saver's mapper version once done (Ack.version) */
   size_t payload_len;
   uint32_t attempt;
   uint32_t base_attempt;
   uint32_t records;
+  uint32_t redo; /* redo generation (docs/jobs.md): acks of an older one are ignored */
   uint32_t heap_pos;
   uint8_t state;        /* cm_chunk_state_t */
   uint8_t heap;         /* CM__H_* that holds it */

@@ -1,8 +1,9 @@
 /* fetcher - splits a source into chunks, leases them to mappers, and keeps
  * the durable ledger of which chunks are done.
  *
- * Lifecycle only: configuration, ledger and source, then the dispatcher
- * (fetch.c) on the shared daemon frame. Exit codes: 0 done (or drained),
+ * Lifecycle only: configuration, ledger and the job registry (job.c: the
+ * --source job, and with --serve every job of the ledger), then the
+ * dispatcher (fetch.c) on the shared daemon frame. Exit codes: 0 done (or drained),
  * 1 fatal error, 2 invalid command line, 3 job completed with dead chunks
  * (without --allow-dead). */
 #include <errno.h>
@@ -16,10 +17,13 @@
 #include "cm/lease.h"
 #include "cm/log.h"
 #include "cm/redact.h"
+#include "api.h"
 #include "app9.h"
 #include "fetch.h"
+#include "job.h"
 #include "ledger.h"
 #include "source.h"
+#include "web.h"
 
 typedef struct fetcher_s {
   cm_common_cfg_t cfg;
@@ -31,7 +35,11 @@ typedef struct fetcher_s {
   int64_t records, seed, chunk_size, print_chunk;
   cm_source_opts_t http; /* the http_* settings of an http(s) source */
   bool replay_dead;
+  bool serve;
+  const char *api_token_file, *api_sources, *api_file_root;
+  cm_api_t *api; /* the job API (api.h) */
   cm_fetch_t *fetch;
+  cm_jobs_t *jobs;
   cm_ledger_t *ledger;
   cm_daemon_t *d;
 } fetcher_t;
@@ -41,6 +49,24 @@ static fetcher_t F;
 static void h_on_nats(void *ud, cm_nats_event_t ev) {
   fetcher_t *f = ud;
   if (f->fetch != NULL) cm_fetch_on_nats(f->fetch, ev);
+}
+
+/* Paths the daemon does not serve itself: the job API (api.c: /jobs...,
+ * /members), the web dashboard's files (web.c) for GET and HEAD; anything
+ * else is 404. */
+static int h_route(void *ud, const cm_http_request_t *req, cm_buf_t *body, const char **ctype) {
+  fetcher_t *f = ud;
+  int st = f->api != NULL ? cm_api_route(f->api, req, body, ctype) : 0;
+  if (st != 0) return st;
+  if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
+    return cm_web_serve(req->path, body, ctype);
+  return 0;
+}
+
+/* P.status over NATS: the /status object. */
+static int h_api_status(void *ud, cm_buf_t *out) {
+  fetcher_t *f = ud;
+  return f->d != NULL ? cm_daemon_status_json(f->d, out) : -EAGAIN;
 }
 static int h_status(void *ud, cm_buf_t *out) {
   fetcher_t *f = ud;
@@ -108,12 +134,93 @@ static int print_chunk(cm_source_t *src, uint64_t index, const char *job) {
   return rc == 0 ? 0 : 1;
 }
 
+/* The native dispatcher over the job registry. Returns the exit code. */
+static int run_native(fetcher_t *f, const cm_source_opts_t *so, cm_daemon_hooks_t hooks) {
+  cm_jobspec_t spec;
+  cm_job_t *primary = NULL;
+  cm_job_info_t info;
+  cm_daemon_t *d = NULL;
+  char err[1024] = "";
+  int rc;
+  memset(&spec, 0, sizeof(spec));
+  snprintf(spec.job, sizeof(spec.job), "%s", f->fc.job);
+  spec.source = *so;
+  spec.priority = 1;
+  if (f->serve) {
+    int n = cm_jobs_load(f->jobs, f->source != NULL ? &spec : NULL, err, sizeof(err));
+    if (n < 0) {
+      fprintf(stderr, "fetcher: %s\n", err);
+      return 1;
+    }
+    cm_log_info("--serve: %d jobs in ledger %s", n, f->ledger_path);
+  }
+  if (f->source != NULL) {
+    if (cm_jobs_open(f->jobs, &spec, &primary, err, sizeof(err)) != 0) {
+      fprintf(stderr, "fetcher: %s\n", err);
+      return 1;
+    }
+    if (cm_job_state(primary) == CM_JOB_CANCELLED && f->fc.once) {
+      fprintf(stderr, "fetcher: job %s is cancelled: it cannot run to completion\n", f->fc.job);
+      return 1;
+    }
+  }
+  if (f->replay_dead && primary != NULL) {
+    int n = 0;
+    if (cm_job_replay_dead(primary, &n, err, sizeof(err)) != 0) {
+      fprintf(stderr, "fetcher: --replay-dead failed: %s\n", err);
+      return 1;
+    }
+    cm_log_info("--replay-dead: %d dead chunks are pending again", n);
+    printf("replayed %d dead chunks of job \"%s\"\n", n, f->fc.job);
+  }
+  if (primary != NULL) {
+    cm_ledger_info(cm_job_ledger(primary), &info);
+    if (info.next_index > 0)
+      cm_log_info("resuming job %s from ledger %s: %" PRIu64 " chunks done, %" PRIu64
+                  " created, %zu pending",
+                  f->fc.job, f->ledger_path, info.done_chunks, info.next_index,
+                  cm_ledger_pending_count(cm_job_ledger(primary)));
+    else
+      cm_log_info("starting job %s: %s", f->fc.job, info.source);
+  }
+  if (cm_lease_key_option(&f->lease_key, f->lease_key_file, err, sizeof(err)) != 0) {
+    fprintf(stderr, "fetcher: invalid value for --lease-key-file: %s\n", err);
+    cm_log_error("%s", err);
+    return 2;
+  }
+  f->fc.lease_key = f->lease_key;
+  if (cm_daemon_create(&d, "fetcher", &f->cfg, &hooks, f) != 0) return 1;
+  f->d = d;
+  cm_api_set_jobs(f->api, f->jobs);
+  if (cm_api_nats_start(f->api, cm_daemon_nats(d), f->cfg.prefix) != 0) {
+    cm_log_error("cannot subscribe to the job API's subjects");
+    cm_daemon_exit(d, 1);
+  }
+  if (cm_fetch_create(&f->fetch, d, &f->fc, f->ledger, f->jobs, primary) != 0) {
+    cm_log_error("cannot start the dispatcher");
+    cm_daemon_exit(d, 1);
+  }
+  rc = cm_daemon_run(d);
+  cm_daemon_destroy(d);
+  cm_fetch_destroy(f->fetch);
+  f->fetch = NULL;
+  /* Never report success with state the ledger does not hold. */
+  if (rc == 0 && cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0) {
+    fprintf(stderr, "fetcher: ledger cannot be written: %s\n", cm_ledger_errmsg(f->ledger));
+    rc = 1;
+  }
+  return rc;
+}
+
 int main(int argc, char **argv) {
   fetcher_t *f = &F;
   cm_opt_t own[] = {
-      {"source", CM_OPT_STRING, "gen:users", 0, 0, NULL, NULL,
+      {"source", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "where records come from: gen:users | file:PATH (NDJSON or a JSON array; - for stdin) | "
-       "http(s)://URL (paged JSON API)", &f->source},
+       "http(s)://URL (paged JSON API); default gen:users, with --serve none", &f->source},
+      {"serve", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
+       "job service: resume every unfinished job of --ledger in its state (docs/jobs.md); "
+       "with --source that job is submitted or resumed too", &f->serve},
       {"records", CM_OPT_INT, "100000", 0, INT64_MAX, NULL, NULL,
        "records to generate (gen:users)", &f->records},
       {"seed", CM_OPT_INT, "1", 0, INT64_MAX, NULL, NULL, "generator seed (gen:users)", &f->seed},
@@ -168,17 +275,27 @@ int main(int argc, char **argv) {
       {"http-retries", CM_OPT_INT, "5", 0, 100, NULL, NULL,
        "http: retries of a page after a 5xx, 429 or network error (backoff 0.25 s doubling)",
        &f->http.http_retries},
+      {"api-token-file", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "job API token (docs/jobs.md): every /jobs and /members request, HTTP (Authorization: "
+       "Bearer TOKEN) or NATS (\"token\"), needs it; unset: reads open, writes refused (403)",
+       &f->api_token_file},
+      {"api-sources", CM_OPT_STRING, "gen,http", 0, 0, NULL, NULL,
+       "source kinds a job submitted through the API may use: comma list of gen, file, http "
+       "(http covers https)", &f->api_sources},
+      {"api-file-root", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "directory that file: sources (and an http.header @FILE) of submitted jobs must "
+       "resolve under (unset: file: refused through the API)", &f->api_file_root},
   };
   cm_daemon_hooks_t hooks = {.on_nats = h_on_nats,
                              .ready = h_ready,
                              .status = h_status,
                              .shutdown = h_shutdown,
                              .close = h_close,
-                             .heartbeat = h_heartbeat};
+                             .heartbeat = h_heartbeat,
+                             .route = h_route};
   cm_source_opts_t so;
   cm_source_t *src = NULL;
   cm_job_info_t info;
-  cm_daemon_t *d = NULL;
   char err[768] = "";
   int probe = 0, rc;
 
@@ -199,18 +316,45 @@ int main(int argc, char **argv) {
     return 2;
   }
 
+  if (f->serve && f->fc.once) {
+    fprintf(stderr, "fetcher: --once and --serve exclude each other (--once runs the one "
+                    "--source job)\n");
+    return 2;
+  }
+  if (f->serve && strcmp(f->cfg.protocol, "app9") == 0) {
+    fprintf(stderr, "fetcher: --serve needs the native protocol (not --protocol app9)\n");
+    return 2;
+  }
+  if (f->source == NULL && !f->serve) f->source = "gen:users";
+  {
+    /* The token file is read now: a bad one stops the fetcher at start. */
+    cm_api_cfg_t ac = {.token_file = f->api_token_file,
+                       .sources = f->api_sources,
+                       .file_root = f->api_file_root,
+                       .status = h_api_status,
+                       .status_ud = f};
+    if (cm_api_create(&f->api, &ac, NULL, err, sizeof(err)) != 0) {
+      fprintf(stderr, "fetcher: %s\n", err);
+      return 2;
+    }
+  }
+
   so = f->http;
   so.spec = f->source;
   so.records = (uint64_t)f->records;
   so.seed = (uint64_t)f->seed;
   so.chunk_size = (uint32_t)f->chunk_size;
-  if (cm_source_open(&src, &so, err, sizeof(err)) != 0) {
+  if (f->source != NULL && cm_source_open(&src, &so, err, sizeof(err)) != 0) {
     char shown[1024];
     fprintf(stderr, "fetcher: invalid value \"%s\" for --source: %s\n",
             cm_redact_urls(f->source, shown, sizeof(shown)), err);
     return 2;
   }
   if (f->print_chunk >= 0) {
+    if (src == NULL) {
+      fprintf(stderr, "fetcher: --print-chunk needs --source\n");
+      return 2;
+    }
     rc = print_chunk(src, (uint64_t)f->print_chunk, f->fc.job);
     cm_source_close(src);
     return rc;
@@ -219,6 +363,22 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fetcher: cannot open --ledger: %s\n", err); /* err names the file */
     cm_source_close(src);
     return 1;
+  }
+  if (strcmp(f->cfg.protocol, "app9") != 0) {
+    /* The native dispatcher: jobs in the registry, each with its own
+     * ledger handle and source (the one opened above only checked the
+     * flags). */
+    if (cm_jobs_create(&f->jobs, &(cm_jobs_cfg_t){.ledger = f->ledger,
+                                                  .max_deliver = (uint32_t)f->fc.max_deliver,
+                                                  .serve = f->serve}) != 0) {
+      fprintf(stderr, "fetcher: out of memory\n");
+      rc = 1;
+      goto done;
+    }
+    if (src != NULL) cm_jobs_give_source(f->jobs, f->fc.job, src);
+    src = NULL;
+    rc = run_native(f, &so, hooks);
+    goto done;
   }
   if (cm_ledger_job_open(f->ledger, f->fc.job, cm_source_describe(src), (uint32_t)f->chunk_size,
                          &info, err, sizeof(err)) != 0) {
@@ -254,39 +414,16 @@ int main(int argc, char **argv) {
   else
     cm_log_info("starting job %s: %s", f->fc.job, cm_source_describe(src));
 
-  if (strcmp(f->cfg.protocol, "app9") == 0) { /* the original example's protocol */
+  { /* --protocol app9: the original example's protocol */
     /* Its chunks have no header to carry a lease token. */
     cm_log_warn("--protocol app9: leases are not authenticated (the app9 wire format has no "
                 "room for a lease token)");
     rc = cm_fetch_app9_run(&f->cfg, &f->fc, f->ledger, src);
-    goto done;
-  }
-  if (cm_lease_key_option(&f->lease_key, f->lease_key_file, err, sizeof(err)) != 0) {
-    fprintf(stderr, "fetcher: invalid value for --lease-key-file: %s\n", err);
-    cm_log_error("%s", err);
-    rc = 2;
-    goto done;
-  }
-  f->fc.lease_key = f->lease_key;
-  if (cm_daemon_create(&d, "fetcher", &f->cfg, &hooks, f) != 0) {
-    rc = 1;
-    goto done;
-  }
-  f->d = d;
-  if (cm_fetch_create(&f->fetch, d, &f->fc, f->ledger, src) != 0) {
-    cm_log_error("cannot start the dispatcher");
-    cm_daemon_exit(d, 1);
-  }
-  rc = cm_daemon_run(d);
-  cm_daemon_destroy(d);
-  cm_fetch_destroy(f->fetch);
-  /* Never report success with state the ledger does not hold. */
-  if (rc == 0 && cm_ledger_unflushed(f->ledger) > 0 && cm_ledger_flush(f->ledger) != 0) {
-    fprintf(stderr, "fetcher: ledger cannot be written: %s\n", cm_ledger_errmsg(f->ledger));
-    rc = 1;
   }
 done:
+  cm_api_destroy(f->api);
   cm_lease_key_free(f->lease_key);
+  cm_jobs_destroy(f->jobs);
   cm_ledger_close(f->ledger);
   cm_source_close(src);
   return rc;

@@ -685,6 +685,18 @@ int cm_source_next(cm_source_t *s, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad,
   return got ? 0 : 1;
 }
 
+const char *cm_source_cursor(const cm_source_t *s) {
+  return s->kind == CM__SRC_HTTP ? cm_http_src_cursor(s->http) : NULL;
+}
+
+int cm_source_resume(cm_source_t *s, int64_t pos, uint64_t line, const char *cursor) {
+  if (s->kind == CM__SRC_HTTP) {
+    s->line = line;
+    return cm_http_src_seek_cursor(s->http, pos, line, cursor);
+  }
+  return cm_source_seek(s, pos, line);
+}
+
 int cm_source_seek(cm_source_t *s, int64_t pos, uint64_t line) {
   if (s->kind == CM__SRC_HTTP) {
     s->line = line;

@@ -95,6 +95,15 @@ int cm_source_next(cm_source_t *s, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad,
 int cm_source_seek(cm_source_t *s, int64_t pos, uint64_t line) __attribute__((warn_unused_result));
 
 /* Additions: */
+/* The opaque resume cursor after the last cm_source_next (NULL: the
+ * position and line say it all): store it with them and hand it back to
+ * cm_source_resume. An HTTP next-link source's cursor is its page's URL,
+ * so a resume loads that page instead of walking every link from page 1.
+ * Borrowed until the next call. */
+const char *cm_source_cursor(const cm_source_t *s);
+/* cm_source_seek with the cursor (may be NULL). */
+int cm_source_resume(cm_source_t *s, int64_t pos, uint64_t line, const char *cursor)
+    __attribute__((warn_unused_result));
 /* Lines (NDJSON) or array values consumed so far: store it with *pos and
  * pass it back to cm_source_seek. */
 uint64_t cm_source_line(const cm_source_t *s);

@@ -51,6 +51,8 @@ struct cm_http_src_s {
   bool end;           /* no more pages */
   int64_t seek_seq;   /* pending resume (0: none) */
   uint64_t seek_used;
+  char *seek_url;     /* next-field mode: the resume cursor, the page's own URL */
+  char *page_url;     /* next-field mode: the URL the page in body came from */
 };
 
 
@@ -197,6 +199,8 @@ void cm_http_src_close(cm_http_src_t *h) {
   free(h->next_field);
   free(h->records_path);
   free(h->next_url);
+  free(h->seek_url);
+  free(h->page_url);
   free(h);
   curl_global_cleanup();
 }
@@ -540,6 +544,12 @@ static int load_page(cm_http_src_t *h, int64_t seq, const char *url_in, char *er
       cJSON_Delete(s);
     }
   }
+  if (rc == 0 && h->next_field) {
+    /* The resume cursor (cm_http_src_cursor): this page's URL. */
+    free(h->page_url);
+    h->page_url = url;
+    url = NULL;
+  }
 done:
   free(url);
   return rc;
@@ -553,7 +563,13 @@ static int ensure_page(cm_http_src_t *h, char *err, size_t errlen) {
     int64_t target = h->seek_seq;
     uint64_t skip = h->seek_used;
     h->seek_seq = 0;
-    if (h->next_field) {
+    if (h->next_field && h->seek_url != NULL) {
+      /* The stored cursor: that page at once, not every link from page 1. */
+      char *u = h->seek_url;
+      h->seek_url = NULL;
+      rc = load_page(h, target, u, err, errlen);
+      free(u);
+    } else if (h->next_field) {
       rc = load_page(h, 1, h->url, err, errlen);
       for (int64_t s = 2; rc == 0 && s <= target; s++) {
         if (h->next_url == NULL) {
@@ -640,9 +656,28 @@ int cm_http_src_next(cm_http_src_t *h, uint32_t chunk_size, cm_buf_t *out, uint3
 }
 
 int cm_http_src_seek(cm_http_src_t *h, int64_t pos, uint64_t line) {
+  return cm_http_src_seek_cursor(h, pos, line, NULL);
+}
+
+int cm_http_src_seek_cursor(cm_http_src_t *h, int64_t pos, uint64_t line, const char *cursor) {
+  char *u = NULL;
   if (pos < 1) return -EINVAL;
+  if (cursor != NULL && cursor[0] != '\0' && h->next_field && !(u = strdup(cursor)))
+    return -ENOMEM;
+  free(h->seek_url);
+  h->seek_url = u;
   h->seek_seq = pos;
   h->seek_used = line;
   h->end = false;
   return 0;
+}
+
+const char *cm_http_src_cursor(const cm_http_src_t *h) {
+  char shown[2048];
+  if (!h->next_field || h->page_url == NULL) return NULL;
+  /* The cursor is stored in the ledger: never a URL that carries a
+   * credential (the walk from page 1 is the fallback). */
+  if (strlen(h->page_url) >= sizeof(shown)) return NULL;
+  (void)cm_redact_urls(h->page_url, shown, sizeof(shown));
+  return strcmp(shown, h->page_url) == 0 ? h->page_url : NULL;
 }

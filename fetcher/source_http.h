@@ -43,6 +43,16 @@ int cm_http_src_next(cm_http_src_t *h, uint32_t chunk_size, cm_buf_t *out, uint3
                      int64_t *pos, uint64_t *line, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Resume at a position from cm_http_src_next (applied at the next read). */
+/* The same with the opaque cursor from cm_http_src_cursor (may be NULL):
+ * a next-link source loads that page at once instead of walking the links
+ * from page 1 again. */
+int cm_http_src_seek_cursor(cm_http_src_t *h, int64_t pos, uint64_t line, const char *cursor)
+    __attribute__((warn_unused_result));
+/* After cm_http_src_next: what to store with its position so a resume can
+ * go straight back (next-link mode: the URL of the page in hand; NULL in
+ * page-number mode, or when that URL carries a credential). Borrowed until
+ * the next call. */
+const char *cm_http_src_cursor(const cm_http_src_t *h);
 int cm_http_src_seek(cm_http_src_t *h, int64_t pos, uint64_t line)
     __attribute__((warn_unused_result));
 /* 1 when URLs a and b have the same origin (scheme, host, port with the

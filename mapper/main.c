@@ -191,6 +191,7 @@ static void mapper_nak(mapper_t *m, slot_t *s, const char *reason, bool handback
   n.index = s->hdr.index;
   n.attempt = s->hdr.attempt;
   n.lease = s->hdr.lease;
+  n.redo = s->hdr.redo;
   n.mapper_id = (char *)cm_daemon_id(m->d);
   n.reason = (char *)reason;
   n.handback = handback;
@@ -545,6 +546,7 @@ static void mapper_heartbeat(void *ud, Chunkmill__Heartbeat *hb) {
     m->leases[n].index = s->hdr.index;
     m->leases[n].attempt = s->hdr.attempt;
     m->leases[n].lease = s->hdr.lease;
+    m->leases[n].redo = s->hdr.redo;
     m->lease_ptrs[n] = &m->leases[n];
     n++;
   }

@@ -73,7 +73,7 @@ typedef struct saver_s {
    * comes from the sink (cm_sink_health). */
   cm_store_health_t health;
 
-  cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits;
+  cm_counter_t *m_chunks, *m_records, *m_dups, *m_dead, *m_errors, *m_commits, *m_replaced;
   cm_histogram_t *m_commit_s, *m_batch_chunks;
   cm_gauge_t *m_queue;
 } saver_t;
@@ -161,16 +161,20 @@ static void saver_commit_done(uv_work_t *w, int status) {
       ack.dead_records = it->dead;
       ack.duplicate = it->status == 1;
       ack.saver_id = (char *)cm_daemon_id(s->d);
+      /* What is stored now (for a duplicate, possibly a later redo). */
+      ack.version = it->version;
+      ack.redo = it->redo;
       char mac[CM_LEASE_TOKEN_HEX + 1];
       if (s->lease_key != NULL) {
-        cm_lease_ack_mac(s->lease_key, ack.job, ack.index, ack.attempt, ack.records,
-                         ack.dead_records, ack.duplicate, mac);
+        cm_lease_ack_mac(s->lease_key, ack.job, ack.index, ack.attempt, ack.redo, ack.records,
+                         ack.dead_records, ack.duplicate, ack.version, mac);
         ack.mac = mac;
       }
       if (it->status == 1) {
         cm_counter_inc(s->m_dups);
       } else {
         cm_counter_inc(s->m_chunks);
+        if (it->replaced) cm_counter_inc(s->m_replaced);
         cm_counter_add(s->m_records, it->records);
         cm_counter_add(s->m_dead, it->dead);
       }
@@ -269,7 +273,7 @@ static void saver_on_save(void *ud, natsMsg *m) {
   }
   if (s->lease_key != NULL && sm->peek_rc == 0 &&
       !cm_lease_verify(s->lease_key, sm->v.hdr.job, sm->v.hdr.index, sm->v.hdr.attempt,
-                       sm->v.hdr.mapper, sm->v.hdr.lease)) {
+                       sm->v.hdr.redo, sm->v.hdr.mapper, sm->v.hdr.lease)) {
     /* Not the answer to a lease the fetcher issued (forged, or the fetcher
      * and this saver hold different keys): store nothing. */
     cm_reject(s->rej, cm_daemon_now_ms(s->d), sm->v.hdr.lease[0] ? "lease_forged" : "lease_missing",
@@ -503,6 +507,9 @@ int main(int argc, char **argv) {
   s.m_dups = cm_metrics_counter(m, "chunkmill_saver_duplicate_chunks_total",
                                 "Chunks received again after being saved (acknowledged, not rewritten).",
                                 NULL);
+  s.m_replaced = cm_metrics_counter(
+      m, "chunkmill_saver_chunks_replaced_total",
+      "Chunks saved by a redo (a higher redo generation): their earlier rows were replaced.", NULL);
   s.m_dead = cm_metrics_counter(m, "chunkmill_saver_dead_letters_total",
                                 "Records stored as dead letters.", NULL);
   s.m_errors = cm_metrics_counter(m, "chunkmill_saver_errors_total",

@@ -7,13 +7,17 @@
  *
  * Both keep the same data model (docs/design.md "Results database"):
  *   records(job, chunk, idx, body)   PRIMARY KEY(job, chunk, idx)
- *   chunks(job, chunk, records, dead, attempt, version, saved_at)
+ *   chunks(job, chunk, records, dead, attempt, version, saved_at, redo)
  *                                    the "chunk saved" marker
  *   dead_letters(job, chunk, idx, reason, record)
  * A chunk's records, dead letters and marker commit in one transaction; a
- * chunk whose marker exists (saved before, or by another saver) is a
- * duplicate: nothing is written and it is reported saved, so the caller
- * acknowledges it again. Nothing is reported saved before COMMIT.
+ * chunk whose marker exists (saved before, or by another saver) with a redo
+ * generation >= the chunk's "redo" is a duplicate: nothing is written and
+ * it is reported saved, so the caller acknowledges it again. A marker with
+ * a lower generation (docs/jobs.md "Redo by version") is replaced: the
+ * chunk's old rows and dead letters are deleted and the new ones and the
+ * marker written in the same transaction (never a mix of both); status 0,
+ * replaced. Nothing is reported saved before COMMIT.
  *
  * Threads: save_batch and check run on one thread at a time (the saver's
  * commit thread); cm_sink_health and cm_sink_name may be called from any
@@ -54,6 +58,12 @@ typedef struct cm_sink_item_s {
   cm_chunk_hdr_t hdr;
   uint32_t records; /* records stored (for a duplicate: as stored before) */
   uint32_t dead;    /* dead letters stored */
+  /* status >= 0: the marker now stored (for a duplicate: as stored before,
+   * which may be a later redo than this chunk's): the mapper version of the
+   * rows ("" when none) and the redo generation. */
+  char version[CM_VERSION_MAX];
+  uint32_t redo;
+  bool replaced; /* status 0 only: the chunk's earlier rows were replaced (a redo) */
   char err[160];
 } cm_sink_item_t;
 

@@ -2,7 +2,8 @@
  *
  * Schema (version CM_PG_SCHEMA_VERSION, table chunkmill_schema):
  *   records(job text, chunk bigint, idx bigint, body text)  PK(job, chunk, idx)
- *   chunks(job, chunk, records, dead, attempt, version, saved_at)  PK(job, chunk)
+ *   chunks(job, chunk, records, dead, attempt, version, saved_at, redo)
+ *                                                          PK(job, chunk)
  *   dead_letters(job, chunk, idx, reason, record)  PK(job, chunk, idx)
  * body is text, not jsonb: it keeps the record byte for byte as the mapper
  * sent it (SQLite stores the same text), and text is cheaper to load; jsonb
@@ -10,7 +11,8 @@
  * but 1e2 -> 100). Query it with body::jsonb.
  * chunks.version is the mapper version that produced the chunk (the mapped
  * chunk's "version", cm/chunk.h), NULL when the chunk has none; a duplicate
- * keeps the first marker, so the first version.
+ * keeps the first marker, so the first version. chunks.redo (schema 3) is
+ * the chunk's redo generation (docs/jobs.md "Redo by version"), 0 if none.
  *
  * One batch = one transaction (READ COMMITTED):
  *   1. the markers of all chunks of the batch, sorted by (job, chunk), in one
@@ -19,7 +21,15 @@
  *      (then it is a duplicate) or rollback (then it is ours). Every saver
  *      takes the marker locks in the same order, so two batches cannot
  *      deadlock on them.
- *   2. for chunks whose marker was already there: their stored counts;
+ *   2. for chunks whose marker was already there: their stored counts,
+ *      version and redo generation. One whose stored generation is lower
+ *      than the chunk's is a redo: its marker is updated in place with
+ *      UPDATE .. WHERE redo < G (which takes the row lock and, under READ
+ *      COMMITTED, re-checks the generation once another saver's redo of the
+ *      same chunk has committed: only one saver replaces a generation, the
+ *      other sees a duplicate), and its old records and dead letters are
+ *      deleted; then it is written as a new chunk in steps 3 and 4, in the
+ *      same transaction. Rare, so one statement per chunk;
  *   3. the records of the new chunks in one COPY (binary), which measured
  *      faster than multi-row INSERTs (README "Performance");
  *   4. dead letters, one INSERT .. SELECT FROM json_array_elements per chunk
@@ -51,7 +61,7 @@
 #include "cm/err.h"
 #include "cm/log.h"
 
-#define CM_PG_SCHEMA_VERSION 2
+#define CM_PG_SCHEMA_VERSION 3
 #define PG_BACKOFF_MIN_MS 100
 #define PG_BACKOFF_MAX_MS 5000
 #define PG_RETRIES 3
@@ -70,10 +80,13 @@ typedef struct {
   uint32_t nrec, ndead;
   int alias;     /* >= 0: same (job, chunk) as that earlier item of the batch */
   bool valid;    /* passed the checks before the database */
-  bool inserted; /* our marker went in */
+  bool inserted; /* our marker went in (or replaced a lower redo generation's) */
+  bool replaced; /* inserted by a redo: the old rows were deleted */
   bool failed;   /* refused by the server (permanent), perr set */
   char perr[160];
-  uint32_t have_rec, have_dead; /* a duplicate's stored counts */
+  uint32_t have_rec, have_dead; /* a duplicate's stored counts, */
+  uint32_t have_redo;           /* redo generation */
+  char have_version[CM_VERSION_MAX]; /* and version ("" when NULL) */
 } prep_t;
 
 typedef struct {
@@ -205,6 +218,9 @@ static const char *const schema_v1[] = {
 static const char *const schema_v2[] = {
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS version text",
 };
+static const char *const schema_v3[] = {
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS redo bigint NOT NULL DEFAULT 0",
+};
 
 /* Creates or migrates the schema in one transaction, under an advisory
  * lock so savers starting together do not race. A newer schema: -ENOTSUP,
@@ -247,7 +263,10 @@ static int migrate(pg_t *p, char *err, size_t errlen) {
   if (v < 2)
     for (size_t k = 0; e == PGE_OK && k < sizeof(schema_v2) / sizeof(schema_v2[0]); k++)
       e = exec0(p, schema_v2[k], PGRES_COMMAND_OK, NULL);
-  /* Later versions add their steps here: if (v < 3) { ... }. */
+  if (v < 3)
+    for (size_t k = 0; e == PGE_OK && k < sizeof(schema_v3) / sizeof(schema_v3[0]); k++)
+      e = exec0(p, schema_v3[k], PGRES_COMMAND_OK, NULL);
+  /* Later versions add their steps here: if (v < 4) { ... }. */
   if (e == PGE_OK && v < CM_PG_SCHEMA_VERSION)
     e = exec0(p,
               "DELETE FROM chunkmill_schema;"
@@ -355,6 +374,10 @@ static int cmp_order(const void *a, const void *b, void *ctx) {
   if (c != 0) return c;
   if (prep[i].v.hdr.index != prep[j].v.hdr.index)
     return prep[i].v.hdr.index < prep[j].v.hdr.index ? -1 : 1;
+  /* Of two copies of one chunk, the highest redo generation owns it (the
+   * other is its duplicate); then the first. */
+  if (prep[i].v.hdr.redo != prep[j].v.hdr.redo)
+    return prep[i].v.hdr.redo > prep[j].v.hdr.redo ? -1 : 1;
   return i < j ? -1 : i > j; /* stable: the first of two equal keys owns it */
 }
 
@@ -534,7 +557,7 @@ static int params_need(pg_t *p, size_t n) {
 }
 
 typedef struct {
-  char chunk[24], rec[16], dead[16], att[16];
+  char chunk[24], rec[16], dead[16], att[16], redo[16];
 } nums_t;
 
 /* The selected chunk not yet marked inserted whose job and chunk number (as
@@ -547,6 +570,58 @@ static prep_t *find_pending(pg_t *p, const size_t *sel, size_t nsel, const nums_
       return q;
   }
   return NULL;
+}
+
+/* Step 2's redo of q (its stored generation was lower): takes over the
+ * marker, or finds that another saver's redo got there first (then q stays
+ * a duplicate, with the counts of that redo). */
+static pge_t pg_replace(pg_t *p, prep_t *q, const nums_t *n, const char *ts) {
+  const char *pv[8] = {q->v.hdr.job, n->chunk, n->rec, n->dead, n->att,
+                       q->v.hdr.version[0] ? q->v.hdr.version : NULL, ts, n->redo};
+  PGresult *res = PQexecParams(p->conn,
+                               "UPDATE chunks SET records = $3, dead = $4, attempt = $5,"
+                               " version = $6, saved_at = $7, redo = $8"
+                               " WHERE job = $1 AND chunk = $2 AND redo < $8",
+                               8, NULL, pv, NULL, NULL, 0);
+  pge_t e;
+  if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) goto fail;
+  if (strcmp(PQcmdTuples(res), "1") != 0) {
+    /* Replaced by another saver meanwhile, with this generation or a later
+     * one: what it stored is what this saver reports. */
+    PQclear(res);
+    res = PQexecParams(p->conn,
+                       "SELECT records, dead, version, redo FROM chunks"
+                       " WHERE job = $1 AND chunk = $2",
+                       2, NULL, pv, NULL, NULL, 0);
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) goto fail;
+    if (PQntuples(res) != 1) {
+      PQclear(res);
+      cm_set_err(p->msg, sizeof(p->msg), "a chunk marker vanished while saving");
+      return PGE_TEMP;
+    }
+    q->have_rec = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+    q->have_dead = (uint32_t)strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+    snprintf(q->have_version, sizeof(q->have_version), "%s", PQgetvalue(res, 0, 2));
+    q->have_redo = (uint32_t)strtoul(PQgetvalue(res, 0, 3), NULL, 10);
+    PQclear(res);
+    return PGE_OK;
+  }
+  PQclear(res);
+  res = PQexecParams(p->conn, "DELETE FROM records WHERE job = $1 AND chunk = $2", 2, NULL, pv,
+                     NULL, NULL, 0);
+  if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) goto fail;
+  PQclear(res);
+  res = PQexecParams(p->conn, "DELETE FROM dead_letters WHERE job = $1 AND chunk = $2", 2, NULL,
+                     pv, NULL, NULL, 0);
+  if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) goto fail;
+  PQclear(res);
+  q->inserted = true;
+  q->replaced = true;
+  return PGE_OK;
+fail:
+  e = classify(p, res);
+  PQclear(res);
+  return e;
 }
 
 /* Steps 1-4 of the header comment for the selected chunks, inside the
@@ -564,15 +639,17 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
     snprintf(nums[s].rec, sizeof(nums[s].rec), "%u", q->nrec);
     snprintf(nums[s].dead, sizeof(nums[s].dead), "%u", q->ndead);
     snprintf(nums[s].att, sizeof(nums[s].att), "%u", q->v.hdr.attempt);
+    snprintf(nums[s].redo, sizeof(nums[s].redo), "%u", q->v.hdr.redo);
+    q->replaced = false;
   }
   /* 1. markers */
-  if (params_need(p, nsel * 7) != 0) goto nomem;
+  if (params_need(p, nsel * 8) != 0) goto nomem;
   rc |= cm_buf_puts(&p->sql, "INSERT INTO chunks(job, chunk, records, dead, attempt, version, "
-                             "saved_at) VALUES");
+                             "saved_at, redo) VALUES");
   for (size_t s = 0; s < nsel; s++) {
     prep_t *q = &p->prep[sel[s]];
-    rc |= cm_buf_printf(&p->sql, "%s($%zu,$%zu,$%zu,$%zu,$%zu,$%zu,$%zu)", s ? "," : "", np + 1,
-                        np + 2, np + 3, np + 4, np + 5, np + 6, np + 7);
+    rc |= cm_buf_printf(&p->sql, "%s($%zu,$%zu,$%zu,$%zu,$%zu,$%zu,$%zu,$%zu)", s ? "," : "",
+                        np + 1, np + 2, np + 3, np + 4, np + 5, np + 6, np + 7, np + 8);
     p->params[np++] = q->v.hdr.job;
     p->params[np++] = nums[s].chunk;
     p->params[np++] = nums[s].rec;
@@ -580,6 +657,7 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
     p->params[np++] = nums[s].att;
     p->params[np++] = q->v.hdr.version[0] ? q->v.hdr.version : NULL;
     p->params[np++] = ts;
+    p->params[np++] = nums[s].redo;
   }
   rc |= cm_buf_puts(&p->sql, " ON CONFLICT (job, chunk) DO NOTHING RETURNING job, chunk");
   if (rc != 0) goto nomem;
@@ -596,7 +674,8 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
   np = 0;
   if (params_need(p, nsel * 2) != 0) goto nomem;
   rc |=
-      cm_buf_puts(&p->sql, "SELECT job, chunk, records, dead FROM chunks WHERE (job, chunk) IN (");
+      cm_buf_puts(&p->sql, "SELECT job, chunk, records, dead, version, redo FROM chunks"
+                           " WHERE (job, chunk) IN (");
   for (size_t s = 0; s < nsel; s++) {
     prep_t *q = &p->prep[sel[s]];
     if (q->inserted) continue;
@@ -616,6 +695,8 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
       if (q != NULL) {
         q->have_rec = (uint32_t)strtoul(PQgetvalue(res, r, 2), NULL, 10);
         q->have_dead = (uint32_t)strtoul(PQgetvalue(res, r, 3), NULL, 10);
+        snprintf(q->have_version, sizeof(q->have_version), "%s", PQgetvalue(res, r, 4));
+        q->have_redo = (uint32_t)strtoul(PQgetvalue(res, r, 5), NULL, 10);
         found++;
       }
     }
@@ -624,6 +705,13 @@ static pge_t pg_write(pg_t *p, size_t *sel, size_t nsel, nums_t *nums, const cha
     if (found != ndup) {
       cm_set_err(p->msg, sizeof(p->msg), "a chunk marker vanished while saving");
       return PGE_TEMP;
+    }
+    for (size_t s = 0; s < nsel; s++) {
+      prep_t *q = &p->prep[sel[s]];
+      if (!q->inserted && q->have_redo < q->v.hdr.redo) {
+        e = pg_replace(p, q, &nums[s], ts);
+        if (e != PGE_OK) return e;
+      }
     }
   }
 
@@ -764,6 +852,7 @@ static void fail_items(cm_sink_item_t *items, size_t n, const prep_t *prep, int 
     items[k].status = rc;
     items[k].temporary = true;
     items[k].records = items[k].dead = 0;
+    items[k].replaced = false;
     cm_set_err(items[k].err, sizeof(items[k].err), "batch not saved: %s", why);
   }
 }
@@ -780,6 +869,9 @@ static int pg_save_batch(void *impl, cm_sink_item_t *items, size_t n) {
     items[k].status = 0;
     items[k].temporary = false;
     items[k].records = items[k].dead = 0;
+    items[k].version[0] = '\0';
+    items[k].redo = 0;
+    items[k].replaced = false;
     items[k].err[0] = '\0';
     memset(&items[k].hdr, 0, sizeof(items[k].hdr));
   }
@@ -893,10 +985,15 @@ done:
       it->status = 0;
       it->records = q->nrec;
       it->dead = q->ndead;
+      snprintf(it->version, sizeof(it->version), "%s", q->v.hdr.version);
+      it->redo = q->v.hdr.redo;
+      it->replaced = q->replaced;
     } else {
       it->status = 1;
       it->records = q->have_rec;
       it->dead = q->have_dead;
+      snprintf(it->version, sizeof(it->version), "%s", q->have_version);
+      it->redo = q->have_redo;
     }
   }
   for (size_t k = 0; k < n; k++) {
@@ -906,6 +1003,8 @@ done:
     items[k].status = o->status == 0 ? 1 : o->status;
     items[k].records = o->records;
     items[k].dead = o->dead;
+    memcpy(items[k].version, o->version, sizeof(items[k].version));
+    items[k].redo = o->redo;
     memcpy(items[k].err, o->err, sizeof(items[k].err));
   }
   free(nums);

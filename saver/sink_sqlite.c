@@ -68,6 +68,9 @@ static int sq_save_batch(void *impl, cm_sink_item_t *items, size_t n) {
     it->hdr = si->hdr;
     it->records = si->records;
     it->dead = si->dead;
+    memcpy(it->version, si->version, sizeof(it->version));
+    it->redo = si->redo;
+    it->replaced = si->replaced;
     memcpy(it->err, si->err, sizeof(it->err));
     if (it->status < 0 && it->temporary && !store_fault) {
       store_fault = true;

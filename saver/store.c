@@ -58,6 +58,12 @@ static const char *const schema_v2[] = {
     "ALTER TABLE chunks ADD COLUMN version TEXT",
 };
 
+/* Version 3: the chunk's redo generation (docs/jobs.md "Redo by version");
+ * 0 for every chunk saved before. */
+static const char *const schema_v3[] = {
+    "ALTER TABLE chunks ADD COLUMN redo INTEGER NOT NULL DEFAULT 0",
+};
+
 enum {
   ST_BEGIN,
   ST_COMMIT,
@@ -71,6 +77,9 @@ enum {
   ST_INS_RECORDS_N,
   ST_INS_DEAD,
   ST_UPD_CHUNK,
+  ST_DEL_RECORDS,
+  ST_DEL_DEAD,
+  ST_REDO_CHUNK,
   ST_COUNT
 };
 
@@ -84,8 +93,9 @@ static const char *stmt_sql[ST_COUNT] = {
     /* version: the mapper's label, NULL when the chunk has none; a
      * duplicate is ignored, so the first version stays. */
     [ST_INS_CHUNK] = "INSERT OR IGNORE INTO chunks(job, chunk, records, dead, attempt, saved_at,"
-                     " version) VALUES(?1, ?2, 0, 0, ?3, ?4, ?5)",
-    [ST_GET_CHUNK] = "SELECT records, dead FROM chunks WHERE job = ?1 AND chunk = ?2",
+                     " version, redo) VALUES(?1, ?2, 0, 0, ?3, ?4, ?5, ?6)",
+    [ST_GET_CHUNK] = "SELECT records, dead, version, redo FROM chunks"
+                     " WHERE job = ?1 AND chunk = ?2",
     /* One row per non-null slot of "data", its raw text bound as is: the
      * chunk was syntax-checked by cm_chunk_peek, so every body is valid
      * JSON (whitespace between tokens removed, see save_records). */
@@ -103,6 +113,13 @@ static const char *stmt_sql[ST_COUNT] = {
                     "   coalesce(value -> '$.record', value -> '$.raw') END"
                     " FROM json_each(?3)",
     [ST_UPD_CHUNK] = "UPDATE chunks SET records = ?3, dead = ?4 WHERE job = ?1 AND chunk = ?2",
+    /* A redo (a marker of a lower generation): the old rows go, the marker
+     * becomes the new one's; the records, dead letters and counts follow
+     * as for a first save, in the same savepoint. */
+    [ST_DEL_RECORDS] = "DELETE FROM records WHERE job = ?1 AND chunk = ?2",
+    [ST_DEL_DEAD] = "DELETE FROM dead_letters WHERE job = ?1 AND chunk = ?2",
+    [ST_REDO_CHUNK] = "UPDATE chunks SET records = 0, dead = 0, attempt = ?3, saved_at = ?4,"
+                      " version = ?5, redo = ?6 WHERE job = ?1 AND chunk = ?2",
 };
 
 struct cm_store_s {
@@ -210,7 +227,13 @@ static int migrate(cm_store_t *s, char *err, size_t errlen) {
       if (rc != SQLITE_OK) goto rollback;
     }
   }
-  /* Later versions add their steps here: if (v < 3) { ... }. */
+  if (v < 3) {
+    for (size_t k = 0; k < sizeof schema_v3 / sizeof schema_v3[0]; k++) {
+      rc = exec1(s->db, schema_v3[k], NULL, 0, err, errlen);
+      if (rc != SQLITE_OK) goto rollback;
+    }
+  }
+  /* Later versions add their steps here: if (v < 4) { ... }. */
   if (v < CM_STORE_SCHEMA_VERSION) {
     rc = exec1(s->db, "PRAGMA user_version = " CM_STR(CM_STORE_SCHEMA_VERSION), NULL, 0, err,
                errlen);
@@ -362,6 +385,19 @@ static void bind_key(sqlite3_stmt *st, const cm_chunk_hdr_t *h) {
   (void)sqlite3_bind_int64(st, 2, (sqlite3_int64)h->index);
 }
 
+/* ?3 attempt, ?4 saved_at, ?5 version (NULL when the chunk has none), ?6
+ * redo: the marker columns of ST_INS_CHUNK and ST_REDO_CHUNK. */
+static void bind_marker(sqlite3_stmt *st, const cm_chunk_hdr_t *h, int64_t ts) {
+  bind_key(st, h);
+  (void)sqlite3_bind_int64(st, 3, h->attempt);
+  (void)sqlite3_bind_int64(st, 4, ts);
+  if (h->version[0] != '\0')
+    (void)sqlite3_bind_text(st, 5, h->version, -1, SQLITE_STATIC);
+  else
+    (void)sqlite3_bind_null(st, 5);
+  (void)sqlite3_bind_int64(st, 6, h->redo);
+}
+
 /* Inserts the non-null elements of the view's data array, one prepared
  * INSERT per record binding the record's own span (measured against one
  * INSERT .. SELECT FROM json_each(data) per chunk, which parses the chunk
@@ -485,24 +521,24 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
   char msg[128] = "";
   int rc;
 
-  bind_key(st[ST_INS_CHUNK], &v->hdr);
-  (void)sqlite3_bind_int64(st[ST_INS_CHUNK], 3, v->hdr.attempt);
-  (void)sqlite3_bind_int64(st[ST_INS_CHUNK], 4, ts);
-  if (v->hdr.version[0] != '\0')
-    (void)sqlite3_bind_text(st[ST_INS_CHUNK], 5, v->hdr.version, -1, SQLITE_STATIC);
-  else
-    (void)sqlite3_bind_null(st[ST_INS_CHUNK], 5);
+  snprintf(it->version, sizeof it->version, "%s", v->hdr.version);
+  it->redo = v->hdr.redo;
+  bind_marker(st[ST_INS_CHUNK], &v->hdr, ts);
   rc = run(s->db, st[ST_INS_CHUNK], msg, sizeof msg);
   if (rc != SQLITE_DONE) goto sqlfail;
 
   if (sqlite3_changes(s->db) == 0) {
-    /* Saved before (an earlier delivery of this chunk): report what is
-     * stored; nothing is written. */
+    /* Saved before: an earlier delivery of this chunk, or of an earlier or
+     * later redo generation of it. */
+    uint32_t have_redo = 0;
     bind_key(st[ST_GET_CHUNK], &v->hdr);
     rc = sqlite3_step(st[ST_GET_CHUNK]);
     if (rc == SQLITE_ROW) {
+      const unsigned char *ver = sqlite3_column_text(st[ST_GET_CHUNK], 2);
       it->records = (uint32_t)sqlite3_column_int64(st[ST_GET_CHUNK], 0);
       it->dead = (uint32_t)sqlite3_column_int64(st[ST_GET_CHUNK], 1);
+      snprintf(it->version, sizeof it->version, "%s", ver ? (const char *)ver : "");
+      have_redo = (uint32_t)sqlite3_column_int64(st[ST_GET_CHUNK], 3);
     } else {
       cm_set_err(msg, sizeof msg, "%s",
               rc == SQLITE_DONE ? "chunk marker vanished" : sqlite3_errmsg(s->db));
@@ -510,7 +546,28 @@ static int save_item(cm_store_t *s, cm_store_item_t *it, const cm_chunk_view_t *
     (void)sqlite3_reset(st[ST_GET_CHUNK]);
     (void)sqlite3_clear_bindings(st[ST_GET_CHUNK]);
     if (rc != SQLITE_ROW) goto sqlfail;
-    return 1;
+    if (have_redo >= v->hdr.redo) {
+      /* The same generation or a later one is stored: report what is
+       * stored; nothing is written (a late copy of the old version cannot
+       * overwrite a redo). */
+      it->redo = have_redo;
+      return 1;
+    }
+    /* A redo: replace the chunk. Inside this item's savepoint and the
+     * batch's transaction, so a failure below (or a crash before COMMIT)
+     * leaves the old rows, dead letters and marker as they were. */
+    snprintf(it->version, sizeof it->version, "%s", v->hdr.version);
+    it->records = it->dead = 0;
+    it->replaced = true;
+    bind_key(st[ST_DEL_RECORDS], &v->hdr);
+    rc = run(s->db, st[ST_DEL_RECORDS], msg, sizeof msg);
+    if (rc != SQLITE_DONE) goto sqlfail;
+    bind_key(st[ST_DEL_DEAD], &v->hdr);
+    rc = run(s->db, st[ST_DEL_DEAD], msg, sizeof msg);
+    if (rc != SQLITE_DONE) goto sqlfail;
+    bind_marker(st[ST_REDO_CHUNK], &v->hdr, ts);
+    rc = run(s->db, st[ST_REDO_CHUNK], msg, sizeof msg);
+    if (rc != SQLITE_DONE) goto sqlfail;
   }
 
   rc = save_records(s, v, &it->records, msg, sizeof msg);
@@ -549,6 +606,7 @@ static void fail_all(cm_store_item_t *items, size_t n, int rc, const char *why) 
     if (items[k].status >= 0) {
       items[k].status = rc;
       items[k].records = items[k].dead = 0;
+      items[k].replaced = false;
       cm_set_err(items[k].err, sizeof items[k].err, "%s", why);
     }
   }
@@ -562,6 +620,9 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
   for (size_t k = 0; k < n; k++) {
     items[k].status = 0;
     items[k].records = items[k].dead = 0;
+    items[k].version[0] = '\0';
+    items[k].redo = 0;
+    items[k].replaced = false;
     items[k].err[0] = '\0';
     memset(&items[k].hdr, 0, sizeof items[k].hdr);
   }
@@ -609,6 +670,7 @@ int cm_store_save_batch(cm_store_t *s, cm_store_item_t *items, size_t n) {
     it->status = save_item(s, it, &v, ts);
     if (it->status < 0) {
       it->records = it->dead = 0;
+      it->replaced = false;
       /* Some errors (disk full, I/O) make SQLite roll the whole
        * transaction back by itself: then the batch is lost. */
       if (sqlite3_get_autocommit(s->db)) {

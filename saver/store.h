@@ -2,16 +2,22 @@
  *
  *   records(job, chunk, idx, body)      PRIMARY KEY(job, chunk, idx), WITHOUT
  *                                        ROWID: inserts append in key order
- *   chunks(job, chunk, records, dead, attempt, saved_at, version)
+ *   chunks(job, chunk, records, dead, attempt, saved_at, version, redo)
  *                                        the "chunk saved" marker; version
  *                                        (schema 2): the mapper version that
  *                                        produced it (the chunk's
- *                                        "version"), NULL when absent
+ *                                        "version"), NULL when absent; redo
+ *                                        (schema 3): the chunk's redo
+ *                                        generation (its "redo", 0 if none)
  *   dead_letters(job, chunk, idx, reason, record)
  *
  * A chunk's records, its dead letters and its marker commit together. A
- * chunk whose marker exists is a duplicate: nothing is written, and it is
- * reported as saved so the caller acknowledges it again.
+ * chunk whose marker exists with a redo generation >= the chunk's is a
+ * duplicate: nothing is written, and it is reported as saved so the caller
+ * acknowledges it again. A marker with a lower generation is a redo
+ * (docs/jobs.md "Redo by version"): the chunk's rows and dead letters are
+ * deleted and the new ones written with the new marker, in the same
+ * transaction, so the old or the new chunk is stored, never a mix.
  *
  * Not thread-safe: one thread at a time (the saver commits on a thread-pool
  * thread, one batch at a time). */
@@ -24,7 +30,7 @@
 
 #include "cm/chunk.h"
 
-#define CM_STORE_SCHEMA_VERSION 2
+#define CM_STORE_SCHEMA_VERSION 3
 
 typedef struct cm_store_s cm_store_t;
 
@@ -34,7 +40,7 @@ typedef enum { CM_SYNC_NORMAL = 1, CM_SYNC_FULL = 2 } cm_store_sync_t;
  * a newer schema version is refused with a clear error).
  * Details: journal_mode=WAL, synchronous NORMAL or FULL, busy_timeout 5 s.
  * A newer schema gives -ENOTSUP and "results database PATH has schema
- * version N; this saver supports up to 2", and the file is not modified.
+ * version N; this saver supports up to 3", and the file is not modified.
  * Other failures: SQLite's code as a negative errno (-EIO, -EACCES, ...)
  * with err naming the file. */
 int cm_store_open(cm_store_t **out, const char *path, cm_store_sync_t sync, char *err,
@@ -61,6 +67,12 @@ typedef struct cm_store_item_s {
   cm_chunk_hdr_t hdr;
   uint32_t records; /* records stored (for a duplicate: as stored before) */
   uint32_t dead;    /* dead letters stored */
+  /* status >= 0: the marker now stored (for a duplicate: as stored before,
+   * which may be a later redo than this chunk's): the mapper version of the
+   * rows ("" when none) and the redo generation. */
+  char version[CM_VERSION_MAX];
+  uint32_t redo;
+  bool replaced; /* status 0 only: the chunk's earlier rows were replaced (a redo) */
   char err[160];
 } cm_store_item_t;
 

@@ -12,14 +12,17 @@ CM_BUILD_PKGS="build-essential cmake pkg-config libnats-dev libuv1-dev libprotob
 # generate their certificates), docker-compose (deploy_compose_config runs
 # `docker-compose config` on the compose files; no engine needed), a
 # PostgreSQL server (the PostgreSQL sink's tests run a throwaway one: initdb +
-# pg_ctl), and prometheus for promtool and python3-yaml (integ_monitoring
-# checks the alert rules with them).
-CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose postgresql prometheus python3-yaml"
-# deploy_manifests also needs node >= 18 and npm, but it runs only where
-# kubectl >= 1.27 with kustomize v5 is on PATH (not a Debian package:
-# bookworm's kubernetes-client is 1.20). scripts/test installs these only
-# then (cm_kubectl_check), so a machine without kubectl is spared ~370
-# packages for a test that would be skipped anyway.
+# pg_ctl), prometheus for promtool and python3-yaml (integ_monitoring
+# checks the alert rules with them), and chromium (integ_dashboard opens the
+# web dashboard in it, headless).
+CM_TEST_PKGS="clang libclang-rt-14-dev openssl docker-compose postgresql prometheus python3-yaml
+  chromium"
+# node >= 18 and npm: integ_dashboard drives chromium with playwright-core
+# (npm, installed into the build tree at test time), and deploy_manifests
+# (only where kubectl >= 1.27 with kustomize v5 is on PATH) validates the
+# manifests with npm packages. scripts/test installs these by command, not by
+# package: a node from elsewhere (e.g. NodeSource, which bundles npm) must
+# not be replaced by Debian's.
 CM_DEPLOY_PKGS="nodejs npm"
 
 cm_log() { printf '==> %s\n' "$*" >&2; }

@@ -15,6 +15,8 @@
 #include <strings.h>
 
 #define CM_ENV_PREFIX "CHUNKMILL_"
+
+const char cm_opt_flag_only[] = "(flag only)";
 #define CM_ENV_NAME_MAX 128
 
 /* Where the value being checked came from; used to word the error. */
@@ -268,19 +270,21 @@ static int help_names_choices(const cm_opt_t *o) {
   return 1;
 }
 
-static void usage(const cm_opt_t *opts, size_t n, const char *prog, const char *summary,
-                  FILE *out) {
-  char head[160], env[CM_ENV_NAME_MAX], list[512];
-  int width = (int)strlen("-h, --help");
+static int flag_only(const cm_opt_t *o) { return o->env_fallback == CM_OPT_FLAG_ONLY; }
 
-  /* Align the help column on the longest "--name VALUE". */
+/* Width of the flag column: the longest "--name VALUE", at least "-h, --help". */
+static int flag_width(const cm_opt_t *opts, size_t n) {
+  char head[160];
+  int width = (int)strlen("-h, --help");
   for (size_t i = 0; i < n; i++) {
     int w = snprintf(head, sizeof head, "--%s %s", opts[i].name, type_meta(&opts[i]));
     if (w > width && w < (int)sizeof head) width = w;
   }
+  return width;
+}
 
-  fprintf(out, "%s - %s\n\nUsage: %s [OPTIONS]\n\nOptions (flags win over the environment):\n",
-          prog, summary != NULL ? summary : "", prog);
+static void print_options(const cm_opt_t *opts, size_t n, int width, FILE *out) {
+  char head[160], env[CM_ENV_NAME_MAX], list[512];
   for (size_t i = 0; i < n; i++) {
     const cm_opt_t *o = &opts[i];
     if (o->type == CM_OPT_BOOL)
@@ -294,11 +298,29 @@ static void usage(const cm_opt_t *opts, size_t n, const char *prog, const char *
       fmt_choices(list, sizeof list, o->choices);
       fprintf(out, " [%s]", list);
     }
-    fprintf(out, " (env %s", env);
-    if (o->env_fallback != NULL) fprintf(out, " or %s", o->env_fallback);
-    if (o->def != NULL) fprintf(out, ", default: %s", is_secret(o->name) ? "(hidden)" : o->def);
+    if (flag_only(o)) {
+      fprintf(out, " (flag only");
+    } else {
+      fprintf(out, " (env %s", env);
+      if (o->env_fallback != NULL) fprintf(out, " or %s", o->env_fallback);
+    }
+    if (o->def != NULL)
+      fprintf(out, "%sdefault: %s", flag_only(o) ? "; " : ", ",
+              is_secret(o->name) ? "(hidden)" : o->def);
     fprintf(out, ")\n");
   }
+}
+
+void cm_config_print_options(const cm_opt_t *opts, size_t n, FILE *out) {
+  print_options(opts, n, flag_width(opts, n), out);
+}
+
+static void usage(const cm_opt_t *opts, size_t n, const char *prog, const char *summary,
+                  FILE *out) {
+  int width = flag_width(opts, n);
+  fprintf(out, "%s - %s\n\nUsage: %s [OPTIONS]\n\nOptions (flags win over the environment):\n",
+          prog, summary != NULL ? summary : "", prog);
+  print_options(opts, n, width, out);
   fprintf(out, "  %-*s   show this help and exit\n", width, "-h, --help");
   fprintf(out, "  %-*s   print the program's name and version and exit\n", width, "--version");
 }
@@ -388,8 +410,8 @@ int cm_config_parse(const cm_opt_t *opts, size_t n, int argc, char **argv, const
       goto fail;
     }
 
-    const char *ev = getenv(env);
-    const char *fb = o->env_fallback != NULL ? getenv(o->env_fallback) : NULL;
+    const char *ev = flag_only(o) ? NULL : getenv(env);
+    const char *fb = o->env_fallback != NULL && !flag_only(o) ? getenv(o->env_fallback) : NULL;
     if (flagval[i] != NULL) {
       value = flagval[i];
       src.kind = SRC_FLAG;
@@ -457,4 +479,21 @@ int cm_config_common_opts(cm_common_cfg_t *cfg, cm_opt_t *out, size_t cap) {
   if (cap < CM_COMMON_OPTS_N) return -ENOSPC;
   memcpy(out, rows, sizeof rows);
   return CM_COMMON_OPTS_N;
+}
+
+int cm_config_nats_opts(cm_common_cfg_t *cfg, cm_opt_t *out, size_t cap) {
+  static const char *const names[CM_NATS_OPTS_N] = {
+      "nats-url",  "prefix",  "nats-user", "nats-password", "nats-token",
+      "nats-creds", "nats-ca", "nats-cert", "nats-key"};
+  cm_opt_t all[CM_COMMON_OPTS_N];
+  size_t k = 0;
+
+  if (cfg == NULL || out == NULL) return -EINVAL;
+  if (cap < CM_NATS_OPTS_N) return -ENOSPC;
+  if (cm_config_common_opts(cfg, all, CM_COMMON_OPTS_N) < 0) return -EINVAL;
+  /* In the daemons' order, so --help lists them the same way. */
+  for (size_t i = 0; i < CM_COMMON_OPTS_N; i++)
+    for (size_t j = 0; j < CM_NATS_OPTS_N; j++)
+      if (strcmp(all[i].name, names[j]) == 0) out[k++] = all[i];
+  return k == CM_NATS_OPTS_N ? (int)k : -EINVAL;
 }

@@ -132,8 +132,55 @@ bool cm_daemon_ready(cm_daemon_t *d) {
   return d->hooks.ready == NULL || d->hooks.ready(d->ud, why, sizeof(why));
 }
 
-static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const char **ctype) {
+/* The paths the daemon serves itself, GET/HEAD only. */
+static bool cm__daemon_own_path(const char *path) {
+  return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+         strcmp(path, "/metrics") == 0 || strcmp(path, "/status") == 0;
+}
+
+int cm_daemon_status_json(cm_daemon_t *d, cm_buf_t *body) {
+  int rc = 0;
+  rc |= cm_buf_puts(body, "{\"role\":");
+  rc |= cm_buf_append_json_str(body, d->role, strlen(d->role));
+  rc |= cm_buf_puts(body, ",\"id\":");
+  rc |= cm_buf_append_json_str(body, d->id, strlen(d->id));
+  rc |= cm_buf_puts(body, ",\"version\":");
+  rc |= cm_buf_append_json_str(body, d->cfg.version, strlen(d->cfg.version));
+  rc |= cm_buf_printf(body, ",\"ready\":%s,\"nats_connected\":%s,\"draining\":%s,\"uptime_s\":%.3f",
+                      cm_daemon_ready(d) ? "true" : "false",
+                      cm_nats_connected(d->nats) ? "true" : "false",
+                      d->draining ? "true" : "false",
+                      (double)(cm_daemon_now_ms(d) - d->started_ms) / 1000.0);
+  {
+    char server[256];
+    cm_nats_server(d->nats, server, sizeof(server));
+    rc |= cm_buf_puts(body, ",\"nats_server\":");
+    rc |= server[0] != '\0' ? cm_buf_append_json_str(body, server, strlen(server))
+                            : cm_buf_puts(body, "null");
+    rc |= cm_buf_printf(body, ",\"nats_reconnects\":%llu",
+                        (unsigned long long)cm_nats_reconnects(d->nats));
+  }
+  if (rc == 0 && d->hooks.status != NULL) rc = d->hooks.status(d->ud, body);
+  if (rc == 0) rc = cm_buf_puts(body, "}");
+  return rc == 0 ? 0 : -ENOMEM;
+}
+
+static int cm__daemon_http(void *ud, const cm_http_request_t *req, cm_buf_t *body,
+                           const char **ctype) {
   cm_daemon_t *d = ud;
+  const char *path = req->path;
+  if (!cm__daemon_own_path(path)) {
+    int st = d->hooks.route != NULL ? d->hooks.route(d->ud, req, body, ctype) : 0;
+    if (st != 0) return st;
+    *ctype = NULL;
+    cm_buf_reset(body);
+    if (cm_buf_puts(body, "not found\n") != 0) return 500;
+    return 404;
+  }
+  if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+    if (cm_buf_puts(body, "method not allowed\n") != 0) return 500;
+    return 405;
+  }
   if (strcmp(path, "/healthz") == 0) {
     /* Answering at all proves the loop is turning; the daemon may know
      * better (its workers all stuck). */
@@ -165,35 +212,10 @@ static int cm__daemon_http(void *ud, const char *path, cm_buf_t *body, const cha
     *ctype = "text/plain; version=0.0.4; charset=utf-8";
     return cm_metrics_render(d->metrics, body) == 0 ? 200 : 500;
   }
-  if (strcmp(path, "/status") == 0) {
-    int rc = 0;
-    *ctype = "application/json";
-    rc |= cm_buf_puts(body, "{\"role\":");
-    rc |= cm_buf_append_json_str(body, d->role, strlen(d->role));
-    rc |= cm_buf_puts(body, ",\"id\":");
-    rc |= cm_buf_append_json_str(body, d->id, strlen(d->id));
-    rc |= cm_buf_puts(body, ",\"version\":");
-    rc |= cm_buf_append_json_str(body, d->cfg.version, strlen(d->cfg.version));
-    rc |= cm_buf_printf(body, ",\"ready\":%s,\"nats_connected\":%s,\"draining\":%s,\"uptime_s\":%.3f",
-                        cm_daemon_ready(d) ? "true" : "false",
-                        cm_nats_connected(d->nats) ? "true" : "false",
-                        d->draining ? "true" : "false",
-                        (double)(cm_daemon_now_ms(d) - d->started_ms) / 1000.0);
-    {
-      char server[256];
-      cm_nats_server(d->nats, server, sizeof(server));
-      rc |= cm_buf_puts(body, ",\"nats_server\":");
-      rc |= server[0] != '\0' ? cm_buf_append_json_str(body, server, strlen(server))
-                              : cm_buf_puts(body, "null");
-      rc |= cm_buf_printf(body, ",\"nats_reconnects\":%llu",
-                          (unsigned long long)cm_nats_reconnects(d->nats));
-    }
-    if (rc == 0 && d->hooks.status != NULL) rc = d->hooks.status(d->ud, body);
-    if (rc == 0) rc = cm_buf_puts(body, "}\n");
-    return rc == 0 ? 200 : 500;
-  }
-  if (cm_buf_puts(body, "not found\n") != 0) return 500;
-  return 404;
+  /* /status */
+  *ctype = "application/json";
+  if (cm_daemon_status_json(d, body) != 0 || cm_buf_puts(body, "\n") != 0) return 500;
+  return 200;
 }
 
 /* ---- process metrics ---- */

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -44,11 +45,15 @@
 /* ------------------------------------------------------------------------ */
 /* Request parser                                                            */
 
+/* Header values we keep (the others are skipped). */
+enum { HDR_NONE = 0, HDR_AUTHORIZATION, HDR_CONTENT_TYPE, HDR_N };
+
 struct cm_httpreq_s {
   http_parser parser;
   http_parser_settings settings;
-  size_t max;     /* bytes accepted in total */
-  size_t fed;     /* bytes given to http_parser so far */
+  size_t max;      /* bytes of the head; with no body cap set, of the whole request */
+  size_t max_body; /* 0: the body counts against `max` (see cm_httpreq_set_max_body) */
+  size_t fed;      /* bytes given to http_parser so far */
   size_t used;    /* bytes of the last feed that belong to the request */
   int state;      /* 0 reading, 1 complete, <0 error (sticky) */
   bool done;      /* set by the callbacks */
@@ -59,7 +64,65 @@ struct cm_httpreq_s {
   cm_buf_t url;   /* request target as received */
   char method[24];
   char *path;     /* owned: url without query and fragment */
+  char *query;    /* owned: after '?', without the fragment; "" when none */
+  /* Header parsing: http_parser may split a name or value over callbacks. */
+  char field[32];   /* the name being received (longer names match nothing) */
+  size_t field_len;
+  bool in_value;    /* the last callback was a value */
+  int cur;          /* HDR_* of the value being received */
+  bool dup_header;  /* a kept header appeared twice: refused (-EINVAL) */
+  bool have[HDR_N];
+  cm_buf_t hdr[HDR_N]; /* values of the kept headers */
+  cm_buf_t body;
+  cm_http_request_t view; /* what cm_httpreq_request returns */
 };
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  cm_httpreq_t *r = p->data;
+  if (r->in_value) {
+    r->in_value = false;
+    r->field_len = 0;
+  }
+  if (r->field_len + len < sizeof r->field) memcpy(r->field + r->field_len, at, len);
+  /* Too long for any name we keep: remember only that it is too long. */
+  r->field_len += len;
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  cm_httpreq_t *r = p->data;
+  if (!r->in_value) {
+    r->in_value = true;
+    r->cur = HDR_NONE;
+    if (r->field_len < sizeof r->field) {
+      r->field[r->field_len] = '\0';
+      if (strcasecmp(r->field, "Authorization") == 0)
+        r->cur = HDR_AUTHORIZATION;
+      else if (strcasecmp(r->field, "Content-Type") == 0)
+        r->cur = HDR_CONTENT_TYPE;
+    }
+    if (r->cur != HDR_NONE) {
+      /* Two Authorization (or Content-Type) headers: which one counts is
+       * ambiguous between proxies and us, so the request is refused. */
+      if (r->have[r->cur]) r->dup_header = true;
+      r->have[r->cur] = true;
+    }
+  }
+  if (r->cur == HDR_NONE || r->dup_header) return 0;
+  /* Capped by the head cap like the URL: fails only on OOM. */
+  return cm_buf_append(&r->hdr[r->cur], at, len) == 0 ? 0 : -1;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  cm_httpreq_t *r = p->data;
+  size_t cap = r->max_body > 0 ? r->max_body : r->max;
+  if (r->body.len + len > cap) {
+    r->too_big = true;
+    http_parser_pause(p, 1);
+    return 0;
+  }
+  return cm_buf_append(&r->body, at, len) == 0 ? 0 : -1;
+}
 
 static int on_url(http_parser *p, const char *at, size_t len) {
   cm_httpreq_t *r = p->data;
@@ -75,7 +138,8 @@ static int on_headers_complete(http_parser *p) {
   r->headers_done = true;
   r->keep_alive = http_should_keep_alive(p) != 0 && !p->upgrade;
   /* A declared body that cannot fit is refused now, not after reading it. */
-  if ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > r->max) {
+  if ((p->flags & F_CONTENTLENGTH) != 0 &&
+      p->content_length > (r->max_body > 0 ? r->max_body : r->max)) {
     r->too_big = true;
     http_parser_pause(p, 1);
     return 0;
@@ -106,6 +170,25 @@ static void req_init(cm_httpreq_t *r) {
   r->state = 0;
   r->done = r->headers_done = r->too_big = r->body_unread = r->keep_alive = false;
   r->method[0] = '\0';
+  r->field_len = 0;
+  r->in_value = false;
+  r->cur = HDR_NONE;
+  r->dup_header = false;
+  for (int i = 0; i < HDR_N; i++) r->have[i] = false;
+  memset(&r->view, 0, sizeof r->view);
+}
+
+/* The body may be as large as the head cap (legacy) or as the body cap. */
+static void bufs_init(cm_httpreq_t *r) {
+  cm_buf_init(&r->url, r->max);
+  for (int i = 0; i < HDR_N; i++) cm_buf_init(&r->hdr[i], r->max);
+  cm_buf_init(&r->body, r->max_body > 0 ? r->max_body : r->max);
+}
+
+static void bufs_free(cm_httpreq_t *r) {
+  cm_buf_free(&r->url);
+  for (int i = 0; i < HDR_N; i++) cm_buf_free(&r->hdr[i]);
+  cm_buf_free(&r->body);
 }
 
 int cm_httpreq_create(cm_httpreq_t **out, size_t max_bytes) {
@@ -113,27 +196,51 @@ int cm_httpreq_create(cm_httpreq_t **out, size_t max_bytes) {
   if (r == NULL) return -ENOMEM;
   http_parser_settings_init(&r->settings);
   r->settings.on_url = on_url;
+  r->settings.on_header_field = on_header_field;
+  r->settings.on_header_value = on_header_value;
+  r->settings.on_body = on_body;
   r->settings.on_headers_complete = on_headers_complete;
   r->settings.on_message_complete = on_message_complete;
   r->max = max_bytes;
-  cm_buf_init(&r->url, max_bytes);
+  bufs_init(r);
   req_init(r);
   *out = r;
   return 0;
 }
 
+void cm_httpreq_set_max_body(cm_httpreq_t *r, size_t max_body) {
+  bufs_free(r);
+  r->max_body = max_body;
+  bufs_init(r);
+}
+
 void cm_httpreq_reset(cm_httpreq_t *r) {
-  cm_buf_reset(&r->url);
+  /* Free, not just reset: a keep-alive connection should not hold a 64 KiB
+   * body buffer while it idles. */
+  bufs_free(r);
+  bufs_init(r);
   free(r->path);
-  r->path = NULL;
+  free(r->query);
+  r->path = r->query = NULL;
   req_init(r);
 }
 
 void cm_httpreq_destroy(cm_httpreq_t *r) {
   if (r == NULL) return;
-  cm_buf_free(&r->url);
+  bufs_free(r);
   free(r->path);
+  free(r->query);
   free(r);
+}
+
+/* A header value without the blanks http_parser leaves at its end. */
+static const char *hdr_value(cm_httpreq_t *r, int which) {
+  cm_buf_t *b = &r->hdr[which];
+  if (!r->have[which]) return NULL;
+  if (b->data == NULL) return "";
+  while (b->len > 0 && (b->data[b->len - 1] == ' ' || b->data[b->len - 1] == '\t')) b->len--;
+  b->data[b->len] = '\0';
+  return b->data;
 }
 
 /* Extracts the path: origin-form "/a?b" -> "/a"; absolute-form
@@ -150,22 +257,50 @@ static int finish(cm_httpreq_t *r) {
     http_parser_url_init(&pu);
     if (http_parser_parse_url(u, ulen, r->parser.method == HTTP_CONNECT, &pu) == 0 &&
         (pu.field_set & (1 << UF_PATH)) != 0) {
+      /* From the path on: the query and fragment are cut off below. */
       p = u + pu.field_data[UF_PATH].off;
-      plen = pu.field_data[UF_PATH].len;
+      plen = ulen - pu.field_data[UF_PATH].off;
     }
   }
+  const char *q = NULL; /* the query, up to the fragment or the end */
+  size_t qlen = 0;
+  if (r->dup_header) return -EINVAL;
   for (size_t i = 0; i < plen; i++) {
     if (p[i] == '?' || p[i] == '#') {
+      if (p[i] == '?') {
+        q = p + i + 1;
+        const char *end = memchr(q, '#', (size_t)(u + ulen - q));
+        qlen = end != NULL ? (size_t)(end - q) : (size_t)(u + ulen - q);
+      }
       plen = i;
       break;
     }
   }
   r->path = malloc(plen + 1);
-  if (r->path == NULL) return -ENOMEM;
+  r->query = malloc(qlen + 1);
+  if (r->path == NULL || r->query == NULL) return -ENOMEM;
   if (plen > 0) memcpy(r->path, p, plen);
   r->path[plen] = '\0';
+  if (qlen > 0) memcpy(r->query, q, qlen);
+  r->query[qlen] = '\0';
   snprintf(r->method, sizeof r->method, "%s", http_method_str(r->parser.method));
+  r->view.method = r->method;
+  r->view.path = r->path;
+  r->view.query = r->query;
+  r->view.authorization = hdr_value(r, HDR_AUTHORIZATION);
+  r->view.content_type = hdr_value(r, HDR_CONTENT_TYPE);
+  r->view.body = r->body.data != NULL ? r->body.data : "";
+  r->view.body_len = r->body.len;
   return 1;
+}
+
+/* Bytes http_parser may have been given in total: the head cap while the
+ * head is read; then, with a body cap, room for the body and the framing of
+ * a chunked one (a bound, not an exact count: the body itself is counted in
+ * on_body). */
+static size_t feed_limit(const cm_httpreq_t *r) {
+  if (!r->headers_done || r->max_body == 0) return r->max;
+  return r->max + 2 * r->max_body + 1024;
 }
 
 int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len) {
@@ -174,21 +309,28 @@ int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len) {
   if (len == 0) return 0; /* http_parser would take 0 bytes as EOF */
 
   /* Never hand the parser more than the cap: the part that fits may still
-   * complete the request (what follows it is the caller's: pipelining). */
-  size_t room = r->max - r->fed;
-  size_t n = len < room ? len : room;
-  bool over = n < len;
-
-  if (n > 0) {
-    size_t done = http_parser_execute(&r->parser, &r->settings, data, n);
+   * complete the request (what follows it is the caller's: pipelining).
+   * Once the head is in, the cap grows to the body's: feed on. */
+  size_t off = 0;
+  while (off < len) {
+    size_t limit = feed_limit(r);
+    size_t room = limit > r->fed ? limit - r->fed : 0;
+    if (room == 0) {
+      /* Over the cap in the head: 431; in the body: 413. */
+      r->state = r->headers_done ? -EMSGSIZE : -E2BIG;
+      return r->state;
+    }
+    size_t n = len - off < room ? len - off : room;
+    size_t done = http_parser_execute(&r->parser, &r->settings, data + off, n);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     r->fed += done;
+    off += done;
     if (r->too_big) {
       r->state = -EMSGSIZE;
       return r->state;
     }
     if (r->done) {
-      r->used = done;
+      r->used = off;
       r->state = finish(r);
       return r->state;
     }
@@ -197,9 +339,7 @@ int cm_httpreq_feed(cm_httpreq_t *r, const char *data, size_t len) {
       return r->state;
     }
   }
-  /* Over the cap in the head: 431; in the body: 413. */
-  if (over) r->state = r->headers_done ? -EMSGSIZE : -E2BIG;
-  return r->state;
+  return 0;
 }
 
 size_t cm_httpreq_used(const cm_httpreq_t *r) { return r->state == 1 ? r->used : 0; }
@@ -211,6 +351,10 @@ bool cm_httpreq_keep_alive(const cm_httpreq_t *r) {
 const char *cm_httpreq_method(const cm_httpreq_t *r) { return r->state == 1 ? r->method : NULL; }
 
 const char *cm_httpreq_path(const cm_httpreq_t *r) { return r->state == 1 ? r->path : NULL; }
+
+const cm_http_request_t *cm_httpreq_request(const cm_httpreq_t *r) {
+  return r->state == 1 ? &r->view : NULL;
+}
 
 static const char *reason(int status) {
   switch (status) {
@@ -257,7 +401,7 @@ int cm_http_format_response(cm_buf_t *out, int status, const char *content_type,
                          "Connection: %s\r\n"
                          "\r\n",
                          status, reason(status), content_type, len,
-                         status == 405 ? "Allow: GET, HEAD\r\n" : "",
+                         status == 405 ? "Allow: GET, HEAD, POST\r\n" : "",
                          keep ? "keep-alive" : "close");
   if (rc == 0 && !head_only && len > 0) rc = cm_buf_append(out, body, len);
   if (rc < 0) {
@@ -499,22 +643,22 @@ static void respond(cm_http_conn_t *c, int verdict) {
   cm_buf_init(&body, CM_HTTP_MAX_BODY);
   if (verdict == -E2BIG) {
     status = 431;
-    fixed = "request too large\n";
+    fixed = "{\"error\":\"request head larger than 8 KiB\"}\n";
   } else if (verdict == -EMSGSIZE) {
     status = 413;
-    fixed = "request body too large\n";
+    fixed = "{\"error\":\"request body larger than 64 KiB\"}\n";
   } else if (verdict < 0) {
     status = 400;
-    fixed = "bad request\n";
+    fixed = "{\"error\":\"bad request\"}\n";
   } else {
-    const char *method = cm_httpreq_method(c->req);
-    head = strcmp(method, "HEAD") == 0;
-    if (strcmp(method, "GET") != 0 && !head) {
+    const cm_http_request_t *req = cm_httpreq_request(c->req);
+    head = strcmp(req->method, "HEAD") == 0;
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "POST") != 0 && !head) {
       status = 405;
-      fixed = "method not allowed\n";
+      fixed = "{\"error\":\"method not allowed\"}\n";
     } else {
       c->keep_alive = cm_httpreq_keep_alive(c->req) && !c->peer_eof;
-      status = c->srv->fn(c->srv->ud, cm_httpreq_path(c->req), &body, &ctype);
+      status = c->srv->fn(c->srv->ud, req, &body, &ctype);
       if (status < 100 || status > 599) {
         cm_log_error("http: handler returned status %d for %s", status,
                      cm_httpreq_path(c->req));
@@ -524,8 +668,13 @@ static void respond(cm_http_conn_t *c, int verdict) {
       }
     }
   }
-  /* A failed append leaves the body empty, which is still a valid reply. */
-  if (fixed != NULL && cm_buf_puts(&body, fixed) < 0) cm_buf_reset(&body);
+  /* JSON, like the job API's errors: a client of the API parses every
+   * answer the same way. A failed append leaves the body empty, which is
+   * still a valid reply. */
+  if (fixed != NULL) {
+    ctype = "application/json";
+    if (cm_buf_puts(&body, fixed) < 0) cm_buf_reset(&body);
+  }
 
   int flags = (head ? CM_HTTP_HEAD_ONLY : 0) | (c->keep_alive ? CM_HTTP_KEEP_ALIVE : 0);
   cm_buf_init(&c->out, CM_HTTP_MAX_BODY + CM_HTTP_MAX_HEAD);
@@ -648,6 +797,7 @@ static void on_connection(uv_stream_t *server, int status) {
   cm_buf_init(&c->out, 0);
   cm_buf_init(&c->pending, CM_HTTP_MAX_PIPELINE);
   if (cm_httpreq_create(&c->req, CM_HTTP_MAX_REQUEST) < 0) goto fail;
+  cm_httpreq_set_max_body(c->req, CM_HTTP_MAX_REQUEST_BODY);
   if (uv_tcp_init(h->loop, &c->tcp) < 0) goto fail;
   c->tcp.data = c;
   c->handles_open = 1;

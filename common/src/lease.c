@@ -132,7 +132,15 @@ static bool same(const char *want, const char *got) {
   return CRYPTO_memcmp(want, got, CM_LEASE_TOKEN_HEX) == 0;
 }
 
-static void lease_in(macin_t *m, const char *job, uint64_t index, uint32_t attempt,
+/* The optional trailing fields (lease.h): each behind its own tag, in a
+ * fixed order, so an absent one cannot be mistaken for another. */
+static void put_redo(macin_t *m, uint32_t redo) {
+  if (redo == 0) return;
+  put_str(m, "r");
+  put_u64(m, redo);
+}
+
+static void lease_in(macin_t *m, const char *job, uint64_t index, uint32_t attempt, uint32_t redo,
                      const char *mapper) {
   memset(m, 0, sizeof(*m));
   put_str(m, "lease");
@@ -140,24 +148,25 @@ static void lease_in(macin_t *m, const char *job, uint64_t index, uint32_t attem
   put_u64(m, index);
   put_u64(m, attempt);
   put_str(m, mapper);
+  put_redo(m, redo);
 }
 
 void cm_lease_token(const cm_lease_key_t *k, const char *job, uint64_t index, uint32_t attempt,
-                    const char *mapper, char *out) {
+                    uint32_t redo, const char *mapper, char *out) {
   macin_t m;
-  lease_in(&m, job, index, attempt, mapper);
+  lease_in(&m, job, index, attempt, redo, mapper);
   mac_hex(k, &m, out);
 }
 
 bool cm_lease_verify(const cm_lease_key_t *k, const char *job, uint64_t index, uint32_t attempt,
-                     const char *mapper, const char *token) {
+                     uint32_t redo, const char *mapper, const char *token) {
   char want[CM_LEASE_TOKEN_HEX + 1];
-  cm_lease_token(k, job, index, attempt, mapper, want);
+  cm_lease_token(k, job, index, attempt, redo, mapper, want);
   return same(want, token);
 }
 
-static void ack_in(macin_t *m, const char *job, uint64_t index, uint32_t attempt,
-                   uint32_t records, uint32_t dead, bool dup) {
+static void ack_in(macin_t *m, const char *job, uint64_t index, uint32_t attempt, uint32_t redo,
+                   uint32_t records, uint32_t dead, bool dup, const char *version) {
   memset(m, 0, sizeof(*m));
   put_str(m, "ack");
   put_str(m, job);
@@ -166,19 +175,25 @@ static void ack_in(macin_t *m, const char *job, uint64_t index, uint32_t attempt
   put_u64(m, records);
   put_u64(m, dead);
   put_u64(m, dup ? 1 : 0);
+  if (version != NULL && version[0] != '\0') {
+    put_str(m, "v");
+    put_str(m, version);
+  }
+  put_redo(m, redo);
 }
 
 void cm_lease_ack_mac(const cm_lease_key_t *k, const char *job, uint64_t index, uint32_t attempt,
-                      uint32_t records, uint32_t dead_records, bool duplicate, char *out) {
+                      uint32_t redo, uint32_t records, uint32_t dead_records, bool duplicate,
+                      const char *version, char *out) {
   macin_t m;
-  ack_in(&m, job, index, attempt, records, dead_records, duplicate);
+  ack_in(&m, job, index, attempt, redo, records, dead_records, duplicate, version);
   mac_hex(k, &m, out);
 }
 
 bool cm_lease_ack_verify(const cm_lease_key_t *k, const char *job, uint64_t index,
-                         uint32_t attempt, uint32_t records, uint32_t dead_records, bool duplicate,
-                         const char *mac) {
+                         uint32_t attempt, uint32_t redo, uint32_t records, uint32_t dead_records,
+                         bool duplicate, const char *version, const char *mac) {
   char want[CM_LEASE_TOKEN_HEX + 1];
-  cm_lease_ack_mac(k, job, index, attempt, records, dead_records, duplicate, want);
+  cm_lease_ack_mac(k, job, index, attempt, redo, records, dead_records, duplicate, version, want);
   return same(want, mac);
 }

@@ -650,3 +650,51 @@ int cm_nats_check_options(const cm_common_cfg_t *cfg, char *err, size_t errlen) 
   free(n);
   return rc;
 }
+
+int cm_nats_connect_sync(natsConnection **out, const cm_common_cfg_t *cfg, const char *name,
+                         bool reconnect, char *err, size_t errlen) {
+  natsOptions *o = NULL;
+  natsStatus st;
+  cm_nats_t *n = calloc(1, sizeof *n);
+  int rc;
+
+  *out = NULL;
+  if (n == NULL) return -ENOMEM;
+  cm_nats_redact_url(cfg->nats_url, n->url, sizeof(n->url));
+  rc = cm__nats_split_servers(n, cfg->nats_url, err, errlen);
+  if (rc == -ENOMEM) snprintf(err, errlen, "out of memory");
+  /* The diagnostic variant: no callbacks (none of them may run without the
+   * loop and the handoff), one connect attempt per server. */
+  if (rc == 0) rc = cm__nats_opts(n, &o, true, cfg, name, err, errlen);
+  if (rc == 0 && reconnect) {
+    st = natsOptions_SetAllowReconnect(o, true);
+    if (st == NATS_OK) st = natsOptions_SetReconnectWait(o, 250);
+    if (st == NATS_OK) st = natsOptions_SetReconnectJitter(o, 250, 1000);
+    if (st != NATS_OK) {
+      snprintf(err, errlen, "NATS options: %s", natsStatus_GetText(st));
+      rc = -EINVAL;
+    }
+  }
+  if (rc == 0) {
+    st = natsConnection_Connect(out, o);
+    if (st != NATS_OK) {
+      const char *detail = nats_GetLastError(NULL);
+      /* nats.c's text is often "(conn.c:2088): <the status text>" again. */
+      if (detail == NULL || strstr(detail, natsStatus_GetText(st)) != NULL) detail = "";
+      snprintf(err, errlen, "cannot connect to NATS at %s: %s%s%s", n->url, natsStatus_GetText(st),
+               detail[0] != '\0' ? ": " : "", detail);
+      if (st == NATS_NO_SERVER || st == NATS_IO_ERROR || st == NATS_TIMEOUT)
+        rc = -ECONNREFUSED;
+      else if (st == NATS_CONNECTION_AUTH_FAILED || st == NATS_NOT_PERMITTED)
+        rc = -EACCES;
+      else
+        rc = -EIO;
+      natsConnection_Destroy(*out);
+      *out = NULL;
+    }
+  }
+  natsOptions_Destroy(o);
+  cm__nats_free_servers(n);
+  free(n);
+  return rc;
+}

@@ -1,6 +1,7 @@
 /* fuzz_http.c - the probe server's I/O-free request parser.
  *
- * Input: byte 0 picks the size cap, byte 1 seeds the split points, the rest
+ * Input: byte 0 picks the size cap (bit 0) and a separate body cap (bit 1),
+ * byte 1 seeds the split points, the rest
  * is the request. The same bytes are fed once whole and once in random
  * pieces; the parser must give the same answer both ways (a TCP stream can
  * be cut anywhere), stay sticky after its final answer, and hand out a
@@ -49,10 +50,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * server's real cap. */
   size_t cap = (data[0] & 1) ? CM_HTTP_MAX_REQUEST : 1 + (size_t)data[0] * 8;
   uint32_t seed = data[1];
+  int body_cap = data[0] & 2;
   data += 2;
   size -= 2;
 
   if (cm_httpreq_create(&a, cap) != 0 || cm_httpreq_create(&b, cap) != 0) abort();
+  /* Bit 1: a body cap of its own (the server's setting), larger than the
+   * head's. */
+  if (body_cap) {
+    cm_httpreq_set_max_body(a, 4 * cap);
+    cm_httpreq_set_max_body(b, 4 * cap);
+  }
   int ra = feed_whole(a, data, size);
   int rb = feed_split(b, data, size, seed);
   check_result(a, ra);
@@ -64,6 +72,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(strlen(cm_httpreq_path(a)) <= size);
     FUZZ_CHECK(cm_httpreq_keep_alive(a) == cm_httpreq_keep_alive(b));
     FUZZ_CHECK(cm_httpreq_used(a) > 0 && cm_httpreq_used(a) <= size);
+    const cm_http_request_t *qa = cm_httpreq_request(a), *qb = cm_httpreq_request(b);
+    FUZZ_CHECK(qa != NULL && qb != NULL);
+    FUZZ_CHECK(strcmp(qa->path, cm_httpreq_path(a)) == 0);
+    FUZZ_CHECK(strcmp(qa->query, qb->query) == 0);
+    FUZZ_CHECK((qa->authorization == NULL) == (qb->authorization == NULL));
+    FUZZ_CHECK(qa->authorization == NULL || strcmp(qa->authorization, qb->authorization) == 0);
+    FUZZ_CHECK((qa->content_type == NULL) == (qb->content_type == NULL));
+    FUZZ_CHECK(qa->content_type == NULL || strcmp(qa->content_type, qb->content_type) == 0);
+    FUZZ_CHECK(qa->body_len == qb->body_len && qa->body_len <= size);
+    FUZZ_CHECK(memcmp(qa->body, qb->body, qa->body_len) == 0 && qa->body[qa->body_len] == '\0');
   }
   /* Sticky: once answered, more bytes change nothing. */
   if (ra != 0) FUZZ_CHECK(cm_httpreq_feed(a, "GET / HTTP/1.1\r\n\r\n", 18) == ra);

@@ -8,7 +8,9 @@
  *   is saved (status 0): SQLite's json_each must accept every data span the
  *   chunk codec lets through, or the saver would refuse the chunk forever;
  * - a saved chunk stores one row per non-null "data" slot, every body is
- *   valid JSON, and saving it again is a duplicate with the same counts. */
+ *   valid JSON, and saving it again is a duplicate with the same counts;
+ * - the same chunk with the next redo generation replaces it (same counts,
+ *   nothing left over), after which the first is a duplicate of the redo. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,6 +90,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     again.len = it.len;
     FUZZ_CHECK(cm_sink_save_batch(store, &again, 1) == 0);
     FUZZ_CHECK(again.status == 1 && again.records == it.records && again.dead == it.dead);
+    FUZZ_CHECK(again.redo == v.hdr.redo);
+
+    /* The same chunk one redo generation later replaces it whole (same
+     * counts, nothing of the first save left over or doubled); the first
+     * one after that is a duplicate reporting the redo. */
+    if (v.hdr.redo < UINT32_MAX) {
+      cm_chunk_hdr_t h = v.hdr;
+      cm_buf_t b;
+      cm_sink_item_t redo;
+      h.redo++;
+      memcpy(h.version, "fuzz-redo", 10);
+      cm_buf_init(&b, 2 * size + 4096);
+      FUZZ_CHECK(cm_chunk_begin(&b, &h) == 0);
+      FUZZ_CHECK(cm_buf_append(&b, v.data + 1, v.data_len - 2) == 0);
+      FUZZ_CHECK(cm_chunk_end(&b, v.dead, v.dead ? v.dead_len : 0) == 0);
+      memset(&redo, 0, sizeof redo);
+      redo.json = b.data;
+      redo.len = b.len;
+      FUZZ_CHECK(cm_sink_save_batch(store, &redo, 1) == 0);
+      if (redo.status != 0) fprintf(stderr, "redo not saved: %d %s\n", redo.status, redo.err);
+      FUZZ_CHECK(redo.status == 0 && redo.replaced && redo.redo == h.redo);
+      FUZZ_CHECK(redo.records == it.records && redo.dead == it.dead);
+      FUZZ_CHECK(query1("SELECT count(*) FROM records") == (long long)it.records);
+      FUZZ_CHECK(query1("SELECT count(*) FROM dead_letters") == (long long)it.dead);
+      FUZZ_CHECK(query1("SELECT count(*) FROM chunks WHERE version = 'fuzz-redo'") == 1);
+      memset(&again, 0, sizeof again);
+      again.json = it.json;
+      again.len = it.len;
+      FUZZ_CHECK(cm_sink_save_batch(store, &again, 1) == 0);
+      FUZZ_CHECK(again.status == 1 && again.redo == h.redo);
+      FUZZ_CHECK(strcmp(again.version, "fuzz-redo") == 0);
+      cm_buf_free(&b);
+    }
   } else {
     FUZZ_CHECK(it.err[0] != '\0');
     FUZZ_CHECK(query1("SELECT count(*) FROM chunks") == 0);

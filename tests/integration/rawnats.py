@@ -156,3 +156,59 @@ class RawNats:
 
 def random_hex(n=32):
     return os.urandom(n // 2).hex()
+
+
+def decode(data):
+    """The fields of a protobuf message as {number: value}: varints as int,
+    length-delimited fields as bytes (the last one wins, as for a scalar)."""
+    out, i = {}, 0
+
+    def varint():
+        nonlocal i
+        v, shift = 0, 0
+        while True:
+            b = data[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+    while i < len(data):
+        key = varint()
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            out[num] = varint()
+        elif wt == 2:
+            n = varint()
+            out[num] = bytes(data[i:i + n])
+            i += n
+        else:
+            raise ValueError(f"wire type {wt} of field {num} not handled")
+    return out
+
+
+def _mac(key, fields):
+    """cm/lease.h: HMAC-SHA256 over length-prefixed fields, first 128 bits
+    as hex."""
+    import hashlib
+    import hmac
+    buf = b"".join(len(f).to_bytes(4, "big") + f for f in
+                   (x.encode() if isinstance(x, str) else x for x in fields))
+    return hmac.new(key, buf, hashlib.sha256).hexdigest()[:32]
+
+
+def lease_token(key, job, index, attempt, mapper, redo=0):
+    f = ["lease", job, str(index), str(attempt), mapper]
+    if redo:
+        f += ["r", str(redo)]
+    return _mac(key, f)
+
+
+def ack_mac(key, job, index, attempt, records, dead, duplicate, version="", redo=0):
+    f = ["ack", job, str(index), str(attempt), str(records), str(dead),
+         "1" if duplicate else "0"]
+    if version:
+        f += ["v", version]
+    if redo:
+        f += ["r", str(redo)]
+    return _mac(key, f)

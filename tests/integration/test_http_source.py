@@ -6,7 +6,9 @@
   environment variable (401 without it) + one page failing twice with 503:
   exactly the served records are saved, each page fetched once except the
   retried one, and the secret is in no log;
-- next links (--http-next-field links.next, relative URLs);
+- next links (--http-next-field links.next, relative URLs); a fetcher
+  killed half-way resumes at the stored page's URL (the resume cursor), not
+  by walking every link from page 1 again;
 - --http-pages N against an API that returns the same 100 users on every
   GET / (the original example's mock API);
 - a permanently failing endpoint: the fetcher exits 1 with a clear error;
@@ -16,6 +18,7 @@
 import collections
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +27,7 @@ from urllib.parse import parse_qs, urlparse
 import time
 
 from harness import (Pipeline, bin_path, check, dump_logs_on_failure, finish, free_port, http_get,
-                     send_json)
+                     send_json, status, wait_until)
 
 SECRET = "Bearer s3cret-token-42"
 PAGE = 37
@@ -61,6 +64,12 @@ class Api(BaseHTTPRequestHandler):
         if u.path.startswith("/linked/"):
             p = int(u.path.rsplit("/", 1)[1])
             nxt = f"/linked/{p + 1}" if p < 3 else None
+            return self.send(200, {"items": [{"p": p, "k": k} for k in range(10)],
+                                   "links": {"next": nxt}})
+        if u.path.startswith("/chain/"):
+            # 40 pages of 10 linked by opaque tokens: only the links lead on.
+            p = int(u.path.rsplit("/", 1)[1], 16) - 0x100
+            nxt = f"/chain/{p + 1 + 0x100:x}" if p < 40 else None
             return self.send(200, {"items": [{"p": p, "k": k} for k in range(10)],
                                    "links": {"next": nxt}})
         if u.path == "/":
@@ -135,6 +144,41 @@ def next_links():
         rows = [json.loads(b) for (b,) in P.db_query("SELECT body FROM records")]
         assert sorted((r["p"], r["k"]) for r in rows) == [(p, k) for p in (1, 2, 3) for k in range(10)]
         assert hits["/linked/4"] == 0
+    except Exception:
+        failed.append(P)
+        raise
+    finally:
+        P.stop_all()
+
+
+def next_links_resume_at_cursor():
+    P = Pipeline("chain", records=0, mappers=1, transform="sleep:20", chunk_size=10,
+                 extra_fetcher=["--max-inflight", "1"])
+    try:
+        P.wait_ready([P.saver] + P.mappers)
+        args = ["--once", "--job", "chain", "--source", f"{BASE}/chain/{1 + 0x100:x}",
+                "--http-next-field", "links.next", "--http-records-path", "items"]
+        f = P.start_fetcher(args)
+        wait_until(lambda: (status(f) or {}).get("job", {}).get("done_chunks", 0) >= 15, 60,
+                   interval=0.02, what="half of the chain")
+        f.kill9()
+        con = sqlite3.connect(P.ledger)
+        (pos, cursor), = con.execute("SELECT source_pos, source_cursor FROM jobs").fetchall()
+        con.close()
+        assert pos >= 15 and cursor == f"{BASE}/chain/{pos + 0x100:x}", (pos, cursor)
+        with lock:
+            before = {k: v for k, v in hits.items() if k.startswith("/chain/")}
+        f = P.start_fetcher(args)
+        rc = f.wait(120)
+        assert rc == 0, (rc, f.log()[-1500:])
+        rows = [json.loads(b) for (b,) in P.db_query("SELECT body FROM records")]
+        assert sorted((r["p"], r["k"]) for r in rows) == [(p, k) for p in range(1, 41)
+                                                           for k in range(10)]
+        with lock:
+            again = {k: v - before.get(k, 0) for k, v in hits.items()
+                     if k.startswith("/chain/") and v > before.get(k, 0)}
+        # the restart asked for the stored page and what follows, nothing before it
+        assert min(int(k.rsplit("/", 1)[1], 16) - 0x100 for k in again) == pos, again
     except Exception:
         failed.append(P)
         raise
@@ -236,6 +280,7 @@ def slow_source_keeps_loop_free():
 check("a slow API does not stall the fetcher's loop (probes answer)", slow_source_keeps_loop_free)
 check("paged source with auth and a page failing twice with 503", paged_auth_retry)
 check("next links", next_links)
+check("next links: a restart resumes at the stored page's URL", next_links_resume_at_cursor)
 check("--http-pages N against the mock API", fixed_page_count)
 check("permanently failing endpoint ends the job with a clear error", permanent_failure)
 check("file:- reads stdin", stdin_source)

@@ -410,7 +410,7 @@ def newer_schema_refused():
         rc = s.wait(30)
         assert rc == 1, rc
         err = s.log() + s.out()
-        assert "schema version 7; this saver supports up to 2" in err, err[-800:]
+        assert "schema version 7; this saver supports up to 3" in err, err[-800:]
         assert SRV.rows("SELECT version FROM chunkmill_schema", "newer") == [("7",)]
         assert SRV.rows("SELECT to_regclass('records') IS NULL", "newer") == [("t",)]
         no_password_in([s])

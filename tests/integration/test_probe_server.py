@@ -264,6 +264,26 @@ def pipelined_in_order():
     assert got[1][1].startswith('{"role":"saver"'), got
 
 
+def post_keeps_the_connection():
+    """POST is parsed with its body: a daemon's own paths answer 405 to it,
+    other paths 404 (a saver routes nothing), and the connection stays open
+    for the next request; a body over 64 KiB is 413."""
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+    s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+              b"POST /jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"2\r\n{}\r\n0\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    got = parse_responses(recv_until_closed(s))
+    s.close()
+    assert [st for st, _ in got] == [405, 404, 200], got
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+    s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n")
+    s.settimeout(2)
+    first = s.recv(4096)
+    s.close()
+    assert first.startswith(b"HTTP/1.1 413 "), first[:200]
+
+
 try:
     P.wait_ready([P.saver])
     PORT = P.saver.port
@@ -273,6 +293,8 @@ try:
           probes_at_the_connection_cap)
     check("Content-Length: 999999999 gets 413 at once", huge_content_length_413)
     check("3 pipelined GETs in one write get 3 responses in order", pipelined_in_order)
+    check("POST: 405 on the daemon's paths, 404 elsewhere, keep-alive, 413 over 64 KiB",
+          post_keeps_the_connection)
 
     def clean_exit():
         rc = P.saver.stop()

@@ -168,6 +168,7 @@ def run_plain_summary():
     assert f"reading file:{src}" in out, out
     assert "fetching" not in out and "100000" not in out, out
     assert re.search(r"status: http://127\.0\.0\.1:\d+/status", out), out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ ", out), out
     assert "\r" not in out, "carriage returns without a terminal"
     assert "dead:    1 dead chunks, 1 dead letters" in out, out
     queries = re.findall(r"^  (?:chunks|letters): sqlite3 (\S+) '([^']+)'$", out, re.M)

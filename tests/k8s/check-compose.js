@@ -9,7 +9,10 @@
 //   - the fetcher and the saver read the lease key from a secret, the
 //     mapper gets none;
 //   - every secret is a file under deploy/secrets/ (made by
-//     scripts/gen-secrets, not committed).
+//     scripts/gen-secrets, not committed);
+//   - the fetcher runs --serve with the job API token from a secret; the
+//     `cli` service (a profile: `up` never starts it) runs the chunkmill CLI
+//     as the NATS user ops with the same token, and holds no lease key.
 // Then the same checks over broken variants, each of which must be rejected.
 // Prints `ok`/`not ok` lines and `compose: N passed, M failed`.
 "use strict";
@@ -78,6 +81,48 @@ function composeErrors(doc) {
     for (const x of sec) if (!topSecrets[x.source]) errs.push(`${name}: secret ${x.source} is not defined`);
   }
   if (daemons < 3) errs.push(`only ${daemons} daemon services found`);
+  errs.push(...jobServiceErrors(services, topSecrets));
+  return errs;
+}
+
+// The job service: the fetcher runs --serve with the API token from a
+// secret; a `cli` service (profile, so `up` never starts it) runs the
+// chunkmill CLI as the NATS user ops with ops_password and the same token.
+function jobServiceErrors(services, topSecrets) {
+  const errs = [];
+  const tokenFile = (svc, name) => {
+    const env = svc.environment || {};
+    const entries = Array.isArray(env) ? env.map((e) => String(e).split("=")) : Object.entries(env);
+    const file = new Map(entries).get("CHUNKMILL_API_TOKEN_FILE");
+    const tok = secretsOf(svc).find((x) => x.source === "api_token");
+    if (!tok) errs.push(`${name}: no api_token secret`);
+    else if (file !== `/run/secrets/${tok.target}`) errs.push(`${name}: CHUNKMILL_API_TOKEN_FILE is not /run/secrets/${tok.target}`);
+    if (tok && !topSecrets[tok.source]) errs.push(`${name}: secret ${tok.source} is not defined`);
+  };
+  const fetcher = services.fetcher;
+  if (fetcher) {
+    const cmd = Array.isArray(fetcher.command) ? fetcher.command : [];
+    if (!cmd.includes("--serve")) errs.push("fetcher: does not run --serve (the job service)");
+    tokenFile(fetcher, "fetcher");
+  }
+  const cli = Object.entries(services).find(([, svc]) => (Array.isArray(svc.command) ? svc.command : [])[0] === "chunkmill");
+  if (!cli) {
+    errs.push("no service runs the chunkmill CLI");
+    return errs;
+  }
+  const [name, svc] = cli;
+  if (!(svc.profiles || []).length) errs.push(`${name}: has no profile (docker-compose up would start it)`);
+  const env = svc.environment || {};
+  const entries = Array.isArray(env) ? env.map((e) => String(e).split("=")) : Object.entries(env);
+  for (const [k, v] of entries) {
+    if (/(PASSWORD|TOKEN)$/.test(k) && v !== undefined && v !== null && v !== "") errs.push(`${name}: ${k} is a literal value in the compose file`);
+  }
+  if (new Map(entries).get("CHUNKMILL_NATS_USER") !== "ops") errs.push(`${name}: CHUNKMILL_NATS_USER is not "ops"`);
+  const pw = secretsOf(svc).find((x) => x.target === "nats_password");
+  if (!pw || pw.source !== "ops_password") errs.push(`${name}: nats_password is not ops_password`);
+  if (!JSON.stringify(svc.entrypoint || "").includes("/run/secrets/nats_password")) errs.push(`${name}: CHUNKMILL_NATS_PASSWORD is not read from /run/secrets/nats_password`);
+  if (secretsOf(svc).some((x) => x.source === "lease_key")) errs.push(`${name}: the CLI must not hold the lease key`);
+  tokenFile(svc, name);
   return errs;
 }
 
@@ -104,6 +149,11 @@ const cases = [
   ["the saver without the lease key", (d) => { d.services.saver.secrets = d.services.saver.secrets.filter((s) => (s.source || s) !== "lease_key"); }, "no lease_key secret"],
   ["the saver with the mapper's password", (d) => { d.services.saver.secrets = [{ source: "mapper_password", target: "nats_password" }, "lease_key"]; }, "not saver_password"],
   ["a secret file outside deploy/secrets", (d) => { d.secrets.lease_key.file = "/somewhere/lease.key"; }, "not a file under deploy/secrets/"],
+  ["the fetcher without --serve", (d) => { d.services.fetcher.command = ["fetcher"]; }, "does not run --serve"],
+  ["the fetcher without the API token", (d) => { d.services.fetcher.secrets = d.services.fetcher.secrets.filter((s) => (s.source || s) !== "api_token"); }, "fetcher: no api_token secret"],
+  ["the cli service started by up", (d) => { delete d.services.cli.profiles; }, "has no profile"],
+  ["the cli service as the fetcher user", (d) => { d.services.cli.environment.CHUNKMILL_NATS_USER = "fetcher"; }, "CHUNKMILL_NATS_USER is not \"ops\""],
+  ["the cli service with the lease key", (d) => { d.services.cli.secrets.push("lease_key"); }, "must not hold the lease key"],
 ];
 for (const [title, breakIt, want] of cases) {
   const d = clone();

@@ -17,6 +17,11 @@
 //      and saver read the lease key from a Secret volume, the NATS server
 //      runs a config file with every role's password from a Secret, and
 //      k8s/base/nats-server.conf is deploy/nats/nats-server.conf.
+//   7. every k8s/examples/*.yaml validates (schema, strict) and passes the
+//      policy together with k8s/base's objects; a Job running the chunkmill
+//      CLI connects as the ops user with the password from a Secret, reads
+//      the API token from a Secret volume, is hardened and never retried; a
+//      fetcher running --serve reads its API token from a Secret volume.
 //   6. k8s/components/app9/nats-server.conf is deploy/nats/nats-server.conf
 //      (parsed: every key, user and permission) plus only the additions its
 //      header documents; broken copies of either file are rejected.
@@ -261,6 +266,11 @@ function credentialErrors(cn, daemon, c, pod, ctx) {
   const pw = envSource(c, "CHUNKMILL_NATS_PASSWORD");
   if (!pw || !pw.secret) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD does not come from a Secret`);
   else if (!secretHasKey(ctx, pw.secret.name, pw.secret.key)) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD refers to missing Secret key ${pw.secret.name}/${pw.secret.key}`);
+  if (daemon === "fetcher" && serves(c, ctx)) {
+    const file = settingOf(c, "api-token-file", ctx);
+    if (!file) errs.push(`${cn}: runs --serve without an API token (CHUNKMILL_API_TOKEN_FILE): job API writes would be refused`);
+    else errs.push(...secretFileErrors(cn, c, pod, ctx, file, "the API token file"));
+  }
   if (daemon === "fetcher" || daemon === "saver") {
     const file = settingOf(c, "lease-key-file", ctx);
     if (!file) errs.push(`${cn}: no lease key (CHUNKMILL_LEASE_KEY_FILE): leases would not be authenticated`);
@@ -271,6 +281,81 @@ function credentialErrors(cn, daemon, c, pod, ctx) {
       if (!v || !v.secret) errs.push(`${cn}: the lease key file ${file} is not on a Secret volume`);
       else if (!ctx.secrets.has(v.secret.secretName)) errs.push(`${cn}: the lease key Secret ${v.secret.secretName} is not defined`);
     }
+  }
+  return errs;
+}
+
+// Whether a fetcher container runs the job service (--serve).
+function serves(c, ctx) {
+  const argv = [...(c.command || []), ...(c.args || [])].map(String);
+  if (argv.includes("--serve") || argv.includes("--serve=true")) return true;
+  const v = settingOf(c, "serve", ctx);
+  return v !== undefined && /^(1|true|yes|on)$/i.test(String(v));
+}
+
+// A secret read from a file must sit on a volume of a Secret that exists.
+function secretFileErrors(cn, c, pod, ctx, file, what) {
+  const vols = new Map((pod.volumes || []).map((v) => [v.name, v]));
+  const m = (c.volumeMounts || []).find((vm) => String(file).startsWith(String(vm.mountPath).replace(/\/?$/, "/")));
+  const v = m && vols.get(m.name);
+  if (!v || !v.secret) return [`${cn}: ${what} ${file} is not on a Secret volume`];
+  if (!ctx.secrets.has(v.secret.secretName)) return [`${cn}: ${what}'s Secret ${v.secret.secretName} is not defined`];
+  return [];
+}
+
+// A Job running the chunkmill CLI (k8s/examples): hardened like the
+// daemons, resources set, not retried (a second attempt would submit the
+// same job again: 409), connecting as the NATS user ops with its password
+// from a Secret, the API token read from a file on a Secret volume, and
+// every ConfigMap and Secret it refers to defined.
+function cliJobErrors(d, ctx) {
+  const errs = [];
+  const name = `${d.kind}/${d.metadata && d.metadata.name}`;
+  const spec = d.spec || {};
+  const pod = (spec.template && spec.template.spec) || {};
+  const psc = pod.securityContext || {};
+  const cli = (pod.containers || []).filter((c) => path.basename(String((c.command || c.args || [])[0] || "")) === "chunkmill");
+  if (cli.length === 0) return errs;
+  if (pod.restartPolicy !== "Never") errs.push(`${name}: restartPolicy must be Never (got ${pod.restartPolicy}): a restarted chunkmill submit submits again`);
+  if (spec.backoffLimit !== 0) errs.push(`${name}: backoffLimit must be 0 (got ${spec.backoffLimit}): a retry submits the job again`);
+  if (pod.automountServiceAccountToken !== false) errs.push(`${name}: automountServiceAccountToken is not false`);
+  for (const c of cli) {
+    const cn = `${name} container ${c.name}`;
+    const r = c.resources || {};
+    for (const kind of ["requests", "limits"]) {
+      for (const res of ["cpu", "memory"]) {
+        if (!r[kind] || r[kind][res] === undefined) errs.push(`${cn}: resources.${kind}.${res} not set`);
+      }
+    }
+    const sc = c.securityContext || {};
+    const nonRoot = sc.runAsNonRoot !== undefined ? sc.runAsNonRoot : psc.runAsNonRoot;
+    if (nonRoot !== true) errs.push(`${cn}: runAsNonRoot is not true`);
+    if (sc.readOnlyRootFilesystem !== true) errs.push(`${cn}: readOnlyRootFilesystem is not true`);
+    if (sc.allowPrivilegeEscalation !== false) errs.push(`${cn}: allowPrivilegeEscalation is not false`);
+    if (!((sc.capabilities && sc.capabilities.drop) || []).includes("ALL")) errs.push(`${cn}: capabilities.drop does not include ALL`);
+    const seccomp = (sc.seccompProfile || psc.seccompProfile || {}).type;
+    if (seccomp !== "RuntimeDefault" && seccomp !== "Localhost") errs.push(`${cn}: seccompProfile is not RuntimeDefault`);
+    for (const src of c.envFrom || []) {
+      const ref = src.configMapRef;
+      if (ref && !ref.optional && !ctx.configMaps.has(ref.name)) errs.push(`${cn}: envFrom ConfigMap ${ref.name} is not defined`);
+    }
+    const argv = [...(c.command || []), ...(c.args || [])].map(String);
+    for (const a of argv) {
+      if (/^--(nats-password|nats-token)(=|$)/.test(a)) errs.push(`${cn}: a NATS secret on the command line (${a.split("=")[0]})`);
+    }
+    for (const e of c.env || []) {
+      if (/(PASSWORD|TOKEN)$/.test(e.name) && e.value !== undefined) errs.push(`${cn}: env ${e.name} is a literal value, not from a Secret`);
+    }
+    const user = settingOf(c, "nats-user", ctx);
+    if (user !== "ops") errs.push(`${cn}: CHUNKMILL_NATS_USER is ${user === undefined ? "not set" : `"${user}"`}, not the ops user (the CLI's identity in deploy/nats/nats-server.conf)`);
+    const pw = envSource(c, "CHUNKMILL_NATS_PASSWORD");
+    if (!pw || !pw.secret) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD does not come from a Secret`);
+    else if (!secretHasKey(ctx, pw.secret.name, pw.secret.key)) errs.push(`${cn}: CHUNKMILL_NATS_PASSWORD refers to missing Secret key ${pw.secret.name}/${pw.secret.key}`);
+    const token = settingOf(c, "api-token-file", ctx);
+    if (!token) errs.push(`${cn}: no API token (CHUNKMILL_API_TOKEN_FILE): the fetcher refuses job API writes without it`);
+    else errs.push(...secretFileErrors(cn, c, pod, ctx, token, "the API token file"));
+    const vols = new Map((pod.volumes || []).map((v) => [v.name, v]));
+    for (const m of c.volumeMounts || []) if (!vols.has(m.name)) errs.push(`${cn}: volumeMount ${m.name} has no volume`);
   }
   return errs;
 }
@@ -504,6 +589,7 @@ function policyErrors(docs) {
         if (matches.length && !ok) errs.push(`${name}: targetPort ${p.targetPort} is not a named port of the selected pods`);
       }
     }
+    if (d.kind === "Job") errs.push(...cliJobErrors(d, ctx));
     if (d.kind === "PodDisruptionBudget") {
       if (!podTemplates.some((t) => labelsMatch(d.spec.selector, t.metadata && t.metadata.labels))) errs.push(`${name}: selector matches no pod template`);
     }
@@ -928,6 +1014,29 @@ function main() {
     const ne = natsClusterErrors(docs);
     report(ne.length === 0, `${rel}: NATS runs as a ${NATS_REPLICAS}-node cluster (StatefulSet, headless Service, routes, PDB, anti-affinity)`, ne);
     if (rel === path.join("k8s", "base")) baseDocs = docs;
+  }
+  // k8s/examples (plain manifests applied next to k8s/base): each file
+  // validates and passes the policy together with k8s/base's objects (the
+  // ConfigMaps and Secrets it refers to), in the namespace chunkmill.
+  const exDir = path.join(REPO, "k8s", "examples");
+  if (baseDocs && fs.existsSync(exDir)) {
+    for (const n of fs.readdirSync(exDir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+      const rel = path.join("k8s", "examples", n);
+      let docs;
+      try {
+        docs = parseDocs(fs.readFileSync(path.join(exDir, n), "utf8"), rel);
+      } catch (e) {
+        report(false, `${rel}: parses`, [e.message]);
+        continue;
+      }
+      docs.forEach((d) => kinds.add(`${d.apiVersion} ${d.kind}`));
+      const r = checkAll(docs.concat(baseDocs));
+      const only = (m) => new Map([...m].filter(([d]) => docs.includes(d)));
+      const ns = docs.filter((d) => !d.metadata || d.metadata.namespace !== "chunkmill").map((d) => `${docName(d)}: namespace is not chunkmill`);
+      report(docs.length > 0 && collect(only(r.schema)).length === 0, `${rel}: every object validates against its schema (${docs.length} objects)`, collect(only(r.schema)));
+      report(collect(only(r.strict)).length === 0, `${rel}: no unknown fields (strict pass)`, collect(only(r.strict)));
+      report(collect(only(r.policy)).length === 0 && ns.length === 0, `${rel}: policy (with k8s/base)`, collect(only(r.policy)).concat(ns));
+    }
   }
   // The cluster check can fail.
   if (baseDocs) {

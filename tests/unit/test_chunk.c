@@ -678,6 +678,58 @@ static void test_version(void **state) {
   assert_int_equal(cm_chunk_peek_header(badv, strlen(badv), &v, err, sizeof err), -EINVAL);
 }
 
+/* "redo": the chunk's redo generation (docs/jobs.md "Redo by version"),
+ * written after "attempt" only when > 0, parsed back by both peeks, a
+ * non-negative integer below 2^32. */
+static void test_redo(void **state) {
+  (void)state;
+  cm_buf_t b;
+  cm_chunk_hdr_t h = {.index = 5, .attempt = 1, .redo = 3};
+  cm_chunk_view_t v;
+  char err[160];
+
+  memcpy(h.job, "j", 2);
+  memcpy(h.mapper, "m1", 3);
+  memcpy(h.lease, "00ff", 5);
+  cm_buf_init(&b, 4096);
+  assert_int_equal(cm_chunk_begin(&b, &h), 0);
+  assert_int_equal(cm_chunk_end(&b, NULL, 0), 0);
+  assert_string_equal(b.data, "{\"job\":\"j\",\"index\":5,\"attempt\":1,\"redo\":3,\"mapper\":\"m1\","
+                              "\"lease\":\"00ff\",\"data\":[]}");
+  assert_int_equal(cm_chunk_peek(b.data, b.len, &v, err, sizeof err), 0);
+  assert_int_equal(v.hdr.redo, 3);
+  assert_string_equal(v.hdr.lease, "00ff");
+  memset(&v, 0, sizeof v);
+  assert_int_equal(cm_chunk_peek_header(b.data, b.len, &v, err, sizeof err), 0);
+  assert_int_equal(v.hdr.redo, 3);
+  assert_string_equal(v.hdr.lease, "00ff");
+  cm_buf_free(&b);
+
+  /* 0 encodes no key; absent is 0. */
+  h.redo = 0;
+  cm_buf_init(&b, 4096);
+  assert_int_equal(cm_chunk_begin(&b, &h), 0);
+  assert_null(strstr(b.data, "redo"));
+  cm_buf_free(&b);
+  assert_int_equal(peek_str("{\"index\":1,\"data\":[]}", &v, err, sizeof err), 0);
+  assert_int_equal(v.hdr.redo, 0);
+  assert_int_equal(peek_str("{\"index\":1,\"redo\":4294967295,\"data\":[]}", &v, err, sizeof err),
+                   0);
+  assert_int_equal(v.hdr.redo, 4294967295u);
+
+  assert_int_equal(peek_str("{\"index\":1,\"redo\":4294967296,\"data\":[]}", &v, err, sizeof err),
+                   -EINVAL);
+  assert_string_equal(err, "\"redo\" is larger than 2^32-1");
+  assert_int_equal(peek_str("{\"index\":1,\"redo\":-1,\"data\":[]}", &v, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "\"redo\" is not a non-negative integer");
+  assert_int_equal(peek_str("{\"index\":1,\"redo\":\"1\",\"data\":[]}", &v, err, sizeof err),
+                   -EINVAL);
+  assert_int_equal(peek_str("{\"index\":1,\"redo\":1,\"redo\":2,\"data\":[]}", &v, err, sizeof err),
+                   -EINVAL);
+  const char *bad = "{\"index\":1,\"redo\":1.5,\"data\":[]}";
+  assert_int_equal(cm_chunk_peek_header(bad, strlen(bad), &v, err, sizeof err), -EINVAL);
+}
+
 static void test_header_only_and_compact(void **state) {
   (void)state;
   cm_chunk_view_t v;
@@ -725,6 +777,7 @@ int main(void) {
       cmocka_unit_test(test_mutations),
       cmocka_unit_test(test_header_only_and_compact),
       cmocka_unit_test(test_version),
+      cmocka_unit_test(test_redo),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

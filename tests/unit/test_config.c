@@ -40,7 +40,8 @@ static void cap_close(cap_t *c) {
 static const char *const env_vars[] = {
     "CHUNKMILL_NATS_URL", "NATS_URL",           "CHUNKMILL_PREFIX",        "CHUNKMILL_HEARTBEAT",
     "CHUNKMILL_CHUNK_SIZE", "CHUNKMILL_ONCE",  "CHUNKMILL_TRANSFORM",      "CHUNKMILL_RATIO",
-    "CHUNKMILL_NATS_PASSWORD", "CHUNKMILL_DRAIN_TIMEOUT", "CHUNKMILL_LOG_LEVEL", NULL};
+    "CHUNKMILL_NATS_PASSWORD", "CHUNKMILL_DRAIN_TIMEOUT", "CHUNKMILL_LOG_LEVEL",
+    "CHUNKMILL_RECORDS", "CHUNKMILL_NATS_USER", NULL};
 
 static int clean_env(void **state) {
   for (size_t i = 0; env_vars[i] != NULL; i++) unsetenv(env_vars[i]);
@@ -431,8 +432,83 @@ static void test_help_choices_once(void **state) {
   cap_close(&err);
 }
 
+/* A CM_OPT_FLAG_ONLY row ignores CHUNKMILL_<NAME> (a daemon's environment
+ * must not become a CLI's job spec) while the others still read theirs;
+ * --help says "flag only" instead of naming a variable. */
+static void test_flag_only(void **state) {
+  int64_t records = -1;
+  const char *url = NULL;
+  cm_opt_t opts[] = {
+      {"records", CM_OPT_INT, NULL, 0, 1000, NULL, CM_OPT_FLAG_ONLY, "records", &records},
+      {"nats-url", CM_OPT_STRING, "nats://d:1", 0, 0, NULL, NULL, "url", &url},
+  };
+  cap_t out, err;
+  cap_open(&out);
+  cap_open(&err);
+  setenv("CHUNKMILL_RECORDS", "7", 1);
+  setenv("CHUNKMILL_NATS_URL", "nats://env:1", 1);
+  assert_int_equal(parse(opts, 2, &out, &err, NULL), 0);
+  assert_int_equal(records, 0); /* NULL default, the variable not read */
+  assert_string_equal(url, "nats://env:1");
+  assert_int_equal(parse(opts, 2, &out, &err, "--records", "9", NULL), 0);
+  assert_int_equal(records, 9);
+  /* Checked like any other value. */
+  assert_int_equal(parse(opts, 2, &out, &err, "--records", "9999", NULL), -EINVAL);
+  assert_non_null(strstr(cap_text(&err), "--records"));
+  assert_int_equal(parse(opts, 2, &out, &err, "--help", NULL), 1);
+  assert_non_null(strstr(cap_text(&out), "records (flag only)"));
+  assert_null(strstr(cap_text(&out), "CHUNKMILL_RECORDS"));
+  assert_non_null(strstr(cap_text(&out), "url (env CHUNKMILL_NATS_URL, default: nats://d:1)"));
+  cap_close(&out);
+  cap_open(&out);
+  cm_config_print_options(opts, 2, out.f);
+  assert_non_null(strstr(cap_text(&out), "  --records N "));
+  assert_null(strstr(cap_text(&out), "--help"));
+  cap_close(&out);
+  cap_close(&err);
+}
+
+/* The NATS subset is the daemons' rows, unchanged (names, environment,
+ * defaults), and only those. */
+static void test_nats_opts(void **state) {
+  cm_common_cfg_t common, sub;
+  cm_opt_t all[CM_COMMON_OPTS_N], nats[CM_NATS_OPTS_N];
+  cap_t out, err;
+  memset(&common, 0, sizeof common);
+  memset(&sub, 0, sizeof sub);
+  assert_int_equal(cm_config_common_opts(&common, all, CM_COMMON_OPTS_N), CM_COMMON_OPTS_N);
+  assert_int_equal(cm_config_nats_opts(&sub, nats, CM_NATS_OPTS_N), CM_NATS_OPTS_N);
+  assert_int_equal(cm_config_nats_opts(&sub, nats, CM_NATS_OPTS_N - 1), -ENOSPC);
+  for (size_t i = 0; i < CM_NATS_OPTS_N; i++) {
+    const cm_opt_t *same = NULL;
+    for (size_t j = 0; j < CM_COMMON_OPTS_N; j++)
+      if (strcmp(all[j].name, nats[i].name) == 0) same = &all[j];
+    assert_non_null(same);
+    assert_true(strcmp(nats[i].name, "prefix") == 0 || strncmp(nats[i].name, "nats-", 5) == 0);
+    assert_int_equal(same->type, nats[i].type);
+    assert_true(same->env_fallback == nats[i].env_fallback);
+    assert_true((same->def == NULL) == (nats[i].def == NULL));
+    if (same->def != NULL) assert_string_equal(same->def, nats[i].def);
+  }
+  cap_open(&out);
+  cap_open(&err);
+  setenv("CHUNKMILL_NATS_USER", "ops", 1);
+  setenv("NATS_URL", "nats://fb:2", 1);
+  assert_int_equal(parse(nats, CM_NATS_OPTS_N, &out, &err, "--prefix", "p", NULL), 0);
+  assert_string_equal(sub.nats_user, "ops");
+  assert_string_equal(sub.nats_url, "nats://fb:2");
+  assert_string_equal(sub.prefix, "p");
+  assert_null(sub.http_addr); /* not a row of the subset: untouched */
+  /* A daemon-only option is unknown here. */
+  assert_int_equal(parse(nats, CM_NATS_OPTS_N, &out, &err, "--heartbeat", "1s", NULL), -EINVAL);
+  cap_close(&out);
+  cap_close(&err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_flag_only, clean_env),
+      cmocka_unit_test_setup(test_nats_opts, clean_env),
       cmocka_unit_test_setup(test_version, clean_env),
       cmocka_unit_test_setup(test_help_choices_once, clean_env),
       cmocka_unit_test_setup(test_common_defaults, clean_env),

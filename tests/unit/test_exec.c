@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cm/metrics.h"
+#include "cm/chunk.h"
 #include "exec.h"
 #include "transform.h"
 
@@ -406,6 +407,41 @@ static void test_secret_env_names(void **st) {
   assert_false(cm_exec_env_is_secret("MY_TOKEN=x")); /* not ours: the user's business */
 }
 
+/* Every kind of transform (built-in, exec:, plugin:) writes the received
+ * chunk's header into the mapped chunk: the redo generation (docs/jobs.md
+ * "Redo by version") and the lease unchanged, its own version label. */
+static void test_header_redo_copied(void **st) {
+  static const char plugin[] = "plugin:" CM_PLUGIN_UPPER;
+  const char *const specs[] = {"identity", "fullname", "burn:2", "sleep:1", "exec:cat", plugin};
+  const char *in = "{\"job\":\"j\",\"index\":9,\"attempt\":4,\"redo\":3,\"mapper\":\"m1\","
+                   "\"lease\":\"00ff00ff00ff00ff00ff00ff00ff00ff\",\"version\":\"v1\","
+                   "\"data\":[{\"uuid\":\"u\",\"fn\":\"ada\",\"ln\":\"x\"},{\"fn\":\"b\"}]}";
+  cm_transform_opts_t o = {.arg = "fn"};
+  (void)st;
+  for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+    cm_transform_t *t = NULL;
+    cm_buf_t out;
+    cm_chunk_view_t v;
+    char err[256] = "";
+    assert_int_equal(cm_transform_create_ex(&t, specs[k], &o, err, sizeof err), 0);
+    assert_int_equal(cm_transform_set_version(t, "v2", err, sizeof err), 0);
+    cm_buf_init(&out, OUT_MAX);
+    int rc = cm_transform_chunk(t, in, strlen(in), &out, NULL, err, sizeof err);
+    if (rc != 0) print_error("%s: %s\n", specs[k], err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cm_chunk_peek(out.data, out.len, &v, err, sizeof err), 0);
+    if (v.hdr.redo != 3) print_error("%s: %s\n", specs[k], out.data);
+    assert_int_equal(v.hdr.redo, 3);
+    assert_int_equal(v.hdr.index, 9);
+    assert_int_equal(v.hdr.attempt, 4);
+    assert_string_equal(v.hdr.mapper, "m1");
+    assert_string_equal(v.hdr.lease, "00ff00ff00ff00ff00ff00ff00ff00ff");
+    assert_string_equal(v.hdr.version, "v2");
+    cm_buf_free(&out);
+    cm_transform_destroy(t);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sed_uppercase),
@@ -421,6 +457,7 @@ int main(void) {
       cmocka_unit_test(test_stdout_closed_early),
       cmocka_unit_test(test_tagged_framing),
       cmocka_unit_test(test_secret_env_names),
+      cmocka_unit_test(test_header_redo_copied),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -157,6 +157,110 @@ static void test_parse_body_limits(void **state) {
   cm_httpreq_destroy(r);
 }
 
+/* Method, path, query, the two headers we keep and the body, whatever the
+ * split of the bytes; header names match in any case, values lose their
+ * trailing blanks. */
+static void test_parse_request_view(void **state) {
+  (void)state;
+  static const char req[] = "POST /jobs/a?x=1&y=%20#frag HTTP/1.1\r\nHost: t\r\n"
+                            "authorization: Bearer s3cret \t\r\nX-Long-Header-Name-That-Is-Long: 1\r\n"
+                            "CONTENT-TYPE: application/json\r\nContent-Length: 11\r\n\r\n"
+                            "{\"job\":\"a\"}";
+  size_t n = sizeof req - 1;
+  for (int split = 0; split < 2; split++) {
+    cm_httpreq_t *r = new_req(CM_HTTP_MAX_REQUEST);
+    cm_httpreq_set_max_body(r, 64);
+    assert_null(cm_httpreq_request(r));
+    int rc = 0;
+    if (split)
+      for (size_t i = 0; i < n; i++) rc = cm_httpreq_feed(r, &req[i], 1);
+    else
+      rc = cm_httpreq_feed(r, req, n);
+    assert_int_equal(rc, 1);
+    const cm_http_request_t *q = cm_httpreq_request(r);
+    assert_non_null(q);
+    assert_string_equal(q->method, "POST");
+    assert_string_equal(q->path, "/jobs/a");
+    assert_string_equal(q->query, "x=1&y=%20");
+    assert_string_equal(q->authorization, "Bearer s3cret");
+    assert_string_equal(q->content_type, "application/json");
+    assert_int_equal(q->body_len, 11);
+    assert_string_equal(q->body, "{\"job\":\"a\"}");
+    assert_true(cm_httpreq_keep_alive(r)); /* the body was read */
+    /* Reset: nothing of the last request is left. */
+    cm_httpreq_reset(r);
+    static const char get[] = "GET http://h:1/p?k HTTP/1.1\r\n\r\n";
+    assert_int_equal(cm_httpreq_feed(r, get, sizeof get - 1), 1);
+    q = cm_httpreq_request(r);
+    assert_string_equal(q->path, "/p");
+    assert_string_equal(q->query, "k");
+    assert_null(q->authorization);
+    assert_null(q->content_type);
+    assert_string_equal(q->body, "");
+    assert_int_equal(q->body_len, 0);
+    cm_httpreq_destroy(r);
+  }
+
+  /* Two Authorization headers: refused, not one of them picked. */
+  static const char dup[] = "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\n"
+                            "Authorization: Bearer b\r\n\r\n";
+  cm_httpreq_t *r = new_req(CM_HTTP_MAX_REQUEST);
+  assert_int_equal(cm_httpreq_feed(r, dup, sizeof dup - 1), -EINVAL);
+  cm_httpreq_destroy(r);
+  /* An empty value is there, and empty. */
+  static const char empty[] = "GET / HTTP/1.1\r\nAuthorization:\r\n\r\n";
+  r = new_req(CM_HTTP_MAX_REQUEST);
+  assert_int_equal(cm_httpreq_feed(r, empty, sizeof empty - 1), 1);
+  assert_string_equal(cm_httpreq_request(r)->authorization, "");
+  cm_httpreq_destroy(r);
+}
+
+/* With a body cap, the head keeps its own cap and the body may be larger
+ * than it, up to the body cap exactly (Content-Length or chunked). */
+static void test_parse_body_cap(void **state) {
+  (void)state;
+  char req[512];
+  char body[300];
+  memset(body, 'b', sizeof body);
+  for (int over = 0; over < 2; over++) {
+    size_t blen = 200 + (size_t)over;
+    int h = snprintf(req, sizeof req, "POST /x HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", blen);
+    memcpy(req + h, body, blen);
+    cm_httpreq_t *r = new_req(64); /* the head fits in 64, the body does not */
+    cm_httpreq_set_max_body(r, 200);
+    int rc = cm_httpreq_feed(r, req, (size_t)h + blen);
+    assert_int_equal(rc, over ? -EMSGSIZE : 1);
+    if (!over) assert_int_equal(cm_httpreq_request(r)->body_len, 200);
+    cm_httpreq_destroy(r);
+  }
+  for (int over = 0; over < 2; over++) {
+    /* chunked: 150 + 50 (+1) bytes */
+    int h = snprintf(req, sizeof req,
+                     "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n96\r\n");
+    memcpy(req + h, body, 150);
+    h += 150;
+    h += snprintf(req + h, sizeof req - (size_t)h, "\r\n%x\r\n", 50 + over);
+    memcpy(req + h, body, (size_t)(50 + over));
+    h += 50 + over;
+    h += snprintf(req + h, sizeof req - (size_t)h, "\r\n0\r\n\r\n");
+    cm_httpreq_t *r = new_req(64);
+    cm_httpreq_set_max_body(r, 200);
+    int rc = 0;
+    for (int i = 0; i < h && rc == 0; i += 7)
+      rc = cm_httpreq_feed(r, req + i, (size_t)(h - i < 7 ? h - i : 7));
+    assert_int_equal(rc, over ? -EMSGSIZE : 1);
+    if (!over) assert_int_equal(cm_httpreq_request(r)->body_len, 200);
+    cm_httpreq_destroy(r);
+  }
+  /* The head is still capped by max_bytes. */
+  char big[200];
+  int n = snprintf(big, sizeof big, "POST / HTTP/1.1\r\nX-Pad: %0100d\r\n\r\n", 0);
+  cm_httpreq_t *r = new_req(64);
+  cm_httpreq_set_max_body(r, 1000);
+  assert_int_equal(cm_httpreq_feed(r, big, (size_t)n), -E2BIG);
+  cm_httpreq_destroy(r);
+}
+
 static void test_format_response(void **state) {
   cm_buf_t b;
   cm_buf_init(&b, 4096);
@@ -176,7 +280,7 @@ static void test_format_response(void **state) {
   assert_null(strstr(b.data, "down")); /* HEAD: no body */
   cm_buf_reset(&b);
   assert_int_equal(cm_http_format_response(&b, 405, NULL, NULL, 0, 0), 0);
-  assert_non_null(strstr(b.data, "Allow: GET, HEAD\r\n"));
+  assert_non_null(strstr(b.data, "Allow: GET, HEAD, POST\r\n"));
   cm_buf_reset(&b);
   assert_int_equal(cm_http_format_response(&b, 99, NULL, NULL, 0, 0), -EINVAL);
   assert_int_equal(cm_http_format_response(&b, 200, "a\r\nX-Evil: 1", NULL, 0, 0), -EINVAL);
@@ -194,9 +298,17 @@ typedef struct {
   char last_path[256];
 } fix_t;
 
-static int handler(void *ud, const char *path, cm_buf_t *body, const char **ctype) {
+static int handler(void *ud, const cm_http_request_t *req, cm_buf_t *body, const char **ctype) {
   fix_t *f = ud;
+  const char *path = req->path;
   atomic_fetch_add(&f->calls, 1);
+  if (strcmp(path, "/echo") == 0)
+    return cm_buf_printf(body, "%s q=%s a=%s t=%s n=%zu b=%.16s", req->method, req->query,
+                         req->authorization ? req->authorization : "-",
+                         req->content_type ? req->content_type : "-", req->body_len,
+                         req->body) < 0
+               ? 500
+               : 200;
   snprintf(f->last_path, sizeof f->last_path, "%s", path);
   if (strcmp(path, "/readyz") == 0) {
     if (cm_buf_puts(body, "not ready\n") < 0) return 500;
@@ -369,10 +481,15 @@ static void test_server_rejects(void **state) {
   assert_non_null(strstr(resp, "HTTP/1.1 400 "));
   free(resp);
 
-  static const char post[] = "POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
-  resp = roundtrip(f, post, sizeof post - 1);
+  static const char put[] = "PUT /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+  resp = roundtrip(f, put, sizeof put - 1);
   assert_non_null(strstr(resp, "HTTP/1.1 405 "));
-  assert_non_null(strstr(resp, "Allow: GET, HEAD\r\n"));
+  assert_non_null(strstr(resp, "Allow: GET, HEAD, POST\r\n"));
+  free(resp);
+
+  static const char dup[] = "GET /x HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n";
+  resp = roundtrip(f, dup, sizeof dup - 1);
+  assert_non_null(strstr(resp, "HTTP/1.1 400 "));
   free(resp);
 
   /* None of these reached the handler. */
@@ -570,6 +687,84 @@ static void test_server_body_too_large(void **state) {
   assert_int_equal(atomic_load(&f->calls), 0);
 }
 
+typedef struct {
+  int port;
+  char *resp;
+  int eof;
+} post_t;
+
+/* A POST with a body keeps the connection: the next request on it (here
+ * pipelined in the same write) is answered too. */
+static void *post_main(void *p) {
+  post_t *pp = p;
+  int fd = connect_port(pp->port);
+  if (fd < 0) return NULL;
+  static const char reqs[] =
+      "POST /echo?dry=1 HTTP/1.1\r\nAuthorization: Bearer tok\r\n"
+      "Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
+      "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+      "GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n";
+  if (send_all(fd, reqs, sizeof reqs - 1) == 0) pp->resp = read_all(fd);
+  close(fd);
+  return NULL;
+}
+
+static void test_server_post(void **state) {
+  fix_t *f = *state;
+  post_t pp = {.port = f->port};
+  (void)with_loop(&f->loop, post_main, &pp);
+  assert_non_null(pp.resp);
+  const char *a = strstr(pp.resp, "POST q=dry=1 a=Bearer tok t=application/json n=7 b={\"a\":1}");
+  const char *b = strstr(pp.resp, "POST q= a=- t=- n=3 b=abc");
+  const char *c = strstr(pp.resp, "GET q= a=- t=- n=0 b=");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_true(a < b && b < c);
+  free(pp.resp);
+  assert_int_equal(atomic_load(&f->calls), 3);
+}
+
+typedef struct {
+  int port;
+  size_t blen;
+  int status;
+  char body[1][64];
+} postbig_t;
+
+static void *postbig_main(void *p) {
+  postbig_t *pb = p;
+  int fd = connect_port(pb->port);
+  if (fd < 0) return NULL;
+  char head[128];
+  int h = snprintf(head, sizeof head, "POST /echo HTTP/1.1\r\nContent-Length: %zu\r\n\r\n",
+                   pb->blen);
+  char *body = malloc(pb->blen);
+  memset(body, 'x', pb->blen);
+  if (send_all(fd, head, (size_t)h) == 0 && send_all(fd, body, pb->blen) == 0)
+    (void)read_responses(fd, 1, pb->body, &pb->status);
+  free(body);
+  close(fd);
+  return NULL;
+}
+
+/* A body of exactly CM_HTTP_MAX_REQUEST_BODY bytes reaches the handler;
+ * one byte more is 413 without it. */
+static void test_server_post_body_cap(void **state) {
+  fix_t *f = *state;
+  postbig_t ok = {.port = f->port, .blen = CM_HTTP_MAX_REQUEST_BODY};
+  (void)with_loop(&f->loop, postbig_main, &ok);
+  assert_int_equal(ok.status, 200);
+  char want[64];
+  snprintf(want, sizeof want, "POST q= a=- t=- n=%u b=xxx", CM_HTTP_MAX_REQUEST_BODY);
+  assert_memory_equal(ok.body[0], want, strlen(want));
+  assert_int_equal(atomic_load(&f->calls), 1);
+  postbig_t over = {.port = f->port, .blen = CM_HTTP_MAX_REQUEST_BODY + 1};
+  (void)with_loop(&f->loop, postbig_main, &over);
+  assert_int_equal(over.status, 413);
+  assert_int_equal(atomic_load(&f->calls), 1);
+}
+
 /* A slowloris client (one byte every 300 ms) is closed at the header
  * deadline: activity does not extend it. */
 static void *slow_main(void *p) {
@@ -721,6 +916,8 @@ int main(void) {
       cmocka_unit_test(test_parse_post),
       cmocka_unit_test(test_parse_pipelined),
       cmocka_unit_test(test_parse_body_limits),
+      cmocka_unit_test(test_parse_request_view),
+      cmocka_unit_test(test_parse_body_cap),
       cmocka_unit_test(test_format_response),
       cmocka_unit_test_setup_teardown(test_server_get, srv_setup, srv_teardown),
       cmocka_unit_test_setup_teardown(test_server_rejects, srv_setup, srv_teardown),
@@ -729,6 +926,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_server_pipelined_in_order, srv_setup, srv_teardown),
       cmocka_unit_test_setup_teardown(test_server_keep_alive, srv_setup, srv_teardown),
       cmocka_unit_test_setup_teardown(test_server_body_too_large, srv_setup, srv_teardown),
+      cmocka_unit_test_setup_teardown(test_server_post, srv_setup, srv_teardown),
+      cmocka_unit_test_setup_teardown(test_server_post_body_cap, srv_setup, srv_teardown),
       cmocka_unit_test_setup_teardown(test_server_header_deadline, srv_setup, srv_teardown),
       cmocka_unit_test_setup_teardown(test_probe, srv_setup, srv_teardown),
       cmocka_unit_test(test_close_with_live_connections),

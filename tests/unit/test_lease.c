@@ -48,36 +48,60 @@ static void test_token_binds_every_field(void **state) {
   (void)state;
   assert_int_equal(cm_lease_key_load(&k, key_path, err, sizeof(err)), 0);
   assert_int_equal(cm_lease_key_load(&k2, key2_path, err, sizeof(err)), 0);
-  cm_lease_token(k, "job", 17, 2, "m1", t);
+  cm_lease_token(k, "job", 17, 2, 0, "m1", t);
   assert_int_equal(strlen(t), CM_LEASE_TOKEN_HEX);
-  assert_true(cm_lease_verify(k, "job", 17, 2, "m1", t));
+  assert_true(cm_lease_verify(k, "job", 17, 2, 0, "m1", t));
   /* Any other job, index, attempt, mapper or key: not valid. */
-  assert_false(cm_lease_verify(k, "jo", 17, 2, "m1", t));
-  assert_false(cm_lease_verify(k, "job", 18, 2, "m1", t));
-  assert_false(cm_lease_verify(k, "job", 17, 3, "m1", t));
-  assert_false(cm_lease_verify(k, "job", 17, 2, "m2", t));
-  assert_false(cm_lease_verify(k2, "job", 17, 2, "m1", t));
+  assert_false(cm_lease_verify(k, "jo", 17, 2, 0, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 18, 2, 0, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 17, 3, 0, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m2", t));
+  assert_false(cm_lease_verify(k2, "job", 17, 2, 0, "m1", t));
   /* Fields cannot be shifted into each other (length-prefixed input). */
-  cm_lease_token(k, "job1", 7, 2, "m1", u);
+  cm_lease_token(k, "job1", 7, 2, 0, "m1", u);
   assert_string_not_equal(t, u);
-  assert_false(cm_lease_verify(k, "job", 17, 2, "m1", u));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m1", u));
   /* Missing, short or altered tokens. */
-  assert_false(cm_lease_verify(k, "job", 17, 2, "m1", NULL));
-  assert_false(cm_lease_verify(k, "job", 17, 2, "m1", ""));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m1", NULL));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m1", ""));
   t[5] = t[5] == 'a' ? 'b' : 'a';
-  assert_false(cm_lease_verify(k, "job", 17, 2, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m1", t));
   t[CM_LEASE_TOKEN_HEX - 1] = '\0';
-  assert_false(cm_lease_verify(k, "job", 17, 2, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m1", t));
+  /* The redo generation is covered: a token of generation 0 is not one of
+   * generation 1, nor the other way round (a late answer to a lease from
+   * before a redo cannot pass for the redo). */
+  cm_lease_token(k, "job", 17, 2, 1, "m1", t);
+  assert_true(cm_lease_verify(k, "job", 17, 2, 1, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 0, "m1", t));
+  assert_false(cm_lease_verify(k, "job", 17, 2, 2, "m1", t));
+  cm_lease_token(k, "job", 17, 2, 0, "m1", u);
+  assert_false(cm_lease_verify(k, "job", 17, 2, 1, "m1", u));
 
-  cm_lease_ack_mac(k, "job", 17, 2, 100, 3, false, t);
-  assert_true(cm_lease_ack_verify(k, "job", 17, 2, 100, 3, false, t));
-  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 101, 3, false, t));
-  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 100, 2, false, t));
-  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 100, 3, true, t));
-  assert_false(cm_lease_ack_verify(k, "job", 17, 1, 100, 3, false, t));
+  cm_lease_ack_mac(k, "job", 17, 2, 0, 100, 3, false, "", t);
+  assert_true(cm_lease_ack_verify(k, "job", 17, 2, 0, 100, 3, false, "", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 0, 101, 3, false, "", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 0, 100, 2, false, "", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 0, 100, 3, true, "", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 1, 0, 100, 3, false, "", t));
+  /* The version of the stored rows and the redo generation are covered;
+   * absent (version "", redo 0) is not the same as any present value. */
+  cm_lease_ack_mac(k, "job", 17, 2, 1, 100, 3, false, "v2", t);
+  assert_true(cm_lease_ack_verify(k, "job", 17, 2, 1, 100, 3, false, "v2", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 1, 100, 3, false, "v1", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 1, 100, 3, false, "", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 0, 100, 3, false, "v2", t));
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 2, 100, 3, false, "v2", t));
+  cm_lease_ack_mac(k, "job", 17, 2, 0, 100, 3, false, "1", t);
+  cm_lease_ack_mac(k, "job", 17, 2, 1, 100, 3, false, "", u);
+  assert_string_not_equal(t, u);
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 1, 100, 3, false, "", t));
+  /* NULL version is "": the MAC of a saver without versions. */
+  cm_lease_ack_mac(k, "job", 17, 2, 0, 100, 3, false, NULL, t);
+  assert_true(cm_lease_ack_verify(k, "job", 17, 2, 0, 100, 3, false, "", t));
   /* A lease token is not an ack MAC. */
-  cm_lease_token(k, "job", 17, 2, "m1", u);
-  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 0, 0, false, u));
+  cm_lease_token(k, "job", 17, 2, 0, "m1", u);
+  assert_false(cm_lease_ack_verify(k, "job", 17, 2, 0, 0, 0, false, "", u));
   cm_lease_key_free(k);
   cm_lease_key_free(k2);
 }
@@ -105,8 +129,8 @@ static void test_key_file_errors(void **state) {
     char t[CM_LEASE_TOKEN_HEX + 1];
     assert_int_equal(cm_lease_key_load(&a, path, err, sizeof(err)), 0);
     assert_int_equal(cm_lease_key_load(&b, key_path, err, sizeof(err)), 0);
-    cm_lease_token(a, "j", 1, 1, "m", t);
-    assert_true(cm_lease_verify(b, "j", 1, 1, "m", t));
+    cm_lease_token(a, "j", 1, 1, 0, "m", t);
+    assert_true(cm_lease_verify(b, "j", 1, 1, 0, "m", t));
     cm_lease_key_free(a);
     cm_lease_key_free(b);
   }

@@ -146,7 +146,7 @@ static void test_newer_schema_refused(void **state) {
   q_exec(path, "CREATE TABLE future(x); PRAGMA user_version = 99;");
   assert_int_equal(cm_ledger_open(&l, path, err, sizeof err), -EPROTO);
   assert_null(l);
-  snprintf(want, sizeof want, "ledger %s has schema version 99, this fetcher supports up to 1",
+  snprintf(want, sizeof want, "ledger %s has schema version 99, this fetcher supports up to 2",
            path);
   assert_string_equal(err, want);
   assert_int_equal(q_int(path, "PRAGMA user_version"), 99); /* untouched */
@@ -917,6 +917,243 @@ static void test_oldest_pending_model(void **state) {
   cm_ledger_close(l);
 }
 
+/* ---- schema 2: several jobs (docs/jobs.md) -------------------------------- */
+
+/* The schema-1 file exactly as a previous fetcher wrote it. */
+static const char *const V1_SCHEMA =
+    "CREATE TABLE jobs(name TEXT PRIMARY KEY NOT NULL, source TEXT NOT NULL,"
+    " chunk_size INTEGER NOT NULL, next_index INTEGER NOT NULL DEFAULT 0,"
+    " source_done INTEGER NOT NULL DEFAULT 0, source_pos INTEGER NOT NULL DEFAULT 0,"
+    " source_line INTEGER NOT NULL DEFAULT 0, done_chunks INTEGER NOT NULL DEFAULT 0,"
+    " dead_chunks INTEGER NOT NULL DEFAULT 0, records_done INTEGER NOT NULL DEFAULT 0,"
+    " redeliveries INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);"
+    "CREATE TABLE chunks(job TEXT NOT NULL, idx INTEGER NOT NULL, state INTEGER NOT NULL,"
+    " attempt INTEGER NOT NULL DEFAULT 0, base_attempt INTEGER NOT NULL DEFAULT 0,"
+    " deadline_ms INTEGER NOT NULL DEFAULT 0, holder TEXT,"
+    " not_before_ms INTEGER NOT NULL DEFAULT 0, reason TEXT,"
+    " records INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(job, idx)) WITHOUT ROWID;"
+    "CREATE INDEX chunks_live ON chunks(job, state) WHERE state <> 2;"
+    "CREATE TABLE payloads(job TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
+    " PRIMARY KEY(job, idx));"
+    "INSERT INTO jobs VALUES('old', '" SRC "', 100, 3, 1, 0, 0, 2, 0, 200, 1, 1700000000.5);"
+    "INSERT INTO chunks VALUES('old', 0, 2, 1, 0, 0, NULL, 0, NULL, 100);"
+    "INSERT INTO chunks VALUES('old', 1, 2, 2, 0, 0, NULL, 0, NULL, 100);"
+    "INSERT INTO chunks VALUES('old', 2, 1, 1, 0, 99, 'm1', 0, NULL, 0);"
+    "PRAGMA user_version = 1;";
+
+static int list_cb(void *ud, const cm_ledger_job_row_t *r) {
+  char *out = ud;
+  size_t n = strlen(out);
+  snprintf(out + n, 1024 - n, "%s:%d:%u:%u:%s;", r->name, r->state, r->priority, r->max_deliver,
+           r->spec ? r->spec : "null");
+  return 0;
+}
+
+static void test_v1_ledger_migrates(void **state) {
+  (void)state;
+  char path[300], list[1024] = "";
+  cm_job_info_t in;
+  cm_chunk_state_t st;
+  new_path(path, sizeof path);
+  q_exec(path, V1_SCHEMA);
+  cm_ledger_t *l = open_ledger(path);
+  assert_int_equal(q_int(path, "PRAGMA user_version"), 2);
+  assert_int_equal(cm_ledger_each_job(l, list_cb, list), 1);
+  assert_string_equal(list, "old:1:1:0:null;"); /* running, priority 1, spec unknown */
+  /* its job opens as before, counters and chunks intact */
+  cm_ledger_new_job_t nj = {.spec = "{\"job\":\"old\"}", .priority = 5};
+  char err[512];
+  assert_int_equal(cm_ledger_job_open_ex(l, "old", SRC, 100, &nj, &in, err, sizeof err), 0);
+  assert_int_equal(in.next_index, 3);
+  assert_int_equal(in.done_chunks, 2);
+  assert_int_equal(in.records_done, 200);
+  assert_int_equal(in.state, 1);
+  assert_int_equal(in.priority, 1); /* an existing job keeps its row */
+  assert_true(in.created_at > 1700000000.0 && in.created_at < 1700000001.0);
+  assert_int_equal(cm_ledger_chunk_state(l, 2, &st, NULL), 0);
+  assert_int_equal(st, CM_CHUNK_PENDING); /* recovered lease */
+  assert_int_equal(cm_ledger_ack_v(l, 2, 2, 50, "v1", 0), 1);
+  assert_true(cm_ledger_job_complete(l));
+  cm_ledger_close(l);
+  /* the spec given at the first v2 open is stored; the version too */
+  assert_int_equal(q_int(path, "SELECT spec = '{\"job\":\"old\"}' FROM jobs"), 1);
+  assert_int_equal(q_int(path, "SELECT version = 'v1' FROM chunks WHERE idx = 2"), 1);
+  assert_int_equal(q_int(path, "SELECT count(*) FROM chunks WHERE version IS NULL"), 2);
+}
+
+static void test_jobs_share_one_connection(void **state) {
+  (void)state;
+  char path[300], err[512], list[1024] = "";
+  cm_job_info_t in;
+  uint32_t att;
+  new_path(path, sizeof path);
+  cm_ledger_t *root = open_ledger(path), *a = NULL, *b = NULL;
+  assert_int_equal(cm_ledger_share(root, &a), 0);
+  assert_int_equal(cm_ledger_share(root, &b), 0);
+  cm_ledger_new_job_t na = {.spec = "{\"job\":\"a\"}", .priority = 3, .max_deliver = 7,
+                            .state = 1, .must_be_new = true};
+  cm_ledger_new_job_t nb = {.spec = "{\"job\":\"b\"}", .state = 0, .must_be_new = true};
+  assert_int_equal(cm_ledger_job_open_ex(a, "a", SRC, 100, &na, &in, err, sizeof err), 0);
+  assert_int_equal(cm_ledger_job_open_ex(b, "b", SRC, 100, &nb, &in, err, sizeof err), 0);
+  /* a second submission of a name is refused */
+  cm_ledger_t *c = NULL;
+  assert_int_equal(cm_ledger_share(root, &c), 0);
+  assert_int_equal(cm_ledger_job_open_ex(c, "a", SRC, 100, &na, &in, err, sizeof err), -EEXIST);
+  assert_non_null(strstr(err, "job \"a\" exists"));
+  cm_ledger_close(c);
+  add_n(a, 2);
+  add_n(b, 3);
+  assert_int_equal(cm_ledger_lease(a, 0, "m", 10, &att), 0);
+  assert_int_equal(cm_ledger_lease(b, 0, "m", 10, &att), 0);
+  assert_int_equal(cm_ledger_ack(b, 0, 1, 9), 1);
+  assert_true(cm_ledger_unflushed(root) >= 4);
+  /* one flush through any handle writes both jobs in ONE transaction */
+  g_commits = 0;
+  assert_int_equal(cm_ledger_flush(root), 0);
+  assert_int_equal(cm_ledger_unflushed(a), 0);
+  assert_int_equal(cm_ledger_unflushed(b), 0);
+  assert_int_equal(q_int(path, "SELECT next_index FROM jobs WHERE name = 'a'"), 2);
+  assert_int_equal(q_int(path, "SELECT records_done FROM jobs WHERE name = 'b'"), 9);
+  assert_int_equal(q_int(path, "SELECT count(*) FROM chunks"), 5);
+  /* state changes are stored before they return */
+  assert_int_equal(cm_ledger_set_state(b, 2, 1234.5, "paused by test"), 0);
+  assert_int_equal(q_int(path, "SELECT state = 2 AND finished_at = 1234.5 AND last_error = "
+                               "'paused by test' FROM jobs WHERE name = 'b'"),
+                   1);
+  assert_int_equal(cm_ledger_each_job(root, list_cb, list), 2);
+  assert_string_equal(list, "a:1:3:7:{\"job\":\"a\"};b:2:1:0:{\"job\":\"b\"};");
+  cm_ledger_close(a);
+  cm_ledger_close(root); /* the connection lives while b does */
+  assert_int_equal(cm_ledger_ack(b, 1, 0, 4), 1);
+  assert_int_equal(cm_ledger_flush(b), 0);
+  cm_ledger_close(b);
+  cm_ledger_t *l = open_ledger(path);
+  assert_int_equal(cm_ledger_job_open(l, "b", SRC, 100, &in, err, sizeof err), 0);
+  assert_int_equal(in.state, 2);
+  assert_int_equal(in.done_chunks, 2);
+  assert_string_equal(in.last_error, "paused by test");
+  assert_string_equal(cm_ledger_spec(l), "{\"job\":\"b\"}");
+  assert_int_equal(cm_ledger_job_open(l, "a", SRC, 100, &in, err, sizeof err), 0);
+  assert_int_equal(in.max_deliver, 7);
+  assert_int_equal(cm_ledger_pending_count(l), 2); /* its lease came back */
+  cm_ledger_close(l);
+}
+
+static void dead_cb(void *ud, uint64_t index, uint32_t attempt, const char *reason) {
+  char *out = ud;
+  size_t n = strlen(out);
+  snprintf(out + n, 256 - n, "%llu/%u/%s;", (unsigned long long)index, attempt, reason);
+}
+
+static void test_dead_list(void **state) {
+  (void)state;
+  char path[300], got[256] = "";
+  uint32_t att;
+  new_path(path, sizeof path);
+  cm_ledger_t *l = open_job(path, "j", NULL);
+  add_n(l, 4);
+  assert_int_equal(cm_ledger_lease(l, 3, "m", 10, &att), 0);
+  assert_int_equal(cm_ledger_release(l, 3, 1, 0, "bad json", 1), 2);
+  assert_int_equal(cm_ledger_lease(l, 1, "m", 10, &att), 0);
+  assert_int_equal(cm_ledger_release(l, 1, 1, 0, "timeout", 1), 2);
+  assert_int_equal(cm_ledger_each_dead(l, 10, dead_cb, got), 2); /* flushes first */
+  assert_string_equal(got, "1/1/timeout;3/1/bad json;");
+  got[0] = '\0';
+  assert_int_equal(cm_ledger_each_dead(l, 1, dead_cb, got), 1);
+  assert_string_equal(got, "1/1/timeout;");
+  cm_ledger_close(l);
+}
+
+static void test_redo_by_version(void **state) {
+  (void)state;
+  char path[300], err[512];
+  uint32_t att;
+  uint64_t idx;
+  cm_job_info_t in;
+  cm_chunk_state_t st;
+  new_path(path, sizeof path);
+  cm_ledger_t *l = open_job(path, "j", NULL);
+  add_n(l, 4);
+  assert_int_equal(cm_ledger_set_source_done(l), 0);
+  for (uint64_t i = 0; i < 4; i++) {
+    assert_int_equal(cm_ledger_lease(l, i, "m", 10, &att), 0);
+    assert_int_equal(cm_ledger_ack_v(l, i, 1, 10 + (uint32_t)i, i % 2 ? "v2" : "v1", 0), 1);
+  }
+  assert_true(cm_ledger_job_complete(l));
+  assert_int_equal(cm_ledger_redo(l, "nope"), 0); /* nothing saved by it: no change */
+  cm_ledger_info(l, &in);
+  assert_int_equal(in.redo_gen, 0);
+  assert_int_equal(cm_ledger_redo(l, "v1"), 2); /* chunks 0 and 2 */
+  cm_ledger_info(l, &in);
+  assert_int_equal(in.done_chunks, 2);
+  assert_int_equal(in.records_done, 11 + 13);
+  assert_int_equal(in.redo_gen, 1);
+  assert_int_equal(in.redo_chunks, 2);
+  assert_int_equal(in.redo_done, 0);
+  assert_string_equal(cm_ledger_redo_version(l), "v1");
+  assert_false(cm_ledger_job_complete(l));
+  assert_int_equal(cm_ledger_chunk_redo(l, 0), 1);
+  assert_int_equal(cm_ledger_next_due(l, 0, &idx), 1);
+  assert_int_equal(idx, 0);
+  /* a late ack of the old save (generation 0) does not mark it done */
+  assert_int_equal(cm_ledger_ack_v(l, 0, 1, 10, "v1", 0), 0);
+  expect_state(l, 0, CM_CHUNK_PENDING, 1);
+  /* the restart keeps the generation of the pending chunks */
+  cm_ledger_close(l);
+  l = open_ledger(path);
+  assert_int_equal(cm_ledger_job_open(l, "j", SRC, 100, &in, err, sizeof err), 0);
+  assert_int_equal(in.redo_gen, 1);
+  assert_int_equal(in.redo_chunks, 2);
+  assert_string_equal(cm_ledger_redo_version(l), "v1");
+  assert_int_equal(cm_ledger_chunk_redo(l, 2), 1);
+  assert_int_equal(cm_ledger_ack_v(l, 2, 1, 10, "v1", 0), 0); /* still fenced */
+  assert_int_equal(cm_ledger_lease(l, 0, "m", 10, &att), 0);
+  assert_int_equal(att, 2); /* attempts continue */
+  assert_int_equal(cm_ledger_ack_v(l, 0, 2, 20, "v3", 1), 1);
+  assert_int_equal(cm_ledger_ack_v(l, 2, 0, 22, "v3", 1), 1);
+  cm_ledger_info(l, &in);
+  assert_int_equal(in.redo_done, 2);
+  assert_int_equal(in.done_chunks, 4);
+  assert_int_equal(in.records_done, 11 + 13 + 20 + 22);
+  assert_true(cm_ledger_job_complete(l));
+  assert_int_equal(cm_ledger_flush(l), 0);
+  assert_int_equal(q_int(path, "SELECT count(*) FROM chunks WHERE version = 'v3' AND redo = 1"),
+                   2);
+  assert_int_equal(cm_ledger_chunk_state(l, 0, &st, NULL), 0);
+  assert_int_equal(st, CM_CHUNK_DONE);
+  /* a second redo gets the next generation */
+  assert_int_equal(cm_ledger_redo(l, "v3"), 2);
+  cm_ledger_info(l, &in);
+  assert_int_equal(in.redo_gen, 2);
+  assert_int_equal(cm_ledger_chunk_redo(l, 2), 2);
+  assert_int_equal(cm_ledger_ack_v(l, 2, 0, 22, "v3", 1), 0);
+  cm_ledger_close(l);
+}
+
+static void test_source_cursor(void **state) {
+  (void)state;
+  char path[300], err[512];
+  cm_job_info_t in;
+  new_path(path, sizeof path);
+  cm_ledger_t *l = open_job(path, "j", NULL);
+  assert_null(cm_ledger_cursor(l));
+  assert_int_equal(cm_ledger_set_cursor(l, "http://api/p?after=abc"), 0);
+  assert_int_equal(cm_ledger_add_chunk(l, 0, "[1]", 3, 7, 1, false), 0);
+  assert_int_equal(cm_ledger_flush(l), 0); /* chunk, position and cursor together */
+  assert_int_equal(q_int(path, "SELECT source_pos = 7 AND source_cursor = "
+                               "'http://api/p?after=abc' FROM jobs"),
+                   1);
+  cm_ledger_close(l);
+  l = open_ledger(path);
+  assert_int_equal(cm_ledger_job_open(l, "j", SRC, 100, &in, err, sizeof err), 0);
+  assert_string_equal(cm_ledger_cursor(l), "http://api/p?after=abc");
+  assert_int_equal(in.source_pos, 7);
+  assert_int_equal(cm_ledger_set_cursor(l, NULL), 0);
+  assert_int_equal(cm_ledger_flush(l), 0);
+  assert_int_equal(q_int(path, "SELECT source_cursor IS NULL FROM jobs"), 1);
+  cm_ledger_close(l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_open_creates_schema),
@@ -933,6 +1170,11 @@ int main(void) {
       cmocka_unit_test(test_random_against_model),
       cmocka_unit_test(test_oldest_pending_age),
       cmocka_unit_test(test_oldest_pending_model),
+      cmocka_unit_test(test_v1_ledger_migrates),
+      cmocka_unit_test(test_jobs_share_one_connection),
+      cmocka_unit_test(test_dead_list),
+      cmocka_unit_test(test_redo_by_version),
+      cmocka_unit_test(test_source_cursor),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

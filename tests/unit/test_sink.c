@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,7 +408,8 @@ static void test_health_ok(void **state) {
 }
 
 /* A database left by a version-1 saver (no chunks.version column) is
- * migrated in place on open: rows kept, the column added, schema version 2. */
+ * migrated in place on open: rows kept, the columns added (version, redo
+ * = 0), schema version 3. */
 static void test_migrates_v1(void **state) {
   ctx_t *c = *state;
   cm_sink_t *s2;
@@ -435,18 +437,213 @@ static void test_migrates_v1(void **state) {
   cm_sink_close(c->s);
   c->s = s2;
   assert_int_equal(qi(c, c->pg ? "SELECT version FROM chunkmill_schema" : "PRAGMA user_version"),
-                   2);
+                   3);
   assert_int_equal(
       qi(c, c->pg ? "SELECT count(*) FROM information_schema.columns"
-                    " WHERE table_name = 'chunks' AND column_name = 'version'"
-                  : "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'version'"),
-      1);
+                    " WHERE table_name = 'chunks' AND column_name IN ('version', 'redo')"
+                  : "SELECT count(*) FROM pragma_table_info('chunks')"
+                    " WHERE name IN ('version', 'redo')"),
+      2);
+  assert_int_equal(qi(c, "SELECT redo FROM chunks WHERE job = 'old'"), 0);
   assert_int_equal(qi(c, "SELECT count(*) FROM records WHERE job = 'old'"), 1);
   item(&it, j);
   assert_int_equal(cm_sink_save_batch(c->s, &it, 1), 0);
   assert_int_equal(it.status, 0);
   assert_int_equal(qi(c, "SELECT count(*) FROM chunks WHERE version IS NULL"), 2);
   free(j);
+}
+
+/* ---- redo by version (docs/jobs.md) ------------------------------------- */
+
+/* Chunk `index` as mapper `version` produced it for redo generation `redo`:
+ * n records {"id":k,"v":version}; slots in nulls[] are null; dead may be
+ * NULL. */
+static char *chunk_r(uint64_t index, int n, const int *nulls, int nn, const char *dead,
+                     const char *version, uint32_t redo) {
+  cm_buf_t b;
+  cm_chunk_hdr_t h = {.index = index, .attempt = 1, .redo = redo};
+  snprintf(h.job, sizeof h.job, "%s", "r");
+  snprintf(h.version, sizeof h.version, "%s", version);
+  cm_buf_init(&b, 1 << 20);
+  assert_int_equal(cm_chunk_begin(&b, &h), 0);
+  for (int k = 0; k < n; k++) {
+    bool is_null = false;
+    for (int j = 0; j < nn; j++) is_null |= nulls[j] == k;
+    if (k) assert_int_equal(cm_buf_append(&b, ",", 1), 0);
+    if (is_null)
+      assert_int_equal(cm_buf_puts(&b, "null"), 0);
+    else
+      assert_int_equal(cm_buf_printf(&b, "{\"id\":%d,\"v\":\"%s\"}", k, version), 0);
+  }
+  assert_int_equal(cm_chunk_end(&b, dead, dead ? strlen(dead) : 0), 0);
+  return b.data;
+}
+
+static int64_t rows_of(ctx_t *c, uint64_t chunk, const char *version) {
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM records WHERE job = 'r' AND chunk = %" PRIu64
+           " AND body LIKE '%%\"v\":\"%s\"%%'",
+           chunk, version);
+  return qi(c, sql);
+}
+
+static void save1(ctx_t *c, cm_sink_item_t *it, const char *json) {
+  item(it, json);
+  assert_int_equal(cm_sink_save_batch(c->s, it, 1), 0);
+  if (it->status < 0) print_error("save: %s\n", it->err);
+}
+
+/* A chunk of a higher redo generation replaces the stored one: old records
+ * and dead letters gone, the new ones and the marker (version, redo,
+ * counts) in; the item says so. Other chunks are untouched. */
+static void test_redo_replaces(void **state) {
+  ctx_t *c = *state;
+  int nulls[] = {3};
+  char *v1 = chunk_r(5, 10, nulls, 1, "[{\"idx\":3,\"reason\":\"bad v1\",\"record\":{}}]", "v1", 0);
+  char *other = chunk_r(6, 4, NULL, 0, NULL, "v1", 0);
+  char *v2 = chunk_r(5, 7, NULL, 0, NULL, "v2", 1);
+  cm_sink_item_t it;
+
+  save1(c, &it, v1);
+  assert_int_equal(it.status, 0);
+  assert_false(it.replaced);
+  assert_string_equal(it.version, "v1");
+  assert_int_equal(it.redo, 0);
+  save1(c, &it, other);
+  assert_int_equal(it.status, 0);
+  assert_int_equal(rows_of(c, 5, "v1"), 9);
+  assert_int_equal(qi(c, "SELECT count(*) FROM dead_letters WHERE chunk = 5"), 1);
+
+  save1(c, &it, v2);
+  assert_int_equal(it.status, 0);
+  assert_true(it.replaced);
+  assert_int_equal(it.records, 7);
+  assert_int_equal(it.dead, 0);
+  assert_string_equal(it.version, "v2");
+  assert_int_equal(it.redo, 1);
+  assert_int_equal(qi(c, "SELECT count(*) FROM records WHERE chunk = 5"), 7);
+  assert_int_equal(rows_of(c, 5, "v2"), 7);
+  assert_int_equal(qi(c, "SELECT count(*) FROM dead_letters WHERE chunk = 5"), 0);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE chunk = 5"), "v2");
+  assert_int_equal(qi(c, "SELECT redo FROM chunks WHERE chunk = 5"), 1);
+  assert_int_equal(qi(c, "SELECT records FROM chunks WHERE chunk = 5"), 7);
+  assert_int_equal(qi(c, "SELECT dead FROM chunks WHERE chunk = 5"), 0);
+  assert_int_equal(qi(c, "SELECT attempt FROM chunks WHERE chunk = 5"), 1);
+  /* The neighbour keeps its rows and marker. */
+  assert_int_equal(rows_of(c, 6, "v1"), 4);
+  assert_int_equal(qi(c, "SELECT redo FROM chunks WHERE chunk = 6"), 0);
+  assert_int_equal(qi(c, "SELECT count(*) FROM chunks"), 2);
+  free(v1);
+  free(other);
+  free(v2);
+}
+
+/* A late copy of the old version (lower generation), or the redo again
+ * (same generation), is a duplicate: nothing rewritten, and it reports
+ * what is stored (the redo's version, generation and counts), which is
+ * what the Ack carries. */
+static void test_redo_not_overwritten_by_late_copy(void **state) {
+  ctx_t *c = *state;
+  char *v1 = chunk_r(5, 10, NULL, 0, NULL, "v1", 0);
+  char *v2 = chunk_r(5, 7, NULL, 0, NULL, "v2", 2);
+  char *v1_late = chunk_r(5, 10, NULL, 0, NULL, "v1", 1);
+  cm_sink_item_t it;
+
+  save1(c, &it, v1);
+  save1(c, &it, v2);
+  assert_int_equal(it.status, 0);
+  assert_true(it.replaced);
+
+  const char *late[] = {v1, v1_late, v2};
+  for (size_t k = 0; k < 3; k++) {
+    save1(c, &it, late[k]);
+    assert_int_equal(it.status, 1);
+    assert_false(it.replaced);
+    assert_int_equal(it.records, 7);
+    assert_string_equal(it.version, "v2");
+    assert_int_equal(it.redo, 2);
+  }
+  assert_int_equal(qi(c, "SELECT count(*) FROM records"), 7);
+  assert_int_equal(rows_of(c, 5, "v2"), 7);
+  assert_int_equal(qi(c, "SELECT redo FROM chunks WHERE chunk = 5"), 2);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE chunk = 5"), "v2");
+  free(v1);
+  free(v2);
+  free(v1_late);
+}
+
+/* A redo whose new data the store refuses (two dead letters for one idx)
+ * is rolled back whole: the delete of the old rows too. The old chunk
+ * stays as it was, the rest of the batch commits, and a correct redo
+ * later replaces it. */
+static void test_redo_failure_keeps_old(void **state) {
+  ctx_t *c = *state;
+  int nulls[] = {1};
+  char *v1 = chunk_r(5, 10, nulls, 1, "[{\"idx\":1,\"reason\":\"v1 dead\"}]", "v1", 0);
+  char *bad = chunk_r(5, 6, NULL, 0, "[{\"idx\":1,\"reason\":\"a\"},{\"idx\":1,\"reason\":\"b\"}]",
+                      "v2", 1);
+  char *good = chunk_r(7, 3, NULL, 0, NULL, "v2", 0);
+  char *v2 = chunk_r(5, 6, NULL, 0, NULL, "v2", 1);
+  cm_sink_item_t it[2];
+
+  save1(c, &it[0], v1);
+  assert_int_equal(it[0].status, 0);
+  item(&it[0], bad);
+  item(&it[1], good);
+  assert_int_equal(cm_sink_save_batch(c->s, it, 2), 0);
+  assert_true(it[0].status < 0);
+  assert_false(it[0].temporary);
+  assert_false(it[0].replaced);
+  assert_int_equal(it[1].status, 0);
+  assert_int_equal(qi(c, "SELECT count(*) FROM records WHERE chunk = 5"), 9);
+  assert_int_equal(rows_of(c, 5, "v1"), 9);
+  assert_string_equal(qt(c, "SELECT reason FROM dead_letters WHERE chunk = 5"), "v1 dead");
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE chunk = 5"), "v1");
+  assert_int_equal(qi(c, "SELECT redo FROM chunks WHERE chunk = 5"), 0);
+  assert_int_equal(qi(c, "SELECT records FROM chunks WHERE chunk = 5"), 9);
+  assert_int_equal(rows_of(c, 7, "v2"), 3);
+
+  save1(c, &it[0], v2);
+  assert_int_equal(it[0].status, 0);
+  assert_true(it[0].replaced);
+  assert_int_equal(qi(c, "SELECT count(*) FROM records WHERE chunk = 5"), 6);
+  assert_int_equal(rows_of(c, 5, "v2"), 6);
+  assert_int_equal(qi(c, "SELECT count(*) FROM dead_letters"), 0);
+  free(v1);
+  free(bad);
+  free(good);
+  free(v2);
+}
+
+/* Both generations of a chunk in one batch, in either order, over a stored
+ * v1 or over nothing: the higher generation is what is stored, exactly
+ * once, and the item of the higher generation reports it. */
+static void test_redo_both_in_one_batch(void **state) {
+  ctx_t *c = *state;
+  char *v1 = chunk_r(5, 10, NULL, 0, NULL, "v1", 0);
+  char *v2 = chunk_r(5, 7, NULL, 0, NULL, "v2", 1);
+  cm_sink_item_t it[2];
+  for (int round = 0; round < 4; round++) {
+    bool stored = round >= 2, v2_first = round % 2;
+    q(c, "DELETE FROM records", NULL, 0);
+    q(c, "DELETE FROM chunks", NULL, 0);
+    if (stored) save1(c, &it[0], v1);
+    item(&it[0], v2_first ? v2 : v1);
+    item(&it[1], v2_first ? v1 : v2);
+    assert_int_equal(cm_sink_save_batch(c->s, it, 2), 0);
+    cm_sink_item_t *hi = &it[v2_first ? 0 : 1], *lo = &it[v2_first ? 1 : 0];
+    assert_true(lo->status >= 0);
+    assert_int_equal(hi->status, 0);
+    assert_string_equal(hi->version, "v2");
+    assert_int_equal(hi->redo, 1);
+    assert_int_equal(hi->records, 7);
+    assert_int_equal(qi(c, "SELECT count(*) FROM records"), 7);
+    assert_int_equal(rows_of(c, 5, "v2"), 7);
+    assert_int_equal(qi(c, "SELECT redo FROM chunks WHERE chunk = 5"), 1);
+  }
+  free(v1);
+  free(v2);
 }
 
 /* ---- PostgreSQL only ---------------------------------------------------- */
@@ -466,6 +663,78 @@ static void test_pg_bad_utf8_permanent(void **state) {
   assert_int_equal(it[1].status, 0);
   assert_int_equal(qi(c, "SELECT count(*) FROM records"), 5);
   free(good);
+}
+
+typedef struct {
+  cm_sink_t *s;
+  cm_sink_item_t *it;
+  volatile int done;
+  int rc;
+} save_thread_t;
+
+static void *save_thread(void *arg) {
+  save_thread_t *a = arg;
+  a->rc = cm_sink_save_batch(a->s, a->it, 1);
+  a->done = 1;
+  return NULL;
+}
+
+static void pg_ok(PGconn *pc, const char *sql) {
+  PGresult *r = PQexec(pc, sql);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) print_error("%s: %s\n", sql, PQerrorMessage(pc));
+  assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+}
+
+/* Two savers redo the same chunk at once, both having read generation 0:
+ * while the other's redo holds the marker (not committed yet), ours waits
+ * for it, and once it commits ours finds generation 1 and is a duplicate
+ * reporting that redo; the other's rows stay, ours are not written on
+ * top. */
+static void test_pg_concurrent_redo(void **state) {
+  ctx_t *c = *state;
+  char *v1 = chunk_r(5, 10, NULL, 0, NULL, "v1", 0);
+  char *v2 = chunk_r(5, 7, NULL, 0, NULL, "v2", 1);
+  cm_sink_item_t it;
+  save_thread_t a = {.s = c->s, .it = &it};
+  pthread_t th;
+  PGconn *pc;
+
+  save1(c, &it, v1);
+  assert_int_equal(it.status, 0);
+  pc = PQconnectdb(c->db);
+  assert_int_equal(PQstatus(pc), CONNECTION_OK);
+  /* The other saver has read the marker (generation 0) and locked it for
+   * its redo; ours reads generation 0 too and waits for the lock. */
+  pg_ok(pc, "BEGIN");
+  {
+    PGresult *r = PQexec(pc, "SELECT redo FROM chunks WHERE job = 'r' AND chunk = 5 FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+  }
+  item(&it, v2);
+  assert_int_equal(pthread_create(&th, NULL, save_thread, &a), 0);
+  usleep(500 * 1000);
+  assert_false(a.done); /* waiting for the other saver's marker */
+  pg_ok(pc, "UPDATE chunks SET redo = 1, version = 'other', records = 1, dead = 0"
+            " WHERE job = 'r' AND chunk = 5");
+  pg_ok(pc, "DELETE FROM records WHERE job = 'r' AND chunk = 5");
+  pg_ok(pc, "INSERT INTO records VALUES('r', 5, 0, '{\"v\":\"other\"}')");
+  pg_ok(pc, "COMMIT");
+  assert_int_equal(pthread_join(th, NULL), 0);
+  PQfinish(pc);
+
+  assert_int_equal(a.rc, 0);
+  assert_int_equal(it.status, 1);
+  assert_false(it.replaced);
+  assert_string_equal(it.version, "other");
+  assert_int_equal(it.redo, 1);
+  assert_int_equal(it.records, 1);
+  assert_int_equal(qi(c, "SELECT count(*) FROM records"), 1);
+  assert_int_equal(rows_of(c, 5, "other"), 1);
+  assert_string_equal(qt(c, "SELECT version FROM chunks WHERE chunk = 5"), "other");
+  free(v1);
+  free(v2);
 }
 
 /* A server that is not there: the sink opens, unhealthy with the reason;
@@ -533,9 +802,14 @@ int main(void) {
       T(test_newer_schema_refused),
       T(test_migrates_v1),
       T(test_health_ok),
+      T(test_redo_replaces),
+      T(test_redo_not_overwritten_by_late_copy),
+      T(test_redo_failure_keeps_old),
+      T(test_redo_both_in_one_batch),
   };
   const struct CMUnitTest pg_only[] = {
       T(test_pg_bad_utf8_permanent),
+      T(test_pg_concurrent_redo),
       cmocka_unit_test(test_pg_unreachable),
   };
   const struct CMUnitTest plain[] = {cmocka_unit_test(test_redact)};

@@ -406,14 +406,14 @@ static void test_schema_versions(void **state) {
   /* A file from a newer saver: refused, and left as it was. */
   assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
   assert_int_equal(
-      sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 3", NULL, NULL, NULL),
+      sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 4", NULL, NULL, NULL),
       SQLITE_OK);
   sqlite3_close(db);
   assert_int_equal(cm_store_open(&s, c->path, CM_SYNC_NORMAL, err, sizeof err), -ENOTSUP);
   assert_null(s);
   char want[CM_TEST_PATH_MAX + 160];
   (void)snprintf(want, sizeof want,
-                 "results database %s has schema version 3; this saver supports up to 2", c->path);
+                 "results database %s has schema version 4; this saver supports up to 3", c->path);
   assert_string_equal(err, want);
   assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
   sqlite3_stmt *st = NULL;
@@ -427,7 +427,7 @@ static void test_schema_versions(void **state) {
                    SQLITE_OK);
   sqlite3_close(db);
   s = open_store(c, CM_SYNC_NORMAL);
-  assert_int_equal(q_int(s, "PRAGMA user_version"), 2);
+  assert_int_equal(q_int(s, "PRAGMA user_version"), 3);
   assert_int_equal(q_int(s, "SELECT count(*) FROM sqlite_schema WHERE name IN "
                             "('records','chunks','dead_letters')"),
                    3);

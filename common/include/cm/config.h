@@ -50,10 +50,19 @@ typedef struct cm_opt_s {
                                  accepts any value with that prefix
                                  ("burn:" accepts "burn:5"). */
   const char *env_fallback;   /* consulted after CHUNKMILL_<NAME>, e.g.
-                                 "NATS_URL"; may be NULL */
+                                 "NATS_URL"; may be NULL; CM_OPT_FLAG_ONLY:
+                                 no environment variable at all */
   const char *help;
   void *target;
 } cm_opt_t;
+
+/* env_fallback of an option read from the command line only: neither
+ * CHUNKMILL_<NAME> nor any other variable is consulted, and --help says
+ * "flag only". For settings that must never leak in from a daemon's
+ * environment (the job spec options of the chunkmill CLI: a CHUNKMILL_SOURCE
+ * meant for the fetcher is not a job submission). Compared by address. */
+extern const char cm_opt_flag_only[];
+#define CM_OPT_FLAG_ONLY cm_opt_flag_only
 
 /* Parses argv and the environment into the targets of `opts`.
  * Returns 0 on success; 1 when --help (or -h) was given and the usage was
@@ -67,6 +76,12 @@ typedef struct cm_opt_s {
 int cm_config_parse(const cm_opt_t *opts, size_t n, int argc, char **argv,
                     const char *prog, const char *summary, FILE *out, FILE *err)
     __attribute__((warn_unused_result));
+
+/* Prints the option lines of --help (one per row: flag, help, choices,
+ * environment variable, default; no header, no -h/--version lines) to out,
+ * for tools that write their own usage header (the chunkmill CLI's
+ * per-command help). */
+void cm_config_print_options(const cm_opt_t *opts, size_t n, FILE *out);
 
 /* Options every daemon has (docs/design.md "Command line"). */
 typedef struct cm_common_cfg_s {
@@ -95,5 +110,15 @@ typedef struct cm_common_cfg_s {
 /* Writes the common option rows (targets inside `cfg`) into out[0..cap);
  * returns the number written (CM_COMMON_OPTS_N) or -ENOSPC. */
 int cm_config_common_opts(cm_common_cfg_t *cfg, cm_opt_t *out, size_t cap);
+
+/* Number of rows cm_config_nats_opts writes. */
+#define CM_NATS_OPTS_N 9
+
+/* The subset of the common rows a NATS client that is no daemon needs (the
+ * chunkmill CLI): --nats-url, --prefix and the --nats-* auth/TLS options,
+ * exactly as the daemons have them (same names, environment variables,
+ * defaults). Targets inside cfg; the other fields of cfg are not touched
+ * (zero them first). Returns CM_NATS_OPTS_N or -ENOSPC. */
+int cm_config_nats_opts(cm_common_cfg_t *cfg, cm_opt_t *out, size_t cap);
 
 #endif

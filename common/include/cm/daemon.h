@@ -26,6 +26,7 @@
 #include "chunkmill.pb-c.h"
 #include "cm/buf.h"
 #include "cm/config.h"
+#include "cm/http.h"
 #include "cm/metrics.h"
 #include "cm/natsconn.h"
 
@@ -50,6 +51,13 @@ typedef struct cm_daemon_hooks_s {
   /* Extra liveness condition for /healthz (e.g. every worker stuck); NULL =
    * none. Write a short reason into why when not alive. */
   bool (*alive)(void *ud, char *why, size_t whylen);
+  /* Every HTTP request whose path is not one the daemon serves itself
+   * (/healthz, /readyz, /metrics, /status): GET, HEAD or POST (HEAD: the
+   * body is left out of the answer). Append the response body to `body`,
+   * set *ctype (static string) and return the status; 0 means "not mine"
+   * (the daemon answers 404 and drops what was appended). Loop thread.
+   * May be NULL (every such path: 404). */
+  int (*route)(void *ud, const cm_http_request_t *req, cm_buf_t *body, const char **ctype);
 } cm_daemon_hooks_t;
 
 /* Parses the command line for `role` with the common options plus
@@ -88,6 +96,11 @@ bool cm_daemon_ready(cm_daemon_t *d);
 int64_t cm_daemon_now_ms(cm_daemon_t *d);
 /* Unix time in seconds, with fractions. */
 double cm_wall_time(void);
+
+/* The /status JSON object (without the trailing newline of the HTTP
+ * answer) appended to out: the daemon's fields, then hooks.status's. For
+ * answering status requests over NATS as well. 0 or -ENOMEM/-E2BIG. */
+int cm_daemon_status_json(cm_daemon_t *d, cm_buf_t *out) __attribute__((warn_unused_result));
 
 /* "<prefix>.<suffix>" into out. 0 or -ENAMETOOLONG. */
 int cm_subject(char *out, size_t outlen, const char *prefix, const char *suffix);

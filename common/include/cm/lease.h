@@ -4,10 +4,18 @@
  * saver really produced. Mappers never hold the key: they carry the lease
  * token from the chunk they received into the mapped chunk unchanged.
  *
- *   lease token = HMAC-SHA256(key, "lease" | job | index | attempt | mapper)
+ *   lease token = HMAC-SHA256(key, "lease" | job | index | attempt | mapper
+ *                             [| "r" | redo])
  *   ack MAC     = HMAC-SHA256(key, "ack" | job | index | attempt | records |
- *                             dead_records | duplicate)
- * Every field is length-prefixed, so no two tuples share an input. Tokens
+ *                             dead_records | duplicate [| "v" | version]
+ *                             [| "r" | redo])
+ * redo is the chunk's redo generation (docs/jobs.md "Redo by version"),
+ * version the mapper version of the stored rows (the Ack's version). The
+ * bracketed parts are present only when redo > 0 / version is not "", so a
+ * chunk never redone and without a version has the MAC daemons without
+ * these fields computed (a fetcher upgraded before its savers keeps
+ * verifying their acks); their tags keep the optional parts apart. Every
+ * field is length-prefixed, so no two tuples share an input. Tokens
  * are the first 128 bits, as 32 lowercase hex digits. Verification compares
  * in constant time.
  *
@@ -42,14 +50,16 @@ void cm_lease_key_free(cm_lease_key_t *k);
 
 /* out: CM_LEASE_TOKEN_HEX + 1 bytes, NUL-terminated. */
 void cm_lease_token(const cm_lease_key_t *k, const char *job, uint64_t index, uint32_t attempt,
-                    const char *mapper, char *out);
+                    uint32_t redo, const char *mapper, char *out);
 bool cm_lease_verify(const cm_lease_key_t *k, const char *job, uint64_t index, uint32_t attempt,
-                     const char *mapper, const char *token);
+                     uint32_t redo, const char *mapper, const char *token);
 
+/* version may be NULL (as ""). */
 void cm_lease_ack_mac(const cm_lease_key_t *k, const char *job, uint64_t index, uint32_t attempt,
-                      uint32_t records, uint32_t dead_records, bool duplicate, char *out);
+                      uint32_t redo, uint32_t records, uint32_t dead_records, bool duplicate,
+                      const char *version, char *out);
 bool cm_lease_ack_verify(const cm_lease_key_t *k, const char *job, uint64_t index,
-                         uint32_t attempt, uint32_t records, uint32_t dead_records, bool duplicate,
-                         const char *mac);
+                         uint32_t attempt, uint32_t redo, uint32_t records, uint32_t dead_records,
+                         bool duplicate, const char *version, const char *mac);
 
 #endif

@@ -108,4 +108,21 @@ void cm_nats_destroy(cm_nats_t *n);
  * For checking the command line before anything is opened. */
 int cm_nats_check_options(const cm_common_cfg_t *cfg, char *err, size_t errlen);
 
+/* For a short-lived tool without a loop (the chunkmill CLI): a plain nats.c
+ * connection with the servers, auth and TLS of cfg exactly as
+ * cm_nats_create sets them, connected (or refused) before this returns. No
+ * handoff, no callbacks: the caller uses nats.c's blocking calls on it and
+ * destroys it with natsConnection_Destroy. reconnect: a connection lost
+ * later is re-established by nats.c in the background (every server, again
+ * and again); false: it closes. Errors, with the reason in err (from the
+ * server or the TLS library; never a secret):
+ *   -EINVAL       the options (a bad --nats-url list, unreadable TLS or
+ *                 credentials files): a usage error;
+ *   -ECONNREFUSED no server of the list could be reached;
+ *   -EACCES       the server refused the credentials;
+ *   -EIO          anything else (TLS handshake, protocol). */
+int cm_nats_connect_sync(natsConnection **out, const cm_common_cfg_t *cfg, const char *name,
+                         bool reconnect, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 #endif
