@@ -126,7 +126,11 @@ static void fmt_rate(char *out, size_t n, const cJSON *o, const char *k) {
 
 static void fmt_eta(char *out, size_t n, const cJSON *job) {
   double v;
-  if (num(job, "eta_s", &v))
+  const cJSON *st = cJSON_GetObjectItemCaseSensitive(job, "state");
+  /* A finished job has nothing left to wait for, whatever the rate says. */
+  if (cJSON_IsString(st) && cm_render_state_final(st->valuestring))
+    snprintf(out, n, "-");
+  else if (num(job, "eta_s", &v))
     cm_render_duration(out, n, v);
   else
     snprintf(out, n, "-");

@@ -1,5 +1,5 @@
-/* api.c - the job API: authorization, strict parsing of submissions, the
- * routes of docs/jobs.md, and the HTTP and NATS adapters around them. */
+/* api.c - the job API: authorization, the API's policy on submissions,
+ * the routes of docs/jobs.md, and the HTTP and NATS adapters around them. */
 #include "api.h"
 
 #include <cjson/cJSON.h>
@@ -11,9 +11,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cm/daemon.h"
 #include "cm/log.h"
+#include "cm/ratelimit.h"
 #include "jobspec.h"
 
 #define SRC_GEN 1u
@@ -37,6 +39,7 @@ struct cm_api_s {
   void *status_ud;
   cm_nats_t *nats;
   char prefix[200];
+  cm_ratelimit_t unauthorized_log; /* one warning per minute at most */
 };
 
 /* ---- options ---- */
@@ -130,6 +133,7 @@ int cm_api_create(cm_api_t **out, const cm_api_cfg_t *cfg, cm_jobs_t *jobs, char
     return -ENOMEM;
   }
   a->jobs = jobs;
+  a->unauthorized_log = (cm_ratelimit_t)CM_RATELIMIT_INIT(60000);
   a->status = cfg->status;
   a->status_ud = cfg->status_ud;
   rc = parse_sources(a, cfg->sources != NULL ? cfg->sources : "gen,http", err, errlen);
@@ -217,33 +221,40 @@ static bool valid_job_name(const char *s) {
          strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n;
 }
 
-/* Refuses a key given twice (cJSON keeps both; which one counts would be a
- * guess). */
-static const char *duplicate_key(const cJSON *obj) {
+/* More keys than any request has: refused before the quadratic duplicate
+ * check below (this runs before authorization on NATS). */
+#define MAX_KEYS 64
+
+/* Refuses an object with too many keys or a key given twice (cJSON keeps
+ * both; which one counts would be a guess): 0, or the status of the answer
+ * written to out. */
+static int check_object(const cJSON *obj, const char *prefix, cm_buf_t *out) {
+  int n = cJSON_GetArraySize(obj);
+  if (n > MAX_KEYS) return answer_error(out, 400, "body: more than %d keys", MAX_KEYS);
   for (const cJSON *a = obj->child; a != NULL; a = a->next)
     for (const cJSON *b = a->next; b != NULL; b = b->next)
       if (a->string != NULL && b->string != NULL && strcmp(a->string, b->string) == 0)
-        return a->string;
-  return NULL;
+        return answer_error(out, 400, "\"%s%.128s\" is given twice", prefix, a->string);
+  return 0;
 }
 
 static int get_str(const cJSON *obj, const char *key, const char *name, const char **v,
                    cm_buf_t *out) {
   const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (it == NULL || cJSON_IsNull(it)) return 0;
-  if (!cJSON_IsString(it)) return answer_error(out, 400, "%s: must be a string", name);
+  if (!cJSON_IsString(it)) return answer_error(out, 400, "\"%s\" must be a string", name);
   *v = it->valuestring;
   return 0;
 }
 
 static int check_keys(const cJSON *obj, const char *prefix, const char *const *keys,
                       cm_buf_t *out) {
-  const char *dup = duplicate_key(obj);
-  if (dup != NULL) return answer_error(out, 400, "%s%.128s: given twice", prefix, dup);
+  int st = check_object(obj, prefix, out);
+  if (st != 0) return st;
   for (const cJSON *it = obj->child; it != NULL; it = it->next) {
     bool known = false;
     for (size_t i = 0; keys[i] != NULL && !known; i++) known = strcmp(it->string, keys[i]) == 0;
-    if (!known) return answer_error(out, 400, "%s%.128s: unknown key", prefix, it->string);
+    if (!known) return answer_error(out, 400, "unknown key \"%s%.128s\"", prefix, it->string);
   }
   return 0;
 }
@@ -450,9 +461,9 @@ static int do_submit(cm_api_t *a, const char *body, size_t len, cm_buf_t *out) {
   int st = 0, rc;
   cJSON *root = parse_body(body, len, &st, out);
   if (root == NULL) return st;
-  const char *dup = duplicate_key(root);
-  if (dup != NULL) {
-    st = answer_error(out, 400, "\"%.128s\" is given twice", dup);
+  const cJSON *http = cJSON_GetObjectItemCaseSensitive(root, "http");
+  if ((st = check_object(root, "", out)) != 0 ||
+      (cJSON_IsObject(http) && (st = check_object(http, "http.", out)) != 0)) {
     cJSON_Delete(root);
     return st;
   }
@@ -508,7 +519,7 @@ static int do_redo(cm_job_t *j, const char *body, size_t len, cm_buf_t *out) {
   }
   if (version == NULL || version[0] == '\0') {
     cJSON_Delete(root);
-    return answer_error(out, 400, "version: required");
+    return answer_error(out, 400, "\"version\" is required");
   }
   rc = cm_job_redo(j, version, &n, err, sizeof err);
   if (rc == 0) cm_log_info("api: job %s: redo of version %s: %d chunks", cm_job_name(j), version, n);
@@ -557,8 +568,19 @@ int cm_api_handle(cm_api_t *a, const char *method, const char *path, const char 
   if (!cm_api_owns_path(path)) return answer_error(out, 404, "not found");
   /* With a token configured, nothing of the API is answered without it
    * (not even whether a route exists). */
-  if (a->token != NULL && !token_ok(a, token))
+  if (a->token != NULL && !token_ok(a, token)) {
+    uint64_t more = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* Worth knowing (a client with an old token, or probing), but never
+     * a log line per request, and never what was sent. */
+    if (cm_ratelimit_allow(&a->unauthorized_log,
+                           (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &more))
+      cm_log_warn("api: refused %s %.200s: %s API token (%llu more refused since the last "
+                  "report)",
+                  method, path, token == NULL ? "no" : "wrong", (unsigned long long)more);
     return answer_error(out, 401, "missing or wrong API token (Authorization: Bearer TOKEN)");
+  }
   op = route_of(path, name, sizeof name, &write);
   if (op == OP_NONE) return answer_error(out, 404, "not found: %.200s", path);
   post = strcmp(method, "POST") == 0;
@@ -652,14 +674,11 @@ static int nats_handle(cm_api_t *a, const char *suffix, const char *data, size_t
   root = parse_body(data, len, &st, body);
   if (root == NULL) return st;
 
-  if (duplicate_key(root) != NULL) {
-    st = answer_error(body, 400, "%.128s: given twice", duplicate_key(root));
-    goto done;
-  }
+  if ((st = check_object(root, "", body)) != 0) goto done;
   it = cJSON_GetObjectItemCaseSensitive(root, "token");
   if (it != NULL) {
     if (!cJSON_IsString(it)) {
-      st = answer_error(body, 400, "token: must be a string");
+      st = answer_error(body, 400, "\"token\" must be a string");
       goto done;
     }
     token = strdup(it->valuestring);
@@ -672,16 +691,17 @@ static int nats_handle(cm_api_t *a, const char *suffix, const char *data, size_t
   if (SUBJECTS[idx].takes_job) {
     it = cJSON_GetObjectItemCaseSensitive(root, "job");
     if (it == NULL || cJSON_IsNull(it)) {
-      st = answer_error(body, 400, "job: required");
+      st = answer_error(body, 400, "\"job\" is required");
       goto done;
     }
     if (!cJSON_IsString(it)) {
-      st = answer_error(body, 400, "job: must be a string");
+      st = answer_error(body, 400, "\"job\" must be a string");
       goto done;
     }
     name = it->valuestring;
     if (!valid_job_name(name)) {
-      st = answer_error(body, 400, "job: use 1..%d of A-Z a-z 0-9 . _ : -", CM_JOB_MAX - 1);
+      st = answer_error(body, 400, "\"job\" must be 1..%d of A-Z a-z 0-9 . _ : -",
+                        CM_JOB_MAX - 1);
       goto done;
     }
     snprintf(path, sizeof path, "/jobs/%s%s%s", name, SUBJECTS[idx].action[0] ? "/" : "",
@@ -693,7 +713,7 @@ static int nats_handle(cm_api_t *a, const char *suffix, const char *data, size_t
   if (strcmp(suffix, "jobs.submit") != 0 && strcmp(suffix, "jobs.redo") != 0) {
     for (const cJSON *c = root->child; c != NULL; c = c->next)
       if (!SUBJECTS[idx].takes_job || strcmp(c->string, "job") != 0) {
-        st = answer_error(body, 400, "%.128s: unknown key", c->string);
+        st = answer_error(body, 400, "unknown key \"%.128s\"", c->string);
         goto done;
       }
   } else {

@@ -4,8 +4,10 @@
  * P.members, P.status).
  *
  * The handler authorizes (Bearer token from --api-token-file, compared in
- * constant time), parses strictly (unknown keys refused, each bad field
- * named), applies --api-sources and --api-file-root, and calls the job
+ * constant time), parses submissions with the one submission parser
+ * (jobspec.h: unknown keys refused, each bad field named; a key given twice
+ * is refused here), applies the API's policy (--api-sources, file: and
+ * http.header "@FILE" under --api-file-root, no stdin) and calls the job
  * registry (jobs.h). Every answer is JSON; errors are {"error":"..."}.
  *
  * Loop thread only (the NATS adapter gets its messages there through

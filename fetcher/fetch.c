@@ -97,6 +97,7 @@ struct cm_fetch_s {
       *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced, *m_lost;
   cm_histogram_t *m_latency;
   cm_gauge_t *m_complete;
+  size_t metered; /* jobs 0 .. metered-1 have their per-job series */
 };
 
 static int64_t now_ms(cm_fetch_t *f) { return cm_daemon_now_ms(f->d); }
@@ -978,6 +979,42 @@ static double g_records_done(void *ud) {
   return (double)info.records_done;
 }
 
+/* Per-job series, labelled job="NAME" (a job name needs no escaping). */
+static double gj_done(void *ud) {
+  cm_job_info_t info;
+  cm_ledger_info(cm_job_ledger(ud), &info);
+  return (double)info.done_chunks;
+}
+static double gj_records(void *ud) {
+  cm_job_info_t info;
+  cm_ledger_info(cm_job_ledger(ud), &info);
+  return (double)info.records_done;
+}
+static double gj_backlog(void *ud) {
+  return cm_job_state(ud) == CM_JOB_RUNNING ? job_backlog(ud) : 0;
+}
+static double gj_running(void *ud) { return cm_job_state(ud) == CM_JOB_RUNNING ? 1 : 0; }
+
+/* Registers the series of jobs added since the last call (the registry
+ * only grows). Past the metrics registry's limit a job simply has none. */
+static void fetch_meter_jobs(cm_fetch_t *f) {
+  cm_metrics_t *m = cm_daemon_metrics(f->d);
+  for (; f->metered < cm_jobs_count(f->jobs); f->metered++) {
+    cm_job_t *j = cm_jobs_at(f->jobs, f->metered);
+    char labels[CM_JOB_MAX + 16];
+    snprintf(labels, sizeof(labels), "job=\"%s\"", cm_job_name(j));
+    (void)cm_metrics_gauge_fn(m, "chunkmill_job_done_chunks", "Chunks done, per job.", labels,
+                              gj_done, j);
+    (void)cm_metrics_gauge_fn(m, "chunkmill_job_records_saved", "Records saved, per job.",
+                              labels, gj_records, j);
+    (void)cm_metrics_gauge_fn(m, "chunkmill_job_backlog_chunks",
+                              "Chunks of a running job waiting for a mapper.", labels, gj_backlog,
+                              j);
+    (void)cm_metrics_gauge_fn(m, "chunkmill_job_running", "1 while the job is running.", labels,
+                              gj_running, j);
+  }
+}
+
 int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
   cm_job_info_t info;
   int64_t now = now_ms(f);
@@ -1129,6 +1166,7 @@ void cm_fetch_destroy(cm_fetch_t *f) {
 /* Registry hooks (job.h). */
 static void jobs_wake(void *ud) {
   cm_fetch_t *f = ud;
+  fetch_meter_jobs(f); /* a job submitted */
   fetch_check_complete(f);
   fetch_pump(f);
 }
@@ -1251,6 +1289,7 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
                             "Records confirmed saved in this job (all runs).", NULL,
                             g_records_done, f);
 
+  fetch_meter_jobs(f);
   (void)cm_subject(f->chunk_prefix, sizeof(f->chunk_prefix), cc->prefix, "chunk");
   (void)cm_subject(f->dead_subject, sizeof(f->dead_subject), cc->prefix, "dead");
   (void)uv_timer_init(loop, &f->tick);

@@ -431,12 +431,12 @@ static int load_one(void *ud, const cm_ledger_job_row_t *row) {
     c->n++;
     return 0;
   }
-  if (row->spec != NULL && cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0 &&
-      cm_jobspec_source_redacted(&st.spec)) {
+  bool parsed =
+      row->spec != NULL && cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0;
+  if (parsed && cm_jobspec_source_redacted(&st.spec)) {
     cm_jobspec_free(&st);
     redacted = true;
-  } else if (row->spec != NULL &&
-             cm_jobspec_parse(&st, row->spec, strlen(row->spec), e, sizeof(e)) == 0) {
+  } else if (parsed) {
     rc = job_make(r, &st.spec, NULL, !state_final(state), &j, e, sizeof(e));
     cm_jobspec_free(&st);
     if (rc == 0) {

@@ -35,6 +35,7 @@ typedef struct fetcher_s {
   int64_t records, seed, chunk_size, print_chunk;
   cm_source_opts_t http; /* the http_* settings of an http(s) source */
   bool replay_dead;
+  const char *redo_version;
   bool serve;
   const char *api_token_file, *api_sources, *api_file_root;
   cm_api_t *api; /* the job API (api.h) */
@@ -173,6 +174,15 @@ static int run_native(fetcher_t *f, const cm_source_opts_t *so, cm_daemon_hooks_
     cm_log_info("--replay-dead: %d dead chunks are pending again", n);
     printf("replayed %d dead chunks of job \"%s\"\n", n, f->fc.job);
   }
+  if (f->redo_version != NULL && primary != NULL) {
+    int n = 0;
+    if (cm_job_redo(primary, f->redo_version, &n, err, sizeof(err)) != 0) {
+      fprintf(stderr, "fetcher: --redo failed: %s\n", err);
+      return 1;
+    }
+    printf("redo of version %s: %d chunks of job \"%s\" are pending again\n", f->redo_version,
+           n, f->fc.job);
+  }
   if (primary != NULL) {
     cm_ledger_info(cm_job_ledger(primary), &info);
     if (info.next_index > 0)
@@ -244,6 +254,10 @@ int main(int argc, char **argv) {
        "interval of progress lines on stdout (0: none)", &f->fc.progress_ms},
       {"replay-dead", CM_OPT_BOOL, "false", 0, 0, NULL, NULL,
        "put the job's dead chunks back to pending before starting", &f->replay_dead},
+      {"redo", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
+       "redo by version: put the job's chunks saved by mapper version V (--version-label) "
+       "back to pending before starting; the savers replace their rows (gen: sources only)",
+       &f->redo_version},
       {"print-chunk", CM_OPT_INT, "-1", -1, INT64_MAX, NULL, NULL,
        "print chunk N of the source as JSON and exit (no NATS needed)", &f->print_chunk},
       {"http-page-param", CM_OPT_STRING, "page", 0, 0, NULL, NULL,
@@ -323,6 +337,13 @@ int main(int argc, char **argv) {
   }
   if (f->serve && strcmp(f->cfg.protocol, "app9") == 0) {
     fprintf(stderr, "fetcher: --serve needs the native protocol (not --protocol app9)\n");
+    return 2;
+  }
+  if (f->redo_version != NULL &&
+      (f->redo_version[0] == '\0' || strcmp(f->cfg.protocol, "app9") == 0 ||
+       (f->serve && f->source == NULL))) {
+    fprintf(stderr, "fetcher: invalid value for --redo: a version label, for the --source job "
+                    "(native protocol)\n");
     return 2;
   }
   if (f->source == NULL && !f->serve) f->source = "gen:users";

@@ -57,8 +57,10 @@ DRIVER = os.path.join(ROOT, "tests", "web", "dashboard_driver.js")
 WEB_DIR = os.path.join(ROOT, "fetcher", "web")
 BUILD = os.path.abspath(BIN_DIR)
 ARTIFACTS = os.path.join(BUILD, "artifacts")
-# 800 chunks of 100 ms on 2 x 2 workers: the job runs ~20 s.
-RECORDS, CHUNK = 80000, 100
+# 1200 chunks of 100 ms on 2 x 2 workers: the job runs ~30 s, long enough to
+# be paused mid-way on a loaded machine (with the job API it is paused, not
+# waited for).
+RECORDS, CHUNK = 120000, 100
 TOTAL = RECORDS // CHUNK
 TOKEN = "dashboard-test-token-0123456789"
 
@@ -327,12 +329,19 @@ def main():
 
         if has_api:
             def token_actions():
+                # Before the token: reads need it (--api-token-file), so the
+                # page says so and shows the job of /status, without actions.
+                snap = browser.cmd(cmd="snapshot")
+                assert "API token" in snap["notice"], snap["notice"]
+                job = next(j for j in snap["jobs"] if j["name"] == "dash")
+                assert not job["actionsVisible"], job
                 enter_token()
                 browser.cmd(cmd="wait", selector='[data-job="dash"] [data-action="pause"]:not([disabled])',
                             timeout_ms=10000)
                 token_kept()
 
-            check("an API token entered shows the job actions, kept in sessionStorage only",
+            check("without the token the page shows /status and says why; with it the actions "
+                  "(token in sessionStorage only)",
                   token_actions)
 
         def same_numbers():

@@ -356,6 +356,40 @@ def token_never_logged():
                 assert TOKEN not in fh.read(), name
 
 
+def bad_api_options_exit_2():
+    """A bad --api-token-file, --api-sources or --api-file-root: exit 2 at
+    start, naming it (never the token's bytes)."""
+    short = os.path.join(P.workdir, "short-token")
+    with open(short, "w") as fh:
+        fh.write("sekrit-short\n")
+    missing = os.path.join(P.workdir, "no-such-token")
+    for extra, want in ((["--api-token-file", missing], missing),
+                        (["--api-token-file", short], short),
+                        (["--api-sources", "gen,ftp"], '"ftp"'),
+                        (["--api-file-root", os.path.join(P.workdir, "no-such-dir")],
+                         "--api-file-root")):
+        port = free_port()
+        p = Proc(f"fetcher-bad-{port}",
+                 [bin_path("fetcher"), "--nats-url", P.nats.url, "--prefix", P.prefix + "x",
+                  "--http", f"127.0.0.1:{port}", "--serve", "--ledger",
+                  os.path.join(P.workdir, "ledger-bad.db")] + extra, log_dir=P.workdir)
+        rc = p.wait(20)
+        assert rc == 2, (extra, rc, p.log()[-500:])
+        assert want in p.log(), (extra, p.log()[-500:])
+        assert "sekrit-short" not in p.log() + p.out(), p.log()
+    assert not os.path.exists(os.path.join(P.workdir, "ledger-bad.db"))
+
+
+def clean_exit():
+    """SIGTERM: the fetcher drains and exits 0 (under ASan also: no leak, no
+    sanitizer report)."""
+    f = P.fetcher
+    rc = f.stop()
+    assert rc == 0, (rc, f.log()[-3000:])
+    for text in (f.log(), f.out()):
+        assert "runtime error:" not in text and "Sanitizer" not in text, text[-3000:]
+
+
 try:
     check("fetcher --serve with --api-token-file starts", setup)
     check("401 without the token, 403 for writes without --api-token-file", auth_rules)
@@ -365,7 +399,10 @@ try:
     check("the same operations over NATS request/reply", over_nats)
     check("a submitted job survives kill -9 of the fetcher", survives_restart)
     check("deploy/nats/nats-server.conf lets ops use the API", example_conf_permissions)
+    check("a bad --api-token-file, --api-sources or --api-file-root: exit 2",
+          bad_api_options_exit_2)
     check("the token is never logged", token_never_logged)
+    check("the fetcher exits 0 on SIGTERM", clean_exit)
 finally:
     if __import__("harness")._results["failed"]:
         dump_logs_on_failure(P)

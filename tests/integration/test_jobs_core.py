@@ -8,12 +8,17 @@ live in the ledger and `--serve` resumes each in its stored state.
    and each lands exactly once in the saver's database under its own name.
 2. A job whose stored state is `paused` (what the API's pause writes) stays
    paused across a restart: no chunk of it is leased and its done count does
-   not move, while another job runs to completion next to it."""
+   not move, while another job runs to completion next to it.
+3. Redo by version end to end (`--redo V`, what the API's redo does): a job
+   saved by mappers labelled v1, then mappers v2 and `--redo v1`: every
+   chunk of the saver's database is v2's, its rows exactly once, and the
+   ledger has every chunk done again by v2 at redo generation 1."""
 import json
 import sqlite3
 import time
 
-from harness import Pipeline, check, finish, status, torn_down, wait_until
+from harness import (Pipeline, check, finish, http_get, parse_prometheus, status, torn_down,
+                     wait_until)
 
 JOB_RECORDS = {"big": 40000, "small": 20000, "held": 30000, "other": 5000}
 SEEDS = {"big": 1, "small": 2, "held": 3, "other": 4}
@@ -90,6 +95,11 @@ def two_jobs_resume_and_share():
     assert js["small"]["finished_at"] is not None and js["small"]["last_error"] is None, js
     # /status keeps the single "job" object for --job's job
     assert status(f)["job"]["name"] == "small" and status(f)["job"]["complete"] is True
+    # per-job series next to the single-job ones (those follow --job's job)
+    m, _ = parse_prometheus(http_get(f.port, "/metrics")[1])
+    assert m['chunkmill_job_done_chunks{job="big"}'] == 400, m
+    assert m['chunkmill_job_records_saved{job="small"}'] == JOB_RECORDS["small"], m
+    assert m['chunkmill_job_running{job="big"}'] == 0 and m["chunkmill_fetcher_done_chunks"] == 200
     assert f.stop() == 0
     exact("big")
     exact("small")
@@ -123,6 +133,9 @@ def paused_stays_paused():
     assert js["held"]["state"] == "paused", js["held"]
     assert js["held"]["chunks"]["leased"] == 0, js["held"]
     assert js["held"]["chunks"]["done"] == done_before, (js["held"], done_before)
+    m, _ = parse_prometheus(http_get(f.port, "/metrics")[1])
+    assert m['chunkmill_job_running{job="held"}'] == 0, m
+    assert m['chunkmill_job_backlog_chunks{job="held"}'] == 0, m  # waits for the operator
     assert js["big"]["state"] == "complete" and js["small"]["state"] == "complete", js
     time.sleep(0.5)  # nothing of "held" on its way either
     assert P.db_query("SELECT count(*) FROM chunks WHERE job = 'held'")[0][0] == saved_before
@@ -131,7 +144,46 @@ def paused_stays_paused():
     assert ledger_exec("SELECT state FROM jobs WHERE name = 'held'") == [(2,)]
 
 
+def redo_by_version():
+    R = Pipeline("jredo", records=3000, mappers=0, transform="identity")
+    with torn_down(R):
+        R.start_mapper(["--version-label", "v1"])
+        R.wait_ready([R.saver] + R.mappers)
+        args = ["--once", "--job", "rv"]
+        f = R.start_fetcher(args)
+        assert f.wait(60) == 0, f.log()[-1500:]
+        assert R.db_query("SELECT version, count(*) FROM chunks GROUP BY version") == [("v1", 30)]
+        for m in R.mappers:
+            m.stop()
+        R.mappers = []
+        R.transform = "fullname"  # v2 writes other rows: {"id","name"}
+        R.start_mapper(["--version-label", "v2"])
+        R.wait_ready(R.mappers)
+        f = R.start_fetcher(args + ["--redo", "v1"])
+        assert f.wait(60) == 0, f.log()[-1500:]
+        assert 'redo of version v1: 30 chunks of job "rv" are pending again' in f.out(), f.out()
+        assert R.db_query("SELECT version, count(*) FROM chunks GROUP BY version") == [("v2", 30)]
+        assert R.db_query("SELECT count(*), count(DISTINCT chunk * 1000 + idx) FROM records") == \
+            [(3000, 3000)]
+        bodies = [json.loads(b) for (b,) in R.db_query("SELECT body FROM records")]
+        assert all(set(b) == {"id", "name"} for b in bodies), bodies[:3]
+        con = sqlite3.connect(R.ledger)
+        try:
+            assert con.execute("SELECT version, redo, count(*) FROM chunks GROUP BY 1, 2").fetchall() \
+                == [("v2", 1, 30)]
+            assert con.execute("SELECT state, done_chunks, records_done, redo_gen, redo_chunks, "
+                               "redo_done, redo_version FROM jobs").fetchall() == \
+                [(3, 30, 3000, 1, 30, 30, "v1")]
+        finally:
+            con.close()
+        # nothing saved by v1 any more: a second redo of v1 finds nothing
+        f = R.start_fetcher(args + ["--redo", "v1"])
+        assert f.wait(60) == 0, f.log()[-1500:]
+        assert 'redo of version v1: 0 chunks' in f.out(), f.out()
+
+
 with torn_down(P):
     check("a killed --serve job is resumed next to a new one; both exact, sharing", two_jobs_resume_and_share)
     check("a paused job stays paused across a restart", paused_stays_paused)
+check("redo by version: v1's chunks redone by v2, exact", redo_by_version)
 finish()

@@ -13,16 +13,17 @@ shared --lease-key-file) on P.chunk.<mapper id> and reads the Acks on P.ack.
   Ack reports what is stored (v2, redo 1) and no row changes;
 - a redo chunk whose lease token was made for generation 0 is refused by
   the saver (the token covers "redo"): no Ack, nothing changes;
-- end to end with the real fetcher (--once, lease key): a job completed by
-  v1 mappers, its v1 chunks put back to pending with generation 1 in the
-  ledger (as the job API's redo does, written while no fetcher runs), then
-  v2 mappers: the job completes again, every chunk is v2 in the saver and
-  in the ledger, rows exact, redo progress complete.
+- end to end (fetcher --serve, its job API, lease key on): a job completed
+  by v1 mappers, then v2 mappers and `POST /jobs/NAME/redo {"version":"v1"}`:
+  the job completes again with its redo progress done, every chunk is v2,
+  rows exact; a v1 answer delayed past the redo is a duplicate and changes
+  neither the rows nor the job.
 PostgreSQL is skipped (said so) when it is not installed."""
 import json
 import os
-import sqlite3
 import time
+import urllib.error
+import urllib.request
 
 import pg
 import rawnats
@@ -229,31 +230,62 @@ E2E_RECORDS = 6000
 E2E_CHUNK = 100
 
 
-def ledger_redo(P, job, version):
-    """What `redo` of the job API does to the ledger (cm_ledger_redo, while
-    no fetcher runs): every done chunk saved by `version` pending again with
-    redo generation 1, the job running with its redo progress."""
-    con = sqlite3.connect(P.ledger, timeout=10)
+API_TOKEN = "redo-test-api-token-0123456789"
+
+
+def api(port, method, path, body=None):
+    """(status, JSON answer) of one request to the fetcher's job API."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req.add_header("Authorization", f"Bearer {API_TOKEN}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
     try:
-        n, recs = con.execute("SELECT count(*), sum(records) FROM chunks WHERE job = ? AND"
-                              " state = 2 AND version = ?", (job, version)).fetchone()
-        con.execute("UPDATE chunks SET state = 0, redo = 1, base_attempt = attempt, records = 0,"
-                    " holder = NULL, deadline_ms = 0, not_before_ms = 0"
-                    " WHERE job = ? AND state = 2 AND version = ?", (job, version))
-        con.execute("UPDATE jobs SET state = 1, finished_at = NULL, redo_version = ?,"
-                    " redo_gen = 1, redo_chunks = ?, redo_done = 0,"
-                    " done_chunks = done_chunks - ?, records_done = records_done - ?"
-                    " WHERE name = ?", (version, n, n, recs, job))
-        con.commit()
-        return n
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def start_serve(P):
+    """fetcher --serve with the job API and the lease key."""
+    tok = os.path.join(P.workdir, "api-token")
+    with open(tok, "w") as fh:
+        fh.write(API_TOKEN + "\n")
+    port = free_port()
+    f = Proc(f"fetcher-{port}", [bin_path("fetcher")] + P.common("fetcher", port) +
+             ["--serve", "--ledger", P.ledger, "--progress", "0", "--api-token-file", tok,
+              "--lease-key-file", os.path.join(P.workdir, "lease.key")], log_dir=P.workdir)
+    f.port = port
+    P.fetcher = f
+    P.wait_ready([f])
+    return f
+
+
+def late_v1_save(P, index):
+    """A mapped chunk of v1 for generation 0 (a v1 mapper's answer delayed
+    past the redo), sent to the savers as a mapper does; the saver's reply."""
+    nc = rawnats.RawNats(P.nats.port, name="late-mapper")
+    try:
+        inbox = f"_INBOX.{rawnats.random_hex(16)}"
+        sid = nc.sub(inbox)
+        assert nc.flush()
+        hdr = {"job": "redojob", "index": index, "attempt": 1, "mapper": "m-late",
+               "lease": rawnats.lease_token(KEY, "redojob", index, 1, "m-late"),
+               "version": "v1"}
+        body = json.dumps(hdr, separators=(",", ":"))[:-1] + ',"data":[{"late":"v1"}]}'
+        nc.pub(P.prefix + ".save", body, reply=inbox)
+        wait_until(lambda: nc.count(sid) > 0, 30, what="the saver's reply")
+        return json.loads(nc.last(sid)[0])
     finally:
-        con.close()
+        nc.close()
 
 
 def e2e_on(backend):
-    """The whole pipeline: a job saved by v1 mappers, redo v1 in the ledger,
-    v2 mappers: every chunk v2 (saver and ledger), rows exact, the job
-    complete again; with the lease key on the fetcher and the saver."""
+    """The whole pipeline through the job API: a job saved by v1 mappers,
+    `POST /jobs/NAME/redo {"version":"v1"}` with v2 mappers: the job is
+    complete again, every chunk v2 (saver and job), rows exact; a delayed
+    v1 answer sent after the redo changes nothing. Lease key on."""
     if not use_backend(backend):
         return
     P = RedoPipeline(f"redo-e2e-{backend}", records=E2E_RECORDS, mappers=0,
@@ -261,46 +293,60 @@ def e2e_on(backend):
     with kept_on_failure(P, failed):
         q = P.db_query
         nchunks = E2E_RECORDS // E2E_CHUNK
-        key = ["--lease-key-file", os.path.join(P.workdir, "lease.key")]
-        job = ["--job", "redojob", "--source", "gen:users"]
         P.transform = "identity"
         v1 = [P.start_mapper(["--version-label", "v1"]) for _ in range(2)]
         P.wait_ready([P.saver] + v1)
-        f = P.start_fetcher(["--once"] + job + key)
-        assert f.wait(120) == 0, f.log()[-3000:]
+        f = start_serve(P)
+        st, j = api(f.port, "POST", "/jobs", {"job": "redojob", "source": "gen:users",
+                                              "records": E2E_RECORDS, "chunk_size": E2E_CHUNK})
+        assert st == 201, (st, j)
+
+        def job_is(pred):
+            return lambda: (lambda j: j if pred(j) else None)(api(f.port, "GET",
+                                                                  "/jobs/redojob")[1])
+        wait_until(job_is(lambda j: j["state"] == "complete"), 120, interval=0.1,
+                   what="the job complete with v1")
         assert q("SELECT version, count(*), sum(records) FROM chunks GROUP BY version") == \
             [("v1", nchunks, E2E_RECORDS)]
         for m in v1:
             m.stop()
 
-        assert ledger_redo(P, "redojob", "v1") == nchunks
         P.transform = "fullname"
         v2 = [P.start_mapper(["--version-label", "v2"]) for _ in range(2)]
         P.wait_ready(v2)
-        f = P.start_fetcher(["--once"] + job + key, name="fetcher2")
-        assert f.wait(120) == 0, f.log()[-3000:]
+        st, j = api(f.port, "POST", "/jobs/redojob/redo", {"version": "v1"})
+        assert st == 202, (st, j)
+        assert (j["redo"]["version"], j["redo"]["generation"], j["redo"]["chunks"]) == \
+            ("v1", 1, nchunks), j
+        j = wait_until(job_is(lambda j: j["state"] == "complete" and j["redo"]["done"] == nchunks),
+                       120, interval=0.1, what="the job complete again after the redo")
+        assert j["chunks"]["done"] == nchunks and j["records_saved"] == E2E_RECORDS, j
 
-        assert q("SELECT version, redo, count(*), sum(records), sum(dead) FROM chunks"
-                 " GROUP BY version, redo") == [("v2", 1, nchunks, E2E_RECORDS, 0)], \
-            q("SELECT version, redo, count(*) FROM chunks GROUP BY version, redo")
-        assert q("SELECT count(*), count(DISTINCT job || '/' || chunk || '/' || idx)"
-                 " FROM records") == [(E2E_RECORDS, E2E_RECORDS)]
-        assert q("SELECT count(*) FROM records WHERE body LIKE '%\"name\":%'") == \
-            [(E2E_RECORDS,)]
-        assert q("SELECT count(*) FROM records WHERE body LIKE '%\"fn\":%'") == [(0,)]
-        con = sqlite3.connect(P.ledger, timeout=10)
-        try:
-            led = con.execute("SELECT state, version, redo, count(*) FROM chunks"
-                              " WHERE job = 'redojob' GROUP BY state, version, redo").fetchall()
-            js = con.execute("SELECT state, redo_gen, redo_chunks, redo_done, done_chunks,"
-                             " records_done FROM jobs WHERE name = 'redojob'").fetchall()
-        finally:
-            con.close()
-        assert led == [(2, "v2", 1, nchunks)], led
-        assert js == [(3, 1, nchunks, nchunks, nchunks, E2E_RECORDS)], js
+        def all_v2():
+            assert q("SELECT version, redo, count(*), sum(records), sum(dead) FROM chunks"
+                     " GROUP BY version, redo") == [("v2", 1, nchunks, E2E_RECORDS, 0)], \
+                q("SELECT version, redo, count(*) FROM chunks GROUP BY version, redo")
+            assert q("SELECT count(*), count(DISTINCT job || '/' || chunk || '/' || idx)"
+                     " FROM records") == [(E2E_RECORDS, E2E_RECORDS)]
+            assert q("SELECT count(*) FROM records WHERE body LIKE '%\"name\":%'") == \
+                [(E2E_RECORDS,)]
+            assert q("SELECT count(*) FROM records WHERE body NOT LIKE '%\"name\":%'") == \
+                [(0,)]
+        all_v2()
         assert saver_metric(P, "chunkmill_saver_chunks_replaced_total") == nchunks
-        print(f"  {backend}: job of {E2E_RECORDS} records complete by v1, redo v1, complete "
-              f"again by v2: {nchunks} chunks v2 in saver and ledger, rows exact")
+
+        # A v1 answer delayed past the redo: authentic (generation 0), a
+        # duplicate of the redo, nothing rewritten, the job unchanged.
+        reply = late_v1_save(P, 0)
+        assert reply.get("ok") is True and reply.get("duplicate") is True, reply
+        time.sleep(0.5)  # its Ack reaches the fetcher
+        all_v2()
+        j = api(f.port, "GET", "/jobs/redojob")[1]
+        assert (j["state"], j["chunks"]["done"], j["records_saved"]) == \
+            ("complete", nchunks, E2E_RECORDS), j
+        print(f"  {backend}: job of {E2E_RECORDS} records complete by v1, redo v1 over the "
+              f"API, complete again by v2: {nchunks} chunks v2, rows exact; a late v1 answer "
+              "a duplicate")
 
 
 check("redo through a v2 mapper replaces v1's rows (SQLite)", lambda: redo_on("sqlite"))

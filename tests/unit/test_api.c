@@ -466,6 +466,7 @@ static void test_bad_fields(void **state) {
       {"{\"job\":\"a\",\"source\":\"https://u:pw@h.example/x\"}", 400, "source: credentials in the URL are not accepted"},
       {"{\"job\":\"a\",\"source\":\"https://h.example/x?api_key=K\"}", 400, "source: credentials in the URL are not accepted"},
       {"{\"job\":\"a\",\"source\":\"gen:users\",\"job\":\"b\"}", 400, "\"job\" is given twice"},
+      {"{\"job\":\"a\",\"source\":\"gen:users\",\"http\":{\"pages\":1,\"pages\":2}}", 400, "\"http.pages\" is given twice"},
       {"{\"job\":\"a\",\"source\":\"gen:users\"", 400, "body: not valid JSON"},
       {"{\"job\":\"a\",\"source\":\"gen:users\"} x", 400, "body: not valid JSON"},
       {"[1,2]", 400, "body: must be a JSON object"},
@@ -604,13 +605,13 @@ static void test_routes(void **state) {
   assert_int_equal(req(f, "POST", "/jobs/a/replay-dead", TOKEN, NULL), 200);
   assert_int_equal(f->reg.jobs[0].replays, 1);
   req(f, "POST", "/jobs/a/redo", TOKEN, NULL);
-  expect_error(f, 400, "version: required");
+  expect_error(f, 400, "\"version\" is required");
   req(f, "POST", "/jobs/a/redo", TOKEN, "{\"version\":\"\"}");
-  expect_error(f, 400, "version: required");
+  expect_error(f, 400, "\"version\" is required");
   req(f, "POST", "/jobs/a/redo", TOKEN, "{\"version\":3}");
-  expect_error(f, 400, "version: must be a string");
+  expect_error(f, 400, "\"version\" must be a string");
   req(f, "POST", "/jobs/a/redo", TOKEN, "{\"version\":\"v1\",\"force\":true}");
-  expect_error(f, 400, "force: unknown key");
+  expect_error(f, 400, "unknown key \"force\"");
   assert_int_equal(req(f, "POST", "/jobs/a/redo", TOKEN, "{\"version\":\"v1\"}"), 202);
   assert_string_equal(field_of(f, "redo"), "v1");
   assert_int_equal(req(f, "POST", "/jobs/a/cancel", TOKEN, NULL), 200);
@@ -732,11 +733,11 @@ static void test_nats(void **state) {
   assert_int_equal(nats(f, "jobs.get", "{\"job\":\"n\",\"token\":\"" TOKEN "\"}", &b), 200);
   assert_string_equal(cJSON_GetObjectItem(b, "state")->valuestring, "running");
   assert_int_equal(nats(f, "jobs.get", "{\"token\":\"" TOKEN "\"}", &b), 400);
-  assert_string_equal(nats_error(b), "job: required");
+  assert_string_equal(nats_error(b), "\"job\" is required");
   assert_int_equal(nats(f, "jobs.get", "{\"job\":\"x/y\",\"token\":\"" TOKEN "\"}", &b), 400);
   assert_int_equal(nats(f, "jobs.get", "{\"job\":\"nosuch\",\"token\":\"" TOKEN "\"}", &b), 404);
   assert_int_equal(nats(f, "jobs.get", "{\"job\":\"n\",\"x\":1,\"token\":\"" TOKEN "\"}", &b), 400);
-  assert_string_equal(nats_error(b), "x: unknown key");
+  assert_string_equal(nats_error(b), "unknown key \"x\"");
   assert_int_equal(nats(f, "jobs.pause", "{\"job\":\"n\",\"token\":\"bad\"}", &b), 401);
   assert_int_equal(f->reg.jobs[0].state, CM_JOB_RUNNING);
   assert_int_equal(nats(f, "jobs.pause", "{\"job\":\"n\",\"token\":\"" TOKEN "\"}", &b), 200);
@@ -745,7 +746,7 @@ static void test_nats(void **state) {
   assert_int_equal(nats(f, "jobs.resume", "{\"job\":\"n\",\"token\":\"" TOKEN "\"}", &b), 200);
   assert_int_equal(nats(f, "jobs.replay-dead", "{\"job\":\"n\",\"token\":\"" TOKEN "\"}", &b), 200);
   assert_int_equal(nats(f, "jobs.redo", "{\"job\":\"n\",\"token\":\"" TOKEN "\"}", &b), 400);
-  assert_string_equal(nats_error(b), "version: required");
+  assert_string_equal(nats_error(b), "\"version\" is required");
   assert_int_equal(
       nats(f, "jobs.redo", "{\"job\":\"n\",\"version\":\"v1\",\"token\":\"" TOKEN "\"}", &b), 202);
   assert_string_equal(f->reg.jobs[0].redo_version, "v1");
@@ -762,8 +763,21 @@ static void test_nats(void **state) {
   assert_int_equal(nats(f, "jobs.bogus", "{}", &b), 404);
   assert_int_equal(nats(f, "jobs.list", "not json", &b), 400);
   assert_int_equal(nats(f, "jobs.list", "{\"token\":5}", &b), 400);
-  assert_string_equal(nats_error(b), "token: must be a string");
+  assert_string_equal(nats_error(b), "\"token\" must be a string");
   assert_int_equal(nats(f, "jobs.list", "{\"token\":\"a\",\"token\":\"b\"}", &b), 400);
+  /* Many keys are refused before anything else (no quadratic check). */
+  {
+    cm_buf_t many;
+    cm_buf_init(&many, 1 << 20);
+    assert_int_equal(cm_buf_puts(&many, "{"), 0);
+    for (int i = 0; i < 65; i++) assert_int_equal(cm_buf_printf(&many, "%s\"k%d\":1", i ? "," : "", i), 0);
+    assert_int_equal(cm_buf_puts(&many, "}"), 0);
+    assert_int_equal(nats(f, "jobs.list", many.data, &b), 400);
+    assert_string_equal(nats_error(b), "body: more than 64 keys");
+    req(f, "POST", "/jobs", TOKEN, many.data);
+    expect_error(f, 400, "body: more than 64 keys");
+    cm_buf_free(&many);
+  }
   size_t n = CM_API_MAX_BODY + 1;
   char *big = malloc(n + 1);
   memset(big, ' ', n);
