@@ -35,6 +35,7 @@
 #include "cm/chunk.h"
 #include "cm/log.h"
 #include "versions.h"
+#include "dispatch_times.h"
 #include "ledger_health.h"
 #include "cm/peers.h"
 #include "cm/reject.h"
@@ -42,7 +43,6 @@
 /* A version with no mapper left is dropped from /status after this long
  * without events (its slot is then free for a new version). */
 #define FETCH_VERSION_IDLE_MS (10 * 60 * 1000)
-#define FETCH_LAT_SLOTS 65536
 #define FETCH_FLUSH_MS 50
 #define FETCH_TICK_MS 100
 #define FETCH_RECONNECT_GRACE_MS 3000
@@ -55,13 +55,7 @@
 #define FETCH_MAX_SLOTS 1024
 typedef cm_member_t member_t;
 
-typedef struct lat_s {
-  const cm_job_t *job;
-  uint64_t index;
-  int64_t t_ms;          /* first dispatch of the chunk in this run */
-  cm_version_h version;  /* of the mapper that got the latest attempt */
-  bool used;
-} lat_t;
+typedef cm_dispatch_time_t lat_t;
 
 struct cm_fetch_s {
   cm_daemon_t *d;
@@ -74,7 +68,7 @@ struct cm_fetch_s {
 
   cm_members_t *mt;
   cm_versions_t *versions;
-  lat_t lat[FETCH_LAT_SLOTS];
+  cm_dispatch_times_t *lat; /* chunks dispatched and not yet done or dead */
 
   uv_timer_t tick, flush, progress, due;
   cm_peers_t *peers;       /* reconnect counts from heartbeats */
@@ -135,25 +129,14 @@ static int64_t backoff_ms(uint32_t attempt) {
 /* Latency runs from a chunk's first dispatch in this run: a redelivery
  * keeps the start, so the histogram shows how long chunks took to be saved
  * once sent, retries included, and never more than the run has lasted. */
-static size_t lat_slot(const cm_job_t *j, uint64_t index) {
-  /* Jobs share the table: their chunk 0s must not all meet in one slot. */
-  uint64_t h = ((uint64_t)(uintptr_t)j >> 4) * 0x9E3779B97F4A7C15ull;
-  return (size_t)((index + (h >> 32)) % FETCH_LAT_SLOTS);
-}
-
 static void lat_put(cm_fetch_t *f, const cm_job_t *j, uint64_t index, int64_t t,
                     cm_version_h version) {
-  lat_t *l = &f->lat[lat_slot(j, index)];
-  if (!l->used || l->index != index || l->job != j) l->t_ms = t;
-  l->job = j;
-  l->index = index;
-  l->version = version;
-  l->used = true;
+  /* Out of memory: the chunk's time is unknown (not counted), nothing else. */
+  (void)cm_dispatch_times_put(f->lat, j, index, t, version);
 }
 
-static lat_t *lat_get(cm_fetch_t *f, const cm_job_t *j, uint64_t index) {
-  lat_t *l = &f->lat[lat_slot(j, index)];
-  return (l->used && l->index == index && l->job == j) ? l : NULL;
+static const lat_t *lat_get(cm_fetch_t *f, const cm_job_t *j, uint64_t index) {
+  return cm_dispatch_times_get(f->lat, j, index);
 }
 
 static void fetch_publish_dead(cm_fetch_t *f, cm_job_t *j, uint64_t index, uint32_t attempt,
@@ -168,6 +151,7 @@ static void fetch_publish_dead(cm_fetch_t *f, cm_job_t *j, uint64_t index, uint3
   rc |= cm_buf_puts(&b, "}");
   if (rc == 0) (void)cm_nats_publish(cm_daemon_nats(f->d), f->dead_subject, NULL, b.data, b.len);
   cm_buf_free(&b);
+  cm_dispatch_times_del(f->lat, j, index);
   cm_counter_inc(f->m_dead);
   f->dead_this_run++;
   cm_log_error("chunk %" PRIu64 " is dead after %u deliveries: %s (job %s)", index, attempt,
@@ -610,13 +594,13 @@ static void fetch_on_ack(void *ud, natsMsg *msg) {
    * than the chunk's (a late save of a redone version) is ignored. */
   if (cm_ledger_ack_v(cm_job_ledger(j), a->index, a->attempt, a->records, a->version, a->redo) ==
       1) {
-    lat_t *l = lat_get(f, j, a->index);
+    const lat_t *l = lat_get(f, j, a->index);
     cm_counter_inc(f->m_acked);
     cm_counter_add(f->m_records, a->records);
     if (l != NULL) {
       cm_histogram_observe(f->m_latency, (double)(now_ms(f) - l->t_ms) / 1000.0);
       cm_versions_count(f->versions, l->version, CM_VERSION_ACKED, now_ms(f));
-      l->used = false;
+      cm_dispatch_times_del(f->lat, j, a->index);
     }
     fetch_check_complete(f);
     fetch_pump(f);
@@ -657,7 +641,7 @@ static void fetch_on_nak(void *ud, natsMsg *msg) {
                           n->reason ? n->reason : "handed back", 0) == 0)
       cm_counter_inc(f->m_fenced);
   } else {
-    lat_t *l = lat_get(f, j, n->index);
+    const lat_t *l = lat_get(f, j, n->index);
     int64_t wait = n->retry_after_ms > 0 ? (int64_t)n->retry_after_ms : backoff_ms(n->attempt);
     cm_counter_inc(f->m_naks);
     if (l != NULL) cm_versions_count(f->versions, l->version, CM_VERSION_NAK, now);
@@ -701,7 +685,7 @@ typedef struct {
 
 static void reconcile_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
   reconcile_ctx_t *c = ud;
-  lat_t *l = lat_get(c->f, c->j, index);
+  const lat_t *l = lat_get(c->f, c->j, index);
   /* Dispatched after the failover (or unknown): it may still be on its way. */
   if (l == NULL || l->t_ms >= c->m->reconcile_cutoff) return;
   for (size_t i = 0; i < c->hb->n_inflight; i++) {
@@ -815,7 +799,7 @@ typedef struct {
 
 static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
   release_ctx_t *c = ud;
-  lat_t *l = lat_get(c->f, c->j, index);
+  const lat_t *l = lat_get(c->f, c->j, index);
   member_t *m = holder != NULL ? member_find(c->f, holder) : NULL;
   /* A lease that ends without an ack or nak may never have reached its
    * mapper (lost in a reconnect): stop counting it as in transit. */
@@ -1170,6 +1154,7 @@ void cm_fetch_close(cm_fetch_t *f) {
 void cm_fetch_destroy(cm_fetch_t *f) {
   if (f == NULL) return;
   cm_versions_destroy(f->versions);
+  cm_dispatch_times_destroy(f->lat);
   cm_peers_destroy(f->peers);
   cm_reject_destroy(f->rej);
   cm_members_destroy(f->mt);
@@ -1215,6 +1200,12 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
     return -ENOMEM;
   }
   if (cm_peers_create(&f->peers) != 0 || cm_members_create(&f->mt, f->versions) != 0) {
+    cm_peers_destroy(f->peers);
+    cm_versions_destroy(f->versions);
+    free(f);
+    return -ENOMEM;
+  }
+  if (cm_dispatch_times_create(&f->lat) != 0) {
     cm_peers_destroy(f->peers);
     cm_versions_destroy(f->versions);
     free(f);

@@ -64,6 +64,7 @@ typedef struct slot_s {
 } slot_t;
 
 struct mapper_s {
+  uv_idle_t credit_idle; /* mapper_credit_soon */
   cm_common_cfg_t cfg;
   const char *transform_spec;
   int64_t concurrency;
@@ -116,6 +117,7 @@ static int mapper_free(const mapper_t *m) {
 
 static void mapper_send_credit(mapper_t *m) {
   Chunkmill__Credit c = CHUNKMILL__CREDIT__INIT;
+  (void)uv_idle_stop(&m->credit_idle); /* this one carries the latest state */
   if (!cm_nats_connected(cm_daemon_nats(m->d))) return;
   c.mapper_id = (char *)cm_daemon_id(m->d);
   c.subject = m->chunk_subject;
@@ -126,6 +128,18 @@ static void mapper_send_credit(mapper_t *m) {
   c.instance = (char *)cm_daemon_instance(m->d);
   c.slots = (uint32_t)m->nslots;
   (void)cm_daemon_publish_proto(m->d, m->credit_subject, &c.base);
+}
+
+/* A credit is absolute state (free slots, chunks received), so the changes
+ * of one loop iteration (a burst of saver replies, of mapped chunks) can go
+ * out as one credit holding the latest state: sent at the start of the next
+ * iteration, before the loop polls (an active idle handle keeps the poll
+ * from blocking). A third of the messages nats-server moves per chunk were
+ * credits, two per chunk. */
+static void mapper_credit_idle(uv_idle_t *h) { mapper_send_credit(h->data); }
+
+static void mapper_credit_soon(mapper_t *m) {
+  (void)uv_idle_start(&m->credit_idle, mapper_credit_idle);
 }
 
 /* Stuck transforms (past --chunk-timeout) were NAKed already and cannot be
@@ -167,7 +181,7 @@ static void slot_free(slot_t *s) {
   s->abandon = false;
   m->used--;
   cm_gauge_set(m->m_slots_used, m->used);
-  mapper_send_credit(m);
+  mapper_credit_soon(m);
   mapper_maybe_exit(m);
 }
 
@@ -383,7 +397,7 @@ static void slot_work_done(uv_work_t *w, int status) {
   } else {
     slot_send_save(s);
     /* Mapped: its place in the unmapped window is free again. */
-    mapper_send_credit(m);
+    mapper_credit_soon(m);
   }
   mapper_start_work(m);
 }
@@ -636,6 +650,7 @@ static void mapper_close(void *ud) {
     }
     uv_close((uv_handle_t *)&s->timer, NULL);
   }
+  uv_close((uv_handle_t *)&m->credit_idle, NULL);
 }
 
 static void sanitize_token(char *s) {
@@ -785,6 +800,8 @@ int main(int argc, char **argv) {
   cm_gauge_set(m.m_workers, (double)m.concurrency);
   cm_transform_set_metrics(m.t, mt); /* exec children's counter:NAME,N lines */
 
+  (void)uv_idle_init(cm_daemon_loop(m.d), &m.credit_idle);
+  m.credit_idle.data = &m;
   for (int i = 0; i < m.nslots; i++) {
     m.slots[i].m = &m;
     m.slots[i].idx = i;

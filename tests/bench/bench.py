@@ -36,6 +36,10 @@ class BenchError(Exception):
     """A run that did not do exactly what it was asked: the bench fails."""
 
 
+# GOMAXPROCS of every nats-server the bench starts (--nats-gomaxprocs; None:
+# Go's default, one per core).
+NATS_GOMAXPROCS = None
+
 # A failed run's directory (logs, results database) is kept for a look,
 # unless --discard-failed (the ctest): then its logs' last lines go into the
 # error and the directory is removed.
@@ -192,7 +196,10 @@ def start_nats(d, jetstream=False):
     argv = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-m", str(mon)]
     if jetstream:
         argv += ["-js", "-sd", f"{d}/js"]
-    nats = Child(argv, f"{d}/nats.log")
+    env = None
+    if NATS_GOMAXPROCS:
+        env = dict(os.environ, GOMAXPROCS=str(NATS_GOMAXPROCS))
+    nats = Child(argv, f"{d}/nats.log", env=env)
     wait_port(port)
     return nats, f"nats://127.0.0.1:{port}", mon
 
@@ -259,14 +266,64 @@ def check_saved_pg(srv, dbname, records, chunk_size, transform, name="run"):
 
 # ---- chunkmill --------------------------------------------------------------
 
-def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_size=100):
+class SqliteSink:
+    """The savers' results in a SQLite file in the run's directory."""
+    kind = "sqlite"
+
+    def start(self, d):
+        """Before the run: returns the savers' --db."""
+        self.path = f"{d}/results.db"
+        return self.path
+
+    def check(self, records, chunk_size, transform, name):
+        return check_saved(self.path, records, chunk_size, transform, name)
+
+    def cpu(self):
+        """CPU seconds spent outside the daemons for this run (none)."""
+        return {}
+
+
+class PgSink:
+    """The savers' results in database "bench" of a throwaway PostgreSQL
+    server (pg.PgServer srv), made anew for each run; the server's CPU
+    seconds during the run are counted with the daemons'."""
+    kind = "postgres"
+
+    def __init__(self, srv):
+        self.srv = srv
+
+    def start(self, d):
+        self.srv.psql("DROP DATABASE IF EXISTS bench")
+        dsn = self.srv.create_db("bench")
+        with open(os.path.join(self.srv.data, "postmaster.pid")) as fh:
+            self.pm = int(fh.readline())
+        self.cpu0 = pg_cpu_s(self.pm)
+        return dsn
+
+    def check(self, records, chunk_size, transform, name):
+        return check_saved_pg(self.srv, "bench", records, chunk_size, transform, name)
+
+    def cpu(self):
+        return {"postgres": round(pg_cpu_s(self.pm) - self.cpu0, 3)}
+
+
+def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_size=100,
+             sink=None, savers=1):
+    """One run of the whole pipeline on its own nats-server: `savers`
+    savers on `sink` (default: a SQLite file), `mappers` mappers, and the
+    fetcher until it exits (--once), timed from the first daemon's start.
+    The rows are counted exactly in the sink (BenchError if not). CPU
+    seconds per process ("saver": all savers together). Returns the run's
+    JSON object."""
+    sink = sink or SqliteSink()
     d = tmpdir(f"cmbench-{name}-")
     try:
+        db = sink.start(d)
         nats, url, _ = start_nats(d)
         common = ["--nats-url", url, "--prefix", "bench"]
         t0 = time.time()
-        saver = Child([f"{cfg.bin}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
-                       "--db", f"{d}/results.db"], f"{d}/saver.log")
+        svs = [Child([f"{cfg.bin}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
+                      "--id", f"s{i}", "--db", db], f"{d}/saver{i}.log") for i in range(savers)]
         ms = []
         for i in range(mappers):
             a = [f"{cfg.bin}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
@@ -281,7 +338,7 @@ def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_s
                          "0"], fout)
         rc = fetcher.reap(3600)
         seconds = time.time() - t0
-        for c in ms + [saver]:
+        for c in ms + svs:
             c.stop()
         nats.stop()
         fetcher.stop()
@@ -293,20 +350,23 @@ def pipeline(cfg, name, records, transform, mappers=2, concurrency=None, chunk_s
                 if line.startswith('{"summary"'):
                     summary = json.loads(line)["summary"]
         try:
-            saved = check_saved(f"{d}/results.db", records, chunk_size, transform, name)
+            saved = sink.check(records, chunk_size, transform, name)
         except BenchError as e:
             raise failed_run(d, str(e)) from None
         cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
-               "saver": saver.cpu(), "nats_server": nats.cpu()}
+               "saver": round(sum(x.cpu() for x in svs), 3), "nats_server": nats.cpu(),
+               **sink.cpu()}
         out = {
-            "scenario": name, "records": records, "transform": transform, "mappers": mappers,
+            "scenario": name, "sink": sink.kind, "savers": savers, "records": records,
+            "transform": transform, "mappers": mappers,
             "seconds": round(seconds, 3), "records_per_s": round(records / seconds),
             "cpu_s": cpu,
             "cpu_us_per_record": round(sum(cpu.values()) * 1e6 / records, 2),
             "saver_cpu_us_per_record": round(cpu["saver"] * 1e6 / records, 2),
             "peak_rss_mb": {"fetcher": fetcher.peak_mb(),
                             "mapper_max": max((m.peak_mb() or 0) for m in ms),
-                            "saver": saver.peak_mb(), "nats_server": nats.peak_mb()},
+                            "saver": max((x.peak_mb() or 0) for x in svs),
+                            "nats_server": nats.peak_mb()},
             "latency_p50_s": summary.get("latency_p50_s"),
             "latency_p99_s": summary.get("latency_p99_s"),
             "redeliveries": summary.get("redeliveries"),
@@ -384,66 +444,13 @@ def pg_import():
     return pg
 
 
-def pg_run(cfg, srv, n_savers, records, mappers=2, transform="identity", chunk_size=100):
+def pg_run(cfg, srv, n_savers, records, transform="identity"):
     """One run of scenario pg: the pipeline with n_savers savers on
     PostgreSQL (fsync and synchronous_commit on), or with one SQLite saver
-    for n_savers == 0 (the baseline, same run). Rows counted exactly in the
-    results database; CPU seconds per process, the PostgreSQL server's
-    included."""
-    sink = "postgres" if n_savers else "sqlite"
-    name = f"pg-{sink}-{max(1, n_savers)}"
-    d = tmpdir(f"cmbench-{name}-")
-    try:
-        if n_savers:
-            srv.psql("DROP DATABASE IF EXISTS bench")
-            dsn = srv.create_db("bench")
-        nats, url, _ = start_nats(d)
-        common = ["--nats-url", url, "--prefix", "bench"]
-        with open(os.path.join(srv.data, "postmaster.pid")) as fh:
-            pm = int(fh.readline())
-        pg0 = pg_cpu_s(pm)
-        t0 = time.time()
-        savers = [Child([f"{cfg.bin}/saver/saver", *common, "--http", f"127.0.0.1:{free_port()}",
-                         "--id", f"s{i}", "--db", dsn if n_savers else f"{d}/results.db"],
-                        f"{d}/saver{i}.log") for i in range(max(1, n_savers))]
-        ms = [Child([f"{cfg.bin}/mapper/mapper", *common, "--http", f"127.0.0.1:{free_port()}",
-                     "--transform", transform, "--id", f"m{i}"], f"{d}/mapper{i}.log")
-              for i in range(mappers)]
-        fetcher = Child([f"{cfg.bin}/fetcher/fetcher", *common, "--http",
-                         f"127.0.0.1:{free_port()}", "--records", str(records), "--chunk-size",
-                         str(chunk_size), "--ledger", f"{d}/ledger.db", "--once", "--progress",
-                         "0"], f"{d}/fetcher.out")
-        rc = fetcher.reap(3600)
-        seconds = time.time() - t0
-        for c in ms + savers:
-            c.stop()
-        nats.stop()
-        fetcher.stop()
-        if rc != 0:
-            raise failed_run(d, f"{name}: fetcher exit status {rc}")
-        try:
-            if n_savers:
-                saved = check_saved_pg(srv, "bench", records, chunk_size, transform, name)
-            else:
-                saved = check_saved(f"{d}/results.db", records, chunk_size, transform, name)
-        except BenchError as e:
-            raise failed_run(d, str(e)) from None
-        cpu = {"fetcher": fetcher.cpu(), "mappers": round(sum(m.cpu() for m in ms), 3),
-               "savers": round(sum(x.cpu() for x in savers), 3), "nats_server": nats.cpu()}
-        if n_savers:
-            cpu["postgres"] = round(pg_cpu_s(pm) - pg0, 3)
-        out = {"scenario": name, "sink": sink, "savers": max(1, n_savers), "records": records,
-               "transform": transform, "mappers": mappers, "seconds": round(seconds, 3),
-               "records_per_s": round(records / seconds), "cpu_s": cpu,
-               "cpu_us_per_record": round(sum(cpu.values()) * 1e6 / records, 2),
-               "saved": saved}
-    except BaseException:
-        stop_all()
-        if DISCARD_FAILED:
-            shutil.rmtree(d, ignore_errors=True)
-        raise
-    shutil.rmtree(d, ignore_errors=True)
-    return out
+    for n_savers == 0 (the baseline, same run)."""
+    sink = PgSink(srv) if n_savers else SqliteSink()
+    return pipeline(cfg, f"pg-{sink.kind}-{max(1, n_savers)}", records, transform, sink=sink,
+                    savers=max(1, n_savers))
 
 
 # ---- the original Node.js example ------------------------------------------
@@ -600,6 +607,12 @@ def aggregate(name, runs):
     sv = [r["saver_cpu_us_per_record"] for r in runs if "saver_cpu_us_per_record" in r]
     if sv:
         agg["saver_cpu_us_per_record_median"] = round(statistics.median(sv), 2)
+    # Each process's CPU per record (the stable figure on a shared machine).
+    procs = runs[0].get("cpu_s")
+    if isinstance(procs, dict):
+        agg["cpu_us_per_record_by_process_median"] = {
+            p: round(statistics.median(r["cpu_s"][p] for r in runs) * 1e6 / runs[0]["records"], 2)
+            for p in procs if all(r["cpu_s"].get(p) is not None for r in runs)}
     return agg
 
 
@@ -614,6 +627,9 @@ def table(aggs, summary, machine):
         cpu = a.get("cpu_us_per_record_median")
         w(f"{a['scenario']:<22} {a['records']:>10,} {a['runs']:>4}  {rng:>32}"
           f"  {'' if cpu is None else cpu:>10}\n")
+        byp = a.get("cpu_us_per_record_by_process_median")
+        if byp:
+            w("    CPU µs/rec by process: " + ", ".join(f"{k} {v}" for k, v in byp.items()) + "\n")
     for k, v in summary.items():
         if k != "kind":
             w(f"{k}: {v}\n")
@@ -633,11 +649,15 @@ def main(argv=None):
                     help="repetitions of a, b, c, js, pg and the original (default 3, --quick 1)")
     ap.add_argument("--discard-failed", action="store_true",
                     help="remove a failed run's directory (its logs' last lines go into the error)")
+    ap.add_argument("--nats-gomaxprocs", type=int, default=1, metavar="N",
+                    help="GOMAXPROCS of nats-server, as scripts/run starts it (default 1; 0 = Go's "
+                         "default, one per core)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply b's and d-big's record counts (a reduced run on a loaded machine)")
     args = ap.parse_args(argv)
-    global DISCARD_FAILED
+    global DISCARD_FAILED, NATS_GOMAXPROCS
     DISCARD_FAILED = args.discard_failed
+    NATS_GOMAXPROCS = args.nats_gomaxprocs or None
 
     class Cfg:
         pass
@@ -655,7 +675,8 @@ def main(argv=None):
     machine = {"kind": "machine", "cores": os.cpu_count(),
                "cpu": platform.processor() or platform.machine(), "kernel": platform.release(),
                "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-               "quick": q, "reps": reps, "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+               "quick": q, "reps": reps, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+               "nats_gomaxprocs": NATS_GOMAXPROCS or "go default"}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -769,6 +790,9 @@ def _run_reps(cfg, args, want, q, reps, machine, orig_mappers, runs, record, sum
         record(d2)
         summary["d_fetcher_peak_rss_mb"] = [d1["peak_rss_mb"]["fetcher"],
                                             d2["peak_rss_mb"]["fetcher"]]
+        # Target: flat within 1 MB (reported, not asserted).
+        summary["d_fetcher_peak_rss_growth_mb"] = round(
+            d2["peak_rss_mb"]["fetcher"] - d1["peak_rss_mb"]["fetcher"], 1)
         summary["d_saver_peak_rss_mb"] = [d1["peak_rss_mb"]["saver"], d2["peak_rss_mb"]["saver"]]
         summary["d_records"] = [small, big]
 

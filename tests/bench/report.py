@@ -29,6 +29,8 @@ def main(path):
     w(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['mem_gb']} GB, kernel "
       f"{machine['kernel']}, {machine.get('nats_server', '')}"
       + (f", node {machine['node']}" if "node" in machine else "")
+      + (f", nats-server GOMAXPROCS {machine['nats_gomaxprocs']}"
+         if "nats_gomaxprocs" in machine else "")
       + f"; {machine['reps']} interleaved repetitions; load average (1/5/15 min) "
       f"{summary['loadavg_start']} at the start, {summary['loadavg_end']} at the end.")
     w("")
@@ -51,6 +53,17 @@ def main(path):
           f"**{fmt(rp['median'])}** / {fmt(rp['max'])} | {a['seconds']['median']} | "
           f"{a.get('cpu_us_per_record_median', '–')} | {a.get('saver_cpu_us_per_record_median', '–')} "
           f"| {rss} |")
+    byp = {k: a["cpu_us_per_record_by_process_median"] for k, a in aggs.items()
+           if a.get("cpu_us_per_record_by_process_median") and not k.startswith("original-")}
+    if byp:
+        procs = ["fetcher", "mappers", "saver", "nats_server"]
+        w("")
+        w("CPU µs per record by process (median over the runs; mappers: all together):")
+        w("")
+        w("| scenario | " + " | ".join(procs) + " |")
+        w("| --- |" + " ---: |" * len(procs))
+        for k, v in byp.items():
+            w(f"| {names.get(k, k)} | " + " | ".join(str(v.get(p, "–")) for p in procs) + " |")
     stages = [r for r in rows if r.get("scenario", "").count("-stage-")]
     if stages:
         w("")
