@@ -53,6 +53,13 @@ def metric(port, name):
     return samples.get(name, 0.0)
 
 
+def member_heard(f, mid):
+    """The fetcher's /status lists mapper `mid` as heard (bound, alive)."""
+    st, body = http_get(f.port, "/status")
+    assert st == 200, (st, body)
+    return any(m["id"] == mid and m["heard"] for m in json.loads(body)["members"])
+
+
 class Job:
     """nats-server (open, or the shipped config with users) + saver + 2
     mappers (m0, m1) + fetcher --once; everything under one directory."""
@@ -230,6 +237,9 @@ def credit_hijack_counted():
         wait_until(lambda: http_get(f.port, "/readyz")[0] == 200, 20, what="fetcher ready")
         wait_until(lambda: metric(f.port, "chunkmill_fetcher_done_chunks") == 10, 30,
                    what="the small job done")
+        # m0 is a live (heard) member: the small job may be done before it
+        # joined, and a credit for an id not bound yet is no forgery.
+        wait_until(lambda: member_heard(f, "m0"), 10, what="m0 heard")
         inst = rawnats.random_hex()
         for _ in range(20):
             a.pub(j.subject("credit"), rawnats.credit("m0", mine, 64, instance=inst))
@@ -283,13 +293,7 @@ def stalled_mapper_keeps_its_id():
         wait_until(lambda: http_get(f.port, "/readyz")[0] == 200, 20, what="fetcher ready")
         wait_until(lambda: metric(f.port, "chunkmill_fetcher_done_chunks") >= 20, 30,
                    what="the job running")
-
-        def m0():
-            st, body = http_get(f.port, "/status")
-            assert st == 200, (st, body)
-            ms = [m for m in json.loads(body)["members"] if m["id"] == "m0"]
-            return ms[0] if ms and ms[0]["heard"] else None
-        wait_until(m0, 10, what="m0 heard")
+        wait_until(lambda: member_heard(f, "m0"), 10, what="m0 heard")
         inst = rawnats.random_hex()
         j.mappers[0].signal(signal.SIGSTOP)
         stopped = True
