@@ -17,9 +17,11 @@ its SHA-256.
   and next links: the stored page cursor), complete with v1, redone with
   v2: all v2, exact; then one page answers differently and the next-link
   job's redo kills exactly that page's chunks.
+- file:- (stdin): `--redo` is refused (exit 1) naming the reason.
 """
 import json
 import os
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -259,7 +261,26 @@ def http_redo():
         srv.server_close()
 
 
+def stdin_refused():
+    """file:- cannot be read twice: --redo of a stdin job is refused, clearly."""
+    P = Pipeline("redo-seq-stdin", records=0, mappers=0)
+    with kept_on_failure(P, failed):
+        path = os.path.join(P.workdir, "in.ndjson")
+        with open(path, "w") as fh:
+            fh.write("".join(json.dumps(rec(i)) + "\n" for i in range(10)))
+        with open(path) as stdin:
+            r = subprocess.run([bin_path("fetcher")] + P.common("fetcher", free_port()) +
+                               ["--once", "--job", "sj", "--source", "file:-", "--ledger",
+                                os.path.join(P.workdir, "stdin-ledger.db"), "--redo", "v1"],
+                               stdin=stdin, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, (r.returncode, r.stderr[-800:])
+        assert "--redo failed: job sj reads stdin (file:-): its chunks cannot be read again" \
+            in r.stderr, r.stderr[-800:]
+        print("  file:-: --redo refused (exit 1, the reason named)")
+
+
 check("file: job redone by version from the file; a changed chunk dies, not saved", file_redo)
+check("stdin (file:-) job: redo refused with the reason", stdin_refused)
 check("http: jobs redone by version from the API; a changed page's chunks die", http_redo)
 for P in failed:
     dump_logs_on_failure(P)
