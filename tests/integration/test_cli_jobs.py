@@ -510,10 +510,16 @@ def wait_through_restart():
         return not p.alive() or (rc == 0 and json.loads(out)["chunks"]["done"] >= 10)
     wait_until(under_way, 60, what="job restart under way")
     assert p.alive(), (p.p.returncode, p.log())
+    # Paused, so that a fast run cannot finish the job before the kill (a
+    # paused job stays paused across the restart).
+    rc, out, err, _ = S.run("pause", "restart")
+    assert rc == 0, (rc, out, err)
     S.pl.fetcher.kill9()
     time.sleep(1.0)  # the CLI meets no fetcher meanwhile
     f = S.start_fetcher()
     S.pl.wait_ready([f])
+    rc, out, err, _ = S.run("resume", "restart")
+    assert rc == 0, (rc, out, err)
     rc = p.wait(180)
     assert rc == 0, f"submit --wait across a fetcher restart: exit {rc}: {p.log()[-800:]}"
     assert "still waiting" in p.log(), p.log()[-800:]
