@@ -468,6 +468,11 @@ def token():
     assert rc == 1 and "401" in err, (rc, err)
     assert "error" in json.loads(out), out
     assert TOKEN not in out + err
+    # A 403 with the right token is about the request (here: file: sources
+    # are off through the API), not the token: no hint to check the token.
+    rc, out, err, _ = S.run("submit", "nofile", "--source", "file:/etc/hostname")
+    assert rc == 1 and "403" in err and "file" in err, (rc, err)
+    assert "token" not in err, err
 
 
 def pause_resume_watch():
