@@ -623,6 +623,14 @@ def redo():
     exact_rows(S.pl, "small", 10, 100)
     versions = db_rows(S.pl, "SELECT DISTINCT version FROM chunks WHERE job = 'small'")
     assert versions == [("v2",)], versions
+    # Again: no chunk is v1's any more, and a version no mapper had (a typo)
+    # neither: refused (409, exit 1) naming the version, never "redone".
+    for v in ("v1", "v9"):
+        rc, out, err, _ = S.run("redo", "small", "--version", v)
+        assert rc == 1 and "409" in err and f"version {v}" in err, (v, rc, out, err)
+        assert "redone" not in out, (v, out)
+    job2 = S.json("status", "small")
+    assert job2["redo"] == job["redo"] and job2["state"] == "complete", job2
 
 
 def ops_identity():
