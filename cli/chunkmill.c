@@ -240,7 +240,9 @@ static int api_error(cli_t *c, const cmd_t *cmd, int status, const cJSON *body) 
   if (c->json) print_body_json(body);
   fprintf(stderr, PROG " %s%s%s: %s (status %d)\n", cmd->name, c->name ? " " : "",
           c->name ? c->name : "", error_text(body), status);
-  if (status == 401 || status == 403)
+  /* 401 is the token; a 403 names its own cause (writes disabled on the
+   * fetcher, a source the API refuses), which the token does not change. */
+  if (status == 401)
     fprintf(stderr, PROG ": %s\n",
             c->token == NULL ? "the fetcher wants a token: give --api-token-file"
                              : "check that --api-token-file holds the fetcher's token");

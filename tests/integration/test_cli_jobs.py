@@ -468,6 +468,11 @@ def token():
     assert rc == 1 and "401" in err, (rc, err)
     assert "error" in json.loads(out), out
     assert TOKEN not in out + err
+    # A 403 with the right token is about the request (here: file: sources
+    # are off through the API), not the token: no hint to check the token.
+    rc, out, err, _ = S.run("submit", "nofile", "--source", "file:/etc/hostname")
+    assert rc == 1 and "403" in err and "file" in err, (rc, err)
+    assert "token" not in err, err
 
 
 def pause_resume_watch():
@@ -624,6 +629,14 @@ def redo():
     exact_rows(S.pl, "small", 10, 100)
     versions = db_rows(S.pl, "SELECT DISTINCT version FROM chunks WHERE job = 'small'")
     assert versions == [("v2",)], versions
+    # Again: no chunk is v1's any more, and a version no mapper had (a typo)
+    # neither: refused (409, exit 1) naming the version, never "redone".
+    for v in ("v1", "v9"):
+        rc, out, err, _ = S.run("redo", "small", "--version", v)
+        assert rc == 1 and "409" in err and f"version {v}" in err, (v, rc, out, err)
+        assert "redone" not in out, (v, out)
+    job2 = S.json("status", "small")
+    assert job2["redo"] == job["redo"] and job2["state"] == "complete", job2
 
 
 def ops_identity():
