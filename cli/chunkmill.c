@@ -614,7 +614,7 @@ static const cmd_t commands[] = {
      "Puts the dead chunks of job NAME back to pending (P.jobs.replay-dead).", NULL, 0,
      run_action},
     {"redo", "redo NAME --version V [--wait]", 1, 1,
-     "redo every chunk of a job saved by mapper version V",
+     "redo every chunk of a job saved by mapper version V (--version V)",
      "Puts every chunk of job NAME saved by mapper version V (its --version-label)\n"
      "back to pending (P.jobs.redo); the savers replace those chunks' rows. With\n"
      "--wait, waits as submit --wait does.",

@@ -861,7 +861,9 @@ int cm_job_json(cm_job_t *j, cm_buf_t *out) {
   cm_ledger_info(j->ledger, &in);
   pending = cm_ledger_pending_count(j->ledger);
   if (total >= 0 && (uint64_t)total > in.next_index) pending += (uint64_t)total - in.next_index;
-  if (total >= 0 && rate > 0) {
+  /* Only a running job finishes by itself: a paused or cancelled one has
+   * no ETA, whatever its rate of the last seconds. */
+  if (total >= 0 && rate > 0 && j->state == CM_JOB_RUNNING) {
     uint64_t left = (uint64_t)total > in.done_chunks + in.dead_chunks
                         ? (uint64_t)total - in.done_chunks - in.dead_chunks
                         : 0;

@@ -139,6 +139,8 @@ def help_and_version():
     for o in GLOBAL_OPTS:
         assert f"  --{o} " in out, f"--help does not list --{o}"
     assert "Exit codes:" in out and re.search(r"^  5 ", out, re.M)
+    # Every placeholder a summary line names is in its usage (redo's V).
+    assert re.search(r"^  redo NAME .*--version V", out, re.M), out
     for c in COMMANDS:
         for form in ([c, "--help"], ["--help", c], [c, "-h"]):
             rc, out, err, _ = cli(*form)
