@@ -240,7 +240,9 @@ static int api_error(cli_t *c, const cmd_t *cmd, int status, const cJSON *body) 
   if (c->json) print_body_json(body);
   fprintf(stderr, PROG " %s%s%s: %s (status %d)\n", cmd->name, c->name ? " " : "",
           c->name ? c->name : "", error_text(body), status);
-  if (status == 401 || status == 403)
+  /* 401 is the token; a 403 names its own cause (writes disabled on the
+   * fetcher, a source the API refuses), which the token does not change. */
+  if (status == 401)
     fprintf(stderr, PROG ": %s\n",
             c->token == NULL ? "the fetcher wants a token: give --api-token-file"
                              : "check that --api-token-file holds the fetcher's token");
@@ -329,20 +331,37 @@ static int wait_job(cli_t *c, const cmd_t *cmd) {
 
 /* ---- commands ---- */
 
-static int run_jobs(cli_t *c, const cmd_t *cmd) {
+/* How a read command prints a 200 answer's body as text. */
+typedef enum { SHOW_JOBS, SHOW_JOB, SHOW_MEMBERS, SHOW_DEAD, SHOW_PRETTY } show_t;
+
+/* The read commands: one request, then the body as it came (--output
+ * json) or rendered, or the API's error. Takes req. */
+static int show(cli_t *c, const cmd_t *cmd, const char *subject, cJSON *req, show_t how) {
   char err[512];
   int status;
   cJSON *body = NULL;
-  int rc = call(c, cmd, "jobs.list", cJSON_CreateObject(), &status, &body, false, err, sizeof err);
+  int rc = call(c, cmd, subject, req, &status, &body, false, err, sizeof err);
   if (rc != 0) return rc;
   if (status != 200)
     rc = api_error(c, cmd, status, body);
   else if (c->json)
     print_body_json(body);
-  else
+  else if (how == SHOW_JOBS)
     cm_render_jobs(stdout, body);
+  else if (how == SHOW_JOB)
+    cm_render_job(stdout, body);
+  else if (how == SHOW_MEMBERS)
+    cm_render_members(stdout, body);
+  else if (how == SHOW_DEAD)
+    cm_render_dead(stdout, c->name, body);
+  else
+    cm_render_json_pretty(stdout, body);
   cJSON_Delete(body);
   return rc;
+}
+
+static int run_jobs(cli_t *c, const cmd_t *cmd) {
+  return show(c, cmd, "jobs.list", cJSON_CreateObject(), SHOW_JOBS);
 }
 
 static int run_submit(cli_t *c, const cmd_t *cmd) {
@@ -384,23 +403,8 @@ static int run_submit(cli_t *c, const cmd_t *cmd) {
 }
 
 static int run_status(cli_t *c, const cmd_t *cmd) {
-  char err[512];
-  int status;
-  cJSON *body = NULL;
-  bool job = c->name != NULL;
-  int rc = call(c, cmd, job ? "jobs.get" : "status", job ? job_req(c->name) : cJSON_CreateObject(),
-                &status, &body, false, err, sizeof err);
-  if (rc != 0) return rc;
-  if (status != 200)
-    rc = api_error(c, cmd, status, body);
-  else if (c->json)
-    print_body_json(body);
-  else if (job)
-    cm_render_job(stdout, body);
-  else
-    cm_render_json_pretty(stdout, body);
-  cJSON_Delete(body);
-  return rc;
+  if (c->name != NULL) return show(c, cmd, "jobs.get", job_req(c->name), SHOW_JOB);
+  return show(c, cmd, "status", cJSON_CreateObject(), SHOW_PRETTY);
 }
 
 /* pause, resume, cancel, replay-dead: P.jobs.<command> {"job":NAME}. */
@@ -451,35 +455,11 @@ static int run_redo(cli_t *c, const cmd_t *cmd) {
 }
 
 static int run_members(cli_t *c, const cmd_t *cmd) {
-  char err[512];
-  int status;
-  cJSON *body = NULL;
-  int rc = call(c, cmd, "members", cJSON_CreateObject(), &status, &body, false, err, sizeof err);
-  if (rc != 0) return rc;
-  if (status != 200)
-    rc = api_error(c, cmd, status, body);
-  else if (c->json)
-    print_body_json(body);
-  else
-    cm_render_members(stdout, body);
-  cJSON_Delete(body);
-  return rc;
+  return show(c, cmd, "members", cJSON_CreateObject(), SHOW_MEMBERS);
 }
 
 static int run_dead(cli_t *c, const cmd_t *cmd) {
-  char err[512];
-  int status;
-  cJSON *body = NULL;
-  int rc = call(c, cmd, "jobs.dead", job_req(c->name), &status, &body, false, err, sizeof err);
-  if (rc != 0) return rc;
-  if (status != 200)
-    rc = api_error(c, cmd, status, body);
-  else if (c->json)
-    print_body_json(body);
-  else
-    cm_render_dead(stdout, c->name, body);
-  cJSON_Delete(body);
-  return rc;
+  return show(c, cmd, "jobs.dead", job_req(c->name), SHOW_DEAD);
 }
 
 /* Prints `text` line by line, each line cleared to its end (a TTY frame
@@ -634,7 +614,7 @@ static const cmd_t commands[] = {
      "Puts the dead chunks of job NAME back to pending (P.jobs.replay-dead).", NULL, 0,
      run_action},
     {"redo", "redo NAME --version V [--wait]", 1, 1,
-     "redo every chunk of a job saved by mapper version V",
+     "redo every chunk of a job saved by mapper version V (--version V)",
      "Puts every chunk of job NAME saved by mapper version V (its --version-label)\n"
      "back to pending (P.jobs.redo); the savers replace those chunks' rows. With\n"
      "--wait, waits as submit --wait does.",

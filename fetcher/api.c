@@ -523,7 +523,13 @@ static int do_redo(cm_job_t *j, const char *body, size_t len, cm_buf_t *out) {
   }
   rc = cm_job_redo(j, version, &n, err, sizeof err);
   if (rc == 0) cm_log_info("api: job %s: redo of version %s: %d chunks", cm_job_name(j), version, n);
-  cJSON_Delete(root);
+  /* Nothing matched (a mistyped version, or one already redone): a 202
+   * would show the previous redo's progress as if it were this one. */
+  if (rc == 0 && n == 0)
+    st = answer_error(out, 409, "job %s has no done chunk saved by version %s: nothing to redo",
+                      cm_job_name(j), version);
+  cJSON_Delete(root); /* version points into it */
+  if (rc == 0 && n == 0) return st;
   if (rc == -EPERM) return answer_error(out, 409, "%s", err);
   if (rc != 0) return answer_error(out, rc == -EIO ? 503 : 500, "%s", err[0] ? err : strerror(-rc));
   return answer_job(out, 202, j);

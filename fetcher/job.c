@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "cm/chunk.h"
+#include "cm/digest.h"
 #include "cm/log.h"
 #include "cm/redact.h"
 #include "jobspec.h"
@@ -35,8 +36,29 @@ typedef struct sread_s {
   int64_t pos;
   uint64_t line;
   char cursor[2048]; /* cm_source_cursor after the read, "" for none */
+  unsigned char digest[CM_SHA256_LEN]; /* of buf, the payload stored */
   char err[256];
 } sread_t;
+
+/* The reason a redone chunk dies when its source no longer gives it. */
+#define CHANGED_REASON "source changed since the chunk was first read (digest mismatch)"
+
+/* Redo of a sequential source: one redone chunk read again from where it
+ * started (its ledger origin) on the thread pool, with a source of its own
+ * (the read-ahead may be using the job's), and its digest compared. */
+typedef struct reread_s {
+  uv_work_t work;
+  bool busy, ready;
+  uint64_t index;
+  int64_t pos;
+  uint64_t line;
+  bool has_cursor;
+  char cursor[2048];
+  unsigned char want[CM_SHA256_LEN];
+  int rc; /* 0 same bytes (buf), 1 different or gone, < 0 read error (err) */
+  cm_buf_t buf, bad;
+  char err[256];
+} reread_t;
 
 struct cm_job_s {
   cm_jobs_t *r;
@@ -50,6 +72,7 @@ struct cm_job_s {
   cm_job_state_t state;
   cm_sched_ent_t sched;
   sread_t rd;
+  reread_t rr;
   double start_wall;
   uint64_t records_at_start;
   int64_t rate_ms[RATE_SLOTS];
@@ -130,6 +153,8 @@ static void job_free(cm_job_t *j) {
   cm_jobspec_free(&j->spec);
   cm_buf_free(&j->rd.buf);
   cm_buf_free(&j->rd.bad);
+  cm_buf_free(&j->rr.buf);
+  cm_buf_free(&j->rr.bad);
   free(j);
 }
 
@@ -175,7 +200,7 @@ void cm_job_run_start(const cm_job_t *j, double *wall, uint64_t *records) {
 }
 bool cm_jobs_reading(const cm_jobs_t *r) {
   for (size_t i = 0; i < r->n; i++)
-    if (r->v[i]->rd.busy) return true;
+    if (r->v[i]->rd.busy || r->v[i]->rr.busy) return true;
   return false;
 }
 
@@ -253,6 +278,8 @@ static cm_job_t *job_new(cm_jobs_t *r, const char *name) {
   j->sched.priority = 1;
   cm_buf_init(&j->rd.buf, CM_JOB_MAX_CHUNK_BYTES);
   cm_buf_init(&j->rd.bad, CM_JOB_MAX_CHUNK_BYTES / 2);
+  cm_buf_init(&j->rr.buf, CM_JOB_MAX_CHUNK_BYTES);
+  cm_buf_init(&j->rr.bad, CM_JOB_MAX_CHUNK_BYTES / 2);
   if (cm_ledger_share(r->cfg.ledger, &j->ledger) != 0) {
     free(j);
     return NULL;
@@ -504,28 +531,37 @@ static void job_fail(cm_job_t *j, const char *why) {
     cm_log_error("job %s: its failed state is not stored yet (ledger): it is retried", j->name);
 }
 
+/* Reads src's next chunk into buf as the ledger stores it: `[records]`, or
+ * `[records],"dead":[bad]`. cm_source_next's return code. */
+static int read_chunk(cm_source_t *src, cm_buf_t *buf, cm_buf_t *bad, uint32_t *nrec,
+                      uint32_t *nbad, int64_t *pos, char *err, size_t errlen) {
+  int rc;
+  cm_buf_reset(buf);
+  cm_buf_reset(bad);
+  err[0] = '\0';
+  *nrec = *nbad = 0;
+  if (cm_buf_puts(buf, "[") != 0) return -E2BIG;
+  rc = cm_source_next(src, buf, nrec, bad, nbad, pos, err, errlen);
+  if (rc == 0 && (cm_buf_puts(buf, "]") != 0 ||
+                  (*nbad > 0 && (cm_buf_puts(buf, ",\"dead\":[") != 0 ||
+                                 cm_buf_append(buf, bad->data, bad->len) != 0 ||
+                                 cm_buf_puts(buf, "]") != 0)))) {
+    rc = -E2BIG;
+    snprintf(err, errlen, "chunk larger than %zu bytes", buf->max);
+  }
+  return rc;
+}
+
 /* Thread pool: reads the next chunk of a sequential source into j->rd.
  * Only this function touches the source while a read is in flight. */
 static void read_work(uv_work_t *w) {
   cm_job_t *j = w->data;
   sread_t *r = &j->rd;
-  cm_buf_reset(&r->buf);
-  cm_buf_reset(&r->bad);
-  r->err[0] = '\0';
-  r->nrec = r->nbad = 0;
-  if (cm_buf_puts(&r->buf, "[") != 0) {
-    r->rc = -E2BIG;
-    return;
-  }
-  r->rc = cm_source_next(j->src, &r->buf, &r->nrec, &r->bad, &r->nbad, &r->pos, r->err,
-                         sizeof(r->err));
-  if (r->rc == 0 &&
-      (cm_buf_puts(&r->buf, "]") != 0 ||
-       (r->nbad > 0 && (cm_buf_puts(&r->buf, ",\"dead\":[") != 0 ||
-                        cm_buf_append(&r->buf, r->bad.data, r->bad.len) != 0 ||
-                        cm_buf_puts(&r->buf, "]") != 0)))) {
-    r->rc = -E2BIG;
-    snprintf(r->err, sizeof(r->err), "chunk larger than %zu bytes", r->buf.max);
+  r->rc = read_chunk(j->src, &r->buf, &r->bad, &r->nrec, &r->nbad, &r->pos, r->err,
+                     sizeof(r->err));
+  if (r->rc == 0 && cm_sha256(r->buf.data, r->buf.len, r->digest) != 0) {
+    r->rc = -EIO;
+    snprintf(r->err, sizeof(r->err), "cannot compute the chunk's digest");
   }
   r->line = cm_source_line(j->src);
   {
@@ -557,10 +593,116 @@ static void start_read(cm_job_t *j) {
   }
 }
 
+/* Thread pool: reads chunk rr->index again with a source of its own,
+ * opened for this read from the job's spec (read-only while a read is in
+ * flight), and compares the payload's digest with the stored one. */
+static void reread_work(uv_work_t *w) {
+  cm_job_t *j = w->data;
+  reread_t *rr = &j->rr;
+  cm_source_t *src = NULL;
+  unsigned char got[CM_SHA256_LEN];
+  uint32_t nrec, nbad;
+  int64_t pos;
+  char e[256] = "";
+  rr->err[0] = '\0';
+  cm_buf_reset(&rr->buf);
+  if (cm_source_open(&src, &j->spec.spec.source, e, sizeof(e)) != 0) {
+    rr->rc = -EIO;
+    snprintf(rr->err, sizeof(rr->err), "%s", e);
+    return;
+  }
+  /* Position 0 is the start of a freshly opened source. */
+  if ((rr->pos > 0 || rr->has_cursor) &&
+      cm_source_resume(src, rr->pos, rr->line, rr->has_cursor ? rr->cursor : NULL) != 0) {
+    rr->rc = 1; /* that position does not exist any more */
+  } else {
+    rr->rc = read_chunk(src, &rr->buf, &rr->bad, &nrec, &nbad, &pos, rr->err, sizeof(rr->err));
+    if (rr->rc == 0 && cm_sha256(rr->buf.data, rr->buf.len, got) != 0) {
+      rr->rc = -EIO;
+      snprintf(rr->err, sizeof(rr->err), "cannot compute the chunk's digest");
+    } else if (rr->rc == 0 && memcmp(got, rr->want, sizeof(got)) != 0) {
+      rr->rc = 1;
+    }
+    /* a source that ends before the chunk: it changed (rc 1) */
+  }
+  cm_source_close(src);
+}
+
+static void reread_done(uv_work_t *w, int status) {
+  cm_job_t *j = w->data;
+  j->rr.busy = false;
+  if (status == UV_ECANCELED) return;
+  j->rr.ready = true;
+  job_wake(j);
+}
+
+/* Starts re-reading chunk index (it needs a payload) unless a re-read is
+ * in flight or waiting to be taken. */
+static void start_reread(cm_job_t *j, uint64_t index) {
+  reread_t *rr = &j->rr;
+  cm_ledger_origin_t o;
+  int rc;
+  if (rr->busy || rr->ready || j->state != CM_JOB_RUNNING) return;
+  rc = cm_ledger_chunk_origin(j->ledger, index, &o, rr->cursor, sizeof(rr->cursor));
+  if (rc != 0) {
+    /* cm_job_redo refuses chunks without an origin; one can still come
+     * here through replay-dead of such a chunk after a restart. */
+    if (cm_ledger_kill(j->ledger, index,
+                       "chunk cannot be read again: the ledger has no position for it") != 0)
+      jobs_fatal(j->r, "ledger: cannot mark a chunk dead");
+    job_wake(j);
+    return;
+  }
+  rr->index = index;
+  rr->pos = o.pos;
+  rr->line = o.line;
+  rr->has_cursor = o.cursor != NULL;
+  memcpy(rr->want, o.digest, sizeof(rr->want));
+  rr->busy = true;
+  rr->work.data = j;
+  if (uv_queue_work(j->r->cfg.loop, &rr->work, reread_work, reread_done) != 0) {
+    rr->busy = false;
+    jobs_fatal(j->r, "cannot queue a source read");
+  }
+}
+
+/* Takes a landed re-read: the same bytes become the chunk's payload (it is
+ * sent with the new redo generation); different ones (or none) make it dead
+ * so nothing the source did not first give is saved silently. */
+static void reread_land(cm_job_t *j) {
+  reread_t *rr = &j->rr;
+  int rc = 0;
+  rr->ready = false;
+  if (!cm_ledger_needs_payload(j->ledger, rr->index)) return; /* replayed, cancelled... */
+  if (rr->rc == 0) {
+    rc = cm_ledger_set_payload(j->ledger, rr->index, rr->buf.data, rr->buf.len);
+  } else if (rr->rc == 1) {
+    cm_log_warn("job %s chunk %" PRIu64 ": %s", j->name, rr->index, CHANGED_REASON);
+    rc = cm_ledger_kill(j->ledger, rr->index, CHANGED_REASON);
+  } else {
+    char why[400];
+    snprintf(why, sizeof(why), "chunk cannot be read again from the source: %s", rr->err);
+    cm_log_warn("job %s chunk %" PRIu64 ": %s", j->name, rr->index, why);
+    rc = cm_ledger_kill(j->ledger, rr->index, why);
+  }
+  if (rc != 0) jobs_fatal(j->r, "ledger: cannot store a re-read chunk");
+}
+
 int cm_job_next_chunk(cm_job_t *j, int64_t now, uint64_t *index) {
   cm_job_info_t info;
   if (j->state != CM_JOB_RUNNING) return 0;
-  if (cm_ledger_next_due(j->ledger, now, index) == 1) return 1;
+  if (!j->random_access && j->rr.ready) reread_land(j);
+  if (cm_ledger_next_due(j->ledger, now, index) == 1) {
+    if (j->random_access) return 1;
+    if (cm_ledger_needs_payload(j->ledger, *index)) {
+      /* A redone chunk: read again first (wake when it lands). */
+      start_reread(j, *index);
+      return 0;
+    }
+    /* Read the next redone chunk while this one is dispatched. */
+    if (cm_ledger_needs_payload(j->ledger, *index + 1)) start_reread(j, *index + 1);
+    return 1;
+  }
   cm_ledger_info(j->ledger, &info);
   if (info.source_done || j->src == NULL) return 0;
   if (j->random_access) {
@@ -604,11 +746,20 @@ int cm_job_next_chunk(cm_job_t *j, int64_t now, uint64_t *index) {
       cm_log_warn("job %s chunk %" PRIu64
                   ": %u source records are not valid JSON (kept as dead letters)",
                   j->name, info.next_index, r->nbad);
-    if (cm_ledger_set_cursor(j->ledger, r->cursor[0] ? r->cursor : NULL) != 0 ||
-        cm_ledger_add_chunk(j->ledger, info.next_index, r->buf.data, r->buf.len, r->pos, r->line,
-                            false) != 0) {
-      jobs_fatal(j->r, "ledger: cannot store chunk");
-      return 0;
+    {
+      /* The chunk starts where the job's resume point is now. */
+      cm_ledger_origin_t o = {.pos = info.source_pos, .line = info.source_line};
+      char before[sizeof(r->cursor)] = "";
+      const char *c = cm_ledger_cursor(j->ledger);
+      if (c != NULL && snprintf(before, sizeof(before), "%s", c) < (int)sizeof(before))
+        o.cursor = before;
+      memcpy(o.digest, r->digest, sizeof(o.digest));
+      if (cm_ledger_set_cursor(j->ledger, r->cursor[0] ? r->cursor : NULL) != 0 ||
+          cm_ledger_add_chunk_origin(j->ledger, info.next_index, r->buf.data, r->buf.len, r->pos,
+                                     r->line, false, &o) != 0) {
+        jobs_fatal(j->r, "ledger: cannot store chunk");
+        return 0;
+      }
     }
     /* A sequential source (stdin, an HTTP API) may not give the same chunk
      * twice: its payload is in the ledger before anyone sees the chunk. If
@@ -710,7 +861,9 @@ int cm_job_json(cm_job_t *j, cm_buf_t *out) {
   cm_ledger_info(j->ledger, &in);
   pending = cm_ledger_pending_count(j->ledger);
   if (total >= 0 && (uint64_t)total > in.next_index) pending += (uint64_t)total - in.next_index;
-  if (total >= 0 && rate > 0) {
+  /* Only a running job finishes by itself: a paused or cancelled one has
+   * no ETA, whatever its rate of the last seconds. */
+  if (total >= 0 && rate > 0 && j->state == CM_JOB_RUNNING) {
     uint64_t left = (uint64_t)total > in.done_chunks + in.dead_chunks
                         ? (uint64_t)total - in.done_chunks - in.dead_chunks
                         : 0;
@@ -861,12 +1014,29 @@ int cm_job_redo(cm_job_t *j, const char *version, int *n, char *err, size_t errl
     return deny(j, err, errlen);
   if ((rc = job_open_source(j, err, errlen)) != 0) return rc == -EIO ? rc : -EPERM;
   if (!j->random_access) {
-    /* A done chunk's stored records are deleted once it is saved. */
-    snprintf(err, errlen,
-             "job %s reads a sequential source (file or HTTP): its saved chunks are not kept, "
-             "so redo needs a gen: source",
-             j->name);
-    return -EPERM;
+    /* A done chunk's payload is deleted once it is saved: it is read again
+     * from where it started, which needs a source that can be read again
+     * and a stored origin for each chunk. */
+    const char *spec = j->spec.spec.source.spec;
+    if (spec != NULL && strcmp(spec, "file:-") == 0) {
+      snprintf(err, errlen,
+               "job %s reads stdin (file:-): its chunks cannot be read again, so it cannot be "
+               "redone",
+               j->name);
+      return -EPERM;
+    }
+    if ((rc = cm_ledger_redo_unplaced(j->ledger, version)) < 0) {
+      snprintf(err, errlen, "ledger cannot be read: %s", cm_ledger_errmsg(j->ledger));
+      return -EIO;
+    }
+    if (rc > 0) {
+      snprintf(err, errlen,
+               "job %s: %d chunks saved by version %s were read by an older fetcher that did "
+               "not store where they start in the source (ledger schema 2): they cannot be "
+               "read again, so the redo is refused",
+               j->name, rc, version);
+      return -EPERM;
+    }
   }
   if ((rc = cm_ledger_redo(j->ledger, version)) < 0) {
     snprintf(err, errlen, "ledger cannot be written: %s", cm_ledger_errmsg(j->ledger));

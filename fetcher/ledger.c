@@ -1,6 +1,6 @@
 /* ledger.c - the fetcher's durable chunk ledger (see ledger.h).
  *
- * Storage (schema version 1):
+ * Storage (schema version 1; later columns in cm__migrations):
  *   jobs(name PK, source, chunk_size, next_index, source_done, source_pos,
  *        source_line, done_chunks, dead_chunks, records_done, redeliveries,
  *        created_at)
@@ -65,6 +65,8 @@ enum {
   CM__S_JOB_LIST,
   CM__S_LOAD_REDO,
   CM__S_DEAD_LIST,
+  CM__S_ORIGIN_GET,
+  CM__S_REDO_UNPLACED,
   CM__S_COUNT
 };
 
@@ -88,14 +90,21 @@ static const char *const cm__sql[CM__S_COUNT] = {
     /* "state <> 2" in the next three lets the planner use chunks_live. */
     [CM__S_RECOVER] = "UPDATE chunks SET state = 0, holder = NULL, deadline_ms = 0, "
                       "not_before_ms = 0 WHERE job = ?1 AND state <> 2 AND state = 1",
-    [CM__S_LOAD_LIVE] = "SELECT idx, attempt, base_attempt, not_before_ms, reason, records, redo "
+    /* The last column: whether the chunk has a stored payload (a redone
+     * chunk of a sequential source has none until it is re-read). */
+    [CM__S_LOAD_LIVE] = "SELECT idx, attempt, base_attempt, not_before_ms, reason, records, redo, "
+                        "EXISTS(SELECT 1 FROM payloads p WHERE p.job = chunks.job AND "
+                        "p.idx = chunks.idx) "
                         "FROM chunks WHERE job = ?1 AND state <> 2 AND state = 0",
-    [CM__S_LOAD_DEAD] = "SELECT idx, attempt, reason, records, redo "
+    [CM__S_LOAD_DEAD] = "SELECT idx, attempt, reason, records, redo, "
+                        "EXISTS(SELECT 1 FROM payloads p WHERE p.job = chunks.job AND "
+                        "p.idx = chunks.idx) "
                         "FROM chunks WHERE job = ?1 AND state <> 2 AND state = 3",
     [CM__S_CHUNK_UPSERT] =
         "INSERT INTO chunks(job, idx, state, attempt, base_attempt, deadline_ms, holder, "
-        "not_before_ms, reason, records, version, redo) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+        "not_before_ms, reason, records, version, redo, src_pos, src_line, src_cursor, digest) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
+        /* the origin is written once, with the first row */
         "ON CONFLICT(job, idx) DO UPDATE SET state = excluded.state, "
         "attempt = excluded.attempt, base_attempt = excluded.base_attempt, "
         "deadline_ms = excluded.deadline_ms, holder = excluded.holder, "
@@ -114,6 +123,10 @@ static const char *const cm__sql[CM__S_COUNT] = {
                         "WHERE job = ?1 AND state = 2 AND version = ?2",
     [CM__S_DEAD_LIST] = "SELECT idx, attempt, reason FROM chunks "
                         "WHERE job = ?1 AND state <> 2 AND state = 3 ORDER BY idx LIMIT ?2",
+    [CM__S_ORIGIN_GET] = "SELECT src_pos, src_line, src_cursor, digest FROM chunks "
+                         "WHERE job = ?1 AND idx = ?2",
+    [CM__S_REDO_UNPLACED] = "SELECT count(*) FROM chunks "
+                            "WHERE job = ?1 AND state = 2 AND version = ?2 AND digest IS NULL",
 };
 
 /* Migration i takes a file from user_version i to i+1. Each runs inside the
@@ -166,6 +179,14 @@ static const char *const cm__migrations[CM_LEDGER_SCHEMA_VERSION] = {
     "ALTER TABLE chunks ADD COLUMN version TEXT;"
     "ALTER TABLE chunks ADD COLUMN redo INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN source_cursor TEXT;",
+    /* 2 -> 3: redo of sequential sources. A chunk's start in its source
+     * (byte offset or page, line or records to skip, the page cursor) and
+     * the SHA-256 of its payload; NULL for gen: chunks and for chunks
+     * created before (those cannot be re-read). */
+    "ALTER TABLE chunks ADD COLUMN src_pos INTEGER;"
+    "ALTER TABLE chunks ADD COLUMN src_line INTEGER;"
+    "ALTER TABLE chunks ADD COLUMN src_cursor TEXT;"
+    "ALTER TABLE chunks ADD COLUMN digest BLOB;",
 };
 
 /* One SQLite connection, shared by every handle opened from the first one
@@ -309,8 +330,15 @@ static void cm__pend(cm_ledger_t *l, cm__chunk_t *c) {
 
 /* ---- chunk bookkeeping ------------------------------------------------- */
 
+static void cm__origin_free(cm__origin_t *o) {
+  if (!o) return;
+  free(o->cursor);
+  free(o);
+}
+
 static void cm__chunk_free(cm__chunk_t *c) {
   if (!c) return;
+  cm__origin_free(c->origin);
   free(c->holder);
   free(c->reason);
   free(c->payload);
@@ -630,7 +658,7 @@ out:
  * the payloads table). NULL on out-of-memory. */
 static cm__chunk_t *cm__chunk_from_row(uint64_t idx, uint32_t attempt, uint32_t base_attempt,
                                        int64_t not_before_ms, const unsigned char *reason,
-                                       uint32_t records, uint32_t redo) {
+                                       uint32_t records, uint32_t redo, bool payload) {
   cm__chunk_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->idx = idx;
@@ -640,7 +668,7 @@ static cm__chunk_t *cm__chunk_from_row(uint64_t idx, uint32_t attempt, uint32_t 
   c->records = records;
   c->redo = redo;
   c->state = CM_CHUNK_PENDING;
-  c->payload_in_db = true;
+  c->payload_in_db = payload;
   if (reason && !(c->reason = cm__strdup((const char *)reason))) {
     free(c);
     return NULL;
@@ -663,7 +691,7 @@ static int cm__job_load(cm_ledger_t *l) {
                            (uint32_t)sqlite3_column_int64(st, 1),
                            (uint32_t)sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
                            sqlite3_column_text(st, 4), (uint32_t)sqlite3_column_int64(st, 5),
-                           (uint32_t)sqlite3_column_int64(st, 6));
+                           (uint32_t)sqlite3_column_int64(st, 6), sqlite3_column_int(st, 7) != 0);
     if (!c) {
       ret = -ENOMEM;
       goto out;
@@ -844,6 +872,12 @@ void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info) { *info = l->info
 
 int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
                         int64_t pos, uint64_t line, bool source_done) {
+  return cm_ledger_add_chunk_origin(l, index, payload, len, pos, line, source_done, NULL);
+}
+
+int cm_ledger_add_chunk_origin(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
+                               int64_t pos, uint64_t line, bool source_done,
+                               const cm_ledger_origin_t *origin) {
   cm__chunk_t *c = NULL;
   int ret;
   if (!l->job || index != l->info.next_index || l->info.source_done) return -EINVAL;
@@ -851,10 +885,20 @@ int cm_ledger_add_chunk(cm_ledger_t *l, uint64_t index, const void *payload, siz
       (ret = cm__queue_reserve(l)) < 0)
     return ret;
   if (!(c = calloc(1, sizeof *c))) return -ENOMEM;
+  if (origin) {
+    if (!(c->origin = calloc(1, sizeof *c->origin)) ||
+        (origin->cursor && !(c->origin->cursor = cm__strdup(origin->cursor)))) {
+      cm__chunk_free(c);
+      return -ENOMEM;
+    }
+    c->origin->pos = origin->pos;
+    c->origin->line = origin->line;
+    memcpy(c->origin->digest, origin->digest, sizeof c->origin->digest);
+  }
   if (payload) {
     /* Kept until the flush writes it, so add + flush is one transaction. */
     if (!(c->payload = malloc(len ? len : 1))) {
-      free(c);
+      cm__chunk_free(c);
       return -ENOMEM;
     }
     memcpy(c->payload, payload, len);
@@ -1114,7 +1158,7 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
     /* base_attempt = attempt: a fresh max_deliver budget. */
     c = cm__chunk_from_row(idx, attempt, attempt, 0, sqlite3_column_text(st, 2),
                            (uint32_t)sqlite3_column_int64(st, 3),
-                           (uint32_t)sqlite3_column_int64(st, 4));
+                           (uint32_t)sqlite3_column_int64(st, 4), sqlite3_column_int(st, 5) != 0);
     if (!c) {
       ret = -ENOMEM;
       goto out;
@@ -1238,7 +1282,9 @@ int cm_ledger_redo(cm_ledger_t *l, const char *version) {
     uint32_t records = (uint32_t)sqlite3_column_int64(st, 3);
     /* A fresh max_deliver budget, like a replay; records are counted again
      * when the new save is acked. */
-    c = cm__chunk_from_row(idx, attempt, attempt, 0, NULL, 0, gen);
+    /* Its payload row was deleted when it was done: a sequential source's
+     * chunk is re-read (cm_ledger_needs_payload) before it is sent. */
+    c = cm__chunk_from_row(idx, attempt, attempt, 0, NULL, 0, gen, false);
     if (!c) {
       ret = -ENOMEM;
       goto out;
@@ -1273,6 +1319,104 @@ out:
 uint32_t cm_ledger_chunk_redo(cm_ledger_t *l, uint64_t index) {
   cm__chunk_t *c = cm__set_find(&l->set, index);
   return c ? c->redo : 0;
+}
+
+int cm_ledger_redo_unplaced(cm_ledger_t *l, const char *version) {
+  sqlite3_stmt *st = l->st[CM__S_REDO_UNPLACED];
+  int ret, rc;
+  if (!l->job || !version) return -EINVAL;
+  if ((ret = cm_ledger_flush(l)) < 0) return ret;
+  cm__bind_job(l, st);
+  sqlite3_bind_text(st, 2, version, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  ret = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : cm__fail(l, rc);
+  sqlite3_clear_bindings(st);
+  sqlite3_reset(st);
+  return ret;
+}
+
+int cm_ledger_chunk_origin(cm_ledger_t *l, uint64_t index, cm_ledger_origin_t *o, char *cursor,
+                           size_t cursor_len) {
+  cm__chunk_t *c = cm__set_find(&l->set, index);
+  sqlite3_stmt *st = l->st[CM__S_ORIGIN_GET];
+  int ret = -ENOENT, rc;
+  if (!l->job) return -ENOENT;
+  if (cursor_len) cursor[0] = '\0';
+  o->cursor = NULL;
+  if (c && c->origin) {
+    /* not flushed yet */
+    o->pos = c->origin->pos;
+    o->line = c->origin->line;
+    memcpy(o->digest, c->origin->digest, sizeof o->digest);
+    if (c->origin->cursor) {
+      if (snprintf(cursor, cursor_len, "%s", c->origin->cursor) >= (int)cursor_len) return -E2BIG;
+      o->cursor = cursor;
+    }
+    return 0;
+  }
+  cm__bind_job(l, st);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)index);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const void *d = sqlite3_column_blob(st, 3);
+    const unsigned char *cur = sqlite3_column_text(st, 2);
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL && d &&
+        sqlite3_column_bytes(st, 3) == (int)sizeof o->digest) {
+      o->pos = sqlite3_column_int64(st, 0);
+      o->line = (uint64_t)sqlite3_column_int64(st, 1);
+      memcpy(o->digest, d, sizeof o->digest);
+      ret = 0;
+      if (cur) {
+        if (snprintf(cursor, cursor_len, "%s", (const char *)cur) >= (int)cursor_len)
+          ret = -E2BIG;
+        else
+          o->cursor = cursor;
+      }
+    }
+  } else if (rc != SQLITE_DONE) {
+    ret = cm__fail(l, rc);
+  }
+  sqlite3_reset(st);
+  return ret;
+}
+
+bool cm_ledger_needs_payload(const cm_ledger_t *l, uint64_t index) {
+  cm__chunk_t *c = cm__set_find(&l->set, index);
+  return c && c->state == CM_CHUNK_PENDING && !c->payload && !c->payload_in_db;
+}
+
+int cm_ledger_set_payload(cm_ledger_t *l, uint64_t index, const void *payload, size_t len) {
+  cm__chunk_t *c = cm__set_find(&l->set, index);
+  void *p;
+  int ret;
+  if (!c || c->state != CM_CHUNK_PENDING || !payload) return -EINVAL;
+  if ((ret = cm__queue_reserve(l)) < 0) return ret;
+  if (!(p = malloc(len ? len : 1))) return -ENOMEM;
+  memcpy(p, payload, len);
+  free(c->payload);
+  c->payload = p;
+  c->payload_len = len;
+  cm__queue(l, c);
+  return 0;
+}
+
+int cm_ledger_kill(cm_ledger_t *l, uint64_t index, const char *reason) {
+  cm__chunk_t *c = cm__set_find(&l->set, index);
+  char *r;
+  int ret;
+  if (!c || c->state != CM_CHUNK_PENDING || !reason) return -EINVAL;
+  if ((ret = cm__queue_reserve(l)) < 0) return ret;
+  if (!(r = cm__strdup(reason))) return -ENOMEM;
+  free(c->reason);
+  c->reason = r;
+  cm__unheap(l, c);
+  cm__pendq_remove(&l->pendq, c);
+  c->state = CM_CHUNK_DEAD;
+  c->not_before_ms = 0;
+  l->info.dead_chunks++;
+  l->job_dirty = true;
+  cm__queue(l, c);
+  return 0;
 }
 
 /* ---- queries ----------------------------------------------------------- */
@@ -1366,6 +1510,17 @@ static int cm__write_chunk(cm_ledger_t *l, const cm__chunk_t *c) {
   else
     sqlite3_bind_null(st, 11);
   sqlite3_bind_int64(st, 12, c->redo);
+  if (c->origin) {
+    sqlite3_bind_int64(st, 13, c->origin->pos);
+    sqlite3_bind_int64(st, 14, (sqlite3_int64)c->origin->line);
+    if (c->origin->cursor)
+      sqlite3_bind_text(st, 15, c->origin->cursor, -1, SQLITE_STATIC);
+    else
+      sqlite3_bind_null(st, 15);
+    sqlite3_bind_blob(st, 16, c->origin->digest, (int)sizeof c->origin->digest, SQLITE_STATIC);
+  } else {
+    for (int i = 13; i <= 16; i++) sqlite3_bind_null(st, i);
+  }
   ret = cm__step_done(l, st);
   sqlite3_clear_bindings(st);
   if (ret < 0) return ret;
@@ -1433,6 +1588,8 @@ static void cm__committed(cm_ledger_t *l) {
   for (size_t i = 0; i < l->queue_n; i++) {
     cm__chunk_t *c = l->queue[i];
     c->dirty = false;
+    cm__origin_free(c->origin);
+    c->origin = NULL;
     if (c->payload) {
       free(c->payload);
       c->payload = NULL;

@@ -39,7 +39,7 @@
 
 #include "cm/buf.h"
 
-#define CM_LEDGER_SCHEMA_VERSION 2
+#define CM_LEDGER_SCHEMA_VERSION 3
 
 typedef struct cm_ledger_s cm_ledger_t;
 
@@ -75,8 +75,8 @@ typedef struct cm_job_info_s {
 } cm_job_info_t;
 
 /* Opens or creates the ledger file (schema created/migrated; a file with a
- * newer schema version is refused: "ledger PATH has schema version 3, this
- * fetcher supports up to 2"). */
+ * newer schema version is refused: "ledger PATH has schema version 4, this
+ * fetcher supports up to 3"). */
 int cm_ledger_open(cm_ledger_t **out, const char *path, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void cm_ledger_close(cm_ledger_t *l); /* flushes; NULL-safe */
@@ -134,12 +134,52 @@ int cm_ledger_each_dead(cm_ledger_t *l, size_t max, cm_ledger_dead_fn fn, void *
  * max_deliver budget, and its records no longer counted (done_chunks and
  * records_done go down; the new ack counts them again). redo_chunks and
  * redo_done follow the redo. Returns how many (0: none, nothing changes).
- * Flushes first. Only for sources that regenerate a chunk by index: the
- * stored payload of a sequential source's chunk is deleted once it is done. */
+ * Flushes first. A sequential source's chunk has no payload any more (it
+ * was deleted when the chunk was done): it comes back pending without one
+ * (cm_ledger_needs_payload) and the job re-reads it from its origin. */
 int cm_ledger_redo(cm_ledger_t *l, const char *version) __attribute__((warn_unused_result));
 /* Redo generation of a chunk in memory (pending or leased), else 0: the
  * chunk header's "redo". */
 uint32_t cm_ledger_chunk_redo(cm_ledger_t *l, uint64_t index);
+
+/* Redo of a sequential source (schema 3, docs/jobs.md "Redo by version").
+ * Each chunk row keeps where the chunk starts in its source and the SHA-256
+ * of its payload (cm_ledger_add_chunk_origin), so a redone chunk, whose
+ * payload was deleted when it was first saved, can be read again and
+ * checked. */
+typedef struct cm_ledger_origin_s {
+  int64_t pos;        /* the job's source_pos before the chunk was read */
+  uint64_t line;      /* its source_line then */
+  const char *cursor; /* its source cursor then (cm_ledger_cursor), may be NULL */
+  unsigned char digest[32]; /* SHA-256 of the stored payload */
+} cm_ledger_origin_t;
+/* cm_ledger_add_chunk with the chunk's origin (NULL: none, as
+ * cm_ledger_add_chunk), written with the chunk's first row. */
+int cm_ledger_add_chunk_origin(cm_ledger_t *l, uint64_t index, const void *payload, size_t len,
+                               int64_t pos, uint64_t line, bool source_done,
+                               const cm_ledger_origin_t *origin)
+    __attribute__((warn_unused_result));
+/* Chunk index's origin into *o (o->cursor points into `cursor`, cursor_len
+ * bytes, or is NULL). -ENOENT: no such chunk or no stored origin (a gen:
+ * chunk, or one created by a schema-2 fetcher); -E2BIG: cursor too long. */
+int cm_ledger_chunk_origin(cm_ledger_t *l, uint64_t index, cm_ledger_origin_t *o, char *cursor,
+                           size_t cursor_len) __attribute__((warn_unused_result));
+/* Done chunks saved by `version` that have no stored origin (they cannot be
+ * re-read). Flushes first. A count or a negative errno. */
+int cm_ledger_redo_unplaced(cm_ledger_t *l, const char *version)
+    __attribute__((warn_unused_result));
+/* true: chunk index is pending with no payload, in memory or stored (a
+ * redone sequential chunk): it must be re-read (cm_ledger_set_payload) or
+ * killed before it is leased. */
+bool cm_ledger_needs_payload(const cm_ledger_t *l, uint64_t index);
+/* Gives a pending chunk its payload (copied; written at the next flush,
+ * deleted again once the chunk is done). -EINVAL if not pending. */
+int cm_ledger_set_payload(cm_ledger_t *l, uint64_t index, const void *payload, size_t len)
+    __attribute__((warn_unused_result));
+/* A pending chunk becomes dead with `reason` (e.g. its source changed):
+ * dead_chunks + 1, replayable like any dead chunk. -EINVAL if not pending. */
+int cm_ledger_kill(cm_ledger_t *l, uint64_t index, const char *reason)
+    __attribute__((warn_unused_result));
 
 /* Current counters of the open job. */
 void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info);

@@ -18,6 +18,15 @@
 
 enum { CM__H_NONE = 0, CM__H_READY, CM__H_WAIT, CM__H_LEASE };
 
+/* Where a sequential chunk starts in its source and the digest of its
+ * payload (schema 3): written with the chunk's first row, for redo. */
+typedef struct cm__origin_s {
+  int64_t pos;
+  uint64_t line;
+  char *cursor; /* owned, may be NULL */
+  unsigned char digest[32];
+} cm__origin_t;
+
 typedef struct cm__chunk_s {
   uint64_t idx;
   int64_t deadline_ms;
@@ -26,6 +35,7 @@ typedef struct cm__chunk_s {
   char *reason;  /* owned; last release reason, may be NULL */
   void *payload; /* owned; only until a flush has written it */
   char *version; /* owned; the saver's mapper version once done (Ack.version) */
+  cm__origin_t *origin; /* owned; only until a flush has written it */
   size_t payload_len;
   uint32_t attempt;
   uint32_t base_attempt;

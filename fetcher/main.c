@@ -256,7 +256,7 @@ int main(int argc, char **argv) {
        "put the job's dead chunks back to pending before starting", &f->replay_dead},
       {"redo", CM_OPT_STRING, NULL, 0, 0, NULL, NULL,
        "redo by version: put the job's chunks saved by mapper version V (--version-label) "
-       "back to pending before starting; the savers replace their rows (gen: sources only)",
+       "back to pending before starting; the savers replace their rows (not file:-)",
        &f->redo_version},
       {"print-chunk", CM_OPT_INT, "-1", -1, INT64_MAX, NULL, NULL,
        "print chunk N of the source as JSON and exit (no NATS needed)", &f->print_chunk},

@@ -13,7 +13,12 @@
  *               resume position is (page number, records used in it).
  *
  * Records are produced as raw JSON text joined by ',' (the inside of the
- * chunk's "data" array), so the fetcher can frame them without a tree. */
+ * chunk's "data" array), so the fetcher can frame them without a tree.
+ *
+ * Each kind is one file (source_gen.c, source_file.c, source_http.c)
+ * behind the ops of source_impl.h, registered by its spec prefix in
+ * source.c, which dispatches these functions: adding a source means one
+ * file plus its registration. */
 #ifndef CM_SOURCE_H
 #define CM_SOURCE_H
 

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "cm/err.h"
 #include "source_http.h"
+#include "source_impl.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -681,3 +682,70 @@ const char *cm_http_src_cursor(const cm_http_src_t *h) {
   (void)cm_redact_urls(h->page_url, shown, sizeof(shown));
   return strcmp(shown, h->page_url) == 0 ? h->page_url : NULL;
 }
+
+/* ---- the source kind (source_impl.h) ---------------------------------- */
+
+typedef struct cm__http_kind_s {
+  cm_http_src_t *h;
+  uint32_t chunk_size;
+  uint64_t line; /* records of the current page used (cm_source_line) */
+} cm__http_kind_t;
+
+static int cm__http_open(void **impl, char **desc, const cm_source_opts_t *o, char *err,
+                         size_t errlen) {
+  /* "https://host/x", or the same with a redundant scheme prefix
+   * ("http:https://host/x") */
+  cm_source_opts_t ho = *o;
+  const char *colon = strchr(o->spec, ':');
+  cm__http_kind_t *k;
+  int rc;
+  if (strncmp(colon + 1, "http://", 7) == 0 || strncmp(colon + 1, "https://", 8) == 0)
+    ho.spec = colon + 1;
+  if (!(k = calloc(1, sizeof *k))) {
+    cm_set_err(err, errlen, "source: out of memory");
+    return -ENOMEM;
+  }
+  k->chunk_size = o->chunk_size;
+  if ((rc = cm_http_src_open(&k->h, &ho, desc, err, errlen)) < 0) {
+    free(k);
+    return rc;
+  }
+  *impl = k;
+  return 0;
+}
+
+static void cm__http_close(void *impl) {
+  cm__http_kind_t *k = impl;
+  if (!k) return;
+  cm_http_src_close(k->h);
+  free(k);
+}
+
+static int cm__http_next(void *impl, cm_buf_t *out, uint32_t *nrec, cm_buf_t *bad,
+                         uint32_t *nbad, int64_t *pos, char *err, size_t errlen) {
+  cm__http_kind_t *k = impl;
+  (void)bad; /* records come out of a parsed JSON array: none is bad */
+  (void)nbad;
+  return cm_http_src_next(k->h, k->chunk_size, out, nrec, pos, &k->line, err, errlen);
+}
+
+static uint64_t cm__http_line(const void *impl) { return ((const cm__http_kind_t *)impl)->line; }
+
+static const char *cm__http_cursor(const void *impl) {
+  return cm_http_src_cursor(((const cm__http_kind_t *)impl)->h);
+}
+
+static int cm__http_resume(void *impl, int64_t pos, uint64_t line, const char *cursor) {
+  cm__http_kind_t *k = impl;
+  k->line = line;
+  return cm_http_src_seek_cursor(k->h, pos, line, cursor);
+}
+
+const cm_source_ops_t cm_source_http_ops = {
+    .open = cm__http_open,
+    .close = cm__http_close,
+    .next = cm__http_next,
+    .line = cm__http_line,
+    .cursor = cm__http_cursor,
+    .resume = cm__http_resume,
+};

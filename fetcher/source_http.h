@@ -1,4 +1,5 @@
-/* source_http.h - the http:URL / https:URL source (internal to source.c).
+/* source_http.h - the http:URL / https:URL source (its kind's ops are
+ * cm_source_http_ops, source_impl.h; callers use source.h).
  *
  * Pages are fetched one after another with libcurl:
  *   - by page number: URL?<param>=<start + k*step> (param "" = the URL as
@@ -18,7 +19,7 @@
  * (0.25 s doubling, at most 8 s); other statuses fail at once. Header
  * values are never put into errors or logs, and the URL's credentials are
  * shown as "***" (desc, errors, logs). Redirects: see cm_http_same_origin.
- * Calls block (the fetcher reads sequential sources on its loop thread):
+ * Calls block (the fetcher reads sequential sources on its thread pool):
  * bounded by (retries + 1) * timeout plus the backoff. */
 #ifndef CM_SOURCE_HTTP_H
 #define CM_SOURCE_HTTP_H

@@ -233,6 +233,9 @@ def pause_resume_cancel():
     j = job("c")
     assert j["state"] == "paused" and j["chunks"]["done"] == done and j["chunks"]["leased"] == 0, \
         (done, j)
+    # A paused job never finishes by itself: no ETA (its rate of the last
+    # ~10 s is still above 0).
+    assert j["eta_s"] is None, j
     assert P.db_query("SELECT count(*) FROM chunks WHERE job='c'")[0][0] == done
     st, c = api("POST", "/jobs/c/resume")
     assert st == 200 and c["state"] == "running", (st, c)
@@ -247,6 +250,7 @@ def pause_resume_cancel():
     time.sleep(1.0)
     j = job("c")
     assert j["state"] == "cancelled" and j["chunks"]["done"] == done, (done, j)
+    assert j["eta_s"] is None, j
     st, body = api("POST", "/jobs/c/resume")
     assert st == 409, (st, body)
     # Exactly the chunks the ledger counts as done are saved, each once.

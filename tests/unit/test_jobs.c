@@ -247,27 +247,169 @@ static void test_complete_redo_replay(void **state) {
   env_close(&e);
 }
 
-static void test_sequential_redo_refused(void **state) {
+static void no_wake(void *ud) { (void)ud; }
+static void on_fatal(void *ud, const char *what) {
+  (void)ud;
+  fail_msg("fatal: %s", what);
+}
+
+/* cm_job_next_chunk, running the loop while a sequential read (or a
+ * re-read) is in flight. */
+static int seq_next(env_t *e, uv_loop_t *loop, cm_job_t *j, uint64_t *idx) {
+  for (int spins = 0; spins < 10000; spins++) {
+    if (cm_job_next_chunk(j, 0, idx) == 1) return 1;
+    if (!cm_jobs_reading(e->r)) {
+      /* a landed read is taken by the next call */
+      if (cm_job_next_chunk(j, 0, idx) == 1) return 1;
+      if (!cm_jobs_reading(e->r)) return 0;
+    }
+    uv_run(loop, UV_RUN_ONCE);
+  }
+  fail_msg("a read never landed");
+  return 0;
+}
+
+/* Leases, builds (into *wire when given: chunk `show`) and acks every
+ * chunk the job hands out, with `version`. */
+static int seq_run(env_t *e, uv_loop_t *loop, cm_job_t *j, const char *version, uint64_t show,
+                   cm_buf_t *wire) {
+  uint64_t idx;
+  uint32_t att;
+  int n = 0;
+  cm_ledger_t *l = cm_job_ledger(j);
+  cm_buf_t b;
+  cm_buf_init(&b, 1 << 20);
+  while (seq_next(e, loop, j, &idx) == 1) {
+    assert_int_equal(cm_ledger_lease(l, idx, "m", 1000, &att), 0);
+    assert_int_equal(cm_job_build(j, idx, att, "m", NULL, &b), 0);
+    if (wire && idx == show) {
+      cm_buf_reset(wire);
+      assert_int_equal(cm_buf_append(wire, b.data, b.len), 0);
+      assert_int_equal(cm_buf_append(wire, "", 1), 0);
+    }
+    assert_int_equal(cm_ledger_ack_v(l, idx, att, 2, version, cm_ledger_chunk_redo(l, idx)), 1);
+    n++;
+  }
+  cm_buf_free(&b);
+  return n;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static cm_job_t *submit_file(env_t *e, const char *name, const char *path, uint32_t chunk) {
+  char spec[420];
+  snprintf(spec, sizeof spec, "file:%s", path);
+  cm_jobspec_t s = gen_spec(name, 0);
+  s.source.spec = spec;
+  s.source.chunk_size = chunk;
+  cm_job_t *j = NULL;
+  char err[512] = "";
+  if (cm_jobs_submit(e->r, &s, &j, err, sizeof err) != 0) fail_msg("submit %s: %s", name, err);
+  return j;
+}
+
+/* Redo of a file: job: every chunk re-read from its stored position and
+ * sent again (same records, the new generation); once the file changed,
+ * the changed chunk dies with the reason and the others are redone. */
+static void test_sequential_redo(void **state) {
   (void)state;
   env_t e;
+  uv_loop_t loop;
   char err[512], src[400];
   int n = -1;
+  cm_buf_t wire, dead;
+  assert_int_equal(uv_loop_init(&loop), 0);
   env_open(&e, true);
-  snprintf(src, sizeof src, "%s/in.ndjson", g_dir);
-  FILE *f = fopen(src, "w");
-  assert_non_null(f);
-  fputs("{\"a\":1}\n{\"a\":2}\n", f);
-  fclose(f);
-  char spec[420];
-  snprintf(spec, sizeof spec, "file:%s", src);
-  cm_jobspec_t s = gen_spec("f", 0);
-  s.source.spec = spec;
-  cm_job_t *j = NULL;
-  assert_int_equal(cm_jobs_submit(e.r, &s, &j, err, sizeof err), 0);
-  assert_int_equal(cm_job_redo(j, "v1", &n, err, sizeof err), -EPERM);
-  assert_non_null(strstr(err, "sequential source"));
-  json_has(j, "\"chunks\":{\"total\":null,");
+  cm_jobs_bind(e.r, &loop, NULL, no_wake, on_fatal, NULL, NULL);
+  snprintf(src, sizeof src, "%s/redo.ndjson", g_dir);
+  write_file(src, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\nnot json\n{\"a\":5}\n");
+  cm_job_t *j = submit_file(&e, "f", src, 2);
+  cm_buf_init(&wire, 1 << 20);
+  assert_int_equal(seq_run(&e, &loop, j, "v1", 1, &wire), 3);
+  assert_non_null(strstr(wire.data, "\"data\":[{\"a\":3}],\"dead\":[{\"line\":4"));
+  assert_int_equal(cm_job_settle(j), 1);
+  assert_int_equal(cm_job_state(j), CM_JOB_COMPLETE);
+  /* every chunk row has its origin and digest; no payload is kept */
+  assert_int_equal(q_int(e.path, "SELECT count(*) FROM chunks WHERE job = 'f' AND "
+                                 "length(digest) = 32 AND src_pos IS NOT NULL"),
+                   3);
+  assert_int_equal(q_int(e.path, "SELECT src_pos FROM chunks WHERE job = 'f' AND idx = 1"), 16);
+  assert_int_equal(q_int(e.path, "SELECT src_line FROM chunks WHERE job = 'f' AND idx = 2"), 4);
+  assert_int_equal(q_int(e.path, "SELECT count(*) FROM payloads"), 0);
+
+  assert_int_equal(cm_job_redo(j, "v1", &n, err, sizeof err), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(cm_job_state(j), CM_JOB_RUNNING);
+  /* a restart before anything is re-read: the redone chunks have no
+   * payload in the ledger, and are re-read after the restart too */
   env_close(&e);
+  env_open(&e, false);
+  cm_jobs_bind(e.r, &loop, NULL, no_wake, on_fatal, NULL, NULL);
+  assert_int_equal(cm_jobs_load(e.r, NULL, err, sizeof err), 1);
+  j = cm_jobs_find(e.r, "f");
+  assert_non_null(j);
+  assert_int_equal(cm_job_state(j), CM_JOB_RUNNING);
+  cm_buf_reset(&wire);
+  assert_int_equal(seq_run(&e, &loop, j, "v2", 1, &wire), 3);
+  /* the same records (and dead letter) as the first time, generation 1 */
+  assert_non_null(strstr(wire.data, "\"redo\":1"));
+  assert_non_null(strstr(wire.data, "\"data\":[{\"a\":3}],\"dead\":[{\"line\":4"));
+  assert_int_equal(cm_job_settle(j), 1);
+  assert_int_equal(cm_job_state(j), CM_JOB_COMPLETE);
+  assert_int_equal(q_int(e.path, "SELECT count(*) FROM chunks WHERE version = 'v2'"), 3);
+  json_has(j, "\"redo\":{\"version\":\"v1\",\"generation\":1,\"chunks\":3,\"done\":3}");
+
+  /* chunk 1's bytes change (same length, so the offsets stay) */
+  write_file(src, "{\"a\":1}\n{\"a\":2}\n{\"a\":9}\nnot json\n{\"a\":5}\n");
+  assert_int_equal(cm_job_redo(j, "v2", &n, err, sizeof err), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(seq_run(&e, &loop, j, "v3", 0, NULL), 2);
+  assert_int_equal(cm_job_settle(j), 1);
+  assert_int_equal(cm_job_state(j), CM_JOB_COMPLETE_WITH_DEAD);
+  cm_buf_init(&dead, 1 << 16);
+  assert_int_equal(cm_job_dead_json(j, 1000, &dead), 0);
+  assert_int_equal(cm_buf_append(&dead, "", 1), 0);
+  assert_string_equal(dead.data, "{\"dead\":[{\"index\":1,\"attempts\":2,\"reason\":\"source "
+                                 "changed since the chunk was first read (digest mismatch)\"}]}");
+  assert_int_equal(q_int(e.path, "SELECT count(*) FROM chunks WHERE version = 'v3'"), 2);
+  assert_int_equal(q_int(e.path, "SELECT count(*) FROM chunks WHERE job = 'f' AND state = 3"), 1);
+  /* the file restored: replay-dead re-reads it and it is sent */
+  write_file(src, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\nnot json\n{\"a\":5}\n");
+  assert_int_equal(cm_job_replay_dead(j, &n, err, sizeof err), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(seq_run(&e, &loop, j, "v3", 0, NULL), 1);
+  assert_int_equal(cm_job_settle(j), 1);
+  assert_int_equal(cm_job_state(j), CM_JOB_COMPLETE);
+
+  /* chunks written by an older fetcher (no origin): redo refused, naming
+   * how many */
+  cm_job_t *o = submit_file(&e, "old", src, 2);
+  assert_int_equal(seq_run(&e, &loop, o, "v1", 0, NULL), 3);
+  assert_int_equal(cm_ledger_flush(cm_job_ledger(o)), 0);
+  {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(e.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "UPDATE chunks SET digest = NULL, src_pos = NULL "
+                                  "WHERE job = 'old' AND idx < 2",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+  }
+  assert_int_equal(cm_job_settle(o), 1);
+  assert_int_equal(cm_job_redo(o, "v1", &n, err, sizeof err), -EPERM);
+  assert_non_null(strstr(err, "2 chunks saved by version v1"));
+  assert_int_equal(cm_job_state(o), CM_JOB_COMPLETE);
+  json_has(o, "\"chunks\":{\"total\":3,");
+  cm_buf_free(&wire);
+  cm_buf_free(&dead);
+  env_close(&e);
+  assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 static void test_jobspec_json(void **state) {
@@ -353,7 +495,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_submit_and_states),
       cmocka_unit_test(test_complete_redo_replay),
-      cmocka_unit_test(test_sequential_redo_refused),
+      cmocka_unit_test(test_sequential_redo),
       cmocka_unit_test(test_jobspec_json),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

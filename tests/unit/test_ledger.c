@@ -146,7 +146,7 @@ static void test_newer_schema_refused(void **state) {
   q_exec(path, "CREATE TABLE future(x); PRAGMA user_version = 99;");
   assert_int_equal(cm_ledger_open(&l, path, err, sizeof err), -EPROTO);
   assert_null(l);
-  snprintf(want, sizeof want, "ledger %s has schema version 99, this fetcher supports up to 2",
+  snprintf(want, sizeof want, "ledger %s has schema version 99, this fetcher supports up to 3",
            path);
   assert_string_equal(err, want);
   assert_int_equal(q_int(path, "PRAGMA user_version"), 99); /* untouched */
@@ -957,7 +957,7 @@ static void test_v1_ledger_migrates(void **state) {
   new_path(path, sizeof path);
   q_exec(path, V1_SCHEMA);
   cm_ledger_t *l = open_ledger(path);
-  assert_int_equal(q_int(path, "PRAGMA user_version"), 2);
+  assert_int_equal(q_int(path, "PRAGMA user_version"), CM_LEDGER_SCHEMA_VERSION);
   assert_int_equal(cm_ledger_each_job(l, list_cb, list), 1);
   assert_string_equal(list, "old:1:1:0:null;"); /* running, priority 1, spec unknown */
   /* its job opens as before, counters and chunks intact */
@@ -979,6 +979,84 @@ static void test_v1_ledger_migrates(void **state) {
   assert_int_equal(q_int(path, "SELECT spec = '{\"job\":\"old\"}' FROM jobs"), 1);
   assert_int_equal(q_int(path, "SELECT version = 'v1' FROM chunks WHERE idx = 2"), 1);
   assert_int_equal(q_int(path, "SELECT count(*) FROM chunks WHERE version IS NULL"), 2);
+  /* schema 3's columns exist, empty for the old chunks: a redo of them is
+   * refused by the job (cm_ledger_redo_unplaced counts them) */
+  assert_int_equal(q_int(path, "SELECT count(*) FROM chunks WHERE digest IS NULL AND "
+                               "src_pos IS NULL"),
+                   3);
+  l = open_ledger(path);
+  assert_int_equal(cm_ledger_job_open(l, "old", SRC, 100, &in, err, sizeof err), 0);
+  assert_int_equal(cm_ledger_redo_unplaced(l, "v1"), 1);
+  assert_int_equal(cm_ledger_redo_unplaced(l, "v9"), 0);
+  cm_ledger_origin_t o;
+  char cur[64];
+  assert_int_equal(cm_ledger_chunk_origin(l, 2, &o, cur, sizeof cur), -ENOENT);
+  cm_ledger_close(l);
+}
+
+/* Schema 3: a sequential chunk's origin is stored with its first row and
+ * kept once it is done (its payload is not); a redo brings it back pending
+ * without a payload until one is set; or it is killed. */
+static void test_chunk_origin(void **state) {
+  (void)state;
+  char path[300], cur[64];
+  cm_ledger_origin_t o = {.pos = 40, .line = 3, .cursor = "http://api/p?page=2"}, got;
+  cm_job_info_t in;
+  uint32_t att;
+  cm_buf_t b;
+  new_path(path, sizeof path);
+  cm_ledger_t *l = open_job(path, "j", NULL);
+  for (int i = 0; i < 32; i++) o.digest[i] = (unsigned char)(i * 7);
+  assert_int_equal(cm_ledger_add_chunk_origin(l, 0, "[1]", 3, 55, 5, false, &o), 0);
+  assert_int_equal(cm_ledger_add_chunk(l, 1, "[2]", 3, 60, 6, true), 0);
+  /* before the flush, from memory */
+  assert_int_equal(cm_ledger_chunk_origin(l, 0, &got, cur, sizeof cur), 0);
+  assert_int_equal(got.pos, 40);
+  assert_string_equal(got.cursor, "http://api/p?page=2");
+  assert_int_equal(cm_ledger_flush(l), 0);
+  assert_int_equal(q_int(path, "SELECT src_pos = 40 AND src_line = 3 AND length(digest) = 32 "
+                               "AND src_cursor = 'http://api/p?page=2' FROM chunks WHERE idx = 0"),
+                   1);
+  assert_false(cm_ledger_needs_payload(l, 0));
+  assert_int_equal(cm_ledger_lease(l, 0, "m", 1000, &att), 0);
+  assert_int_equal(cm_ledger_ack_v(l, 0, att, 1, "v1", 0), 1);
+  assert_int_equal(cm_ledger_lease(l, 1, "m", 1000, &att), 0);
+  assert_int_equal(cm_ledger_ack_v(l, 1, att, 1, "v1", 0), 1);
+  assert_int_equal(cm_ledger_flush(l), 0);
+  assert_int_equal(q_int(path, "SELECT count(*) FROM payloads"), 0);
+  /* a later state change keeps the origin */
+  assert_int_equal(q_int(path, "SELECT src_line FROM chunks WHERE idx = 0"), 3);
+  assert_int_equal(cm_ledger_redo_unplaced(l, "v1"), 1); /* chunk 1 had none */
+  assert_int_equal(cm_ledger_redo(l, "v1"), 2);
+  assert_true(cm_ledger_needs_payload(l, 0));
+  memset(&got, 0, sizeof got);
+  assert_int_equal(cm_ledger_chunk_origin(l, 0, &got, cur, sizeof cur), 0);
+  assert_int_equal(got.pos, 40);
+  assert_int_equal(got.line, 3);
+  assert_string_equal(got.cursor, "http://api/p?page=2");
+  assert_memory_equal(got.digest, o.digest, 32);
+  assert_int_equal(cm_ledger_chunk_origin(l, 1, &got, cur, sizeof cur), -ENOENT);
+  assert_int_equal(cm_ledger_chunk_origin(l, 0, &got, cur, 8), -E2BIG);
+  cm_buf_init(&b, 1024);
+  assert_int_equal(cm_ledger_payload(l, 0, &b), -ENOENT);
+  assert_int_equal(cm_ledger_set_payload(l, 0, "[1]", 3), 0);
+  assert_false(cm_ledger_needs_payload(l, 0));
+  assert_int_equal(cm_ledger_kill(l, 1, "changed"), 0);
+  assert_int_equal(cm_ledger_kill(l, 1, "changed"), -EINVAL); /* not pending any more */
+  assert_int_equal(cm_ledger_flush(l), 0);
+  cm_ledger_close(l);
+  /* after a restart: chunk 0 has its payload again, chunk 1 is dead */
+  l = open_job(path, "j", &in);
+  assert_int_equal(in.dead_chunks, 1);
+  assert_false(cm_ledger_needs_payload(l, 0));
+  assert_int_equal(cm_ledger_payload(l, 0, &b), 0);
+  assert_int_equal(b.len, 3);
+  assert_int_equal(q_int(path, "SELECT reason = 'changed' FROM chunks WHERE idx = 1"), 1);
+  /* replayed, the dead chunk has no payload: it needs one */
+  assert_int_equal(cm_ledger_replay_dead(l), 1);
+  assert_true(cm_ledger_needs_payload(l, 1));
+  cm_buf_free(&b);
+  cm_ledger_close(l);
 }
 
 static void test_jobs_share_one_connection(void **state) {
@@ -1171,6 +1249,7 @@ int main(void) {
       cmocka_unit_test(test_oldest_pending_age),
       cmocka_unit_test(test_oldest_pending_model),
       cmocka_unit_test(test_v1_ledger_migrates),
+      cmocka_unit_test(test_chunk_origin),
       cmocka_unit_test(test_jobs_share_one_connection),
       cmocka_unit_test(test_dead_list),
       cmocka_unit_test(test_redo_by_version),
