@@ -11,8 +11,10 @@
  * (sched.h: stride scheduling on priority; a job with nothing due is
  * skipped). Acks, naks and heartbeat leases name their job and go to its
  * ledger; a holder gone releases its chunks in every job. Per-job state
- * (source, read-ahead, completion, progress) is job.c's; the member table
- * is members.c's.
+ * (source, read-ahead, completion) is job.c's; the member table is
+ * members.c's, which instance holds a member id and when a member is gone
+ * identity.c's; /status, /members, the gauges and the progress lines
+ * fetch_status.c's.
  *
  * Durability is the ledger's: leases and acks are written behind (flushed
  * every FLUSH_MS in one transaction); a lost unflushed lease or ack only
@@ -20,6 +22,8 @@
  * source is in the ledger before it is first sent. While the ledger cannot
  * be written nothing is sent or read (ledger_health.h). */
 #include "fetch.h"
+#include "fetch_status.h"
+#include "identity.h"
 #include "job.h"
 #include "members.h"
 #include "sched.h"
@@ -37,7 +41,6 @@
 #include "versions.h"
 #include "dispatch_times.h"
 #include "ledger_health.h"
-#include "cm/peers.h"
 #include "cm/reject.h"
 
 /* A version with no mapper left is dropped from /status after this long
@@ -45,14 +48,7 @@
 #define FETCH_VERSION_IDLE_MS (10 * 60 * 1000)
 #define FETCH_FLUSH_MS 50
 #define FETCH_TICK_MS 100
-#define FETCH_RECONNECT_GRACE_MS 3000
-/* After a failover, how long to let messages already on their way land
- * before a mapper's heartbeat is trusted to list every chunk it holds. */
-#define FETCH_FAILOVER_SETTLE_MS 500
 #define FETCH_MAX_CHUNK_BYTES (256u * 1024 * 1024)
-/* Hard upper bound of what one mapper instance may hold, whatever it
- * declares (the mapper's own MAPPER_MAX_SLOTS). */
-#define FETCH_MAX_SLOTS 1024
 typedef cm_member_t member_t;
 
 typedef cm_dispatch_time_t lat_t;
@@ -67,19 +63,17 @@ struct cm_fetch_s {
   size_t sched_cap;
 
   cm_members_t *mt;
+  cm_identity_t *ids; /* who holds a member id; members gone */
+  cm_fetch_status_t *st; /* /status, /members, gauges, progress lines */
   cm_versions_t *versions;
   cm_dispatch_times_t *lat; /* chunks dispatched and not yet done or dead */
 
   uv_timer_t tick, flush, progress, due;
-  cm_peers_t *peers;       /* reconnect counts from heartbeats */
   bool ever_connected;
   char chunk_prefix[256];
   char dead_subject[256];
   cm_buf_t buf;
 
-  int64_t start_ms;
-  uint64_t last_progress_records;
-  int64_t last_progress_ms;
   bool complete; /* --once: the primary job is complete (exiting) */
   bool stopping;
   bool fatal;
@@ -92,29 +86,13 @@ struct cm_fetch_s {
   bool exit_when_flushed; /* graceful shutdown waits for the ledger */
 
   cm_reject_t *rej;
-  cm_counter_t *m_replaced;
   cm_counter_t *m_dispatched, *m_redelivered, *m_acked, *m_dup_acks, *m_records, *m_naks,
-      *m_handbacks, *m_expired, *m_dead, *m_departed, *m_fenced, *m_lost;
+      *m_handbacks, *m_expired, *m_dead, *m_fenced, *m_lost;
   cm_histogram_t *m_latency;
   cm_gauge_t *m_complete;
-  size_t metered; /* jobs 0 .. metered-1 have their per-job series */
 };
 
 static int64_t now_ms(cm_fetch_t *f) { return cm_daemon_now_ms(f->d); }
-
-/* ---- versions and members ---- */
-
-static member_t *member_find(cm_fetch_t *f, const char *id) { return cm_members_find(f->mt, id); }
-
-static void member_set_version(cm_fetch_t *f, member_t *m, const char *v, int64_t now) {
-  cm_members_set_version(f->mt, m, v, now);
-}
-
-static member_t *member_add(cm_fetch_t *f, const char *id) {
-  return cm_members_add(f->mt, id, now_ms(f));
-}
-
-static int active_members(const cm_fetch_t *f) { return cm_members_active(f->mt); }
 
 /* ---- helpers ---- */
 
@@ -167,14 +145,6 @@ static void fetch_release(cm_fetch_t *f, cm_job_t *j, uint64_t index, uint32_t a
   if (rc == 2) fetch_publish_dead(f, j, index, attempt, reason);
 }
 
-/* Chunks leased in every job (the global --max-inflight window). */
-static size_t fetch_leased(cm_fetch_t *f) {
-  size_t n = 0;
-  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++)
-    n += cm_ledger_leased_count(cm_job_ledger(cm_jobs_at(f->jobs, i)));
-  return n;
-}
-
 /* ---- ledger health ---- */
 
 static int fetch_flush_now(cm_fetch_t *f) { return cm_ledger_health_flush(&f->health, now_ms(f)); }
@@ -184,34 +154,6 @@ bool cm_fetch_ready(cm_fetch_t *f, char *why, size_t whylen) {
 }
 
 /* ---- completion and progress ---- */
-
-static void fetch_summary(cm_fetch_t *f, cm_job_t *j) {
-  cm_job_info_t info;
-  double secs, start_wall;
-  uint64_t run_records, records_at_start;
-  const char *job = cm_job_name(j);
-  cm_ledger_info(cm_job_ledger(j), &info);
-  cm_job_run_start(j, &start_wall, &records_at_start);
-  secs = cm_wall_time() - start_wall;
-  run_records = info.records_done - records_at_start;
-  printf("job \"%s\" complete%s: %" PRIu64 " records in %" PRIu64 " chunks, %" PRIu64
-         " dead chunks, %" PRIu64 " redeliveries, %.2f s, %.0f records/s\n",
-         job, info.dead_chunks > 0 ? " with dead chunks" : "", info.records_done,
-         info.done_chunks, info.dead_chunks, info.redeliveries, secs,
-         secs > 0 ? (double)run_records / secs : 0.0);
-  printf("{\"summary\":{\"job\":\"%s\",\"records\":%" PRIu64 ",\"chunks\":%" PRIu64
-         ",\"dead_chunks\":%" PRIu64 ",\"redeliveries\":%" PRIu64
-         ",\"seconds\":%.3f,\"records_per_s\":%.1f,\"records_this_run\":%" PRIu64
-         ",\"latency_p50_s\":%.4f,\"latency_p99_s\":%.4f}}\n",
-         job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries, secs,
-         secs > 0 ? (double)run_records / secs : 0.0, run_records,
-         cm_histogram_quantile(f->m_latency, 0.5), cm_histogram_quantile(f->m_latency, 0.99));
-  fflush(stdout);
-  cm_log_info("job %s complete: %" PRIu64 " records, %" PRIu64 " chunks, %" PRIu64
-              " dead, %" PRIu64 " redeliveries, %.2f s",
-              job, info.records_done, info.done_chunks, info.dead_chunks, info.redeliveries,
-              secs);
-}
 
 static bool state_complete(cm_job_state_t s) {
   return s == CM_JOB_COMPLETE || s == CM_JOB_COMPLETE_WITH_DEAD;
@@ -232,7 +174,7 @@ static void fetch_check_complete(cm_fetch_t *f) {
     if (!flushed && fetch_flush_now(f) != 0) return;
     flushed = true;
     if (cm_job_settle(j) != 1) continue;
-    if (!(f->cfg.once && j == f->primary)) fetch_summary(f, j);
+    if (!(f->cfg.once && j == f->primary)) cm_fetch_status_summary(f->st, j);
   }
   if (f->primary != NULL)
     cm_gauge_set(f->m_complete, state_complete(cm_job_state(f->primary)) ? 1 : 0);
@@ -240,55 +182,17 @@ static void fetch_check_complete(cm_fetch_t *f) {
     cm_job_info_t info;
     if (!flushed && fetch_flush_now(f) != 0) return;
     f->complete = true;
-    fetch_summary(f, f->primary);
+    cm_fetch_status_finished(f->st);
+    cm_fetch_status_summary(f->st, f->primary);
     cm_ledger_info(cm_job_ledger(f->primary), &info);
     f->stopping = true;
     cm_daemon_exit(f->d, (info.dead_chunks > 0 && !f->cfg.allow_dead) ? 3 : 0);
   }
 }
 
-static void fetch_progress_job(cm_fetch_t *f, cm_job_t *j, double rate) {
-  cm_job_info_t info;
-  cm_ledger_t *l = cm_job_ledger(j);
-  int64_t total = cm_job_total_chunks(j);
-  char who[CM_JOB_MAX + 8] = "";
-  cm_ledger_info(l, &info);
-  if (j != f->primary) snprintf(who, sizeof(who), "job %s: ", cm_job_name(j));
-  if (total >= 0)
-    printf("progress: %s%" PRIu64 "/%" PRId64 " chunks (%.1f%%), %" PRIu64
-           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
-           who, info.done_chunks, total,
-           total > 0 ? 100.0 * (double)info.done_chunks / (double)total : 0.0,
-           info.records_done, rate, cm_ledger_leased_count(l), active_members(f),
-           info.redeliveries);
-  else
-    printf("progress: %s%" PRIu64 " chunks done (source %s), %" PRIu64
-           " records, %.0f records/s, in flight %zu, mappers %d, redeliveries %" PRIu64 "\n",
-           who, info.done_chunks, info.source_done ? "read" : "reading", info.records_done, rate,
-           cm_ledger_leased_count(l), active_members(f), info.redeliveries);
-}
-
 static void fetch_progress(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
-  int64_t now = now_ms(f);
-  double dt = (double)(now - f->last_progress_ms) / 1000.0;
-  bool any = false;
-  if (f->complete) return;
-  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
-    cm_job_t *j = cm_jobs_at(f->jobs, i);
-    double rate = 0;
-    if (cm_job_state(j) != CM_JOB_RUNNING && cm_job_state(j) != CM_JOB_PAUSED) continue;
-    if (j == f->primary) {
-      cm_job_info_t info;
-      cm_ledger_info(cm_job_ledger(j), &info);
-      rate = dt > 0 ? (double)(info.records_done - f->last_progress_records) / dt : 0;
-      f->last_progress_records = info.records_done;
-    }
-    fetch_progress_job(f, j, rate);
-    any = true;
-  }
-  f->last_progress_ms = now;
-  if (any) fflush(stdout);
+  if (!f->complete) cm_fetch_status_progress(f->st, now_ms(f));
 }
 
 /* ---- dispatch ---- */
@@ -301,22 +205,6 @@ static void fetch_fatal(cm_fetch_t *f, const char *what) {
   fprintf(stderr, "fetcher: %s\n", what);
   if (fetch_flush_now(f) != 0) cm_log_error("ledger flush failed: %s", f->health.err);
   cm_daemon_exit(f->d, 1);
-}
-
-static member_t *fetch_pick(cm_fetch_t *f) {
-  member_t *best = NULL;
-  int64_t best_av = 0;
-  for (int i = 0; i < cm_members_count(f->mt); i++) {
-    member_t *m = cm_members_at(f->mt, i);
-    int64_t av;
-    if (!m->active) continue;
-    av = cm_member_available(m);
-    if (av > best_av) {
-      best = m;
-      best_av = av;
-    }
-  }
-  return best;
 }
 
 static void fetch_arm_due(cm_fetch_t *f, int64_t now);
@@ -352,9 +240,9 @@ static void fetch_pump(cm_fetch_t *f) {
   }
   ctx.f = f;
   ctx.now = now;
-  leased = fetch_leased(f);
+  leased = cm_fetch_leased_all(f->jobs);
   while ((int64_t)leased < f->cfg.max_inflight) {
-    member_t *m = fetch_pick(f);
+    member_t *m = cm_members_pick(f->mt);
     uint32_t attempt = 0;
     cm_job_t *j;
     int rc, pick;
@@ -387,12 +275,9 @@ static void fetch_pump(cm_fetch_t *f) {
       fetch_release(f, j, ctx.index, attempt, now + 100, reason);
       break;
     }
-    m->sent++;
-    if (m->first_dispatch_ms < 0) {
-      m->first_dispatch_ms = now;
+    if (cm_member_dispatched(m, now))
       cm_log_info("mapper %s got its first chunk %.3f s after joining", m->id,
                   (double)(now - m->joined_ms) / 1000.0);
-    }
     cm_versions_count(f->versions, m->version, CM_VERSION_DISPATCHED, now);
     lat_put(f, j, ctx.index, now, m->version);
     cm_counter_inc(f->m_dispatched);
@@ -422,72 +307,6 @@ static void fetch_arm_due(cm_fetch_t *f, int64_t now) {
 
 /* ---- NATS handlers ---- */
 
-/* Leases held by a member are released at once (a departed or replaced
- * instance); returns how many. */
-static int member_release_all(cm_fetch_t *f, member_t *m, const char *reason);
-
-static int64_t member_period(cm_fetch_t *f, const member_t *m) {
-  int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
-  return m->period_ms > 0 ? m->period_ms : hb;
-}
-
-static void count_held(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
-  (void)index;
-  (void)attempt;
-  (void)holder;
-  (*(int *)ud)++;
-}
-
-/* A new instance may take over the id when the bound one never heartbeated
- * (it holds nothing), has drained (draining, nothing held), or has missed
- * a heartbeat: its own period and a quarter (at least 250 ms more) without
- * one. While the bound instance keeps beating, a second token under its id
- * is refused (a forgery, or two processes given one --id); it is
- * remembered as the challenger and takes over at the tick where the bound
- * one is late (see fetch_tick), so a restart after kill -9 has its
- * predecessor's leases released about one period after the last
- * heartbeat, instead of after three missed ones or --ack-wait. */
-static bool member_may_replace(cm_fetch_t *f, const member_t *m, int64_t now) {
-  int64_t period = member_period(f, m);
-  int held = 0;
-  if (!m->heard) return true;
-  /* Drained: it announced it is leaving and holds nothing any more. */
-  if (m->draining) {
-    for (size_t i = 0; i < cm_jobs_count(f->jobs); i++)
-      (void)cm_ledger_each_held(cm_job_ledger(cm_jobs_at(f->jobs, i)), m->id, count_held, &held);
-    if (held == 0) return true;
-  }
-  /* At least 250 ms of slack: a busy host delays short periods by that. */
-  return now - m->hb_ms > period + (period / 4 > 250 ? period / 4 : 250);
-}
-
-/* Binds m to `instance`, releasing what a predecessor held. */
-static void member_rebind(cm_fetch_t *f, member_t *m, const char *instance, bool heard,
-                          int64_t now) {
-  int held = 0;
-  bool had = m->heard;
-  char old[sizeof(m->instance)];
-  snprintf(old, sizeof(old), "%s", m->instance);
-  if (m->heard) held = member_release_all(f, m, "mapper restarted (a new instance of its id)");
-  snprintf(m->instance, sizeof(m->instance), "%s", instance);
-  m->heard = heard;
-  m->hb_ms = now;
-  m->last_seen_ms = now;
-  m->free = 0;
-  m->sent = m->received = 0;
-  m->slots = 0;
-  m->draining = false;
-  /* period_ms is kept: a restarted instance beats like its predecessor
-   * until its own heartbeat says otherwise. */
-  m->challenger[0] = '\0';
-  if (had) {
-    cm_counter_inc(f->m_replaced);
-    cm_log_warn("mapper %s: new instance %.8s replaces %.8s, which stopped sending heartbeats; "
-                "%d chunks it held are pending again",
-                m->id, instance, old, held);
-  }
-}
-
 static void fetch_on_credit(void *ud, natsMsg *msg) {
   cm_fetch_t *f = ud;
   Chunkmill__Credit *c = chunkmill__credit__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
@@ -512,57 +331,28 @@ static void fetch_on_credit(void *ud, natsMsg *msg) {
               c->mapper_id, c->subject, want);
     goto out;
   }
-  m = member_find(f, c->mapper_id);
-  if (m != NULL && strcmp(m->instance, inst) != 0) {
-    if (!member_may_replace(f, m, now)) {
-      cm_reject(f->rej, now, "member_instance",
-                "credit for mapper %.64s from instance %.8s while instance %.8s of that id is "
-                "alive",
-                c->mapper_id, inst, m->instance);
-      if (!c->draining) cm_member_challenge(m, inst, false, now);
-      goto out;
-    }
-    if (c->draining) goto out;
-    member_rebind(f, m, inst, false, now);
-    member_set_version(f, m, c->version, now);
-  }
+  m = cm_members_find(f->mt, c->mapper_id);
+  if (m != NULL && !cm_identity_credit(f->ids, m, inst, c->draining, c->version, now)) goto out;
   if (m == NULL) {
     if (c->draining) goto out;
-    m = member_add(f, c->mapper_id);
+    m = cm_members_add(f->mt, c->mapper_id, now);
     if (m == NULL) {
       cm_reject(f->rej, now, "member_table_full", "member table full: ignoring mapper %.64s",
                 c->mapper_id);
       goto out;
     }
     snprintf(m->instance, sizeof(m->instance), "%s", inst);
-    member_set_version(f, m, c->version, now);
+    cm_members_set_version(f->mt, m, c->version, now);
     cm_log_info("mapper %s (version %s, counted as %s) joined with %u free slots", m->id,
                 m->version_name, cm_versions_name(f->versions, m->version), c->free);
   } else if (c->version != NULL && c->version[0]) {
     /* Restarted under the same id with another version (StatefulSet). */
-    member_set_version(f, m, c->version, now);
+    cm_members_set_version(f->mt, m, c->version, now);
   }
-  snprintf(m->subject, sizeof(m->subject), "%s", c->subject);
-  if (m->slots == 0) {
-    /* Bound once per instance: a later credit cannot raise it. 0 (a mapper
-     * that does not say) means the hard bound. */
-    m->slots = c->slots > 0 && c->slots < FETCH_MAX_SLOTS ? c->slots : FETCH_MAX_SLOTS;
-  }
-  if (c->free > m->slots)
+  if (!cm_member_credit(m, c->subject, c->free, c->slots, c->received, c->draining))
     cm_reject(f->rej, now, "credit_over_slots",
               "credit of %u from mapper %.64s, which declared %u slots: capped", c->free, m->id,
               m->slots);
-  m->free = c->free > m->slots ? m->slots : c->free;
-  if (m->sent == 0 || c->received < m->received) {
-    /* First credit from this instance, or its counter went back: align
-     * our count of chunks sent with its count of chunks received, so
-     * sent - received is what is in transit. */
-    m->received = c->received;
-    m->sent = c->received;
-  } else {
-    m->received = c->received;
-  }
-  m->draining = c->draining;
   fetch_pump(f);
 out:
   chunkmill__credit__free_unpacked(c, NULL);
@@ -656,24 +446,6 @@ out:
   natsMsg_Destroy(msg);
 }
 
-/* A NATS failover somewhere (ours, or a peer's reconnect seen in its
- * heartbeat): messages to or from the node that died may be lost. Every
- * mapper's leases are checked against its heartbeat once things settled
- * (fetch_reconcile), and mappers silent right now get the reconnect grace:
- * they are probably failing over too, not dead. */
-static void fetch_failover_seen(cm_fetch_t *f, int64_t now) {
-  int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
-  for (int i = 0; i < cm_members_count(f->mt); i++) {
-    member_t *m = cm_members_at(f->mt, i);
-    int64_t period = m->period_ms > hb ? m->period_ms : hb;
-    if (!m->active) continue;
-    m->reconcile_at = now + (period > FETCH_FAILOVER_SETTLE_MS ? period : FETCH_FAILOVER_SETTLE_MS);
-    m->reconcile_cutoff = now;
-    if (now - m->last_seen_ms > period && m->last_seen_ms < now + FETCH_RECONNECT_GRACE_MS)
-      m->last_seen_ms = now + FETCH_RECONNECT_GRACE_MS;
-  }
-}
-
 typedef struct {
   cm_fetch_t *f;
   cm_job_t *j;
@@ -722,41 +494,18 @@ static void fetch_on_heartbeat(void *ud, natsMsg *msg) {
   Chunkmill__Heartbeat *hb = chunkmill__heartbeat__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                                          (const uint8_t *)natsMsg_GetData(msg));
   int64_t now = now_ms(f);
-  if (hb != NULL && hb->role != NULL && hb->id != NULL && strcmp(hb->role, "fetcher") != 0 &&
-      cm_peers_saw(f->peers, hb->id, hb->nats_reconnects, now)) {
-    cm_log_info("%s %s reconnected to NATS (now on %s): checking the mappers' leases", hb->role,
-                hb->id, hb->nats_server != NULL && hb->nats_server[0] ? hb->nats_server : "?");
-    fetch_failover_seen(f, now);
-  }
+  if (hb != NULL && hb->role != NULL && hb->id != NULL && strcmp(hb->role, "fetcher") != 0)
+    cm_identity_peer(f->ids, hb->role, hb->id, hb->nats_reconnects, hb->nats_server, now);
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "saver") == 0 && hb->id != NULL)
     cm_members_saver_seen(f->mt, hb->id, hb->instance, hb->version, hb->n_inflight, now);
   if (hb != NULL && hb->role != NULL && strcmp(hb->role, "mapper") == 0 && hb->id != NULL) {
-    member_t *m = member_find(f, hb->id);
-    const char *inst = hb->instance != NULL ? hb->instance : "";
+    bool first;
     /* Members are created by credit (it names the subject); a heartbeat of
      * an unknown id is followed by its credit. */
-    if (m != NULL && strcmp(m->instance, inst) != 0) {
-      if (!member_may_replace(f, m, now)) {
-        cm_reject(f->rej, now, "member_instance",
-                  "heartbeat of mapper %.64s from instance %.8s while instance %.8s of that id "
-                  "is alive",
-                  hb->id, inst, m->instance);
-        if (!hb->draining) cm_member_challenge(m, inst, true, now);
-        m = NULL;
-      } else {
-        /* A restart (kill -9, container restart under the same name): the
-         * predecessor's leases are pending again now, not after
-         * --ack-wait. The new instance's next credit names its room. */
-        member_rebind(f, m, inst, true, now);
-        member_set_version(f, m, hb->version, now);
-      }
-    }
+    member_t *m = cm_identity_heartbeat(f->ids, cm_members_find(f->mt, hb->id),
+                                        hb->instance != NULL ? hb->instance : "", hb->draining,
+                                        hb->version, hb->period_ms, now, &first);
     if (m != NULL) {
-      bool first = !m->heard;
-      m->heard = true;
-      m->hb_ms = now;
-      m->last_seen_ms = now;
-      m->period_ms = hb->period_ms;
       /* Leases the mapper reports as in hand are alive: keep them. */
       cm_job_t *lj = NULL;
       for (size_t i = 0; i < hb->n_inflight; i++) {
@@ -800,7 +549,7 @@ typedef struct {
 static void release_one(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
   release_ctx_t *c = ud;
   const lat_t *l = lat_get(c->f, c->j, index);
-  member_t *m = holder != NULL ? member_find(c->f, holder) : NULL;
+  member_t *m = holder != NULL ? cm_members_find(c->f->mt, holder) : NULL;
   /* A lease that ends without an ack or nak may never have reached its
    * mapper (lost in a reconnect): stop counting it as in transit. */
   if (m != NULL && m->sent > m->received) m->sent--;
@@ -821,14 +570,9 @@ static int release_held(cm_fetch_t *f, const char *holder, int64_t now, const ch
   return n;
 }
 
-static int member_release_all(cm_fetch_t *f, member_t *m, const char *reason) {
-  return release_held(f, m->id, now_ms(f), reason);
-}
-
 static void fetch_tick(uv_timer_t *t) {
   cm_fetch_t *f = t->data;
   int64_t now = now_ms(f);
-  int64_t hb = cm_daemon_cfg(f->d)->heartbeat_ms;
   release_ctx_t c = {f, NULL, now, "lease expired (ack wait)", false};
   int n = 0;
   if (f->stopping) return;
@@ -836,39 +580,7 @@ static void fetch_tick(uv_timer_t *t) {
   /* The member table only ages while we can hear the members: an outage
    * of our own connection must not look like every mapper dying. */
   if (cm_nats_connected(cm_daemon_nats(f->d))) {
-    for (int i = 0; i < cm_members_count(f->mt); i++) {
-      member_t *m = cm_members_at(f->mt, i);
-      if (m->active && m->challenger[0] != '\0') {
-        /* A challenger heard within the last two periods takes over once
-         * the bound instance is late. */
-        int64_t period = member_period(f, m);
-        if (now - m->challenger_ms > 2 * period)
-          m->challenger[0] = '\0';
-        else if (member_may_replace(f, m, now)) {
-          char inst[sizeof(m->challenger)];
-          bool heard = m->challenger_heard;
-          snprintf(inst, sizeof(inst), "%s", m->challenger);
-          member_rebind(f, m, inst, heard, now);
-          /* Its subject is <prefix>.chunk.<id>; its room comes with its
-           * next credit. */
-          continue;
-        }
-      }
-      /* Three of the mapper's own periods (it may beat slower than us). */
-      if (!m->active || now - m->last_seen_ms <= 3 * (m->period_ms > hb ? m->period_ms : hb))
-        continue;
-      if (!m->heard) {
-        /* Credit without a heartbeat: never got work, nothing to release. */
-        cm_log_debug("mapper %s sent credit but no heartbeat: forgotten", m->id);
-        cm_members_forget(f->mt, m, now);
-        continue;
-      }
-      int held = release_held(f, m->id, now, "mapper stopped sending heartbeats");
-      cm_counter_inc(f->m_departed);
-      cm_log_warn("mapper %s missed 3 heartbeats: gone; %d chunks it held are pending again",
-                  m->id, held);
-      cm_members_forget(f->mt, m, now);
-    }
+    cm_identity_tick(f->ids, now);
     for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
       c.j = cm_jobs_at(f->jobs, i);
       int k = cm_ledger_each_expired(cm_job_ledger(c.j), now, release_one, &c);
@@ -900,198 +612,20 @@ static void fetch_flush(uv_timer_t *t) {
   }
 }
 
-/* ---- status, metrics ---- */
-
-/* Chunks of j waiting for a mapper (not done, not leased), read or not. */
-static double job_backlog(cm_job_t *j) {
-  cm_job_info_t info;
-  cm_ledger_t *l = cm_job_ledger(j);
-  int64_t total = cm_job_total_chunks(j);
-  double unread;
-  cm_ledger_info(l, &info);
-  if (info.source_done)
-    unread = 0;
-  else if (total >= 0)
-    unread = (double)(total - (int64_t)info.next_index);
-  else
-    unread = 1; /* unknown size: at least one more */
-  return unread + (double)cm_ledger_pending_count(l);
-}
-
-/* The jobs that wait for mappers: running ones (a paused or finished
- * job's chunks wait for the operator, not for the pipeline). */
-static bool job_counts(cm_job_t *j) { return cm_job_state(j) == CM_JOB_RUNNING; }
-
-static double g_backlog(void *ud) {
-  cm_fetch_t *f = ud;
-  double n = 0;
-  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
-    cm_job_t *j = cm_jobs_at(f->jobs, i);
-    if (job_counts(j)) n += job_backlog(j);
-  }
-  return n;
-}
-
-static double g_oldest(void *ud) {
-  cm_fetch_t *f = ud;
-  int64_t worst = 0;
-  if (f->complete) return 0;
-  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
-    cm_job_t *j = cm_jobs_at(f->jobs, i);
-    cm_job_info_t info;
-    int64_t total = cm_job_total_chunks(j), age;
-    bool unread;
-    if (!job_counts(j)) continue;
-    cm_ledger_info(cm_job_ledger(j), &info);
-    /* Chunks not read yet wait too when the source has more. */
-    unread = !info.source_done && (total < 0 || (int64_t)info.next_index < total);
-    age = cm_ledger_oldest_pending_ms(cm_job_ledger(j), unread);
-    if (age > worst) worst = age;
-  }
-  return (double)worst / 1000.0;
-}
-
-static double g_inflight(void *ud) { return (double)fetch_leased(ud); }
-static double g_members(void *ud) { return (double)active_members(ud); }
-
-/* The job the single-job series describe: --job's, else the first. */
-static cm_job_t *status_job(cm_fetch_t *f) {
-  return f->primary != NULL ? f->primary : cm_jobs_at(f->jobs, 0);
-}
-
-static double g_done(void *ud) {
-  cm_job_info_t info;
-  cm_job_t *j = status_job(ud);
-  if (j == NULL) return 0;
-  cm_ledger_info(cm_job_ledger(j), &info);
-  return (double)info.done_chunks;
-}
-static double g_total(void *ud) {
-  cm_job_t *j = status_job(ud);
-  int64_t total = j != NULL ? cm_job_total_chunks(j) : -1;
-  return total >= 0 ? (double)total : NAN;
-}
-static double g_records_done(void *ud) {
-  cm_job_info_t info;
-  cm_job_t *j = status_job(ud);
-  if (j == NULL) return 0;
-  cm_ledger_info(cm_job_ledger(j), &info);
-  return (double)info.records_done;
-}
-
-/* Per-job series, labelled job="NAME" (a job name needs no escaping). */
-static double gj_done(void *ud) {
-  cm_job_info_t info;
-  cm_ledger_info(cm_job_ledger(ud), &info);
-  return (double)info.done_chunks;
-}
-static double gj_records(void *ud) {
-  cm_job_info_t info;
-  cm_ledger_info(cm_job_ledger(ud), &info);
-  return (double)info.records_done;
-}
-static double gj_backlog(void *ud) {
-  return cm_job_state(ud) == CM_JOB_RUNNING ? job_backlog(ud) : 0;
-}
-static double gj_running(void *ud) { return cm_job_state(ud) == CM_JOB_RUNNING ? 1 : 0; }
-
-/* Registers the series of jobs added since the last call (the registry
- * only grows). Past the metrics registry's limit a job simply has none. */
-static void fetch_meter_jobs(cm_fetch_t *f) {
-  cm_metrics_t *m = cm_daemon_metrics(f->d);
-  for (; f->metered < cm_jobs_count(f->jobs); f->metered++) {
-    cm_job_t *j = cm_jobs_at(f->jobs, f->metered);
-    char labels[CM_JOB_MAX + 16];
-    snprintf(labels, sizeof(labels), "job=\"%s\"", cm_job_name(j));
-    (void)cm_metrics_gauge_fn(m, "chunkmill_job_done_chunks", "Chunks done, per job.", labels,
-                              gj_done, j);
-    (void)cm_metrics_gauge_fn(m, "chunkmill_job_records_saved", "Records saved, per job.",
-                              labels, gj_records, j);
-    (void)cm_metrics_gauge_fn(m, "chunkmill_job_backlog_chunks",
-                              "Chunks of a running job waiting for a mapper.", labels, gj_backlog,
-                              j);
-    (void)cm_metrics_gauge_fn(m, "chunkmill_job_running", "1 while the job is running.", labels,
-                              gj_running, j);
-  }
-}
+/* ---- lifecycle ---- */
 
 int cm_fetch_status(cm_fetch_t *f, cm_buf_t *out) {
-  cm_job_info_t info;
-  int64_t now = now_ms(f);
-  int rc = 0;
-  bool first = true;
-  cm_job_t *j = status_job(f);
-  if (j != NULL) {
-    cm_ledger_t *l = cm_job_ledger(j);
-    int64_t total = cm_job_total_chunks(j);
-    char tot[32] = "null";
-    const char *name = cm_job_name(j);
-    cm_ledger_info(l, &info);
-    if (total >= 0) snprintf(tot, sizeof(tot), "%" PRId64, total);
-    rc |= cm_buf_puts(out, ",\"job\":{\"name\":");
-    rc |= cm_buf_append_json_str(out, name, strlen(name));
-    rc |= cm_buf_puts(out, ",\"source\":");
-    rc |= cm_buf_append_json_str(out, info.source, strlen(info.source));
-    rc |= cm_buf_printf(out,
-                        ",\"chunk_size\":%u,\"chunks_created\":%" PRIu64 ",\"total_chunks\":%s"
-                        ",\"done_chunks\":%" PRIu64 ",\"dead_chunks\":%" PRIu64
-                        ",\"records_done\":%" PRIu64 ",\"redeliveries\":%" PRIu64
-                        ",\"inflight\":%zu,\"pending\":%zu,\"backlog\":%.0f,\"complete\":%s"
-                        ",\"state\":\"%s\"}",
-                        info.chunk_size, info.next_index, tot, info.done_chunks,
-                        info.dead_chunks, info.records_done, info.redeliveries,
-                        cm_ledger_leased_count(l), cm_ledger_pending_count(l), job_backlog(j),
-                        state_complete(cm_job_state(j)) ? "true" : "false",
-                        cm_job_state_name(cm_job_state(j)));
-  }
-  rc |= cm_buf_puts(out, ",\"jobs\":[");
-  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++) {
-    if (i > 0) rc |= cm_buf_puts(out, ",");
-    rc |= cm_job_json(cm_jobs_at(f->jobs, i), out);
-  }
-  rc |= cm_buf_puts(out, "],\"members\":[");
-  for (int i = 0; i < cm_members_count(f->mt); i++) {
-    member_t *m = cm_members_at(f->mt, i);
-    if (!m->active) continue;
-    rc |= cm_buf_puts(out, first ? "{\"id\":" : ",{\"id\":");
-    first = false;
-    rc |= cm_buf_append_json_str(out, m->id, strlen(m->id));
-    rc |= cm_buf_puts(out, ",\"role\":\"mapper\",\"version\":");
-    /* The member's own version; "versions" may count it as "other". */
-    rc |= cm_buf_append_json_str(out, m->version_name, strlen(m->version_name));
-    rc |= cm_buf_printf(out,
-                        ",\"free\":%u,\"sent\":%" PRIu64 ",\"received\":%" PRIu64
-                        ",\"draining\":%s,\"last_seen_ms_ago\":%" PRId64
-                        ",\"heard\":%s,\"slots\":%u}",
-                        m->free, m->sent, m->received, m->draining ? "true" : "false",
-                        now - m->last_seen_ms, m->heard ? "true" : "false", m->slots);
-  }
-  rc |= cm_buf_puts(out, "],\"versions\":{");
-  rc |= cm_versions_json(f->versions, out);
-  rc |= cm_buf_puts(out, "}");
-  return rc;
+  return cm_fetch_status_json(f->st, now_ms(f), out);
 }
-
-/* ---- lifecycle ---- */
 
 void cm_fetch_on_nats(cm_fetch_t *f, cm_nats_event_t ev) {
   if (ev == CM_NATS_CONNECTED) {
     /* Chunks sent just before a disconnect may never have arrived: forget
      * in-transit counts and let the mappers' next credit speak. */
-    for (int i = 0; i < cm_members_count(f->mt); i++) {
-      member_t *m = cm_members_at(f->mt, i);
-      if (!m->active) continue;
-      /* `sent` is kept: chunks buffered across the outage are delivered
-       * now and still count against the mapper's room. A chunk that was
-       * really lost is healed when its lease expires (release_one). */
-      m->free = 0;
-      /* The mappers are reconnecting too (nats.c reconnect wait plus
-       * jitter): give them that long before counting missed heartbeats. */
-      m->last_seen_ms = now_ms(f) + FETCH_RECONNECT_GRACE_MS;
-    }
+    cm_identity_connected(f->ids, now_ms(f));
     /* A reconnect of ours (not the first connect) may have lost chunks we
      * had just sent and acks on their way to us. */
-    if (f->ever_connected) fetch_failover_seen(f, now_ms(f));
+    if (f->ever_connected) cm_identity_failover(f->ids, now_ms(f));
     f->ever_connected = true;
     fetch_check_complete(f);
     fetch_pump(f);
@@ -1155,7 +689,8 @@ void cm_fetch_destroy(cm_fetch_t *f) {
   if (f == NULL) return;
   cm_versions_destroy(f->versions);
   cm_dispatch_times_destroy(f->lat);
-  cm_peers_destroy(f->peers);
+  cm_fetch_status_destroy(f->st);
+  cm_identity_destroy(f->ids);
   cm_reject_destroy(f->rej);
   cm_members_destroy(f->mt);
   cm_buf_free(&f->buf);
@@ -1166,7 +701,7 @@ void cm_fetch_destroy(cm_fetch_t *f) {
 /* Registry hooks (job.h). */
 static void jobs_wake(void *ud) {
   cm_fetch_t *f = ud;
-  fetch_meter_jobs(f); /* a job submitted */
+  cm_fetch_status_meter_jobs(f->st); /* a job submitted */
   fetch_check_complete(f);
   fetch_pump(f);
 }
@@ -1176,8 +711,28 @@ static int jobs_members(void *ud, cm_buf_t *out) {
   cm_fetch_t *f = ud;
   const cm_common_cfg_t *cc = cm_daemon_cfg(f->d);
   /* A saver not heard for three heartbeats is gone. */
-  return cm_members_json(f->mt, cm_daemon_id(f->d), cm_daemon_instance(f->d), cc->version,
-                         now_ms(f), 3 * cc->heartbeat_ms, out);
+  return cm_fetch_status_members_json(f->st, cm_daemon_id(f->d), cm_daemon_instance(f->d),
+                                      cc->version, now_ms(f), 3 * cc->heartbeat_ms, out);
+}
+
+/* Identity hooks (identity.h): a replaced or departed instance's leases. */
+static int ids_release_all(void *ud, const char *id, int64_t now, const char *reason) {
+  return release_held(ud, id, now, reason);
+}
+
+static void count_held(void *ud, uint64_t index, uint32_t attempt, const char *holder) {
+  (void)index;
+  (void)attempt;
+  (void)holder;
+  (*(int *)ud)++;
+}
+
+static int ids_held(void *ud, const char *id) {
+  cm_fetch_t *f = ud;
+  int held = 0;
+  for (size_t i = 0; i < cm_jobs_count(f->jobs); i++)
+    (void)cm_ledger_each_held(cm_job_ledger(cm_jobs_at(f->jobs, i)), id, count_held, &held);
+  return held;
 }
 
 int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
@@ -1199,16 +754,8 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
     free(f);
     return -ENOMEM;
   }
-  if (cm_peers_create(&f->peers) != 0 || cm_members_create(&f->mt, f->versions) != 0) {
-    cm_peers_destroy(f->peers);
-    cm_versions_destroy(f->versions);
-    free(f);
-    return -ENOMEM;
-  }
-  if (cm_dispatch_times_create(&f->lat) != 0) {
-    cm_peers_destroy(f->peers);
-    cm_versions_destroy(f->versions);
-    free(f);
+  if (cm_members_create(&f->mt, f->versions) != 0 || cm_dispatch_times_create(&f->lat) != 0) {
+    cm_fetch_destroy(f);
     return -ENOMEM;
   }
   f->d = d;
@@ -1217,13 +764,6 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
   f->jobs = jobs;
   f->primary = primary;
   cm_buf_init(&f->buf, FETCH_MAX_CHUNK_BYTES);
-  f->start_ms = now_ms(f);
-  f->last_progress_ms = f->start_ms;
-  if (primary != NULL) {
-    cm_job_info_t info;
-    cm_ledger_info(cm_job_ledger(primary), &info);
-    f->last_progress_records = info.records_done;
-  }
   cm_ledger_health_init(&f->health, ledger);
   cm_jobs_bind(jobs, loop, f, jobs_wake, jobs_fatal, jobs_flush, jobs_members);
   /* Jitter only needs variety between runs; keep the conversion in range. */
@@ -1247,15 +787,16 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
                                     "Leases that reached --ack-wait.", NULL);
   f->m_dead = cm_metrics_counter(m, "chunkmill_fetcher_dead_chunks_total",
                                  "Chunks that reached --max-deliver.", NULL);
-  f->m_departed = cm_metrics_counter(m, "chunkmill_fetcher_mapper_departures_total",
-                                     "Mappers declared gone after 3 missed heartbeats.", NULL);
-  f->m_replaced = cm_metrics_counter(m, "chunkmill_fetcher_mapper_restarts_total",
-                                     "Mapper ids taken over by a new instance (a restart); the "
-                                     "predecessor's leases were released at once.",
-                                     NULL);
   if (cm_reject_create(&f->rej, m) != 0) {
-    free(f);
+    cm_fetch_destroy(f);
     return -ENOMEM;
+  }
+  {
+    cm_identity_hooks_t hooks = {f, ids_release_all, ids_held};
+    if (cm_identity_create(&f->ids, f->mt, m, f->rej, cc->heartbeat_ms, &hooks) != 0) {
+      cm_fetch_destroy(f);
+      return -ENOMEM;
+    }
   }
   f->m_fenced = cm_metrics_counter(m, "chunkmill_fetcher_fenced_total",
                                    "Naks or releases ignored because the lease had moved on.",
@@ -1270,26 +811,13 @@ int cm_fetch_create(cm_fetch_t **out, cm_daemon_t *d, const cm_fetch_cfg_t *cfg,
       sizeof(lat_bounds) / sizeof(lat_bounds[0]));
   f->m_complete = cm_metrics_gauge(m, "chunkmill_fetcher_job_complete", "1 once the job is done.",
                                    NULL);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_backlog_chunks",
-                            "Chunks waiting for a mapper (not done, not leased).", NULL, g_backlog,
-                            f);
-  (void)cm_metrics_gauge_fn(
-      m, "chunkmill_oldest_pending_age_seconds",
-      "Seconds the oldest pending chunk has waited since it became pending (0 when none).",
-      NULL, g_oldest, f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_inflight_chunks", "Chunks leased right now.",
-                            NULL, g_inflight, f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_mappers", "Mappers known alive.", NULL,
-                            g_members, f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_done_chunks", "Chunks done in this job.", NULL,
-                            g_done, f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_total_chunks",
-                            "Chunks in this job (NaN while unknown).", NULL, g_total, f);
-  (void)cm_metrics_gauge_fn(m, "chunkmill_fetcher_records_done",
-                            "Records confirmed saved in this job (all runs).", NULL,
-                            g_records_done, f);
-
-  fetch_meter_jobs(f);
+  {
+    cm_fetch_status_cfg_t sc = {m, jobs, primary, f->mt, f->versions, f->m_latency};
+    if (cm_fetch_status_create(&f->st, &sc, now_ms(f)) != 0) {
+      cm_fetch_destroy(f);
+      return -ENOMEM;
+    }
+  }
   (void)cm_subject(f->chunk_prefix, sizeof(f->chunk_prefix), cc->prefix, "chunk");
   (void)cm_subject(f->dead_subject, sizeof(f->dead_subject), cc->prefix, "dead");
   (void)uv_timer_init(loop, &f->tick);

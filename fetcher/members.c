@@ -92,13 +92,6 @@ cm_member_t *cm_members_add(cm_members_t *t, const char *id, int64_t now) {
   return m;
 }
 
-void cm_member_challenge(cm_member_t *m, const char *instance, bool heard, int64_t now) {
-  if (strcmp(m->challenger, instance) != 0) m->challenger_heard = false;
-  snprintf(m->challenger, sizeof(m->challenger), "%s", instance);
-  m->challenger_ms = now;
-  m->challenger_heard = m->challenger_heard || heard;
-}
-
 int64_t cm_member_available(const cm_member_t *m) {
   /* Chunks sent that the mapper had not seen when it reported `free` are
    * still on their way: subtract them, so a stale credit never overfills. */
@@ -106,6 +99,51 @@ int64_t cm_member_available(const cm_member_t *m) {
   if (in_transit < 0) in_transit = 0;
   if (m->draining || !m->heard) return 0;
   return (int64_t)(m->free < m->slots ? m->free : m->slots) - in_transit;
+}
+
+cm_member_t *cm_members_pick(cm_members_t *t) {
+  cm_member_t *best = NULL;
+  int64_t best_av = 0;
+  for (int i = 0; i < t->n; i++) {
+    cm_member_t *m = &t->v[i];
+    int64_t av;
+    if (!m->active) continue;
+    av = cm_member_available(m);
+    if (av > best_av) {
+      best = m;
+      best_av = av;
+    }
+  }
+  return best;
+}
+
+bool cm_member_credit(cm_member_t *m, const char *subject, uint32_t free, uint32_t slots,
+                      uint64_t received, bool draining) {
+  snprintf(m->subject, sizeof(m->subject), "%s", subject);
+  if (m->slots == 0) {
+    /* Bound once per instance: a later credit cannot raise it. 0 (a mapper
+     * that does not say) means the hard bound. */
+    m->slots = slots > 0 && slots < CM_MEMBERS_MAX_SLOTS ? slots : CM_MEMBERS_MAX_SLOTS;
+  }
+  m->free = free > m->slots ? m->slots : free;
+  if (m->sent == 0 || received < m->received) {
+    /* First credit from this instance, or its counter went back: align
+     * our count of chunks sent with its count of chunks received, so
+     * sent - received is what is in transit. */
+    m->received = received;
+    m->sent = received;
+  } else {
+    m->received = received;
+  }
+  m->draining = draining;
+  return free <= m->slots;
+}
+
+bool cm_member_dispatched(cm_member_t *m, int64_t now) {
+  m->sent++;
+  if (m->first_dispatch_ms >= 0) return false;
+  m->first_dispatch_ms = now;
+  return true;
 }
 
 void cm_members_saver_seen(cm_members_t *t, const char *id, const char *instance,
@@ -140,19 +178,15 @@ static int member_obj(cm_buf_t *out, bool first, const char *id, const char *rol
 }
 
 int cm_members_json(cm_members_t *t, const char *self_id, const char *self_instance,
-                    const char *self_version, int64_t now, int64_t forget_ms, cm_buf_t *out) {
+                    const char *self_version, int64_t now, int64_t forget_ms,
+                    const uint32_t *held, cm_buf_t *out) {
   int rc = cm_buf_puts(out, "{\"members\":[");
   rc |= member_obj(out, true, self_id, "fetcher", self_version ? self_version : "", 0, 0,
                    self_instance ? self_instance : "");
   for (int i = 0; i < t->n; i++) {
     const cm_member_t *m = &t->v[i];
-    int64_t sent = (int64_t)m->sent - (int64_t)m->received;
     if (!m->active) continue;
-    /* in flight: what it holds as far as its last credit said, plus what is
-     * on its way to it */
-    int64_t held = (int64_t)m->slots - (int64_t)m->free + (sent > 0 ? sent : 0);
-    rc |= member_obj(out, false, m->id, "mapper", m->version_name,
-                     (uint64_t)(held > 0 && m->heard ? held : 0),
+    rc |= member_obj(out, false, m->id, "mapper", m->version_name, held != NULL ? held[i] : 0,
                      m->heard ? now - m->hb_ms : -1, m->instance);
   }
   for (int i = 0; i < t->nsavers; i++) {

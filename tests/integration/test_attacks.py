@@ -17,8 +17,10 @@ distinct rows, the fetcher's "complete" only with every row saved, 0
 chunks reaching the attacker, the job not stalled (well under --ack-wait),
 and every forged message counted in chunkmill_rejected_messages_total.
 """
+import json
 import os
 import shutil
+import signal
 import sqlite3
 import tempfile
 import time
@@ -51,12 +53,20 @@ def metric(port, name):
     return samples.get(name, 0.0)
 
 
+def member_heard(f, mid):
+    """The fetcher's /status lists mapper `mid` as heard (bound, alive)."""
+    st, body = http_get(f.port, "/status")
+    assert st == 200, (st, body)
+    return any(m["id"] == mid and m["heard"] for m in json.loads(body)["members"])
+
+
 class Job:
     """nats-server (open, or the shipped config with users) + saver + 2
     mappers (m0, m1) + fetcher --once; everything under one directory."""
 
-    def __init__(self, name, users=False, transform="sleep:15"):
+    def __init__(self, name, users=False, transform="sleep:15", hb="200ms"):
         self.d = os.path.join(WORK, name)
+        self.hb = hb
         os.makedirs(self.d)
         self.users = users
         self.job = name
@@ -85,10 +95,10 @@ class Job:
             return []
         return ["--nats-user", role, "--nats-password", PASSWORDS[role]]
 
-    def daemon(self, role, extra, name=None):
+    def daemon(self, role, extra, name=None, hb=None):
         port = free_port()
         argv = [bin_path(role), "--nats-url", self.nats.url, "--prefix", self.prefix, "--http",
-                f"127.0.0.1:{port}", "--heartbeat", "200ms"] + self.auth(role) + list(extra)
+                f"127.0.0.1:{port}", "--heartbeat", hb or self.hb] + self.auth(role) + list(extra)
         p = Proc(name or f"{role}-{port}", argv, log_dir=self.d)
         p.port = port
         self.procs.append(p)
@@ -219,11 +229,17 @@ def credit_hijack_counted():
         sid = a.sub(mine)
         f = j.daemon("fetcher", ["--records", "200", "--chunk-size", str(CHUNK), "--job", j.job,
                                  "--ledger", os.path.join(j.d, "ledger.db"), "--progress", "0"] +
-                KEYARGS, name="fetcher-stay")
+                KEYARGS, name="fetcher-stay", hb="1s")
+        # (The fetcher's period sets when a silent mapper is gone: 3 s here,
+        # so a loaded host delaying m0's 200 ms heartbeats cannot make it
+        # leave, and the attacker's credits come back as a new member.)
         j.fetcher = f
         wait_until(lambda: http_get(f.port, "/readyz")[0] == 200, 20, what="fetcher ready")
         wait_until(lambda: metric(f.port, "chunkmill_fetcher_done_chunks") == 10, 30,
                    what="the small job done")
+        # m0 is a live (heard) member: the small job may be done before it
+        # joined, and a credit for an id not bound yet is no forgery.
+        wait_until(lambda: member_heard(f, "m0"), 10, what="m0 heard")
         inst = rawnats.random_hex()
         for _ in range(20):
             a.pub(j.subject("credit"), rawnats.credit("m0", mine, 64, instance=inst))
@@ -253,6 +269,66 @@ def credit_hijack_counted():
         assert a.count(sid) == 0
         a.close()
     finally:
+        j.stop()
+
+
+def stalled_mapper_keeps_its_id():
+    """The live m0 stalls (SIGSTOP, as a loaded host or a GC pause does) for
+    three of its heartbeat periods while the attacker sends credits under
+    m0's id and subject with another instance token. A credit alone never
+    takes over an id that was heard (only an instance that heartbeats may,
+    once the bound one has missed a full period): every credit is refused
+    and counted, m0 keeps its id and its leases, and the job completes
+    exactly once. (Before, a credit took m0 over once its heartbeat was a
+    quarter period late, released what m0 held, and went uncounted.)"""
+    j = Job("stall", hb="500ms")
+    stopped = False
+    try:
+        a = j.attacker()
+        f = j.daemon("fetcher", ["--records", str(RECORDS), "--chunk-size", str(CHUNK), "--job",
+                                 j.job, "--ledger", os.path.join(j.d, "ledger.db"),
+                                 "--ack-wait", ACK_WAIT, "--progress", "0"] + KEYARGS,
+                     name="fetcher-stall", hb="2s")  # a silent mapper is gone after 6 s
+        j.fetcher = f
+        wait_until(lambda: http_get(f.port, "/readyz")[0] == 200, 20, what="fetcher ready")
+        wait_until(lambda: metric(f.port, "chunkmill_fetcher_done_chunks") >= 20, 30,
+                   what="the job running")
+        wait_until(lambda: member_heard(f, "m0"), 10, what="m0 heard")
+        inst = rawnats.random_hex()
+        j.mappers[0].signal(signal.SIGSTOP)
+        stopped = True
+        t0 = time.monotonic()
+        sent = 0
+        while time.monotonic() - t0 < 1.5:  # m0 silent for 3 periods (1.5 s)
+            a.pub(j.subject("credit"), rawnats.credit("m0", j.subject("chunk.m0"), 64,
+                                                      instance=inst))
+            sent += 1
+            time.sleep(0.05)
+        a.flush()
+        j.mappers[0].signal(signal.SIGCONT)
+        stopped = False
+
+        def counted():
+            return metric(f.port,
+                          'chunkmill_rejected_messages_total{reason="member_instance"}') == sent
+        try:
+            wait_until(counted, 10, what=f"all {sent} credits of the other instance refused")
+        finally:
+            print(f"    {sent} credits sent while m0 was stopped;",
+                  int(metric(f.port,
+                             'chunkmill_rejected_messages_total{reason="member_instance"}')),
+                  "refused;",
+                  int(metric(f.port, "chunkmill_fetcher_mapper_restarts_total")), "takeovers")
+        assert metric(f.port, "chunkmill_fetcher_mapper_restarts_total") == 0
+        assert metric(f.port, "chunkmill_fetcher_mapper_departures_total") == 0
+        wait_until(lambda: metric(f.port, "chunkmill_fetcher_job_complete") == 1, 60,
+                   what="job complete")
+        n, distinct, forged = j.rows()
+        assert (n, distinct, forged) == (RECORDS, RECORDS, 0), (n, distinct, forged)
+        a.close()
+    finally:
+        if stopped:
+            j.mappers[0].signal(signal.SIGCONT)
         j.stop()
 
 
@@ -324,5 +400,7 @@ check("open server: free=2^31 credit from a never-heartbeating id: 0 chunks to i
 check("mapper credentials: free=2^31 credit from a never-heartbeating id: 0 chunks to it, job "
       "not stalled", lambda: ghost_credit(True))
 check("every forged credit, ack and nak is counted by reason", credit_hijack_counted)
+check("a live mapper stalled for 3 heartbeats keeps its id: another instance's credits are "
+      "refused and counted, no takeover, exact", stalled_mapper_keeps_its_id)
 remove_workdir(WORK)
 finish()

@@ -195,10 +195,28 @@ def two_jobs_at_once():
     assert rows("f") == (500, 500), rows("f")
 
 
+def mapper_inflight():
+    """{mapper id: inflight} of GET /members."""
+    st, body = api("GET", "/members")
+    assert st == 200, (st, body)
+    return {m["id"]: m["inflight"] for m in body["members"] if m["role"] == "mapper"}
+
+
 def pause_resume_cancel():
     st, c = api("POST", "/jobs", {"job": "c", "source": "gen:users", "records": 60000})
     assert st == 201, (st, c)
     wait_until(lambda: job("c")["chunks"]["done"] >= 20, 60, interval=0.05, what="job c started")
+    # While c runs (the only job running): what /members says the mappers
+    # hold is what the ledger has leased (read before and after it).
+    seen = 0
+    for _ in range(10):
+        before = job("c")["chunks"]["leased"]
+        held = sum(mapper_inflight().values())
+        after = job("c")["chunks"]["leased"]
+        assert held <= max(before, after) + 4, (held, before, after)
+        seen = max(seen, held)
+        time.sleep(0.05)
+    assert seen > 0, "no mapper ever held a chunk of a running job"
     st, c = api("POST", "/jobs/c/pause")
     assert st == 200 and c["state"] == "paused", (st, c)
     st, body = api("POST", "/jobs/c/pause")  # again: the registry may take it as done
@@ -208,6 +226,9 @@ def pause_resume_cancel():
                    interval=0.05, what="job c's leases in flight to finish")
     done = j["chunks"]["done"]
     assert done < 600, j
+    # Paused with no lease: no mapper holds anything (not its --save-window).
+    wait_until(lambda: set(mapper_inflight().values()) == {0}, 5, interval=0.1,
+               what=f"/members inflight 0 for every mapper (got {mapper_inflight()})")
     time.sleep(1.5)
     j = job("c")
     assert j["state"] == "paused" and j["chunks"]["done"] == done and j["chunks"]["leased"] == 0, \
