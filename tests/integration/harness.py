@@ -168,6 +168,23 @@ def http_get(port, path, timeout=2.0):
         return None, str(e)
 
 
+def api_request(port, method, path, body=None, token=None, raw=None, timeout=10):
+    """(status, JSON answer) of one request to a fetcher's job API
+    (docs/jobs.md): body is sent as JSON (raw: these bytes instead), token
+    as "Authorization: Bearer". Error statuses are answers, not exceptions."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 class Nats:
     def __init__(self, workdir, port=None, extra=()):
         self.port = port or free_port()

@@ -9,11 +9,9 @@ fetcher killed with -9, and the permissions of deploy/nats/nats-server.conf
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 
-from harness import (Nats, Pipeline, Proc, bin_path, check, dump_logs_on_failure, environ_set,
-                     finish, free_port, http_get, remove_workdir, tmpdir, wait_until)
+from harness import (Nats, Pipeline, Proc, api_request, bin_path, check, dump_logs_on_failure,
+                     environ_set, finish, free_port, http_get, remove_workdir, tmpdir, wait_until)
 from rawnats import RawNats, random_hex
 
 TOKEN = "tok-" + random_hex(32)
@@ -54,18 +52,7 @@ def start_fetcher(ledger=None, token=True, prefix=None, name="fetcher"):
 
 def api(method, path, body=None, token=TOKEN, raw=None, port=None):
     """(status, JSON answer) of one HTTP request to the fetcher."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(f"http://127.0.0.1:{port or P.fetcher.port}{path}", data=data,
-                                 method=method)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return api_request(port or P.fetcher.port, method, path, body, token=token, raw=raw)
 
 
 def job(name):

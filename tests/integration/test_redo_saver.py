@@ -22,13 +22,11 @@ PostgreSQL is skipped (said so) when it is not installed."""
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 import pg
 import rawnats
-from harness import (Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish, free_port,
-                     http_get, kept_on_failure, parse_prometheus, wait_until)
+from harness import (Pipeline, Proc, api_request, bin_path, check, dump_logs_on_failure, finish,
+                     free_port, http_get, kept_on_failure, parse_prometheus, wait_until)
 
 JOB = "redo"
 CHUNKS = 12
@@ -234,17 +232,7 @@ API_TOKEN = "redo-test-api-token-0123456789"
 
 
 def api(port, method, path, body=None):
-    """(status, JSON answer) of one request to the fetcher's job API."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {API_TOKEN}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return api_request(port, method, path, body, token=API_TOKEN)
 
 
 def start_serve(P):

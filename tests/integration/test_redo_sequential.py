@@ -23,13 +23,11 @@ import json
 import os
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from harness import (Pipeline, Proc, bin_path, check, dump_logs_on_failure, finish, free_port,
-                     kept_on_failure, send_json, wait_until)
+from harness import (Pipeline, Proc, api_request, bin_path, check, dump_logs_on_failure, finish,
+                     free_port, kept_on_failure, send_json, wait_until)
 
 API_TOKEN = "seq-redo-test-api-token-0123456789"
 CHANGED = "source changed since the chunk was first read (digest mismatch)"
@@ -37,16 +35,7 @@ failed = []
 
 
 def api(port, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {API_TOKEN}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return api_request(port, method, path, body, token=API_TOKEN)
 
 
 def start_serve(P):
