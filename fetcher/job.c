@@ -981,6 +981,19 @@ static int reopen(cm_job_t *j, char *err, size_t errlen) {
   return 0;
 }
 
+/* After chunks of a finished or running job became pending again (replay,
+ * redo): the job runs again and the change is in the ledger before the
+ * caller answers. */
+static int requeued(cm_job_t *j, char *err, size_t errlen) {
+  int rc;
+  if ((rc = reopen(j, err, errlen)) != 0) return rc;
+  if (jobs_flush(j->r) != 0) {
+    snprintf(err, errlen, "ledger cannot be written: %s", cm_ledger_errmsg(j->ledger));
+    return -EIO;
+  }
+  return 0;
+}
+
 int cm_job_replay_dead(cm_job_t *j, int *n, char *err, size_t errlen) {
   int rc;
   *n = 0;
@@ -992,11 +1005,7 @@ int cm_job_replay_dead(cm_job_t *j, int *n, char *err, size_t errlen) {
   }
   *n = rc;
   if (rc > 0) {
-    if ((rc = reopen(j, err, errlen)) != 0) return rc;
-    if (jobs_flush(j->r) != 0) {
-      snprintf(err, errlen, "ledger cannot be written: %s", cm_ledger_errmsg(j->ledger));
-      return -EIO;
-    }
+    if ((rc = requeued(j, err, errlen)) != 0) return rc;
     job_wake(j);
   }
   return 0;
@@ -1044,11 +1053,7 @@ int cm_job_redo(cm_job_t *j, const char *version, int *n, char *err, size_t errl
   }
   *n = rc;
   if (rc > 0) {
-    if ((rc = reopen(j, err, errlen)) != 0) return rc;
-    if (jobs_flush(j->r) != 0) {
-      snprintf(err, errlen, "ledger cannot be written: %s", cm_ledger_errmsg(j->ledger));
-      return -EIO;
-    }
+    if ((rc = requeued(j, err, errlen)) != 0) return rc;
     cm_log_info("job %s: redo of version %s: %d chunks are pending again", j->name, version, *n);
     job_wake(j);
   }

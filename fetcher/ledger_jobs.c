@@ -297,6 +297,23 @@ void cm_ledger_info(const cm_ledger_t *l, cm_job_info_t *info) { *info = l->info
 
 /* ---- dead chunks -------------------------------------------------------- */
 
+/* A chunk read back from its row (dead or done) becomes pending again:
+ * room for it first (so a failure leaves nothing half-moved), then it is
+ * in memory, due, and its row change queued. */
+static int repend_reserve(cm_ledger_t *l) {
+  int ret;
+  if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
+      (ret = cm__queue_reserve(l)) < 0)
+    return ret;
+  return 0;
+}
+
+static void repend(cm_ledger_t *l, cm__chunk_t *c) {
+  cm__set_insert(&l->set, c);
+  cm__pend(l, c);
+  cm__queue(l, c);
+}
+
 int cm_ledger_replay_dead(cm_ledger_t *l) {
   sqlite3_stmt *st = l->st[CM__S_LOAD_DEAD];
   cm__chunk_t *c = NULL;
@@ -309,9 +326,7 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
     if (cm__set_find(&l->set, idx)) continue; /* cannot happen after the flush */
-    if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
-        (ret = cm__queue_reserve(l)) < 0)
-      goto out;
+    if ((ret = repend_reserve(l)) < 0) goto out;
     uint32_t attempt = (uint32_t)sqlite3_column_int64(st, 1);
     /* base_attempt = attempt: a fresh max_deliver budget. */
     c = cm__chunk_from_row(idx, attempt, attempt, 0, sqlite3_column_text(st, 2),
@@ -321,9 +336,7 @@ int cm_ledger_replay_dead(cm_ledger_t *l) {
       ret = -ENOMEM;
       goto out;
     }
-    cm__set_insert(&l->set, c);
-    cm__pend(l, c);
-    cm__queue(l, c);
+    repend(l, c);
     c = NULL;
     l->info.dead_chunks--;
     l->job_dirty = true;
@@ -433,9 +446,7 @@ int cm_ledger_redo(cm_ledger_t *l, const char *version) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
     if (cm__set_find(&l->set, idx)) continue; /* cannot happen after the flush */
-    if ((ret = cm__set_reserve(&l->set)) < 0 || (ret = cm__heap_reserve(&l->ready)) < 0 ||
-        (ret = cm__queue_reserve(l)) < 0)
-      goto out;
+    if ((ret = repend_reserve(l)) < 0) goto out;
     uint32_t attempt = (uint32_t)sqlite3_column_int64(st, 1);
     uint32_t records = (uint32_t)sqlite3_column_int64(st, 3);
     /* A fresh max_deliver budget, like a replay; records are counted again
@@ -447,9 +458,7 @@ int cm_ledger_redo(cm_ledger_t *l, const char *version) {
       ret = -ENOMEM;
       goto out;
     }
-    cm__set_insert(&l->set, c);
-    cm__pend(l, c);
-    cm__queue(l, c);
+    repend(l, c);
     c = NULL;
     l->info.done_chunks--;
     l->info.records_done -= records;
