@@ -304,7 +304,11 @@ def main():
 
         check("the fetcher serves the dashboard's files", served_files)
 
-        browser = Browser(node_modules, tmpdir("cm-dash-browser-"))
+        # Chromium's singleton socket lives in its TMPDIR, and a Unix socket
+        # path has at most 107 bytes: a deep build tree's TMPDIR is too long
+        # ("Socket path too long"), so the browser gets a short one under
+        # /tmp (removed at exit like every tmpdir).
+        browser = Browser(node_modules, tmpdir("cmdb-", parent="/tmp"))
         url = f"http://127.0.0.1:{port}/"
         snaps = []
 
